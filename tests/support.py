@@ -1,0 +1,90 @@
+"""Helpers shared by tests: free ports, real processes, polling with a deadline, the machine's services."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+# CI sets this so that a missing PostgreSQL or Redis fails the run instead of skipping tests.
+REQUIRE_SERVICES = os.environ.get("TIERGATE_REQUIRE_SERVICES") == "1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], T | None], *, timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> T:
+    """Poll until `predicate` returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def running(args: list[str], *, url: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 20.0) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process that is up once `url` answers 200; stopped (SIGTERM, then SIGKILL) afterwards."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    proc = subprocess.Popen(args, env=full_env, cwd=cwd or ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while not _answers(url):
+            if proc.poll() is not None:
+                out = proc.stdout.read().decode() if proc.stdout else ""
+                raise AssertionError(f"{' '.join(args)} exited with {proc.returncode}:\n{out}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{' '.join(args)} did not answer {url} within {timeout}s")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+
+@contextmanager
+def fake_upstream() -> Iterator[str]:
+    """The scriptable fake upstream in its own process; yields its base URL (ending in /v1)."""
+    port = free_port()
+    with running([sys.executable, str(ROOT / "tests" / "fake_upstream.py"), "--port", str(port)], url=f"http://127.0.0.1:{port}/_requests"):
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+def service_unavailable(what: str, detail: str) -> None:
+    """Skip (on a laptop without the service) or fail (in CI, where the service must be there)."""
+    message = f"{what} is not reachable ({detail}); tests that need it are skipped"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " - but TIERGATE_REQUIRE_SERVICES=1 requires it", pytrace=False)
+    pytest.skip(message)

@@ -1,0 +1,3 @@
+from tiergate.admin.cli import main
+
+raise SystemExit(main())

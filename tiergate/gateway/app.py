@@ -1,0 +1,180 @@
+"""The ASGI application: routes, error shaping and the lifespan that owns every resource."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from tiergate.gateway import pipeline
+from tiergate.gateway.auth import MASTER
+from tiergate.gateway.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge, ServiceUnavailable
+from tiergate.gateway.records import CallRecord
+from tiergate.gateway.resources import Resources, open_resources
+from tiergate.gateway.settings import Settings, load_settings
+from tiergate.gateway.prices import with_known_prices
+
+log = logging.getLogger("tiergate")
+_SAFE_ID = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+def request_id(request: Request) -> str:
+    """The caller's x-request-id when it is a sane token (so their logs line up with ours), else a new one."""
+    given = request.headers.get("x-request-id")
+    if given and len(given) <= 128 and frozenset(given.encode()) <= _SAFE_ID:
+        return given
+    return "req_" + os.urandom(12).hex()
+
+
+def error_response(error: GatewayError, rid: str) -> Response:
+    return Response(
+        error.body(),
+        status_code=error.status,
+        headers={**error.headers, "x-request-id": rid},
+        media_type="application/json",
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing early (before reading it) anything over `limit` bytes."""
+    declared = request.headers.get("content-length")
+    too_large = PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _resources(request: Request) -> Resources:
+    return request.app.state.resources  # type: ignore[no-any-return]
+
+
+def _new_record(rid: str, endpoint: str) -> CallRecord:
+    return CallRecord(
+        request_id=rid, endpoint=endpoint, principal=MASTER, requested_model="", started_at=time.time(),
+        started_perf=time.perf_counter(),
+    )  # fmt: skip
+
+
+async def _call(request: Request, endpoint: str) -> Any:
+    res = _resources(request)
+    rid = request_id(request)
+    record = _new_record(rid, endpoint)
+    try:
+        raw = await read_body(request, res.settings.max_body_bytes)
+        if endpoint == "chat":
+            return await pipeline.chat_completion(res, request.headers, raw, record)
+        return await pipeline.embeddings(res, request.headers, raw, record)
+    except GatewayError as error:
+        return error_response(error, rid)
+
+
+async def chat_completions(request: Request) -> Any:
+    return await _call(request, "chat")
+
+
+async def embeddings(request: Request) -> Any:
+    return await _call(request, "embeddings")
+
+
+async def models(request: Request) -> Response:
+    res = _resources(request)
+    rid = request_id(request)
+    try:
+        principal = await res.auth.authenticate(request.headers)
+    except GatewayError as error:
+        return error_response(error, rid)
+    response = pipeline.models(res, principal)
+    response.headers["x-request-id"] = rid
+    return response
+
+
+async def healthz(request: Request) -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+async def readyz(request: Request) -> Response:
+    res = _resources(request)
+    problems = [p for check in res.readiness if (p := await check()) is not None]
+    if problems:
+        return error_response(ServiceUnavailable("not ready: " + "; ".join(problems)), request_id(request))
+    return Response(orjson.dumps({"status": "ready", "config": res.settings.source}), media_type="application/json")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 405:
+        error: GatewayError = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+    elif status == 404:
+        error = NotFound(f"no route {request.method} {request.url.path}; this is an OpenAI-compatible API under /v1", code="not_found")
+    else:
+        error = GatewayError("internal error", status=status)
+    return error_response(error, request_id(request))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    rid = request_id(request)
+    log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, rid)
+    return error_response(GatewayError(f"internal error in the gateway (request {rid})"), rid)
+
+
+def routes() -> list[Route]:
+    out = []
+    for prefix in ("/v1", ""):
+        out += [
+            Route(f"{prefix}/chat/completions", chat_completions, methods=["POST"]),
+            Route(f"{prefix}/embeddings", embeddings, methods=["POST"]),
+            Route(f"{prefix}/models", models, methods=["GET"]),
+        ]
+    return [*out, Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
+    rng: random.Random | None = None,
+) -> Starlette:
+    """The gateway as an ASGI app. `upstream_transport` replaces the network (tests: respx, MockTransport)."""
+    settings = with_known_prices(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        for notice in settings.notices:
+            log.warning("%s", notice)
+        res = await open_resources(settings, upstream_transport=upstream_transport, rng=rng)
+        app.state.resources = res
+        try:
+            yield
+        finally:
+            await res.aclose()
+
+    return Starlette(
+        routes=routes(),
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+    )
+
+
+def app_from_environment() -> ASGIApp:
+    """Factory for `uvicorn --factory` and worker processes: settings from $TIERGATE_CONFIG or the default."""
+    return create_app(load_settings(None))

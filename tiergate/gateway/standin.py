@@ -1,0 +1,141 @@
+"""Local stand-in models for `tiergate demo`: an OpenAI-compatible server that needs no account or network.
+
+Every answer says it comes from a stand-in, so nobody mistakes the demo for a real model. It honours the
+parts of the protocol the gateway relays (streaming with usage, tools, JSON mode, `n`, embeddings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+PREFIX = "standin-"
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return str(content or "")
+    return ""
+
+
+def _example(schema: Any) -> Any:
+    """A value that satisfies a (simple) JSON schema, for tool arguments and JSON-schema answers."""
+    if not isinstance(schema, dict):
+        return "example"
+    kind = schema.get("type")
+    if "enum" in schema and schema["enum"]:
+        return schema["enum"][0]
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return {name: _example(sub) for name, sub in props.items()}
+    if kind == "array":
+        return [_example(schema.get("items"))]
+    if kind in ("integer", "number"):
+        return 1
+    if kind == "boolean":
+        return True
+    return "example"
+
+
+def _reply(body: dict[str, Any], model: str) -> tuple[str | None, list[dict[str, Any]] | None]:
+    label = f"[stand-in {model.removeprefix(PREFIX)} model, not a real LLM]"
+    tools = body.get("tools") or []
+    choice = body.get("tool_choice")
+    if tools and choice != "none":
+        function = tools[0].get("function", {})
+        if isinstance(choice, dict):
+            wanted = choice.get("function", {}).get("name")
+            function = next((t["function"] for t in tools if t.get("function", {}).get("name") == wanted), function)
+        arguments = orjson.dumps(_example(function.get("parameters"))).decode()
+        call_id = "call_" + hashlib.sha1(arguments.encode()).hexdigest()[:12]
+        return None, [{"id": call_id, "type": "function", "function": {"name": function.get("name", ""), "arguments": arguments}}]
+    question = _last_user_text(body.get("messages") or [])
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        value = _example((fmt.get("json_schema") or {}).get("schema"))
+        return orjson.dumps(value).decode(), None
+    if fmt.get("type") == "json_object":
+        return orjson.dumps({"stand_in": label, "you_asked": question}).decode(), None
+    return f"{label} You asked: {question}", None
+
+
+def _tokens(text: str) -> int:
+    return max(1, math.ceil(len(text) / 4))
+
+
+async def chat(request: Request) -> Response:
+    body = orjson.loads(await request.body())
+    model = body.get("model", PREFIX + "model")
+    content, tool_calls = _reply(body, model)
+    n = int(body.get("n") or 1)
+    prompt_tokens = _tokens(orjson.dumps(body.get("messages")).decode())
+    completion_tokens = _tokens(content or orjson.dumps(tool_calls).decode()) * n
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+    finish = "tool_calls" if tool_calls else "stop"
+    created = int(time.time())
+    completion_id = "chatcmpl-standin-" + hashlib.sha1(orjson.dumps(body)).hexdigest()[:16]
+    if not body.get("stream"):
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        choices = [{"index": i, "message": message, "finish_reason": finish, "logprobs": None} for i in range(n)]
+        doc = {"id": completion_id, "object": "chat.completion", "created": created, "model": model, "choices": choices, "usage": usage}
+        return Response(orjson.dumps(doc), media_type="application/json")
+
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+    def frame(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        doc = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices, **extra}
+        return b"data: " + orjson.dumps(doc) + b"\n\n"
+
+    async def events() -> AsyncIterator[bytes]:
+        for i in range(n):
+            yield frame([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+            if tool_calls:
+                yield frame([{"index": i, "delta": {"tool_calls": [{"index": 0, **tool_calls[0]}]}, "finish_reason": None}])
+            else:
+                for word in (content or "").split(" "):
+                    yield frame([{"index": i, "delta": {"content": word + " "}, "finish_reason": None}])
+            yield frame([{"index": i, "delta": {}, "finish_reason": finish}])
+        if include_usage:
+            yield frame([], usage=usage)
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+async def embeddings(request: Request) -> Response:
+    body = orjson.loads(await request.body())
+    inputs = body.get("input")
+    texts = [inputs] if isinstance(inputs, str) else [str(x) for x in inputs or []]
+    data = []
+    for i, text in enumerate(texts):
+        digest = hashlib.sha256(text.encode()).digest()
+        vector = [(b - 127.5) / 127.5 for b in digest]
+        norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+        data.append({"object": "embedding", "index": i, "embedding": [v / norm for v in vector]})
+    tokens = sum(_tokens(t) for t in texts)
+    doc = {"object": "list", "data": data, "model": body.get("model"), "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return Response(orjson.dumps(doc), media_type="application/json")
+
+
+def create_standin_app() -> Starlette:
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
+        ]
+    )

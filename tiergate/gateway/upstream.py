@@ -1,0 +1,161 @@
+"""Getting an answer from the plan's deployments: retries, fallback, escalation and cooldown.
+
+For each target of the route plan (cheapest first), each deployment of it (healthy ones first, rotating for
+load share), up to `1 + max_retries` attempts with jittered backoff on connect errors, timeouts, 429 and
+5xx. A deployment that fails `cooldown_failures` times in a row rests for `cooldown_s`. When a whole target
+fails and the plan allows it, the next, more capable target answers (an escalation). A 4xx that says the
+request itself is wrong ends the search at once: another deployment would refuse it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from tiergate.gateway.errors import UpstreamFailed, UpstreamRejected
+from tiergate.gateway.settings import Deployment, Settings
+from tiergate.gateway.transport import TransportError, UpstreamResponse
+from tiergate.policies.retry import Health, backoff_s, is_retryable_status, record_failure, record_success
+from tiergate.policies.routing import RoutePlan, prefer_healthy
+
+# Upstream answers that mean "this deployment is misconfigured", not "the request is wrong": try the next one.
+_DEPLOYMENT_FAULTS = frozenset({401, 403, 404})
+
+
+@dataclass
+class Attempted:
+    """What happened on the way to an answer; lands in the call record."""
+
+    attempts: int = 0
+    escalations: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    upstream_wait_s: float = 0.0
+
+
+@dataclass
+class Answer:
+    deployment: Deployment
+    tier: str | None
+    response: UpstreamResponse
+    first_chunk: bytes  # streams only: the first bytes, read before committing to this deployment
+    body: bytes  # non-streams only: the whole answer
+
+
+Send = Callable[[Deployment], Awaitable[UpstreamResponse]]
+
+
+def _retry_after(response: UpstreamResponse) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class UpstreamClient:
+    def __init__(self, settings: Settings, *, rng: random.Random | None = None) -> None:
+        self._policy = settings.upstream
+        self._deployments = {d.id: d for d in settings.deployments}
+        self.health: dict[str, Health] = {}
+        self._rng = rng or random.Random()
+        self._rotation = 0
+
+    def _failed(self, deployment: Deployment, now: float) -> bool:
+        """Record a failure; True when the deployment is now resting and should not be retried."""
+        state = record_failure(
+            self.health.get(deployment.id, Health()), now, self._policy.cooldown_failures, self._policy.cooldown_s
+        )
+        self.health[deployment.id] = state
+        return not state.available(now)
+
+    def _succeeded(self, deployment: Deployment) -> None:
+        state = self.health.get(deployment.id)
+        if state is not None:
+            self.health[deployment.id] = record_success(state)
+
+    async def call(self, plan: RoutePlan, send: Send, *, stream: bool, trail: Attempted) -> Answer:
+        """The first good answer along the plan, or the error the caller should see."""
+        self._rotation += 1
+        all_timeouts = True
+        for position, target in enumerate(plan.targets):
+            if position:
+                trail.escalations.append(f"{plan.targets[position - 1].tier}->{target.tier}: {trail.failures[-1]}")
+            order = prefer_healthy(target.deployments, self.health, time.monotonic(), self._rotation)
+            for deployment_id in order:
+                deployment = self._deployments[deployment_id]
+                for attempt in range(self._policy.max_retries + 1):
+                    trail.attempts += 1
+                    waited = time.perf_counter()
+                    retry_after: float | None = None
+                    try:
+                        response = await send(deployment)
+                        if response.status == 200:
+                            answer = await self._complete(deployment, target.tier, response, stream)
+                            trail.upstream_wait_s += time.perf_counter() - waited
+                            self._succeeded(deployment)
+                            return answer
+                        error_body = await response.read()
+                        trail.upstream_wait_s += time.perf_counter() - waited
+                        status = response.status
+                        retry_after = _retry_after(response)
+                        all_timeouts = False
+                    except TransportError as exc:
+                        trail.upstream_wait_s += time.perf_counter() - waited
+                        trail.failures.append(f"{deployment.id}: {exc}")
+                        all_timeouts = all_timeouts and exc.timeout
+                    else:
+                        trail.failures.append(f"{deployment.id}: HTTP {status}")
+                        if not is_retryable_status(status):
+                            if status in _DEPLOYMENT_FAULTS:
+                                self._failed(deployment, time.monotonic())
+                                break  # next deployment: this one's key, model or URL is wrong
+                            raise UpstreamRejected(status, error_body)
+                    if self._failed(deployment, time.monotonic()) or attempt == self._policy.max_retries:
+                        break
+                    await asyncio.sleep(
+                        backoff_s(attempt, self._policy.backoff_base_s, self._policy.backoff_max_s, self._rng, retry_after)
+                    )
+        summary = "; ".join(trail.failures[-4:])
+        if all_timeouts:
+            raise UpstreamFailed(f"every upstream deployment timed out ({summary})", status=504, code="upstream_timeout")
+        raise UpstreamFailed(f"every upstream deployment failed after retries ({summary})")
+
+    @staticmethod
+    async def _complete(deployment: Deployment, tier: str | None, response: UpstreamResponse, stream: bool) -> Answer:
+        if not stream:
+            return Answer(deployment, tier, response, b"", await response.read())
+        chunks = response.chunks()
+        try:
+            # Committing to a stream only once its first bytes arrived keeps a stream that dies before
+            # sending anything retryable: the client has not seen a byte yet.
+            first = await anext(chunks, b"")
+        except TransportError:
+            await response.aclose()
+            raise
+        if not first:
+            await response.aclose()
+            raise TransportError("upstream closed the stream before sending anything")
+        return Answer(deployment, tier, _Resumed(response, chunks), first, b"")
+
+
+class _Resumed:
+    """A streamed response whose first chunk was already taken; iteration continues where it stopped."""
+
+    def __init__(self, response: UpstreamResponse, chunks: AsyncIterator[bytes]) -> None:
+        self._response = response
+        self._chunks = chunks
+        self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
+
+    async def read(self) -> bytes:
+        return await self._response.read()
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self._chunks
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
