@@ -1,0 +1,127 @@
+"""`tiergate serve` and `tiergate demo`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import socket
+import sys
+
+from tiergate.gateway.settings import ConfigError, Settings, load_settings, parse_settings
+from tiergate.policies.tiers import TIERS
+
+
+def _describe(settings: Settings) -> str:
+    lines = [f"config: {settings.source}"]
+    for tier in TIERS:
+        models = [d.model for d in settings.deployments if d.tier == tier and not d.candidate]
+        if models:
+            lines.append(f"  {tier:<10} {', '.join(models)}")
+    return "\n".join(lines)
+
+
+def _uvicorn_kwargs(host: str, port: int, settings: Settings) -> dict[str, object]:
+    return {
+        "host": host,
+        "port": port,
+        "loop": "uvloop" if sys.platform != "win32" else "asyncio",
+        "http": "httptools",
+        "access_log": False,  # tiergate writes its own structured line per request when access_log is on
+        "log_config": None,
+        "timeout_graceful_shutdown": settings.drain_timeout_s,
+        "server_header": False,
+    }
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from tiergate.gateway.app import create_app
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"tiergate: configuration error: {exc}", file=sys.stderr)
+        return 2
+    print(_describe(settings), file=sys.stderr)
+    kwargs = _uvicorn_kwargs(args.host, args.port, settings)
+    if args.workers > 1:
+        if args.config:
+            os.environ["TIERGATE_CONFIG"] = os.path.abspath(args.config)
+        uvicorn.run("tiergate.gateway.app:app_from_environment", factory=True, workers=args.workers, **kwargs)  # type: ignore[arg-type]
+    else:
+        uvicorn.run(create_app(settings), **kwargs)  # type: ignore[arg-type]
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def demo_settings(standin_port: int, master_key: str) -> Settings:
+    from tiergate.gateway.standin import PREFIX
+
+    base = f"http://127.0.0.1:{standin_port}/v1"
+    # Made-up prices, in the ratio of real model families, so the cost figures mean something.
+    prices = {"student": (0.15, 0.6), "ta": (0.4, 1.6), "teacher": (2.5, 10.0), "supervisor": (15.0, 60.0)}
+    tiers = {
+        tier: [{"model": PREFIX + tier, "api_base": base, "input_cost_per_mtok": p[0], "output_cost_per_mtok": p[1]}]
+        for tier, p in prices.items()
+    }
+    models = [{"model": PREFIX + "embedding", "api_base": base, "input_cost_per_mtok": 0.02}]
+    return parse_settings(
+        {"master_key": master_key, "tiers": tiers, "models": models, "database_url": "sqlite:///./tiergate-demo.db"},
+        env={},
+        source="demo (local stand-in models)",
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from tiergate.gateway.app import create_app
+    from tiergate.gateway.standin import create_standin_app
+
+    standin_port = _free_port()
+    master_key = "sk-tg-demo-" + secrets.token_urlsafe(12)
+    settings = demo_settings(standin_port, master_key)
+    url = f"http://{args.host}:{args.port}/v1"
+    print(
+        f"""tiergate demo: the gateway on {url}, with a local stand-in model on every tier
+(stand-ins answer "[stand-in <tier> model, not a real LLM] ..."; no account or network needed).
+
+Try:
+  curl -s {url}/models -H "Authorization: Bearer {master_key}"
+  curl -s {url}/chat/completions -H "Authorization: Bearer {master_key}" -H "Content-Type: application/json" \\
+       -d '{{"model": "auto", "messages": [{{"role": "user", "content": "Hello!"}}]}}' -D - 
+  python -c 'from openai import OpenAI; c = OpenAI(base_url="{url}", api_key="{master_key}"); print(c.chat.completions.create(model="teacher", messages=[{{"role": "user", "content": "hi"}}]).choices[0].message.content)'
+
+Press Ctrl+C to stop.""",
+        flush=True,
+    )
+    standin = uvicorn.Server(uvicorn.Config(create_standin_app(), host="127.0.0.1", port=standin_port, log_level="warning", log_config=None))
+    gateway = uvicorn.Server(uvicorn.Config(create_app(settings), **_uvicorn_kwargs(args.host, args.port, settings)))  # type: ignore[arg-type]
+
+    async def run() -> None:
+        await asyncio.gather(standin.serve(), gateway.serve())
+
+    asyncio.run(run())
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="YAML config (default: $TIERGATE_CONFIG, else the embedded default)")
+    serve.add_argument("--host", default=os.environ.get("TIERGATE_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("TIERGATE_PORT", "4000")))
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("TIERGATE_WORKERS", "1")))
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="run the gateway with local stand-in models, no account needed")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=4000)
+    demo.set_defaults(func=cmd_demo)
