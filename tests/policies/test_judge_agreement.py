@@ -57,7 +57,12 @@ def test_parse_winner(reply: str, expected: tuple[str, str] | None) -> None:
         ("A", "B", "better", 1.0),  # the candidate won in both positions
         ("B", "A", "worse", 0.0),
         ("tie", "tie", "as_good", 0.5),
-        ("A", "A", "as_good", 0.5),  # the judge always picked position A: position bias, no evidence either way
+        (
+            "A",
+            "A",
+            "as_good",
+            0.5,
+        ),  # the judge always picked position A: position bias, no evidence either way
         ("A", "tie", "as_good", 0.75),
     ],
 )

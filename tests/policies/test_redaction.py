@@ -29,6 +29,12 @@ def test_redact_text(text: str, expected: str) -> None:
 
 
 def test_redact_keeps_structure() -> None:
-    messages = [{"role": "user", "content": [{"type": "text", "text": "a@b.io"}]}, {"role": "assistant", "content": None}]
-    assert redact(messages) == [{"role": "user", "content": [{"type": "text", "text": "[EMAIL]"}]}, {"role": "assistant", "content": None}]
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "a@b.io"}]},
+        {"role": "assistant", "content": None},
+    ]
+    assert redact(messages) == [
+        {"role": "user", "content": [{"type": "text", "text": "[EMAIL]"}]},
+        {"role": "assistant", "content": None},
+    ]
     assert redact({"n": 3, "ok": True}) == {"n": 3, "ok": True}
