@@ -127,6 +127,7 @@ class Metrics:
         self._dropped_seen: dict[str, int] = {}
         self._refresh_lock = threading.Lock()
         self._series: dict[tuple[str, ...], _Series] = {}
+        self._refused: dict[tuple[str, ...], tuple[Counter, ...]] = {}
         if multiproc_dir is None:
             self.registry.register(_Refresher(self.refresh))
         tenant = ("tenant",) if tenant_label else ()
@@ -208,14 +209,26 @@ class Metrics:
             self.upstream_errors.labels(record.deployment_id, "stream_broken").inc()
 
     def refusal(self, record: CallRecord, error: GatewayError) -> None:
-        tenant = (record.principal.tenant_id or "",) if self.tenant_label else ()
-        status = str(record.status_code)
-        self.requests.labels(
-            record.endpoint, *tenant, record.tier or "", record.model or "", status, record.outcome
-        ).inc()
-        if record.attempts == 0:
-            self.refusals.labels(*tenant, error.code or error.type).inc()
-        self._failures(record)
+        tenant = (record.principal.tenant_id or "") if self.tenant_label else ""
+        reason = (error.code or error.type) if record.attempts == 0 else ""
+        key = (
+            record.endpoint, tenant, record.tier or "", record.model or "", str(record.status_code),
+            record.outcome, reason,
+        )  # fmt: skip
+        children = self._refused.get(key)
+        if children is None:
+            children = self._refused[key] = self._refusal_children(key)
+        for child in children:
+            child.inc()
+        if record.escalations or record.upstream_errors:
+            self._failures(record)
+
+    def _refusal_children(self, key: tuple[str, ...]) -> tuple[Counter, ...]:
+        endpoint, tenant, tier, model, status, outcome, reason = key
+        by_tenant = (tenant,) if self.tenant_label else ()
+        requests = self.requests.labels(endpoint, *by_tenant, tier, model, status, outcome)
+        # Refused means the gateway said no before trying any upstream (a 502 after retries is not one).
+        return (requests, self.refusals.labels(*by_tenant, reason)) if reason else (requests,)
 
     def _failures(self, record: CallRecord) -> None:
         for escalation in record.escalations:
@@ -255,7 +268,7 @@ class Metrics:
         if self.multiproc_dir is not None:
             from prometheus_client import multiprocess
 
-            multiprocess.mark_process_dead(os.getpid(), self.multiproc_dir)
+            multiprocess.mark_process_dead(os.getpid(), self.multiproc_dir)  # type: ignore[no-untyped-call]
 
 
 def multiprocess_registry(path: str) -> CollectorRegistry:
@@ -263,7 +276,7 @@ def multiprocess_registry(path: str) -> CollectorRegistry:
     from prometheus_client import multiprocess
 
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=path)
+    multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
     return registry
 
 

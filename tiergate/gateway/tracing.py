@@ -173,7 +173,7 @@ def _otlp_exporter(env: Mapping[str, str]) -> SpanExporter:
             raise RuntimeError(
                 "OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs `pip install opentelemetry-exporter-otlp-proto-grpc`"
             ) from exc
-        return GrpcExporter()  # type: ignore[no-any-return]
+        return GrpcExporter()
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return OTLPSpanExporter()
