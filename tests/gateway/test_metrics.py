@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -151,6 +152,20 @@ async def test_metrics_need_the_master_key() -> None:
         wrong = await client.get("/metrics", headers={"authorization": "Bearer sk-not-it"})
     assert missing.status_code == 401 and wrong.status_code == 401
     assert wrong.json()["error"]["code"] == "invalid_api_key"
+
+
+class TenantKeys:
+    """Stands in for the tenants' authenticator: every key belongs to a tenant."""
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        return Principal("key", tenant_id="acme", key_id="key_1")
+
+
+async def test_a_tenant_key_may_not_read_the_metrics() -> None:
+    async with gateway_app(httpx.MockTransport(respx.Router().handler)) as (app, client, _):
+        app.state.resources.auth = TenantKeys()
+        r = await client.get("/metrics", headers={"authorization": "Bearer sk-tenant"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "master_key_required"
 
 
 async def test_the_metrics_port_serves_without_a_key_and_closes_with_the_app() -> None:
