@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import orjson
 import respx
+from starlette.applications import Starlette
 
 from tiergate.gateway.app import create_app
 from tiergate.gateway.records import CallRecord
@@ -82,14 +83,21 @@ async def gateway(
     router: respx.Router, config: Settings | None = None
 ) -> AsyncIterator[tuple[httpx.AsyncClient, list[CallRecord]]]:
     """The app with its lifespan running; yields a client and the list of records its sinks received."""
-    app = create_app(
-        config or settings(), upstream_transport=httpx.MockTransport(router.handler), rng=random.Random(0)
-    )
+    async with gateway_app(httpx.MockTransport(router.handler), config) as (_, client, records):
+        yield client, records
+
+
+@asynccontextmanager
+async def gateway_app(
+    transport: httpx.AsyncBaseTransport, config: Settings | None = None
+) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient, list[CallRecord]]]:
+    """`gateway` with any upstream transport, yielding the app too (its resources: `app.state.resources`)."""
+    app = create_app(config or settings(), upstream_transport=transport, rng=random.Random(0))
     records: list[CallRecord] = []
     async with app.router.lifespan_context(app):
         app.state.resources.sinks.append(records.append)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
-            yield client, records
+            yield app, client, records
 
 
 def chat(model: str = "auto", **fields: Any) -> dict[str, Any]:

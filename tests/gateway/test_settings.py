@@ -107,6 +107,11 @@ def test_litellm_model_list_is_accepted() -> None:
             "model_info.tier",
         ),
         (["not", "a", "mapping"], "the config must be a mapping"),
+        ({"metrics_port": 70000}, "metrics_port must be a TCP port"),
+        ({"metrics_port": "9464"}, "metrics_port must be an integer"),
+        ({"log_format": "xml"}, "log_format must be one of text, json"),
+        ({"log_level": "chatty"}, "log_level must be one of debug, info"),
+        ({"log_prompts": "yes"}, "log_prompts must be true or false"),
     ],
 )
 def test_bad_configs_name_the_field(doc: Any, message: str) -> None:
@@ -150,3 +155,18 @@ def test_embedded_default_with_openai_key(tmp_path: Path, monkeypatch: pytest.Mo
     assert all(d.api_key == "sk-x" for d in s.deployments)
     assert s.database_url == "sqlite:///./tiergate.db"
     assert not (tmp_path / MASTER_KEY_FILE).exists()
+
+
+def test_observability_settings_and_their_defaults() -> None:
+    default = parse_settings({}, env={})
+    assert (default.metrics_port, default.metrics_host, default.metrics_tenant_label) == (
+        None,
+        "127.0.0.1",
+        True,
+    )
+    assert (default.log_level, default.log_format, default.log_prompts) == ("info", "text", False)
+    doc = {"metrics_port": 9464, "metrics_host": "0.0.0.0", "metrics_tenant_label": False, "log_level": "DEBUG",
+           "log_format": "json", "log_prompts": True}  # fmt: skip
+    custom = parse_settings(doc, env={})
+    assert (custom.metrics_port, custom.metrics_host, custom.metrics_tenant_label) == (9464, "0.0.0.0", False)
+    assert (custom.log_level, custom.log_format, custom.log_prompts) == ("debug", "json", True)

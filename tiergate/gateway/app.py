@@ -8,7 +8,6 @@ import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
 import orjson
@@ -26,13 +25,15 @@ from tiergate.gateway.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    PermissionDenied,
     ServiceUnavailable,
 )
-from tiergate.gateway.logs import configure_logging
+from tiergate.gateway.logs import configure_logging, logging_options
 from tiergate.gateway.prices import with_known_prices
 from tiergate.gateway.records import CallRecord
 from tiergate.gateway.resources import Resources, open_resources
 from tiergate.gateway.settings import Settings, load_settings
+from tiergate.gateway.streaming import RelayResponse
 
 log = logging.getLogger("tiergate")
 _SAFE_ID = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
@@ -82,24 +83,56 @@ def _new_record(rid: str, endpoint: str) -> CallRecord:
     )  # fmt: skip
 
 
-async def _call(request: Request, endpoint: str) -> Any:
+def refused(res: Resources, record: CallRecord, error: GatewayError) -> None:
+    """Complete the record of a call that ends in an error response and hand it to the refusal hooks."""
+    record.status_code = error.status
+    record.outcome = "refused" if record.attempts == 0 else "error"
+    record.error = error.code or error.type
+    record.latency_s = time.perf_counter() - record.started_perf
+    for hook in res.refusals:
+        hook(record, error)
+
+
+def _stamp_overhead(response: Response | RelayResponse, record: CallRecord) -> None:
+    """`x-tiergate-overhead-ms`: time in the gateway so far, minus the time spent waiting on upstreams.
+
+    For a non-streamed answer that is all of the gateway's work; for a stream it covers everything up to the
+    response headers (including the wait for the first chunk, which counts as upstream time), not the relay.
+    """
+    overhead_ms = (time.perf_counter() - record.started_perf - record.upstream_s) * 1000
+    value = f"{max(0.0, overhead_ms):.3f}"
+    if isinstance(response, RelayResponse):
+        response.add_header("x-tiergate-overhead-ms", value)
+    else:
+        response.headers["x-tiergate-overhead-ms"] = value
+
+
+async def _call(request: Request, endpoint: str) -> Response | RelayResponse:
     res = _resources(request)
     rid = request_id(request)
     record = _new_record(rid, endpoint)
+    response: Response | RelayResponse
     try:
         raw = await read_body(request, res.settings.max_body_bytes)
         if endpoint == "chat":
-            return await pipeline.chat_completion(res, request.headers, raw, record)
-        return await pipeline.embeddings(res, request.headers, raw, record)
+            response = await pipeline.chat_completion(res, request.headers, raw, record)
+        else:
+            response = await pipeline.embeddings(res, request.headers, raw, record)
     except GatewayError as error:
-        return error_response(error, rid)
+        refused(res, record, error)
+        response = error_response(error, rid)
+    except Exception:
+        refused(res, record, GatewayError("internal error"))
+        raise
+    _stamp_overhead(response, record)
+    return response
 
 
-async def chat_completions(request: Request) -> Any:
+async def chat_completions(request: Request) -> Response | RelayResponse:
     return await _call(request, "chat")
 
 
-async def embeddings(request: Request) -> Any:
+async def embeddings(request: Request) -> Response | RelayResponse:
     return await _call(request, "embeddings")
 
 
@@ -113,6 +146,20 @@ async def models(request: Request) -> Response:
     response = pipeline.models(res, principal)
     response.headers["x-request-id"] = rid
     return response
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition, for the master key only (tenant ids and spend are in it)."""
+    res = _resources(request)
+    rid = request_id(request)
+    try:
+        principal = await res.auth.authenticate(request.headers)
+        if principal.kind != "master":
+            raise PermissionDenied("the metrics need the master key", code="master_key_required")
+    except GatewayError as error:
+        return error_response(error, rid)
+    body, content_type = res.telemetry.metrics.render()
+    return Response(body, headers={"content-type": content_type})
 
 
 async def healthz(request: Request) -> Response:
@@ -157,7 +204,12 @@ def routes() -> list[Route]:
             Route(f"{prefix}/embeddings", embeddings, methods=["POST"]),
             Route(f"{prefix}/models", models, methods=["GET"]),
         ]
-    return [*out, Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]
+    return [
+        *out,
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
 
 
 def create_app(
@@ -188,6 +240,11 @@ def create_app(
 
 
 def app_from_environment() -> ASGIApp:
-    """Factory for `uvicorn --factory` and worker processes: settings from $TIERGATE_CONFIG or the default."""
-    configure_logging(os.environ.get("TIERGATE_LOG_LEVEL", "info"))
-    return create_app(load_settings(None))
+    """Factory for `uvicorn --factory` and worker processes: settings from $TIERGATE_CONFIG or the default.
+
+    A worker process starts fresh (it does not inherit the parent's logging setup), so it configures logging
+    from the same settings and TIERGATE_LOG_* variables the parent used.
+    """
+    settings = load_settings(None)
+    configure_logging(*logging_options(settings))
+    return create_app(settings)

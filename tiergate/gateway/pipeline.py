@@ -98,25 +98,30 @@ def settle(
 async def chat_completion(
     res: Resources, headers: Mapping[str, str], raw: bytes, record: CallRecord
 ) -> Response | RelayResponse:
-    principal = await res.auth.authenticate(headers)
+    with record.phase("auth"):
+        principal = await res.auth.authenticate(headers)
     record.principal = principal
     request = parse_chat(raw)
     record.requested_model, record.stream = request.model, request.stream
-    plan = route(res, principal, request.model)
+    record.request_body = request.body
+    with record.phase("route"):
+        plan = route(res, principal, request.model)
     trail = Attempted()
     try:
-        answer = await res.upstream.call(
-            plan,
-            lambda d: res.provider(d).chat(d, request, want_usage_chunk=True),
-            stream=request.stream,
-            trail=trail,
-        )
+        with record.phase("upstream"):
+            answer = await res.upstream.call(
+                plan,
+                lambda d: res.provider(d).chat(d, request, want_usage_chunk=True),
+                stream=request.stream,
+                trail=trail,
+            )
     finally:
         record.attempts, record.escalations, record.upstream_s = (
             trail.attempts,
             tuple(trail.escalations),
             trail.upstream_wait_s,
         )
+        record.upstream_errors = tuple(trail.errors)
     _record_answer(record, answer, trail, plan)
     if request.stream:
         return _relay(res, request, answer, trail, record)
@@ -178,18 +183,23 @@ def _relay(
 
 
 async def embeddings(res: Resources, headers: Mapping[str, str], raw: bytes, record: CallRecord) -> Response:
-    principal = await res.auth.authenticate(headers)
+    with record.phase("auth"):
+        principal = await res.auth.authenticate(headers)
     record.principal = principal
     request = parse_embeddings(raw)
     record.requested_model = request.model
-    plan = route(res, principal, request.model)
+    record.request_body = request.body
+    with record.phase("route"):
+        plan = route(res, principal, request.model)
     trail = Attempted()
     try:
-        answer = await res.upstream.call(
-            plan, lambda d: res.provider(d).embeddings(d, request), stream=False, trail=trail
-        )
+        with record.phase("upstream"):
+            answer = await res.upstream.call(
+                plan, lambda d: res.provider(d).embeddings(d, request), stream=False, trail=trail
+            )
     finally:
         record.attempts, record.upstream_s = trail.attempts, trail.upstream_wait_s
+        record.upstream_errors = tuple(trail.errors)
     _record_answer(record, answer, trail, plan)
     record.endpoint = "embeddings"
     doc = orjson.loads(answer.body)

@@ -11,11 +11,13 @@ from typing import Protocol
 import httpx
 
 from tiergate.gateway.auth import MasterKeyAuth, Principal
+from tiergate.gateway.metrics import QueueStats
 from tiergate.gateway.providers import Provider
 from tiergate.gateway.providers.openai_compat import OpenAICompatible
 from tiergate.gateway.providers.via_litellm import LiteLLMProvider
-from tiergate.gateway.records import Sink, access_log_sink
+from tiergate.gateway.records import Refusal, Sink
 from tiergate.gateway.settings import Deployment, Settings
+from tiergate.gateway.telemetry import Telemetry, open_telemetry
 from tiergate.gateway.tokens import TokenCounter
 from tiergate.gateway.transport import AiohttpTransport, HttpxTransport, Transport
 from tiergate.gateway.upstream import UpstreamClient
@@ -56,7 +58,11 @@ class Resources:
     tokens: TokenCounter
     fast_path: OpenAICompatible
     translated: LiteLLMProvider
+    telemetry: Telemetry
     sinks: list[Sink] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+    # Every bounded background queue registers here, so its depth and drops are exported as metrics.
+    queues: list[QueueStats] = field(default_factory=list)
     readiness: list[ReadinessCheck] = field(default_factory=list)
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -69,6 +75,7 @@ class Resources:
         await asyncio.gather(*self.background, return_exceptions=True)
         await self.fast_path.aclose()
         await self.translated.aclose()
+        await self.telemetry.aclose()
 
 
 async def open_resources(
@@ -84,17 +91,24 @@ async def open_resources(
     if any(not d.fast_path for d in settings.deployments):
         translated.preload()
     tokens = TokenCounter()
+    upstream = UpstreamClient(settings, rng=rng)
+    queues: list[QueueStats] = []
+    telemetry = open_telemetry(settings, upstream=upstream, queues=queues)
     res = Resources(
         settings=settings,
         catalog=build_catalog(settings),
         auth=MasterKeyAuth(settings.master_key),
-        upstream=UpstreamClient(settings, rng=rng),
+        upstream=upstream,
         tokens=tokens,
         fast_path=OpenAICompatible(transport, settings.upstream.connect_timeout_s),
         translated=translated,
+        telemetry=telemetry,
+        sinks=list(telemetry.sinks),
+        refusals=list(telemetry.refusals),
+        queues=queues,
     )
-    if settings.access_log:
-        res.sinks.append(access_log_sink)
+    if telemetry.metrics.multiproc_dir is not None:
+        res.background.append(asyncio.ensure_future(telemetry.refresh_periodically()))
     # Loading an encoding takes ~0.3 s: do it off the loop now rather than in the first request that needs it.
     res.background.append(
         asyncio.ensure_future(asyncio.to_thread(tokens.warm, {d.model for d in settings.deployments}))

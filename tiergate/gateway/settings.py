@@ -84,6 +84,14 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     access_log: bool = False
     drain_timeout_s: float = 30.0
+    # Observability (docs/production.md): /metrics needs the master key on the main port; `metrics_port`
+    # also serves it without a key on its own listener, for scrapers inside the cluster network.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_tenant_label: bool = True
+    log_level: str = "info"
+    log_format: str = "text"  # text | json
+    log_prompts: bool = False  # prompt and answer text in the access log: debugging only
     source: str = "embedded default"
     # Problems worth telling the operator at startup that do not stop the gateway.
     notices: tuple[str, ...] = ()
@@ -140,6 +148,15 @@ def _choice(value: Any, options: tuple[str, ...], where: str) -> str:
     if value not in options:
         raise ConfigError(f"{where} must be one of {', '.join(options)}")
     return str(value)
+
+
+def _port(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    port = _typed(value, int, where)
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{where} must be a TCP port (1-65535)")
+    return int(port)
 
 
 _DEPLOYMENT_KEYS = {
@@ -224,8 +241,11 @@ def _from_litellm(entry: Any, where: str, env: Mapping[str, str]) -> tuple[str |
 
 _TOP_KEYS = {
     "master_key", "database_url", "redis_url", "chroma_url", "tiers", "models", "model_list", "upstream", "escalation",
-    "max_body_bytes", "access_log", "drain_timeout_s",
+    "max_body_bytes", "access_log", "drain_timeout_s", "metrics_port", "metrics_host", "metrics_tenant_label",
+    "log_level", "log_format", "log_prompts",
 }  # fmt: skip
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 
 
 def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: str = "<config>") -> Settings:
@@ -308,6 +328,12 @@ def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: st
         ),
         access_log=_typed(doc.get("access_log", False), bool, "access_log"),
         drain_timeout_s=_number(doc.get("drain_timeout_s", 30.0), "drain_timeout_s"),
+        metrics_port=_port(doc.get("metrics_port"), "metrics_port"),
+        metrics_host=_typed(doc.get("metrics_host", "127.0.0.1"), str, "metrics_host"),
+        metrics_tenant_label=_typed(doc.get("metrics_tenant_label", True), bool, "metrics_tenant_label"),
+        log_level=_choice(str(doc.get("log_level", "info")).lower(), LOG_LEVELS, "log_level"),
+        log_format=_choice(doc.get("log_format", "text"), LOG_FORMATS, "log_format"),
+        log_prompts=_typed(doc.get("log_prompts", False), bool, "log_prompts"),
         source=source,
     )
 

@@ -212,6 +212,10 @@ class RelayResponse:
         self.outcome = StreamOutcome(upstream_wait_s=upstream_wait_s)
         self._finish = finish
 
+    def add_header(self, name: str, value: str) -> None:
+        """Before the response starts: one more header (the app adds its own to every response)."""
+        self._headers.append((name.encode(), value.encode()))
+
     async def _pump(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         acc = self.accumulator
         outcome = self.outcome

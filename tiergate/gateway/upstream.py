@@ -32,6 +32,8 @@ class Attempted:
     attempts: int = 0
     escalations: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    # (deployment id, kind) per failed attempt, for metrics: kind is the HTTP status, "timeout" or "connection".
+    errors: list[tuple[str, str]] = field(default_factory=list)
     upstream_wait_s: float = 0.0
 
 
@@ -115,10 +117,12 @@ class UpstreamClient:
                     except TransportError as exc:
                         trail.upstream_wait_s += time.perf_counter() - waited
                         trail.failures.append(f"{deployment.id}: {exc}")
+                        trail.errors.append((deployment.id, "timeout" if exc.timeout else "connection"))
                         all_timeouts = all_timeouts and exc.timeout
                         all_throttled = False
                     else:
                         trail.failures.append(f"{deployment.id}: HTTP {status}")
+                        trail.errors.append((deployment.id, str(status)))
                         if not is_retryable_status(status):
                             if status in _DEPLOYMENT_FAULTS:
                                 self._failed(deployment, time.monotonic())

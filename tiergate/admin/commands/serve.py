@@ -6,8 +6,12 @@ import argparse
 import asyncio
 import os
 import secrets
+import shutil
 import socket
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from tiergate.gateway.settings import ConfigError, Settings, load_settings, parse_settings
@@ -36,24 +40,70 @@ def _uvicorn_kwargs(host: str, port: int, settings: Settings) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def _shared_metrics(settings: Settings) -> Iterator[None]:
+    """Metrics for several processes: a directory the workers write their values to, and the metrics
+    port (when configured) served here, in the supervisor, from all of them.
+
+    $PROMETHEUS_MULTIPROC_DIR names the directory when set (e.g. a volume); otherwise a temporary one is
+    made and removed at exit. Either way it is cleared of a previous run's values first, and it is set
+    before prometheus_client is imported, as its multiprocess mode requires.
+    """
+    from tiergate.gateway.metrics import MULTIPROC_ENV, clear_multiprocess_dir
+
+    given = os.environ.get(MULTIPROC_ENV)
+    path = given or tempfile.mkdtemp(prefix="tiergate-metrics-")
+    clear_multiprocess_dir(path)
+    os.environ[MULTIPROC_ENV] = path
+    server = None
+    if settings.metrics_port is not None:
+        from tiergate.gateway.metrics import MetricsServer, multiprocess_registry
+
+        server = MetricsServer(multiprocess_registry(path), settings.metrics_host, settings.metrics_port)
+    try:
+        yield
+    finally:
+        if server is not None:
+            server.close()
+        if not given:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from tiergate.gateway.app import create_app
+    from tiergate.gateway.logs import configure_logging, logging_options
 
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
         print(f"tiergate: configuration error: {exc}", file=sys.stderr)
         return 2
+    level, fmt = logging_options(settings, level=args.log_level)
+    configure_logging(level, fmt)
     print(_describe(settings), file=sys.stderr)
     kwargs = _uvicorn_kwargs(args.host, args.port, settings)
-    if args.workers > 1:
-        if args.config:
-            os.environ["TIERGATE_CONFIG"] = os.path.abspath(args.config)
-        uvicorn.run("tiergate.gateway.app:app_from_environment", factory=True, workers=args.workers, **kwargs)
-    else:
+    if args.workers < 1:
+        print("tiergate: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers == 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from tiergate.gateway.app import create_app
+
         uvicorn.run(create_app(settings), **kwargs)
+        return 0
+    # Worker processes start fresh: the environment carries the config and the logging choices to them.
+    if args.config:
+        os.environ["TIERGATE_CONFIG"] = os.path.abspath(args.config)
+    os.environ["TIERGATE_LOG_LEVEL"], os.environ["TIERGATE_LOG_FORMAT"] = level, fmt
+    with _shared_metrics(settings):
+        if args.workers == 1:
+            from tiergate.gateway.app import create_app
+
+            uvicorn.run(create_app(settings), **kwargs)
+        else:
+            uvicorn.run(
+                "tiergate.gateway.app:app_from_environment", factory=True, workers=args.workers, **kwargs
+            )
     return 0
 
 
