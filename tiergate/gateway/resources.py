@@ -11,14 +11,18 @@ from typing import Protocol
 import httpx
 
 from tiergate.gateway.auth import MasterKeyAuth, Principal
+from tiergate.gateway.cache import CacheBackend, MemoryBackend, RedisBackend, ResponseCache
+from tiergate.gateway.embeddings import Embedder
 from tiergate.gateway.providers import Provider
 from tiergate.gateway.providers.openai_compat import OpenAICompatible
 from tiergate.gateway.providers.via_litellm import LiteLLMProvider
 from tiergate.gateway.records import Sink, access_log_sink
+from tiergate.gateway.router import Router
 from tiergate.gateway.settings import Deployment, Settings
 from tiergate.gateway.tokens import TokenCounter
 from tiergate.gateway.transport import AiohttpTransport, HttpxTransport, Transport
 from tiergate.gateway.upstream import UpstreamClient
+from tiergate.policies.domain_match import centroid
 from tiergate.policies.routing import Catalog
 
 ReadinessCheck = Callable[[], Awaitable[str | None]]
@@ -56,6 +60,9 @@ class Resources:
     tokens: TokenCounter
     fast_path: OpenAICompatible
     translated: LiteLLMProvider
+    router: Router
+    cache: ResponseCache | None = None  # None: no tenant has the exact cache on
+    embedder: Embedder | None = None  # loaded only when a configured feature needs embeddings
     sinks: list[Sink] = field(default_factory=list)
     readiness: list[ReadinessCheck] = field(default_factory=list)
     background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -67,6 +74,10 @@ class Resources:
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
+        if self.cache is not None:
+            await self.cache.aclose()
+        if self.embedder is not None:
+            self.embedder.close()
         await self.fast_path.aclose()
         await self.translated.aclose()
 
@@ -84,14 +95,23 @@ async def open_resources(
     if any(not d.fast_path for d in settings.deployments):
         translated.preload()
     tokens = TokenCounter()
+    catalog = build_catalog(settings)
+    router = Router(settings.routing, catalog, settings.escalation)
+    embedder = None
+    if settings.routing.any_needs_domain or settings.cache.any_semantic:
+        embedder = await asyncio.to_thread(Embedder)
+        await _seed_domains(router, embedder)
     res = Resources(
         settings=settings,
-        catalog=build_catalog(settings),
+        catalog=catalog,
         auth=MasterKeyAuth(settings.master_key),
         upstream=UpstreamClient(settings, rng=rng),
         tokens=tokens,
         fast_path=OpenAICompatible(transport, settings.upstream.connect_timeout_s),
         translated=translated,
+        router=router,
+        cache=_open_cache(settings),
+        embedder=embedder,
     )
     if settings.access_log:
         res.sinks.append(access_log_sink)
@@ -100,3 +120,22 @@ async def open_resources(
         asyncio.ensure_future(asyncio.to_thread(tokens.warm, {d.model for d in settings.deployments}))
     )
     return res
+
+
+def _open_cache(settings: Settings) -> ResponseCache | None:
+    config = settings.cache
+    if not config.policy.exact and not any(p.exact for p in config.tenants.values()):
+        return None
+    backend: CacheBackend = (
+        RedisBackend(settings.redis_url, settings.redis_prefix)
+        if settings.redis_url
+        else MemoryBackend(config.max_bytes)
+    )
+    return ResponseCache(backend, queue_size=config.write_queue)
+
+
+async def _seed_domains(router: Router, embedder: Embedder) -> None:
+    """Centroids of the domains the config names by example prompts."""
+    for name, examples in router.settings.domains.seeds.items():
+        router.seed_centroids[name] = centroid(await embedder.aembed(list(examples)))
+    router.install(router.snapshot.table, {})
