@@ -114,10 +114,13 @@ async def run(
     candidate = candidate_request(request, add_logprobs)
     remaining, spent = plan, 0
     while True:
-        if len(remaining.targets) == 1 and request.stream:
+        last = len(remaining.targets) == 1
+        if last and request.stream:
             answer = await res.upstream.call(remaining, _send(res, request), stream=True, trail=trail)
             return Cascaded(answer, None, b"", spent)
-        answer = await res.upstream.call(remaining, _send(res, candidate), stream=False, trail=trail)
+        # The last candidate is not verified: it gets the client's request exactly.
+        sent = request if last else candidate
+        answer = await res.upstream.call(remaining, _send(res, sent), stream=False, trail=trail)
         doc = orjson.loads(answer.body)
         position = next(i for i, t in enumerate(remaining.targets) if t.tier == answer.tier)
         rest = remaining.targets[position + 1 :]
@@ -128,11 +131,11 @@ async def run(
                 spent += judged
                 verdict = objection or verdict
             if not verdict.ok:
-                spent += _cost(res, candidate, answer, doc)
+                spent += _cost(res, sent, answer, doc)
                 trail.escalations.append(f"{answer.tier}->{rest[0].tier}: {verdict.describe()}")
                 remaining = replace(remaining, targets=rest)
                 continue
-        if add_logprobs:
+        if add_logprobs and sent is candidate:
             doc = strip_logprobs(doc)
             return Cascaded(answer, doc, orjson.dumps(doc), spent)
         return Cascaded(answer, doc, answer.body, spent)
