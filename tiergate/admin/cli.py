@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import pkgutil
-import sys
 from collections.abc import Sequence
 
 from tiergate import __version__
 from tiergate.admin import commands
+from tiergate.gateway.logs import configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,9 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # Worker processes (serve --workers N) are fresh interpreters: they read the level from the environment.
+    os.environ["TIERGATE_LOG_LEVEL"] = args.log_level
+    configure_logging(args.log_level)
     return int(args.func(args))

@@ -28,6 +28,7 @@ from tiergate.gateway.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
 )
+from tiergate.gateway.logs import configure_logging
 from tiergate.gateway.prices import with_known_prices
 from tiergate.gateway.records import CallRecord
 from tiergate.gateway.resources import Resources, open_resources
@@ -188,4 +189,5 @@ def create_app(
 
 def app_from_environment() -> ASGIApp:
     """Factory for `uvicorn --factory` and worker processes: settings from $TIERGATE_CONFIG or the default."""
+    configure_logging(os.environ.get("TIERGATE_LOG_LEVEL", "info"))
     return create_app(load_settings(None))
