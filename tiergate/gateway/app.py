@@ -6,7 +6,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from tiergate.gateway import pipeline
@@ -165,8 +165,13 @@ def create_app(
     *,
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     rng: random.Random | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """The gateway as an ASGI app. `upstream_transport` replaces the network (tests: respx, MockTransport)."""
+    """The gateway as an ASGI app. `upstream_transport` replaces the network (tests: respx, MockTransport).
+
+    `extra_routes` are served beside the API (the admin layer mounts its `/admin` routes this way, so that
+    the gateway never imports the admin package).
+    """
     settings = with_known_prices(settings)
 
     @asynccontextmanager
@@ -181,7 +186,7 @@ def create_app(
             await res.aclose()
 
     return Starlette(
-        routes=routes(),
+        routes=[*routes(), *extra_routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )

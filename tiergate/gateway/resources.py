@@ -17,6 +17,7 @@ from tiergate.gateway.providers import Provider
 from tiergate.gateway.providers.openai_compat import OpenAICompatible
 from tiergate.gateway.providers.via_litellm import LiteLLMProvider
 from tiergate.gateway.records import Sink, access_log_sink
+from tiergate.gateway.route_table import MemoryRouteTableStore, RouteTableStore, keep_fresh, refresh
 from tiergate.gateway.router import Router
 from tiergate.gateway.settings import Deployment, Settings
 from tiergate.gateway.tokens import TokenCounter
@@ -63,6 +64,7 @@ class Resources:
     router: Router
     cache: ResponseCache | None = None  # None: no tenant has the exact cache on
     embedder: Embedder | None = None  # loaded only when a configured feature needs embeddings
+    route_tables: RouteTableStore = field(default_factory=MemoryRouteTableStore)
     sinks: list[Sink] = field(default_factory=list)
     readiness: list[ReadinessCheck] = field(default_factory=list)
     background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -115,6 +117,11 @@ async def open_resources(
     )
     if settings.access_log:
         res.sinks.append(access_log_sink)
+    # The newest version before the first request; then every refresh_s in the background.
+    await refresh(res.route_tables, router)
+    res.background.append(
+        asyncio.ensure_future(keep_fresh(res.route_tables, router, settings.routing.refresh_s))
+    )
     # Loading an encoding takes ~0.3 s: do it off the loop now rather than in the first request that needs it.
     res.background.append(
         asyncio.ensure_future(asyncio.to_thread(tokens.warm, {d.model for d in settings.deployments}))
