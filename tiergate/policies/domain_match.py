@@ -13,7 +13,8 @@ def centroid(vectors: np.ndarray) -> np.ndarray:
     """The unit-length mean direction of (n, d) unit vectors."""
     mean = vectors.mean(axis=0)
     norm = float(np.linalg.norm(mean))
-    return (mean / norm if norm > 0 else mean).astype(np.float32)
+    out: np.ndarray = (mean / norm if norm > 0 else mean).astype(np.float32)
+    return out
 
 
 def stack(centroids: Mapping[str, Sequence[float] | np.ndarray]) -> tuple[tuple[str, ...], np.ndarray]:

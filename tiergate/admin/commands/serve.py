@@ -51,7 +51,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         if args.config:
             os.environ["TIERGATE_CONFIG"] = os.path.abspath(args.config)
-        uvicorn.run("tiergate.admin.server:server_from_environment", factory=True, workers=args.workers, **kwargs)
+        uvicorn.run(
+            "tiergate.admin.server:server_from_environment", factory=True, workers=args.workers, **kwargs
+        )
     else:
         uvicorn.run(create_server(settings), **kwargs)
     return 0
