@@ -83,13 +83,9 @@ async def _judge(res: Resources, request: ChatRequest, doc: dict[str, Any]) -> t
     ids = res.catalog.tiers.get(tier or "")
     if tier is None or not ids:
         return None, 0
-    body = {
-        "model": tier,
-        "messages": judge_messages(request.messages, doc),
-        "temperature": 0,
-        "max_tokens": 5,
-    }
-    judge = ChatRequest(orjson.dumps(body), body, tier, body["messages"], False, False, 5, 1)
+    messages = judge_messages(request.messages, doc)
+    body = {"model": tier, "messages": messages, "temperature": 0, "max_tokens": 5}
+    judge = ChatRequest(orjson.dumps(body), body, tier, messages, False, False, 5, 1)
     try:
         answer = await res.upstream.call(
             RoutePlan((Target(tier, ids),), "judge"), _send(res, judge), stream=False, trail=Attempted()
