@@ -10,7 +10,7 @@ import openai
 import pytest
 import yaml
 
-from tests.e2e.conftest import MASTER, Stack, gateway_config
+from tests.e2e.conftest import Stack, gateway_config, sdk_client
 from tests.support import fake_upstream, free_port, running, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -44,7 +44,7 @@ def gw(stack: Stack) -> Stack:
 
 
 def client(gw: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.url, api_key=MASTER, max_retries=0)
+    return sdk_client(gw.url)
 
 
 @pytest.mark.parametrize(

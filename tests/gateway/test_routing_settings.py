@@ -66,18 +66,18 @@ def test_a_full_cache_section() -> None:
     s = parse(
         cache={
             "exact": {"enabled": True, "ttl_s": 60, "max_bytes": 4096},
-            "semantic": {"enabled": True, "threshold": 0.95, "ttl_s": 120},
+            "semantic": {"enabled": False, "threshold": 0.95, "ttl_s": 120},
             "write_queue": 10,
             "tenants": {"acme": {"exact": {"enabled": False}, "nondeterministic": True}},
         }
     )
     c = s.cache
     assert (
-        c.policy == CachePolicy(True, 60, True, 0.95, 120, False)
+        c.policy == CachePolicy(True, 60, False, 0.95, 120, False)
         and c.max_bytes == 4096
         and c.write_queue == 10
     )
-    assert c.policy_for("acme") == CachePolicy(False, 60, True, 0.95, 120, True) and c.any_semantic
+    assert c.policy_for("acme") == CachePolicy(False, 60, False, 0.95, 120, True) and not c.any_semantic
 
 
 @pytest.mark.parametrize(
@@ -104,6 +104,8 @@ def test_a_full_cache_section() -> None:
         ({"cache": {"semantic": {"threshold": 1.5}}}, "cache.semantic.threshold"),
         ({"cache": {"tenants": {"acme": {"write_queue": 5}}}}, "cache.tenants.acme"),
         ({"cache": {"size": 5}}, "cache"),
+        ({"cache": {"semantic": {"enabled": True}}}, "cache.semantic.enabled"),
+        ({"cache": {"tenants": {"acme": {"semantic": {"enabled": True}}}}}, "cache.semantic.enabled"),
     ],
 )
 def test_bad_values_name_the_field(doc: dict[str, Any], field: str) -> None:

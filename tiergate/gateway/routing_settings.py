@@ -327,13 +327,16 @@ def parse_cache(doc: Any) -> CacheSettings:
     exact = _mapping(raw.get("exact"), "cache.exact")
     _only(exact, {"enabled", "ttl_s", "max_bytes"}, "cache.exact")
     policy = _cache_policy(raw, "cache", CachePolicy())
-    tenants = {}
+    tenants: dict[str, CachePolicy] = {}
     for tenant, override in _mapping(raw.get("tenants"), "cache.tenants").items():
         where = f"cache.tenants.{tenant}"
         override = _mapping(override, where)
         _only(override, {"exact", "semantic", "nondeterministic"}, where)
         _only(_mapping(override.get("exact"), f"{where}.exact"), {"enabled", "ttl_s"}, f"{where}.exact")
         tenants[str(tenant)] = _cache_policy(override, where, policy)
+    if policy.semantic or any(p.semantic for p in tenants.values()):
+        # Refused rather than ignored: an operator who turns it on must not believe it is working.
+        raise SectionError("cache.semantic.enabled: the semantic cache is not available in this build yet")
     return CacheSettings(
         policy=policy,
         tenants=tenants,
