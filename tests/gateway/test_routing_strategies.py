@@ -160,3 +160,15 @@ async def test_embeddings_only_when_a_feature_needs_them_and_once_per_request() 
 async def test_no_embedding_model_is_loaded_when_nothing_needs_one() -> None:
     async with gateway(respx.Router(), settings(routing={"strategy": "cascade"})) as (client, _):
         assert client._transport.app.state.resources.embedder is None  # type: ignore[attr-defined]
+
+
+def test_the_query_is_the_last_user_message_and_its_context_is_hashed_apart() -> None:
+    from tiergate.gateway.query import Query
+
+    system = {"role": "system", "content": "Be brief."}
+    question = {"role": "user", "content": [{"type": "text", "text": "Capital of France?"}]}
+    a = Query([system, question], None)
+    b = Query([{"role": "system", "content": "Be verbose."}, question], None)
+    assert a.text == b.text == "Capital of France?" and a.turns == 1
+    assert a.context_hash != b.context_hash and a.context_hash == Query([system, question], None).context_hash
+    assert not a.embedded

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from functools import cached_property
 from typing import Any, Protocol
 
 import orjson
@@ -46,6 +47,11 @@ class Query:
         ]
         self._encoder = encoder
         self._encoding: asyncio.Future[Encoded] | None = None
+
+    @cached_property
+    def context_hash(self) -> str:
+        """Names the conversation around the query (system prompt, earlier turns); computed on first use."""
+        return hashlib.sha256(orjson.dumps(self._context, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
     @property
     def embedded(self) -> bool:
