@@ -40,11 +40,10 @@ def split_last_user(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str,
 
 class Query:
     def __init__(self, messages: list[dict[str, Any]], encoder: Encoder | None) -> None:
-        self.text, context = split_last_user(messages)
+        text, context = split_last_user(messages)
+        self.text: str = text
+        self._context: list[dict[str, Any]] = context
         self.turns = sum(1 for m in messages if m.get("role") == "user")
-        self.context_hash = hashlib.sha256(orjson.dumps(context, option=orjson.OPT_SORT_KEYS)).hexdigest()[
-            :32
-        ]
         self._encoder = encoder
         self._encoding: asyncio.Future[Encoded] | None = None
 
