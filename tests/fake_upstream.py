@@ -13,6 +13,8 @@ upstream model with `POST /_script {"model": m, "steps": [step, ...]}`; each req
     no_usage                    omit usage (non-stream) / the usage chunk (stream)
     chunks, chunk_delay_s       stream: number of content chunks, and the pause between them
     break_after                 stream: break the connection after this many chunks
+    logprob                     the log-probability of every token when the request asks for logprobs
+                                (default -0.05)
     fail_first_chunk            stream: break the connection before the first chunk
 
 `GET /_requests` lists what was received (path, selected headers, JSON body); `GET /_events` lists stream
@@ -109,8 +111,16 @@ async def chat(request: Request) -> Response:
         }
         if step.get("tool_calls"):
             message["tool_calls"] = step["tool_calls"]
+        logprobs = None
+        if body.get("logprobs"):
+            value = step.get("logprob", -0.05)
+            logprobs = {
+                "content": [
+                    {"token": w, "logprob": value, "bytes": None, "top_logprobs": []} for w in content.split()
+                ]
+            }
         choices = [
-            {"index": i, "message": message, "finish_reason": finish, "logprobs": None} for i in range(n)
+            {"index": i, "message": message, "finish_reason": finish, "logprobs": logprobs} for i in range(n)
         ]
         doc: dict[str, Any] = {
             "id": cid,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 import yaml
 
@@ -81,3 +82,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def gw(stack: Stack) -> Stack:
     stack.reset()
     return stack
+
+
+_OPEN_CLIENTS: list[openai.OpenAI] = []
+
+
+def sdk_client(url: str, key: str = MASTER) -> openai.OpenAI:
+    """An SDK client that is closed after the test, so no socket is left for the garbage collector to find
+    (an unclosed socket's ResourceWarning, raised during a later test, fails that test)."""
+    client = openai.OpenAI(base_url=url, api_key=key, max_retries=0)
+    _OPEN_CLIENTS.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_sdk_clients() -> Iterator[None]:
+    yield
+    while _OPEN_CLIENTS:
+        _OPEN_CLIENTS.pop().close()

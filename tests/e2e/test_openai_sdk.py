@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import MASTER, Stack
+from tests.e2e.conftest import MASTER, Stack, sdk_client
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -17,7 +17,7 @@ MESSAGES = [{"role": "user", "content": "What is two plus two?"}]
 
 
 def client(gw: Stack, key: str = MASTER) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.url, api_key=key, max_retries=0)
+    return sdk_client(gw.url, key)
 
 
 def test_plain_completion_with_headers(gw: Stack) -> None:

@@ -6,7 +6,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import httpx
@@ -15,8 +15,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.routing import BaseRoute, Route
 
 from tiergate.gateway import pipeline
 from tiergate.gateway.auth import MASTER
@@ -28,11 +27,10 @@ from tiergate.gateway.errors import (
     PermissionDenied,
     ServiceUnavailable,
 )
-from tiergate.gateway.logs import configure_logging, logging_options
 from tiergate.gateway.prices import with_known_prices
 from tiergate.gateway.records import CallRecord
 from tiergate.gateway.resources import Resources, open_resources
-from tiergate.gateway.settings import Settings, load_settings
+from tiergate.gateway.settings import Settings
 from tiergate.gateway.streaming import RelayResponse
 
 log = logging.getLogger("tiergate")
@@ -217,8 +215,13 @@ def create_app(
     *,
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     rng: random.Random | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """The gateway as an ASGI app. `upstream_transport` replaces the network (tests: respx, MockTransport)."""
+    """The gateway as an ASGI app. `upstream_transport` replaces the network (tests: respx, MockTransport).
+
+    `extra_routes` are served beside the API (the admin layer mounts its `/admin` routes this way, so that
+    the gateway never imports the admin package).
+    """
     settings = with_known_prices(settings)
 
     @asynccontextmanager
@@ -233,18 +236,7 @@ def create_app(
             await res.aclose()
 
     return Starlette(
-        routes=routes(),
+        routes=[*routes(), *extra_routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )
-
-
-def app_from_environment() -> ASGIApp:
-    """Factory for `uvicorn --factory` and worker processes: settings from $TIERGATE_CONFIG or the default.
-
-    A worker process starts fresh (it does not inherit the parent's logging setup), so it configures logging
-    from the same settings and TIERGATE_LOG_* variables the parent used.
-    """
-    settings = load_settings(None)
-    configure_logging(*logging_options(settings))
-    return create_app(settings)

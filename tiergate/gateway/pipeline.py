@@ -1,6 +1,8 @@
 """The order of a call, written down once.
 
-    parse -> authenticate -> route -> upstream (retry, fallback, escalate) -> settle (usage, cost) -> record
+    parse -> authenticate -> cache options -> route (domain: embedding only when needed) -> exact cache lookup
+    -> upstream (retry, fallback, escalate; cascade: verify and escalate weak answers) -> settle (usage, cost)
+    -> record -> cache store (queued, off the response path)
 
 Each step is a function with explicit arguments so that tests can drive it without a server; `app.py` only
 reads the request, calls `chat_completion` or `embeddings`, and turns errors into OpenAI-shaped responses.
@@ -9,20 +11,35 @@ reads the request, calls `chat_completion` or `embeddings`, and turns errors int
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import orjson
 from starlette.responses import Response
 
+from tiergate.gateway import cascade
 from tiergate.gateway.auth import Principal
-from tiergate.gateway.errors import NotFound, PermissionDenied, ServiceUnavailable
+from tiergate.gateway.cache import CachedAnswer
+from tiergate.gateway.errors import BadRequest, NotFound, PermissionDenied, ServiceUnavailable
 from tiergate.gateway.jsonbody import ChatRequest, parse_chat, parse_embeddings
+from tiergate.gateway.query import Query
 from tiergate.gateway.records import CallRecord
+from tiergate.gateway.replay import sse_chunks
 from tiergate.gateway.resources import Resources
 from tiergate.gateway.settings import Deployment
 from tiergate.gateway.streaming import RelayResponse, SSEAccumulator, StreamOutcome
 from tiergate.gateway.upstream import Answer, Attempted
+from tiergate.policies.cache import (
+    CACHE_FIELD,
+    CacheControlError,
+    CacheRequest,
+    cacheable,
+    exact_key,
+    parse_cache_request,
+    partition,
+    storable,
+)
 from tiergate.policies.pricing import cost_nano
 from tiergate.policies.routing import RoutePlan, resolve, restrict, visible_models
 
@@ -30,7 +47,10 @@ JSON = "application/json"
 
 
 def route(res: Resources, principal: Principal, model: str) -> RoutePlan:
-    plan = resolve(model, res.catalog, res.settings.escalation)
+    return _checked(res, principal, model, resolve(model, res.catalog, res.settings.escalation))
+
+
+def _checked(res: Resources, principal: Principal, model: str, plan: RoutePlan | None) -> RoutePlan:
     if plan is None:
         if not res.catalog.names:
             raise ServiceUnavailable(
@@ -62,6 +82,7 @@ def answer_headers(request_id: str, answer: Answer, trail: Attempted, content_ty
         "x-request-id": request_id,
         "x-tiergate-tier": answer.tier or "none",
         "x-tiergate-model": answer.deployment.model,
+        "x-tiergate-cache": "miss",
     }
     if trail.escalations:
         headers["x-tiergate-escalations"] = str(len(trail.escalations))
@@ -78,21 +99,104 @@ def _record_answer(record: CallRecord, answer: Answer, trail: Attempted, plan: R
 
 
 def settle(
-    res: Resources, record: CallRecord, deployment: Deployment, usage: tuple[int, int] | None, count: Any
+    res: Resources,
+    record: CallRecord,
+    deployment: Deployment,
+    usage: tuple[int, int] | None,
+    count: Any,
+    extra_nano: int = 0,
 ) -> None:
     """Fix tokens and cost and hand the record to every sink.
 
     `count` computes (prompt, completion) tokens locally when the upstream reported no usage (a client that
-    disconnected before the usage chunk, a server that never sends one).
+    disconnected before the usage chunk, a server that never sends one). `extra_nano` is what else the call
+    used: cascade answers that were verified and discarded, judge calls.
     """
     if usage is None:
         usage = count()
         record.usage_source = "counted"
     record.prompt_tokens, record.completion_tokens = usage
-    record.cost_nano = cost_nano(deployment.price, *usage)
+    record.cost_nano = cost_nano(deployment.price, *usage) + extra_nano
     record.latency_s = time.perf_counter() - record.started_perf
     for sink in res.sinks:
         sink(record)
+
+
+def cache_options(headers: Mapping[str, str], request: ChatRequest) -> tuple[CacheRequest, ChatRequest]:
+    """The request's cache options, and the request without its `cache` field (never sent upstream)."""
+    try:
+        wants = parse_cache_request(headers.get("cache-control"), request.body.get(CACHE_FIELD))
+    except CacheControlError as exc:
+        raise BadRequest(str(exc), param=exc.param) from None
+    if CACHE_FIELD in request.body:
+        body = {k: v for k, v in request.body.items() if k != CACHE_FIELD}
+        request = replace(request, raw=orjson.dumps(body), body=body)
+    return wants, request
+
+
+async def route_chat(
+    res: Resources, principal: Principal, request: ChatRequest, headers: Mapping[str, str], query: Query
+) -> RoutePlan:
+    plan = await res.router.plan(principal, request, headers, query, res.tokens, res.upstream.health)
+    return _checked(res, principal, request.model, plan)
+
+
+def exact_cache_key(
+    res: Resources, principal: Principal, request: ChatRequest, plan: RoutePlan, wants: CacheRequest
+) -> str | None:
+    """The request's key in the exact cache, or None when the cache is not to be used for it."""
+    if res.cache is None or not (wants.lookup or wants.store):
+        return None
+    policy = res.settings.cache.policy_for(principal.tenant_id)
+    if not policy.exact or not cacheable(request.body, policy):
+        return None
+    part = partition(principal.kind, principal.tenant_id, principal.key_id)
+    route = ";".join(f"{t.tier}={','.join(t.deployments)}" for t in plan.targets) + (
+        ":v" if plan.verify else ""
+    )
+    return f"{part}:{exact_key(part, route, request.body)}"
+
+
+def _cache_writer(
+    res: Resources, principal: Principal, key: str | None, wants: CacheRequest, answer: Answer
+) -> Callable[[dict[str, Any]], None] | None:
+    cache = res.cache
+    if key is None or cache is None or not wants.store:
+        return None
+    ttl_s = wants.ttl_s or res.settings.cache.policy_for(principal.tenant_id).exact_ttl_s
+
+    def store(doc: dict[str, Any]) -> None:
+        if storable(doc):
+            cache.put(key, {"answer": doc, "tier": answer.tier, "model": answer.deployment.model}, ttl_s)
+
+    return store
+
+
+def _replay(res: Resources, request: ChatRequest, hit: CachedAnswer, record: CallRecord) -> Response:
+    """A cache hit, in the shape the client asked for; billed at zero upstream cost."""
+    record.cache = "exact"
+    record.tier, record.model, record.answer = hit.tier, hit.model, hit.answer
+    record.prompt_tokens, record.completion_tokens = _usage(hit.answer) or (0, 0)
+    record.usage_source = "cache"
+    record.cost_nano = 0
+    record.latency_s = time.perf_counter() - record.started_perf
+    headers = {
+        "x-request-id": record.request_id,
+        "x-tiergate-tier": hit.tier or "none",
+        "x-tiergate-model": hit.model or "",
+        "x-tiergate-cache": "exact",
+    }
+    if request.stream:
+        body, headers["content-type"] = (
+            sse_chunks(hit.answer, include_usage=request.include_usage),
+            "text/event-stream",
+        )
+        record.ttft_s = record.latency_s
+    else:
+        body, headers["content-type"] = orjson.dumps(hit.answer), JSON
+    for sink in res.sinks:
+        sink(record)
+    return Response(body, headers=headers)
 
 
 async def chat_completion(
@@ -103,18 +207,35 @@ async def chat_completion(
     record.principal = principal
     request = parse_chat(raw)
     record.requested_model, record.stream = request.model, request.stream
+    wants, request = cache_options(headers, request)
     record.request_body = request.body
+    query = Query(request.messages, res.embedder)
     with record.phase("route"):
-        plan = route(res, principal, request.model)
+        plan = await route_chat(res, principal, request, headers, query)
+    record.route_reason = plan.reason
+    key = exact_cache_key(res, principal, request, plan, wants)
+    if key is not None and wants.lookup and res.cache is not None:
+        with record.phase("cache"):
+            hit = await res.cache.get(key, wants.max_age_s)
+        if hit is not None:
+            return _replay(res, request, hit, record)
     trail = Attempted()
+    use_cascade = plan.verify and (not request.stream or res.settings.routing.cascade.streams)
+    if plan.verify and not use_cascade:
+        plan = replace(plan, reason=plan.reason + "; cascade off for streams", verify=False)
+    doc, body, spent = None, b"", 0
     try:
         with record.phase("upstream"):
-            answer = await res.upstream.call(
-                plan,
-                lambda d: res.provider(d).chat(d, request, want_usage_chunk=True),
-                stream=request.stream,
-                trail=trail,
-            )
+            if use_cascade:
+                outcome = await cascade.run(res, request, plan, trail, record)
+                answer, doc, body, spent = outcome.answer, outcome.doc, outcome.body, outcome.spent_nano
+            else:
+                answer = await res.upstream.call(
+                    plan,
+                    lambda d: res.provider(d).chat(d, request, want_usage_chunk=True),
+                    stream=request.stream,
+                    trail=trail,
+                )
     finally:
         record.attempts, record.escalations, record.upstream_s = (
             trail.attempts,
@@ -123,9 +244,11 @@ async def chat_completion(
         )
         record.upstream_errors = tuple(trail.errors)
     _record_answer(record, answer, trail, plan)
-    if request.stream:
-        return _relay(res, request, answer, trail, record)
-    doc = orjson.loads(answer.body)
+    store = _cache_writer(res, principal, key, wants, answer)
+    if request.stream and doc is None:
+        return _relay(res, request, answer, trail, record, store, spent)
+    if doc is None:
+        doc, body = orjson.loads(answer.body), answer.body
     record.answer = doc
     settle(
         res,
@@ -133,8 +256,17 @@ async def chat_completion(
         answer.deployment,
         _usage(doc),
         lambda: _count_answer(res, request, answer.deployment, doc),
+        spent,
     )
-    return Response(answer.body, headers=answer_headers(record.request_id, answer, trail, JSON))
+    if store is not None:
+        store(doc)
+    if request.stream:  # a cascade answer, buffered until verified, now sent as the stream it would have been
+        replayed = sse_chunks(doc, include_usage=request.include_usage)
+        record.ttft_s = time.perf_counter() - record.started_perf
+        return Response(
+            replayed, headers=answer_headers(record.request_id, answer, trail, "text/event-stream")
+        )
+    return Response(body, headers=answer_headers(record.request_id, answer, trail, JSON))
 
 
 def _count_answer(res: Resources, request: ChatRequest, deployment: Deployment, doc: Any) -> tuple[int, int]:
@@ -150,7 +282,13 @@ def _count_answer(res: Resources, request: ChatRequest, deployment: Deployment, 
 
 
 def _relay(
-    res: Resources, request: ChatRequest, answer: Answer, trail: Attempted, record: CallRecord
+    res: Resources,
+    request: ChatRequest,
+    answer: Answer,
+    trail: Attempted,
+    record: CallRecord,
+    store: Callable[[dict[str, Any]], None] | None = None,
+    spent: int = 0,
 ) -> RelayResponse:
     accumulator = SSEAccumulator(strip_usage_chunk=not request.include_usage)
     headers = answer_headers(record.request_id, answer, trail, "text/event-stream")
@@ -168,7 +306,9 @@ def _relay(
             completion = res.tokens.text(accumulator.text + accumulator.tool_arguments(), model)
             return res.tokens.messages(request.messages, model, request.body.get("tools")), completion
 
-        settle(res, record, answer.deployment, _usage({"usage": accumulator.usage}), count)
+        settle(res, record, answer.deployment, _usage({"usage": accumulator.usage}), count, spent)
+        if store is not None and outcome.status == "ok":
+            store(record.answer)
 
     return RelayResponse(
         headers=[(k.encode(), v.encode()) for k, v in headers.items()],

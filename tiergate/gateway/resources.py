@@ -11,16 +11,21 @@ from typing import Protocol
 import httpx
 
 from tiergate.gateway.auth import MasterKeyAuth, Principal
+from tiergate.gateway.cache import CacheBackend, MemoryBackend, RedisBackend, ResponseCache
+from tiergate.gateway.embeddings import Embedder
 from tiergate.gateway.metrics import QueueStats
 from tiergate.gateway.providers import Provider
 from tiergate.gateway.providers.openai_compat import OpenAICompatible
 from tiergate.gateway.providers.via_litellm import LiteLLMProvider
 from tiergate.gateway.records import Refusal, Sink
+from tiergate.gateway.route_table import MemoryRouteTableStore, RouteTableStore, keep_fresh, refresh
+from tiergate.gateway.router import Router
 from tiergate.gateway.settings import Deployment, Settings
 from tiergate.gateway.telemetry import Telemetry, open_telemetry
 from tiergate.gateway.tokens import TokenCounter
 from tiergate.gateway.transport import AiohttpTransport, HttpxTransport, Transport
 from tiergate.gateway.upstream import UpstreamClient
+from tiergate.policies.domain_match import centroid
 from tiergate.policies.routing import Catalog
 
 ReadinessCheck = Callable[[], Awaitable[str | None]]
@@ -59,6 +64,10 @@ class Resources:
     fast_path: OpenAICompatible
     translated: LiteLLMProvider
     telemetry: Telemetry
+    router: Router
+    cache: ResponseCache | None = None  # None: no tenant has the exact cache on
+    embedder: Embedder | None = None  # loaded only when a configured feature needs embeddings
+    route_tables: RouteTableStore = field(default_factory=MemoryRouteTableStore)
     sinks: list[Sink] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
     # Every bounded background queue registers here, so its depth and drops are exported as metrics.
@@ -73,6 +82,10 @@ class Resources:
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
+        if self.cache is not None:
+            await self.cache.aclose()
+        if self.embedder is not None:
+            self.embedder.close()
         await self.fast_path.aclose()
         await self.translated.aclose()
         await self.telemetry.aclose()
@@ -94,9 +107,15 @@ async def open_resources(
     upstream = UpstreamClient(settings, rng=rng)
     queues: list[QueueStats] = []
     telemetry = open_telemetry(settings, upstream=upstream, queues=queues)
+    catalog = build_catalog(settings)
+    router = Router(settings.routing, catalog, settings.escalation)
+    embedder = None
+    if settings.routing.any_needs_domain or settings.cache.any_semantic:
+        embedder = await asyncio.to_thread(Embedder)
+        await _seed_domains(router, embedder)
     res = Resources(
         settings=settings,
-        catalog=build_catalog(settings),
+        catalog=catalog,
         auth=MasterKeyAuth(settings.master_key),
         upstream=upstream,
         tokens=tokens,
@@ -106,11 +125,40 @@ async def open_resources(
         sinks=list(telemetry.sinks),
         refusals=list(telemetry.refusals),
         queues=queues,
+        router=router,
+        cache=_open_cache(settings),
+        embedder=embedder,
     )
+    if res.cache is not None:
+        queues.append(res.cache)
     if telemetry.metrics.multiproc_dir is not None:
         res.background.append(asyncio.ensure_future(telemetry.refresh_periodically()))
+    # The newest version before the first request; then every refresh_s in the background.
+    await refresh(res.route_tables, router)
+    res.background.append(
+        asyncio.ensure_future(keep_fresh(res.route_tables, router, settings.routing.refresh_s))
+    )
     # Loading an encoding takes ~0.3 s: do it off the loop now rather than in the first request that needs it.
     res.background.append(
         asyncio.ensure_future(asyncio.to_thread(tokens.warm, {d.model for d in settings.deployments}))
     )
     return res
+
+
+def _open_cache(settings: Settings) -> ResponseCache | None:
+    config = settings.cache
+    if not config.policy.exact and not any(p.exact for p in config.tenants.values()):
+        return None
+    backend: CacheBackend = (
+        RedisBackend(settings.redis_url, settings.redis_prefix)
+        if settings.redis_url
+        else MemoryBackend(config.max_bytes)
+    )
+    return ResponseCache(backend, queue_size=config.write_queue)
+
+
+async def _seed_domains(router: Router, embedder: Embedder) -> None:
+    """Centroids of the domains the config names by example prompts."""
+    for name, examples in router.settings.domains.seeds.items():
+        router.seed_centroids[name] = centroid(await embedder.aembed(list(examples)))
+    router.install(router.snapshot.table, {})

@@ -16,6 +16,13 @@ from typing import Any
 
 import yaml
 
+from tiergate.gateway.routing_settings import (
+    CacheSettings,
+    RoutingSettings,
+    SectionError,
+    parse_cache,
+    parse_routing,
+)
 from tiergate.policies.pricing import Price
 from tiergate.policies.routing import EscalationPolicy
 from tiergate.policies.tiers import TIERS, is_tier
@@ -77,10 +84,14 @@ class Settings:
     master_key: str | None = field(default=None, repr=False)
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = field(default=None, repr=False)
+    redis_prefix: str = "tiergate:"  # every Redis key and channel starts with it (tests isolate themselves)
     chroma_url: str | None = None
+    chroma_path: str = "./tiergate-chroma"  # the embedded Chroma's directory when chroma_url is not set
     deployments: tuple[Deployment, ...] = ()
     upstream: UpstreamPolicy = field(default_factory=UpstreamPolicy)
     escalation: EscalationPolicy = field(default_factory=EscalationPolicy)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     access_log: bool = False
     drain_timeout_s: float = 30.0
@@ -242,7 +253,7 @@ def _from_litellm(entry: Any, where: str, env: Mapping[str, str]) -> tuple[str |
 _TOP_KEYS = {
     "master_key", "database_url", "redis_url", "chroma_url", "tiers", "models", "model_list", "upstream", "escalation",
     "max_body_bytes", "access_log", "drain_timeout_s", "metrics_port", "metrics_host", "metrics_tenant_label",
-    "log_level", "log_format", "log_prompts",
+    "log_level", "log_format", "log_prompts", "redis_prefix", "chroma_path", "routing", "cache",
 }  # fmt: skip
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
@@ -310,6 +321,10 @@ def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: st
         tier_aliases=_typed(esc_raw.get("tier_aliases", True), bool, "escalation.tier_aliases"),
         deployments=_typed(esc_raw.get("deployments", False), bool, "escalation.deployments"),
     )
+    try:
+        routing, cache = parse_routing(doc.get("routing")), parse_cache(doc.get("cache"))
+    except SectionError as exc:
+        raise ConfigError(str(exc)) from None
     master_key = _resolve(doc.get("master_key"), "master_key", env)
     if master_key is not None:
         _typed(master_key, str, "master_key")
@@ -319,10 +334,14 @@ def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: st
             _resolve(doc.get("database_url", DEFAULT_DATABASE_URL), "database_url", env), str, "database_url"
         ),
         redis_url=_resolve(doc.get("redis_url"), "redis_url", env),
+        redis_prefix=_typed(doc.get("redis_prefix", "tiergate:"), str, "redis_prefix"),
         chroma_url=_resolve(doc.get("chroma_url"), "chroma_url", env),
+        chroma_path=_typed(doc.get("chroma_path", "./tiergate-chroma"), str, "chroma_path"),
         deployments=tuple(Deployment(**d) for d in deployments),
         upstream=upstream,
         escalation=escalation,
+        routing=routing,
+        cache=cache,
         max_body_bytes=int(
             _number(doc.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES), "max_body_bytes", minimum=1024)
         ),

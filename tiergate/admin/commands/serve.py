@@ -72,6 +72,7 @@ def _shared_metrics(settings: Settings) -> Iterator[None]:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from tiergate.admin.server import create_server
     from tiergate.gateway.logs import configure_logging, logging_options
 
     try:
@@ -87,9 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("tiergate: --workers must be at least 1", file=sys.stderr)
         return 2
     if args.workers == 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from tiergate.gateway.app import create_app
-
-        uvicorn.run(create_app(settings), **kwargs)
+        uvicorn.run(create_server(settings), **kwargs)
         return 0
     # Worker processes start fresh: the environment carries the config and the logging choices to them.
     if args.config:
@@ -97,12 +96,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ["TIERGATE_LOG_LEVEL"], os.environ["TIERGATE_LOG_FORMAT"] = level, fmt
     with _shared_metrics(settings):
         if args.workers == 1:
-            from tiergate.gateway.app import create_app
-
-            uvicorn.run(create_app(settings), **kwargs)
+            uvicorn.run(create_server(settings), **kwargs)
         else:
             uvicorn.run(
-                "tiergate.gateway.app:app_from_environment", factory=True, workers=args.workers, **kwargs
+                "tiergate.admin.server:server_from_environment", factory=True, workers=args.workers, **kwargs
             )
     return 0
 
@@ -146,7 +143,7 @@ def demo_settings(standin_port: int, master_key: str) -> Settings:
 def cmd_demo(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from tiergate.gateway.app import create_app
+    from tiergate.admin.server import create_server
     from tiergate.gateway.standin import create_standin_app
 
     standin_port = _free_port()
@@ -172,7 +169,7 @@ Press Ctrl+C to stop.""",
         )
     )
     gateway = uvicorn.Server(
-        uvicorn.Config(create_app(settings), **_uvicorn_kwargs(args.host, args.port, settings))
+        uvicorn.Config(create_server(settings), **_uvicorn_kwargs(args.host, args.port, settings))
     )
 
     async def run() -> None:
