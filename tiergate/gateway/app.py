@@ -8,8 +8,8 @@ import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
-import httpx
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -32,6 +32,9 @@ from tiergate.gateway.records import CallRecord
 from tiergate.gateway.resources import Resources, open_resources
 from tiergate.gateway.settings import Settings
 from tiergate.gateway.streaming import RelayResponse
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("tiergate")
 _SAFE_ID = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")

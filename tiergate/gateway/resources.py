@@ -6,9 +6,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Protocol
 
 from tiergate.gateway.auth import MasterKeyAuth, Principal
 from tiergate.gateway.cache import CacheBackend, MemoryBackend, RedisBackend, ResponseCache
@@ -23,10 +21,13 @@ from tiergate.gateway.router import Router
 from tiergate.gateway.settings import Deployment, Settings
 from tiergate.gateway.telemetry import Telemetry, open_telemetry
 from tiergate.gateway.tokens import TokenCounter
-from tiergate.gateway.transport import AiohttpTransport, HttpxTransport, Transport
+from tiergate.gateway.transport import AiohttpTransport, Transport
 from tiergate.gateway.upstream import UpstreamClient
 from tiergate.policies.domain_match import centroid
 from tiergate.policies.routing import Catalog
+
+if TYPE_CHECKING:
+    import httpx
 
 ReadinessCheck = Callable[[], Awaitable[str | None]]
 """Returns None when the dependency is reachable, else what is wrong."""
@@ -97,9 +98,13 @@ async def open_resources(
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     rng: random.Random | None = None,
 ) -> Resources:
-    transport: Transport = (
-        HttpxTransport(upstream_transport) if upstream_transport is not None else AiohttpTransport()
-    )
+    transport: Transport
+    if upstream_transport is not None:
+        from tiergate.gateway.transport_httpx import HttpxTransport
+
+        transport = HttpxTransport(upstream_transport)
+    else:
+        transport = AiohttpTransport()
     translated = LiteLLMProvider()
     if any(not d.fast_path for d in settings.deployments):
         translated.preload()
