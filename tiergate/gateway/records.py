@@ -6,9 +6,12 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tiergate.gateway.auth import Principal
+
+if TYPE_CHECKING:
+    from tiergate.gateway.limits import Ticket
 
 
 @dataclass
@@ -37,6 +40,9 @@ class CallRecord:
     escalations: tuple[str, ...] = ()
     route_reason: str = ""
     cache: str = "miss"
+    kind: str = "request"  # request | evaluation (the learning loop's shadow and judge calls)
+    # What admission counted and reserved (None: no limits apply); settlement releases exactly that.
+    ticket: Ticket | None = field(default=None, repr=False)
     # The request and answer, for consumers that keep content (traces, cache); never logged.
     request_body: dict[str, Any] | None = field(default=None, repr=False)
     answer: dict[str, Any] | None = field(default=None, repr=False)
@@ -50,7 +56,7 @@ Sink = Callable[[CallRecord], None]
 """Receives every finished call. Must not block: anything slow goes on a bounded queue."""
 
 _log = logging.getLogger("tiergate.access")
-_NOT_LOGGED = frozenset({"principal", "request_body", "answer", "started_perf"})
+_NOT_LOGGED = frozenset({"principal", "request_body", "answer", "started_perf", "ticket"})
 
 
 def access_log_sink(record: CallRecord) -> None:
