@@ -26,7 +26,9 @@ def postgres_admin_url() -> str:
     problem = _reachable(POSTGRES_HOST, POSTGRES_PORT)
     if problem:
         service_unavailable(f"PostgreSQL on {POSTGRES_HOST}:{POSTGRES_PORT}", problem)
-    return os.environ.get("TIERGATE_TEST_POSTGRES", f"postgresql://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/test")
+    return os.environ.get(
+        "TIERGATE_TEST_POSTGRES", f"postgresql://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/test"
+    )
 
 
 @pytest.fixture

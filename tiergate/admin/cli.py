@@ -15,7 +15,9 @@ from tiergate.admin import commands
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tiergate", description="An OpenAI-compatible gateway over model tiers.")
+    parser = argparse.ArgumentParser(
+        prog="tiergate", description="An OpenAI-compatible gateway over model tiers."
+    )
     parser.add_argument("--version", action="version", version=f"tiergate {__version__}")
     parser.add_argument("--log-level", default=os.environ.get("TIERGATE_LOG_LEVEL", "info"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -27,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     return int(args.func(args))

@@ -21,11 +21,17 @@ from starlette.types import ASGIApp
 
 from tiergate.gateway import pipeline
 from tiergate.gateway.auth import MASTER
-from tiergate.gateway.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge, ServiceUnavailable
+from tiergate.gateway.errors import (
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
+from tiergate.gateway.prices import with_known_prices
 from tiergate.gateway.records import CallRecord
 from tiergate.gateway.resources import Resources, open_resources
 from tiergate.gateway.settings import Settings, load_settings
-from tiergate.gateway.prices import with_known_prices
 
 log = logging.getLogger("tiergate")
 _SAFE_ID = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
@@ -117,7 +123,9 @@ async def readyz(request: Request) -> Response:
     problems = [p for check in res.readiness if (p := await check()) is not None]
     if problems:
         return error_response(ServiceUnavailable("not ready: " + "; ".join(problems)), request_id(request))
-    return Response(orjson.dumps({"status": "ready", "config": res.settings.source}), media_type="application/json")
+    return Response(
+        orjson.dumps({"status": "ready", "config": res.settings.source}), media_type="application/json"
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -125,7 +133,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if status == 405:
         error: GatewayError = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
     elif status == 404:
-        error = NotFound(f"no route {request.method} {request.url.path}; this is an OpenAI-compatible API under /v1", code="not_found")
+        error = NotFound(
+            f"no route {request.method} {request.url.path}; this is an OpenAI-compatible API under /v1",
+            code="not_found",
+        )
     else:
         error = GatewayError("internal error", status=status)
     return error_response(error, request_id(request))

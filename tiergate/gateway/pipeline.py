@@ -37,7 +37,9 @@ def route(res: Resources, principal: Principal, model: str) -> RoutePlan:
                 "no upstream model is configured: set OPENAI_API_KEY or start tiergate with --config FILE",
                 code="no_upstream_configured",
             )
-        raise NotFound(f"the model '{model}' does not exist; GET /v1/models lists the models you can use", param="model")
+        raise NotFound(
+            f"the model '{model}' does not exist; GET /v1/models lists the models you can use", param="model"
+        )
     allowed = restrict(plan, model, res.catalog, principal.allowed_models)
     if allowed is None:
         raise PermissionDenied(f"this key may not use the model '{model}'", param="model")
@@ -75,7 +77,9 @@ def _record_answer(record: CallRecord, answer: Answer, trail: Attempted, plan: R
     record.route_reason = plan.reason
 
 
-def settle(res: Resources, record: CallRecord, deployment: Deployment, usage: tuple[int, int] | None, count: Any) -> None:
+def settle(
+    res: Resources, record: CallRecord, deployment: Deployment, usage: tuple[int, int] | None, count: Any
+) -> None:
     """Fix tokens and cost and hand the record to every sink.
 
     `count` computes (prompt, completion) tokens locally when the upstream reported no usage (a client that
@@ -102,16 +106,29 @@ async def chat_completion(
     trail = Attempted()
     try:
         answer = await res.upstream.call(
-            plan, lambda d: res.provider(d).chat(d, request, want_usage_chunk=True), stream=request.stream, trail=trail
+            plan,
+            lambda d: res.provider(d).chat(d, request, want_usage_chunk=True),
+            stream=request.stream,
+            trail=trail,
         )
     finally:
-        record.attempts, record.escalations, record.upstream_s = trail.attempts, tuple(trail.escalations), trail.upstream_wait_s
+        record.attempts, record.escalations, record.upstream_s = (
+            trail.attempts,
+            tuple(trail.escalations),
+            trail.upstream_wait_s,
+        )
     _record_answer(record, answer, trail, plan)
     if request.stream:
         return _relay(res, request, answer, trail, record)
     doc = orjson.loads(answer.body)
     record.answer = doc
-    settle(res, record, answer.deployment, _usage(doc), lambda: _count_answer(res, request, answer.deployment, doc))
+    settle(
+        res,
+        record,
+        answer.deployment,
+        _usage(doc),
+        lambda: _count_answer(res, request, answer.deployment, doc),
+    )
     return Response(answer.body, headers=answer_headers(record.request_id, answer, trail, JSON))
 
 
@@ -122,10 +139,14 @@ def _count_answer(res: Resources, request: ChatRequest, deployment: Deployment, 
         text += message.get("content") or ""
         text += orjson.dumps(message["tool_calls"]).decode() if message.get("tool_calls") else ""
     model = deployment.model
-    return res.tokens.messages(request.messages, model, request.body.get("tools")), res.tokens.text(text, model)
+    return res.tokens.messages(request.messages, model, request.body.get("tools")), res.tokens.text(
+        text, model
+    )
 
 
-def _relay(res: Resources, request: ChatRequest, answer: Answer, trail: Attempted, record: CallRecord) -> RelayResponse:
+def _relay(
+    res: Resources, request: ChatRequest, answer: Answer, trail: Attempted, record: CallRecord
+) -> RelayResponse:
     accumulator = SSEAccumulator(strip_usage_chunk=not request.include_usage)
     headers = answer_headers(record.request_id, answer, trail, "text/event-stream")
     headers["cache-control"] = "no-cache"
@@ -164,7 +185,9 @@ async def embeddings(res: Resources, headers: Mapping[str, str], raw: bytes, rec
     plan = route(res, principal, request.model)
     trail = Attempted()
     try:
-        answer = await res.upstream.call(plan, lambda d: res.provider(d).embeddings(d, request), stream=False, trail=trail)
+        answer = await res.upstream.call(
+            plan, lambda d: res.provider(d).embeddings(d, request), stream=False, trail=trail
+        )
     finally:
         record.attempts, record.upstream_s = trail.attempts, trail.upstream_wait_s
     _record_answer(record, answer, trail, plan)
@@ -183,7 +206,11 @@ async def embeddings(res: Resources, headers: Mapping[str, str], raw: bytes, rec
 
 def models(res: Resources, principal: Principal) -> Response:
     """`GET /v1/models`: `auto`, the tier aliases and the deployment names this caller may use."""
-    names = [m for m in visible_models(res.catalog) if principal.allowed_models is None or _may_use(res, principal, m)]
+    names = [
+        m
+        for m in visible_models(res.catalog)
+        if principal.allowed_models is None or _may_use(res, principal, m)
+    ]
     data = [{"id": name, "object": "model", "created": 0, "owned_by": "tiergate"} for name in names]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
 

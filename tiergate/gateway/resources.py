@@ -72,9 +72,14 @@ class Resources:
 
 
 async def open_resources(
-    settings: Settings, *, upstream_transport: httpx.AsyncBaseTransport | None = None, rng: random.Random | None = None
+    settings: Settings,
+    *,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
+    rng: random.Random | None = None,
 ) -> Resources:
-    transport: Transport = HttpxTransport(upstream_transport) if upstream_transport is not None else AiohttpTransport()
+    transport: Transport = (
+        HttpxTransport(upstream_transport) if upstream_transport is not None else AiohttpTransport()
+    )
     translated = LiteLLMProvider()
     if any(not d.fast_path for d in settings.deployments):
         translated.preload()
@@ -91,5 +96,7 @@ async def open_resources(
     if settings.access_log:
         res.sinks.append(access_log_sink)
     # Loading an encoding takes ~0.3 s: do it off the loop now rather than in the first request that needs it.
-    res.background.append(asyncio.ensure_future(asyncio.to_thread(tokens.warm, {d.model for d in settings.deployments})))
+    res.background.append(
+        asyncio.ensure_future(asyncio.to_thread(tokens.warm, {d.model for d in settings.deployments}))
+    )
     return res

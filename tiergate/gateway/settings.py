@@ -25,7 +25,12 @@ MASTER_KEY_FILE = "tiergate.master_key"
 DEFAULT_DATABASE_URL = "sqlite:///./tiergate.db"
 OPENAI_API_BASE = "https://api.openai.com/v1"
 # What the embedded default puts on each tier when OPENAI_API_KEY is set.
-DEFAULT_OPENAI_TIERS = {"student": "gpt-4o-mini", "ta": "gpt-4.1-mini", "teacher": "gpt-4o", "supervisor": "o1"}
+DEFAULT_OPENAI_TIERS = {
+    "student": "gpt-4o-mini",
+    "ta": "gpt-4.1-mini",
+    "teacher": "gpt-4o",
+    "supervisor": "o1",
+}
 
 
 class ConfigError(ValueError):
@@ -43,7 +48,7 @@ class Deployment:
     provider: str = "openai"  # "openai" = any OpenAI-compatible server, taken on the byte-level fast path
     api_base: str = OPENAI_API_BASE
     api_key: str | None = field(default=None, repr=False)
-    price: Price = Price()
+    price: Price = field(default_factory=Price)
     price_source: str = "config"
     timeout_s: float = 60.0
     max_output_tokens: int | None = None
@@ -63,6 +68,8 @@ class UpstreamPolicy:
     cooldown_failures: int = 3
     cooldown_s: float = 30.0
     connect_timeout_s: float = 10.0
+    # round_robin: deployments of a tier share the load; ordered: the first is primary, the rest fallbacks.
+    load_balance: str = "round_robin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +98,8 @@ class Settings:
     accounting: AccountingPolicy = AccountingPolicy()
     chroma_url: str | None = None
     deployments: tuple[Deployment, ...] = ()
-    upstream: UpstreamPolicy = UpstreamPolicy()
-    escalation: EscalationPolicy = EscalationPolicy()
+    upstream: UpstreamPolicy = field(default_factory=UpstreamPolicy)
+    escalation: EscalationPolicy = field(default_factory=EscalationPolicy)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     access_log: bool = False
     drain_timeout_s: float = 30.0
@@ -117,7 +124,11 @@ def _resolve(value: Any, where: str, env: Mapping[str, str]) -> Any:
 
 
 def _typed(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
-    if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+    if (
+        isinstance(value, bool)
+        and kind is not bool
+        and bool not in (kind if isinstance(kind, tuple) else (kind,))
+    ):
         raise ConfigError(f"{where} must be {_kind_name(kind)}, not a boolean")
     if not isinstance(value, kind):
         raise ConfigError(f"{where} must be {_kind_name(kind)}, got {type(value).__name__}")
@@ -126,7 +137,14 @@ def _typed(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping", list: "a list"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        dict: "a mapping",
+        list: "a list",
+    }
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
@@ -135,6 +153,12 @@ def _number(value: Any, where: str, *, minimum: float = 0.0) -> float:
     if number < minimum:
         raise ConfigError(f"{where} must be >= {minimum}")
     return number
+
+
+def _choice(value: Any, options: tuple[str, ...], where: str) -> str:
+    if value not in options:
+        raise ConfigError(f"{where} must be one of {', '.join(options)}")
+    return str(value)
 
 
 _DEPLOYMENT_KEYS = {
@@ -158,7 +182,9 @@ def _deployment(raw: Any, where: str, tier: str | None, index: int, env: Mapping
         "model": model,
         "tier": tier,
         "provider": _typed(raw.get("provider", "openai"), str, f"{where}.provider").lower(),
-        "api_base": _typed(_resolve(raw.get("api_base", OPENAI_API_BASE), f"{where}.api_base", env), str, f"{where}.api_base").rstrip("/"),
+        "api_base": _typed(
+            _resolve(raw.get("api_base", OPENAI_API_BASE), f"{where}.api_base", env), str, f"{where}.api_base"
+        ).rstrip("/"),
         "api_key": _resolve(raw.get("api_key"), f"{where}.api_key", env),
         "timeout_s": _number(raw.get("timeout_s", 60), f"{where}.timeout_s", minimum=0.001),
         "candidate": _typed(raw.get("candidate", False), bool, f"{where}.candidate"),
@@ -166,9 +192,13 @@ def _deployment(raw: Any, where: str, tier: str | None, index: int, env: Mapping
     if out["api_key"] is not None:
         _typed(out["api_key"], str, f"{where}.api_key")
     if "max_output_tokens" in raw:
-        out["max_output_tokens"] = int(_number(raw["max_output_tokens"], f"{where}.max_output_tokens", minimum=1))
+        out["max_output_tokens"] = int(
+            _number(raw["max_output_tokens"], f"{where}.max_output_tokens", minimum=1)
+        )
     headers = _typed(raw.get("extra_headers", {}), dict, f"{where}.extra_headers")
-    out["extra_headers"] = {str(k): str(_resolve(v, f"{where}.extra_headers.{k}", env)) for k, v in headers.items()}
+    out["extra_headers"] = {
+        str(k): str(_resolve(v, f"{where}.extra_headers.{k}", env)) for k, v in headers.items()
+    }
     if "input_cost_per_mtok" in raw or "output_cost_per_mtok" in raw:
         out["price"] = Price(
             _number(raw.get("input_cost_per_mtok", 0), f"{where}.input_cost_per_mtok"),
@@ -198,7 +228,10 @@ def _from_litellm(entry: Any, where: str, env: Mapping[str, str]) -> tuple[str |
         raw["timeout_s"] = params["timeout"]
     if "max_tokens" in info:
         raw["max_output_tokens"] = info["max_tokens"]
-    for ours, theirs in (("input_cost_per_mtok", "input_cost_per_token"), ("output_cost_per_mtok", "output_cost_per_token")):
+    for ours, theirs in (
+        ("input_cost_per_mtok", "input_cost_per_token"),
+        ("output_cost_per_mtok", "output_cost_per_token"),
+    ):
         value = params.get(theirs, info.get(theirs))
         if value is not None:
             raw[ours] = _number(value, f"{where}.{theirs}") * 1_000_000
@@ -243,12 +276,33 @@ def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: st
     upstream_raw = _typed(doc.get("upstream") or {}, dict, "upstream")
     defaults = UpstreamPolicy()
     upstream = UpstreamPolicy(
-        max_retries=int(_number(upstream_raw.get("max_retries", defaults.max_retries), "upstream.max_retries")),
-        backoff_base_s=_number(upstream_raw.get("backoff_base_s", defaults.backoff_base_s), "upstream.backoff_base_s"),
-        backoff_max_s=_number(upstream_raw.get("backoff_max_s", defaults.backoff_max_s), "upstream.backoff_max_s"),
-        cooldown_failures=int(_number(upstream_raw.get("cooldown_failures", defaults.cooldown_failures), "upstream.cooldown_failures", minimum=1)),
+        max_retries=int(
+            _number(upstream_raw.get("max_retries", defaults.max_retries), "upstream.max_retries")
+        ),
+        backoff_base_s=_number(
+            upstream_raw.get("backoff_base_s", defaults.backoff_base_s), "upstream.backoff_base_s"
+        ),
+        backoff_max_s=_number(
+            upstream_raw.get("backoff_max_s", defaults.backoff_max_s), "upstream.backoff_max_s"
+        ),
+        cooldown_failures=int(
+            _number(
+                upstream_raw.get("cooldown_failures", defaults.cooldown_failures),
+                "upstream.cooldown_failures",
+                minimum=1,
+            )
+        ),
         cooldown_s=_number(upstream_raw.get("cooldown_s", defaults.cooldown_s), "upstream.cooldown_s"),
-        connect_timeout_s=_number(upstream_raw.get("connect_timeout_s", defaults.connect_timeout_s), "upstream.connect_timeout_s", minimum=0.001),
+        connect_timeout_s=_number(
+            upstream_raw.get("connect_timeout_s", defaults.connect_timeout_s),
+            "upstream.connect_timeout_s",
+            minimum=0.001,
+        ),
+        load_balance=_choice(
+            upstream_raw.get("load_balance", defaults.load_balance),
+            ("round_robin", "ordered"),
+            "upstream.load_balance",
+        ),
     )
     esc_raw = _typed(doc.get("escalation") or {}, dict, "escalation")
     escalation = EscalationPolicy(
@@ -261,7 +315,9 @@ def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: st
         _typed(master_key, str, "master_key")
     return Settings(
         master_key=master_key,
-        database_url=_typed(_resolve(doc.get("database_url", DEFAULT_DATABASE_URL), "database_url", env), str, "database_url"),
+        database_url=_typed(
+            _resolve(doc.get("database_url", DEFAULT_DATABASE_URL), "database_url", env), str, "database_url"
+        ),
         redis_url=_resolve(doc.get("redis_url"), "redis_url", env),
         redis_prefix=_typed(doc.get("redis_prefix", "tiergate:"), str, "redis_prefix"),
         accounting=accounting,
@@ -269,7 +325,9 @@ def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: st
         deployments=tuple(Deployment(**d) for d in deployments),
         upstream=upstream,
         escalation=escalation,
-        max_body_bytes=int(_number(doc.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES), "max_body_bytes", minimum=1024)),
+        max_body_bytes=int(
+            _number(doc.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES), "max_body_bytes", minimum=1024)
+        ),
         access_log=_typed(doc.get("access_log", False), bool, "access_log"),
         drain_timeout_s=_number(doc.get("drain_timeout_s", 30.0), "drain_timeout_s"),
         source=source,
@@ -319,11 +377,19 @@ def embedded_default(env: Mapping[str, str]) -> Settings:
     if not master_key:
         master_key, created = _local_master_key(Path(MASTER_KEY_FILE))
         verb = "created" if created else "read"
-        notices.append(f"master key {verb} in ./{MASTER_KEY_FILE} (set TIERGATE_MASTER_KEY to choose your own)")
+        notices.append(
+            f"master key {verb} in ./{MASTER_KEY_FILE} (set TIERGATE_MASTER_KEY to choose your own)"
+        )
     doc: dict[str, Any] = {"master_key": master_key}
     if env.get("OPENAI_API_KEY"):
         doc["tiers"] = {
-            tier: [{"model": model, "api_key": "env:OPENAI_API_KEY", "api_base": env.get("OPENAI_BASE_URL", OPENAI_API_BASE)}]
+            tier: [
+                {
+                    "model": model,
+                    "api_key": "env:OPENAI_API_KEY",
+                    "api_base": env.get("OPENAI_BASE_URL", OPENAI_API_BASE),
+                }
+            ]
             for tier, model in DEFAULT_OPENAI_TIERS.items()
         }
     else:

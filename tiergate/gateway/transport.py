@@ -35,7 +35,14 @@ class UpstreamResponse(Protocol):
 
 class Transport(Protocol):
     async def send(
-        self, url: str, headers: Mapping[str, str], body: bytes, *, timeout_s: float, connect_timeout_s: float, stream: bool
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        timeout_s: float,
+        connect_timeout_s: float,
+        stream: bool,
     ) -> UpstreamResponse: ...
 
     async def aclose(self) -> None: ...
@@ -96,11 +103,22 @@ class AiohttpTransport:
         return timeout
 
     async def send(
-        self, url: str, headers: Mapping[str, str], body: bytes, *, timeout_s: float, connect_timeout_s: float, stream: bool
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        timeout_s: float,
+        connect_timeout_s: float,
+        stream: bool,
     ) -> UpstreamResponse:
         try:
             response = await self._session.post(
-                url, data=body, headers=headers, timeout=self._timeout(timeout_s, connect_timeout_s, stream), allow_redirects=False
+                url,
+                data=body,
+                headers=headers,
+                timeout=self._timeout(timeout_s, connect_timeout_s, stream),
+                allow_redirects=False,
             )
         except TimeoutError:
             raise TransportError("upstream timed out", timeout=True) from None
@@ -132,7 +150,7 @@ class _HttpxResponse:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._response.aiter_raw():
+            async for chunk in self._response.aiter_bytes():
                 yield chunk
         except httpx.TimeoutException:
             raise TransportError("upstream stopped sending (read timeout)", timeout=True) from None
@@ -148,7 +166,14 @@ class HttpxTransport:
         self._client = httpx.AsyncClient(transport=transport)
 
     async def send(
-        self, url: str, headers: Mapping[str, str], body: bytes, *, timeout_s: float, connect_timeout_s: float, stream: bool
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        timeout_s: float,
+        connect_timeout_s: float,
+        stream: bool,
     ) -> UpstreamResponse:
         timeout = httpx.Timeout(None if stream else timeout_s, connect=connect_timeout_s, read=timeout_s)
         request = self._client.build_request("POST", url, content=body, headers=headers, timeout=timeout)
@@ -162,4 +187,3 @@ class HttpxTransport:
 
     async def aclose(self) -> None:
         await self._client.aclose()
-

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from tiergate.gateway.errors import UpstreamFailed, UpstreamRejected
+from tiergate.gateway.errors import RateLimited, UpstreamFailed, UpstreamRejected
 from tiergate.gateway.settings import Deployment, Settings
 from tiergate.gateway.transport import TransportError, UpstreamResponse
 from tiergate.policies.retry import Health, backoff_s, is_retryable_status, record_failure, record_success
@@ -66,7 +66,10 @@ class UpstreamClient:
     def _failed(self, deployment: Deployment, now: float) -> bool:
         """Record a failure; True when the deployment is now resting and should not be retried."""
         state = record_failure(
-            self.health.get(deployment.id, Health()), now, self._policy.cooldown_failures, self._policy.cooldown_s
+            self.health.get(deployment.id, Health()),
+            now,
+            self._policy.cooldown_failures,
+            self._policy.cooldown_s,
         )
         self.health[deployment.id] = state
         return not state.available(now)
@@ -78,12 +81,16 @@ class UpstreamClient:
 
     async def call(self, plan: RoutePlan, send: Send, *, stream: bool, trail: Attempted) -> Answer:
         """The first good answer along the plan, or the error the caller should see."""
+        rotation = self._rotation if self._policy.load_balance == "round_robin" else 0
         self._rotation += 1
-        all_timeouts = True
+        all_timeouts = all_throttled = True
+        retry_afters: list[float] = []
         for position, target in enumerate(plan.targets):
             if position:
-                trail.escalations.append(f"{plan.targets[position - 1].tier}->{target.tier}: {trail.failures[-1]}")
-            order = prefer_healthy(target.deployments, self.health, time.monotonic(), self._rotation)
+                trail.escalations.append(
+                    f"{plan.targets[position - 1].tier}->{target.tier}: {trail.failures[-1]}"
+                )
+            order = prefer_healthy(target.deployments, self.health, time.monotonic(), rotation)
             for deployment_id in order:
                 deployment = self._deployments[deployment_id]
                 for attempt in range(self._policy.max_retries + 1):
@@ -102,10 +109,14 @@ class UpstreamClient:
                         status = response.status
                         retry_after = _retry_after(response)
                         all_timeouts = False
+                        all_throttled = all_throttled and status == 429
+                        if retry_after is not None:
+                            retry_afters.append(retry_after)
                     except TransportError as exc:
                         trail.upstream_wait_s += time.perf_counter() - waited
                         trail.failures.append(f"{deployment.id}: {exc}")
                         all_timeouts = all_timeouts and exc.timeout
+                        all_throttled = False
                     else:
                         trail.failures.append(f"{deployment.id}: HTTP {status}")
                         if not is_retryable_status(status):
@@ -116,15 +127,31 @@ class UpstreamClient:
                     if self._failed(deployment, time.monotonic()) or attempt == self._policy.max_retries:
                         break
                     await asyncio.sleep(
-                        backoff_s(attempt, self._policy.backoff_base_s, self._policy.backoff_max_s, self._rng, retry_after)
+                        backoff_s(
+                            attempt,
+                            self._policy.backoff_base_s,
+                            self._policy.backoff_max_s,
+                            self._rng,
+                            retry_after,
+                        )
                     )
         summary = "; ".join(trail.failures[-4:])
+        if all_throttled:
+            # Every deployment is rate-limiting us: the caller should back off, as it would with OpenAI.
+            raise RateLimited(
+                f"every upstream deployment is rate limited ({summary})",
+                retry_after_s=min(retry_afters, default=self._policy.backoff_max_s),
+            )
         if all_timeouts:
-            raise UpstreamFailed(f"every upstream deployment timed out ({summary})", status=504, code="upstream_timeout")
+            raise UpstreamFailed(
+                f"every upstream deployment timed out ({summary})", status=504, code="upstream_timeout"
+            )
         raise UpstreamFailed(f"every upstream deployment failed after retries ({summary})")
 
     @staticmethod
-    async def _complete(deployment: Deployment, tier: str | None, response: UpstreamResponse, stream: bool) -> Answer:
+    async def _complete(
+        deployment: Deployment, tier: str | None, response: UpstreamResponse, stream: bool
+    ) -> Answer:
         if not stream:
             return Answer(deployment, tier, response, b"", await response.read())
         chunks = response.chunks()
@@ -158,4 +185,3 @@ class _Resumed:
 
     async def aclose(self) -> None:
         await self._response.aclose()
-

@@ -60,7 +60,9 @@ def resolve(model: str, catalog: Catalog, escalation: EscalationPolicy) -> Route
     if model == AUTO:
         if not configured:
             return None
-        return RoutePlan(_ladder(catalog, configured[0], escalation.tier_aliases), f"auto: cheapest tier {configured[0]}")
+        return RoutePlan(
+            _ladder(catalog, configured[0], escalation.tier_aliases), f"auto: cheapest tier {configured[0]}"
+        )
     if is_tier(model):
         if model not in configured:
             return None
@@ -75,7 +77,9 @@ def resolve(model: str, catalog: Catalog, escalation: EscalationPolicy) -> Route
     return RoutePlan(tuple(targets), f"deployment {model}")
 
 
-def prefer_healthy(ids: Sequence[str], health: Mapping[str, Health], now: float, rotation: int) -> tuple[str, ...]:
+def prefer_healthy(
+    ids: Sequence[str], health: Mapping[str, Health], now: float, rotation: int
+) -> tuple[str, ...]:
     """Deployments of one target in the order to try them.
 
     Healthy ones first, rotated by `rotation` so that load is shared between equal deployments; cooled-down
@@ -97,7 +101,9 @@ def visible_models(catalog: Catalog) -> tuple[str, ...]:
     return ((AUTO,) if tiers else ()) + tuple(t for t in TIERS if t in tiers) + tuple(catalog.names)
 
 
-def restrict(plan: RoutePlan, requested: str, catalog: Catalog, allowed: frozenset[str] | None) -> RoutePlan | None:
+def restrict(
+    plan: RoutePlan, requested: str, catalog: Catalog, allowed: frozenset[str] | None
+) -> RoutePlan | None:
     """The plan limited to what a caller may use, or None when the request itself is not allowed.
 
     `allowed` holds tier names and deployment names. A tier alias or `auto` is allowed when at least one of

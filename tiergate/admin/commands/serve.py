@@ -8,6 +8,7 @@ import os
 import secrets
 import socket
 import sys
+from typing import Any
 
 from tiergate.gateway.settings import ConfigError, Settings, load_settings, parse_settings
 from tiergate.policies.tiers import TIERS
@@ -22,7 +23,7 @@ def _describe(settings: Settings) -> str:
     return "\n".join(lines)
 
 
-def _uvicorn_kwargs(host: str, port: int, settings: Settings) -> dict[str, object]:
+def _uvicorn_kwargs(host: str, port: int, settings: Settings) -> dict[str, Any]:
     return {
         "host": host,
         "port": port,
@@ -50,9 +51,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         if args.config:
             os.environ["TIERGATE_CONFIG"] = os.path.abspath(args.config)
-        uvicorn.run("tiergate.gateway.app:app_from_environment", factory=True, workers=args.workers, **kwargs)  # type: ignore[arg-type]
+        uvicorn.run("tiergate.gateway.app:app_from_environment", factory=True, workers=args.workers, **kwargs)
     else:
-        uvicorn.run(create_app(settings), **kwargs)  # type: ignore[arg-type]
+        uvicorn.run(create_app(settings), **kwargs)
     return 0
 
 
@@ -69,12 +70,24 @@ def demo_settings(standin_port: int, master_key: str) -> Settings:
     # Made-up prices, in the ratio of real model families, so the cost figures mean something.
     prices = {"student": (0.15, 0.6), "ta": (0.4, 1.6), "teacher": (2.5, 10.0), "supervisor": (15.0, 60.0)}
     tiers = {
-        tier: [{"model": PREFIX + tier, "api_base": base, "input_cost_per_mtok": p[0], "output_cost_per_mtok": p[1]}]
+        tier: [
+            {
+                "model": PREFIX + tier,
+                "api_base": base,
+                "input_cost_per_mtok": p[0],
+                "output_cost_per_mtok": p[1],
+            }
+        ]
         for tier, p in prices.items()
     }
     models = [{"model": PREFIX + "embedding", "api_base": base, "input_cost_per_mtok": 0.02}]
     return parse_settings(
-        {"master_key": master_key, "tiers": tiers, "models": models, "database_url": "sqlite:///./tiergate-demo.db"},
+        {
+            "master_key": master_key,
+            "tiers": tiers,
+            "models": models,
+            "database_url": "sqlite:///./tiergate-demo.db",
+        },
         env={},
         source="demo (local stand-in models)",
     )
@@ -97,14 +110,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 Try:
   curl -s {url}/models -H "Authorization: Bearer {master_key}"
   curl -s {url}/chat/completions -H "Authorization: Bearer {master_key}" -H "Content-Type: application/json" \\
-       -d '{{"model": "auto", "messages": [{{"role": "user", "content": "Hello!"}}]}}' -D - 
+       -d '{{"model": "auto", "messages": [{{"role": "user", "content": "Hello!"}}]}}' -D -
   python -c 'from openai import OpenAI; c = OpenAI(base_url="{url}", api_key="{master_key}"); print(c.chat.completions.create(model="teacher", messages=[{{"role": "user", "content": "hi"}}]).choices[0].message.content)'
 
 Press Ctrl+C to stop.""",
         flush=True,
     )
-    standin = uvicorn.Server(uvicorn.Config(create_standin_app(), host="127.0.0.1", port=standin_port, log_level="warning", log_config=None))
-    gateway = uvicorn.Server(uvicorn.Config(create_app(settings), **_uvicorn_kwargs(args.host, args.port, settings)))  # type: ignore[arg-type]
+    standin = uvicorn.Server(
+        uvicorn.Config(
+            create_standin_app(), host="127.0.0.1", port=standin_port, log_level="warning", log_config=None
+        )
+    )
+    gateway = uvicorn.Server(
+        uvicorn.Config(create_app(settings), **_uvicorn_kwargs(args.host, args.port, settings))
+    )
 
     async def run() -> None:
         await asyncio.gather(standin.serve(), gateway.serve())
