@@ -123,7 +123,8 @@ async def test_a_bad_request_is_not_retried_and_keeps_the_upstreams_words() -> N
         r = await client.post("/v1/chat/completions", json=chat("student"), headers=AUTH)
     assert r.status_code == 400 and r.json() == error
     assert a.call_count == 1 and b.call_count == 0
-    assert records == []  # nothing answered, nothing billed
+    # Nothing answered, nothing billed: the ledger still gets one row, at no cost, saying so.
+    assert [(r.outcome, r.status_code, r.cost_nano) for r in records] == [("error", 400, 0)]
 
 
 async def test_a_misconfigured_deployment_hands_over_to_the_next_one() -> None:

@@ -27,6 +27,7 @@ from tiergate.gateway.db.models import LedgerEntry
 from tiergate.gateway.records import CallRecord
 
 log = logging.getLogger("tiergate.ledger")
+_STOP: dict[str, Any] = {}  # queued by `stop`: wakes the writer, which then finishes what is queued
 SPILL_GLOB = "tiergate-ledger-spill-*.jsonl"
 _TABLE = LedgerEntry.__table__  # type: ignore[attr-defined]
 
@@ -86,6 +87,7 @@ class LedgerWriter:
         self._flush_s = flush_s
         self._retries = retries
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(queue_size)
+        self._stopping = False
         self._spill_dir = Path(spill_dir)
         self._spill_file = self._spill_dir / f"tiergate-ledger-spill-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
         self._writing: list[dict[str, Any]] = []
@@ -147,29 +149,40 @@ class LedgerWriter:
         return total
 
     async def _next_batch(self) -> list[dict[str, Any]]:
-        rows = [await self._queue.get()]
+        rows = [] if self._stopping else [await self._queue.get()]
         deadline = time.monotonic() + self._flush_s
         while len(rows) < self._batch_size:
             try:
                 rows.append(self._queue.get_nowait())
             except asyncio.QueueEmpty:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or self._stopping:
                     break
                 try:
                     rows.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except TimeoutError:
                     break
-        return rows
+        return [r for r in rows if r is not _STOP]
 
     async def run(self) -> None:
+        """Write batches until `stop`, then what is still queued; never cancelled in the middle of a batch."""
         while True:
             rows = await self._next_batch()
-            self._writing = rows
-            await self._write(rows)
-            self._writing = []
+            if rows:
+                self._writing = rows
+                await self._write(rows)
+                self._writing = []
             if self._queue.empty():
                 self._idle.set()
+                if self._stopping:
+                    return
+
+    def stop(self) -> None:
+        self._stopping = True
+        try:
+            self._queue.put_nowait(_STOP)
+        except asyncio.QueueFull:  # the writer is busy and sees the flag after its batch
+            pass
 
     async def flush(self) -> None:
         """Return once every queued row is written (or spilled)."""
@@ -177,14 +190,16 @@ class LedgerWriter:
             self._idle.clear()
             await self._idle.wait()
 
-    async def drain(self) -> None:
-        """What is still queued, written now (the background task is already stopped).
+    def spill_pending(self) -> None:
+        """The writer had to be cancelled (drain timeout): what it held or had queued goes to the spill file.
 
-        A batch the stopped task was writing is written again: rows it did insert are ignored by id.
+        A batch it was writing may be in the database already: replaying it is harmless (rows carry ids).
         """
         rows, self._writing = self._writing, []
         while not self._queue.empty():
-            rows.append(self._queue.get_nowait())
-        for i in range(0, len(rows), self._batch_size):
-            await self._write(rows[i : i + self._batch_size])
+            row = self._queue.get_nowait()
+            if row is not _STOP:
+                rows.append(row)
+        if rows:
+            self._spill(rows)
         self._idle.set()

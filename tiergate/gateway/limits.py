@@ -47,6 +47,10 @@ class Ticket:
     budgets: tuple[BudgetCheck, ...]
     reserved_nano: int
     settled: bool = field(default=False)
+    # What the reservation was sized on, to size a top-up for an escalation the same way.
+    prompt_tokens: int = 0
+    max_tokens: int | None = None
+    n: int = 1
 
 
 def rate_checks(limits: Limits, tokens: int) -> list[RateCheck]:

@@ -1,6 +1,11 @@
 """The order of a call, written down once.
 
-    parse -> authenticate -> route -> upstream (retry, fallback, escalate) -> settle (usage, cost) -> record
+    authenticate -> parse -> route -> admit (rate limits, budget reservation) -> [cache]
+      -> upstream (retry, fallback, escalate) -> settle (usage, cost, release the reservation) -> sinks (ledger)
+
+Routing precedes admission because the reservation is priced on the deployments the plan may use; routing is
+a lookup in memory. Every admitted request is settled exactly once - answered, failed or cancelled - so its
+reservation is released and the ledger gets one row for it.
 
 Each step is a function with explicit arguments so that tests can drive it without a server; `app.py` only
 reads the request, calls `chat_completion` or `embeddings`, and turns errors into OpenAI-shaped responses.
@@ -8,6 +13,7 @@ reads the request, calls `chat_completion` or `embeddings`, and turns errors int
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -15,8 +21,9 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from tiergate.gateway.admission import admit, escalation_guard
 from tiergate.gateway.auth import Principal
-from tiergate.gateway.errors import NotFound, PermissionDenied, ServiceUnavailable
+from tiergate.gateway.errors import GatewayError, NotFound, PermissionDenied, ServiceUnavailable
 from tiergate.gateway.jsonbody import ChatRequest, parse_chat, parse_embeddings
 from tiergate.gateway.records import CallRecord
 from tiergate.gateway.resources import Resources
@@ -27,6 +34,13 @@ from tiergate.policies.pricing import cost_nano
 from tiergate.policies.routing import RoutePlan, resolve, restrict, visible_models
 
 JSON = "application/json"
+
+
+def _allowed(res: Resources, principal: Principal, plan: RoutePlan, model: str) -> RoutePlan | None:
+    allowed = restrict(plan, model, res.catalog, principal.allowed_models)
+    if allowed is not None and principal.tenant_allowed_models is not None:
+        allowed = restrict(allowed, model, res.catalog, principal.tenant_allowed_models)
+    return allowed
 
 
 def route(res: Resources, principal: Principal, model: str) -> RoutePlan:
@@ -40,7 +54,7 @@ def route(res: Resources, principal: Principal, model: str) -> RoutePlan:
         raise NotFound(
             f"the model '{model}' does not exist; GET /v1/models lists the models you can use", param="model"
         )
-    allowed = restrict(plan, model, res.catalog, principal.allowed_models)
+    allowed = _allowed(res, principal, plan, model)
     if allowed is None:
         raise PermissionDenied(f"this key may not use the model '{model}'", param="model")
     return allowed
@@ -77,10 +91,10 @@ def _record_answer(record: CallRecord, answer: Answer, trail: Attempted, plan: R
     record.route_reason = plan.reason
 
 
-def settle(
+async def settle(
     res: Resources, record: CallRecord, deployment: Deployment, usage: tuple[int, int] | None, count: Any
 ) -> None:
-    """Fix tokens and cost and hand the record to every sink.
+    """Fix tokens and cost, settle the reservation, and hand the record to every sink.
 
     `count` computes (prompt, completion) tokens locally when the upstream reported no usage (a client that
     disconnected before the usage chunk, a server that never sends one).
@@ -90,9 +104,51 @@ def settle(
         record.usage_source = "counted"
     record.prompt_tokens, record.completion_tokens = usage
     record.cost_nano = cost_nano(deployment.price, *usage)
+    await _finish(res, record)
+
+
+async def _finish(res: Resources, record: CallRecord) -> None:
     record.latency_s = time.perf_counter() - record.started_perf
+    if record.ticket is not None:
+        await res.limiter.settle(
+            record.ticket, tokens=record.prompt_tokens + record.completion_tokens, cost_nano=record.cost_nano
+        )
     for sink in res.sinks:
         sink(record)
+
+
+async def settle_failed(res: Resources, record: CallRecord, error: GatewayError) -> None:
+    """An admitted request that got no answer: nothing spent, the reservation released, one ledger row."""
+    record.outcome, record.status_code, record.error = "error", error.status, error.message
+    await _finish(res, record)
+
+
+async def _ask_upstream(
+    res: Resources, record: CallRecord, plan: RoutePlan, send: Any, *, stream: bool, trail: Attempted
+) -> Answer:
+    try:
+        return await res.upstream.call(
+            plan, send, stream=stream, trail=trail, may_escalate=escalation_guard(res, record.ticket)
+        )
+    except GatewayError as error:
+        _trail(record, trail)
+        await settle_failed(res, record, error)
+        raise
+    except asyncio.CancelledError:
+        # The server is stopping: settle in a task of its own, which this cancellation cannot reach.
+        _trail(record, trail)
+        pending = asyncio.ensure_future(settle_failed(res, record, ServiceUnavailable("the gateway stopped")))
+        res.accounting.settling.add(pending)
+        pending.add_done_callback(res.accounting.settling.discard)
+        raise
+
+
+def _trail(record: CallRecord, trail: Attempted) -> None:
+    record.attempts, record.escalations, record.upstream_s = (
+        trail.attempts,
+        tuple(trail.escalations),
+        trail.upstream_wait_s,
+    )
 
 
 async def chat_completion(
@@ -103,26 +159,23 @@ async def chat_completion(
     request = parse_chat(raw)
     record.requested_model, record.stream = request.model, request.stream
     plan = route(res, principal, request.model)
+    record.ticket = await admit(res, principal, plan, request)
     trail = Attempted()
-    try:
-        answer = await res.upstream.call(
-            plan,
-            lambda d: res.provider(d).chat(d, request, want_usage_chunk=True),
-            stream=request.stream,
-            trail=trail,
-        )
-    finally:
-        record.attempts, record.escalations, record.upstream_s = (
-            trail.attempts,
-            tuple(trail.escalations),
-            trail.upstream_wait_s,
-        )
+    answer = await _ask_upstream(
+        res,
+        record,
+        plan,
+        lambda d: res.provider(d).chat(d, request, want_usage_chunk=True),
+        stream=request.stream,
+        trail=trail,
+    )
+    _trail(record, trail)
     _record_answer(record, answer, trail, plan)
     if request.stream:
         return _relay(res, request, answer, trail, record)
     doc = orjson.loads(answer.body)
     record.answer = doc
-    settle(
+    await settle(
         res,
         record,
         answer.deployment,
@@ -163,7 +216,7 @@ def _relay(
             completion = res.tokens.text(accumulator.text + accumulator.tool_arguments(), model)
             return res.tokens.messages(request.messages, model, request.body.get("tools")), completion
 
-        settle(res, record, answer.deployment, _usage({"usage": accumulator.usage}), count)
+        await settle(res, record, answer.deployment, _usage({"usage": accumulator.usage}), count)
 
     return RelayResponse(
         headers=[(k.encode(), v.encode()) for k, v in headers.items()],
@@ -182,16 +235,15 @@ async def embeddings(res: Resources, headers: Mapping[str, str], raw: bytes, rec
     record.principal = principal
     request = parse_embeddings(raw)
     record.requested_model = request.model
-    plan = route(res, principal, request.model)
-    trail = Attempted()
-    try:
-        answer = await res.upstream.call(
-            plan, lambda d: res.provider(d).embeddings(d, request), stream=False, trail=trail
-        )
-    finally:
-        record.attempts, record.upstream_s = trail.attempts, trail.upstream_wait_s
-    _record_answer(record, answer, trail, plan)
     record.endpoint = "embeddings"
+    plan = route(res, principal, request.model)
+    record.ticket = await admit(res, principal, plan, request)
+    trail = Attempted()
+    answer = await _ask_upstream(
+        res, record, plan, lambda d: res.provider(d).embeddings(d, request), stream=False, trail=trail
+    )
+    _trail(record, trail)
+    _record_answer(record, answer, trail, plan)
     doc = orjson.loads(answer.body)
     usage = _usage(doc)
 
@@ -200,7 +252,7 @@ async def embeddings(res: Resources, headers: Mapping[str, str], raw: bytes, rec
         texts = [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]
         return sum(res.tokens.text(t, answer.deployment.model) for t in texts), 0
 
-    settle(res, record, answer.deployment, (usage[0], 0) if usage else None, count)
+    await settle(res, record, answer.deployment, (usage[0], 0) if usage else None, count)
     return Response(answer.body, headers=answer_headers(record.request_id, answer, trail, JSON))
 
 
@@ -209,7 +261,8 @@ def models(res: Resources, principal: Principal) -> Response:
     names = [
         m
         for m in visible_models(res.catalog)
-        if principal.allowed_models is None or _may_use(res, principal, m)
+        if (principal.allowed_models is None and principal.tenant_allowed_models is None)
+        or _may_use(res, principal, m)
     ]
     data = [{"id": name, "object": "model", "created": 0, "owned_by": "tiergate"} for name in names]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
@@ -217,4 +270,4 @@ def models(res: Resources, principal: Principal) -> Response:
 
 def _may_use(res: Resources, principal: Principal, model: str) -> bool:
     plan = resolve(model, res.catalog, res.settings.escalation)
-    return plan is not None and restrict(plan, model, res.catalog, principal.allowed_models) is not None
+    return plan is not None and _allowed(res, principal, plan, model) is not None

@@ -10,7 +10,9 @@ from typing import Protocol
 
 import httpx
 
-from tiergate.gateway.auth import MasterKeyAuth, Principal
+from tiergate.gateway.accounting import Accounting, open_accounting
+from tiergate.gateway.auth import Principal, VirtualKeyAuth
+from tiergate.gateway.limits import Limiter
 from tiergate.gateway.providers import Provider
 from tiergate.gateway.providers.openai_compat import OpenAICompatible
 from tiergate.gateway.providers.via_litellm import LiteLLMProvider
@@ -56,6 +58,7 @@ class Resources:
     tokens: TokenCounter
     fast_path: OpenAICompatible
     translated: LiteLLMProvider
+    accounting: Accounting
     sinks: list[Sink] = field(default_factory=list)
     readiness: list[ReadinessCheck] = field(default_factory=list)
     background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -63,10 +66,15 @@ class Resources:
     def provider(self, deployment: Deployment) -> Provider:
         return self.fast_path if deployment.fast_path else self.translated
 
+    @property
+    def limiter(self) -> Limiter:
+        return self.accounting.limiter
+
     async def aclose(self) -> None:
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
+        await self.accounting.aclose()
         await self.fast_path.aclose()
         await self.translated.aclose()
 
@@ -84,15 +92,19 @@ async def open_resources(
     if any(not d.fast_path for d in settings.deployments):
         translated.preload()
     tokens = TokenCounter()
+    accounting = await open_accounting(settings)
     res = Resources(
         settings=settings,
         catalog=build_catalog(settings),
-        auth=MasterKeyAuth(settings.master_key),
+        auth=VirtualKeyAuth(settings.master_key, accounting.keys),
+        accounting=accounting,
         upstream=UpstreamClient(settings, rng=rng),
         tokens=tokens,
         fast_path=OpenAICompatible(transport, settings.upstream.connect_timeout_s),
         translated=translated,
     )
+    res.sinks.append(accounting.ledger.sink)
+    res.readiness.append(accounting.ready)
     if settings.access_log:
         res.sinks.append(access_log_sink)
     # Loading an encoding takes ~0.3 s: do it off the loop now rather than in the first request that needs it.
