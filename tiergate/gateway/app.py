@@ -6,7 +6,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from tiergate.gateway import pipeline
@@ -164,8 +164,13 @@ def create_app(
     *,
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     rng: random.Random | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """The gateway as an ASGI app. `upstream_transport` replaces the network (tests: respx, MockTransport)."""
+    """The gateway as an ASGI app. `upstream_transport` replaces the network (tests: respx, MockTransport).
+
+    `extra_routes` are served beside the data plane (the admin API and `/v1/usage`, added by
+    `tiergate.admin.server`, since the gateway never imports the control plane).
+    """
     settings = with_known_prices(settings)
 
     @asynccontextmanager
@@ -180,7 +185,7 @@ def create_app(
             await res.aclose()
 
     return Starlette(
-        routes=routes(),
+        routes=[*routes(), *extra_routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )

@@ -39,7 +39,7 @@ def _uvicorn_kwargs(host: str, port: int, settings: Settings) -> dict[str, Any]:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from tiergate.gateway.app import create_app
+    from tiergate.admin.server import create_server_app
 
     try:
         settings = load_settings(args.config)
@@ -51,9 +51,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         if args.config:
             os.environ["TIERGATE_CONFIG"] = os.path.abspath(args.config)
-        uvicorn.run("tiergate.gateway.app:app_from_environment", factory=True, workers=args.workers, **kwargs)
+        if not settings.redis_url:
+            print(
+                "tiergate: --workers > 1 needs redis_url: worker processes must share rate limits and budgets",
+                file=sys.stderr,
+            )
+            return 2
+        uvicorn.run("tiergate.admin.server:app_from_environment", factory=True, workers=args.workers, **kwargs)
     else:
-        uvicorn.run(create_app(settings), **kwargs)
+        uvicorn.run(create_server_app(settings), **kwargs)
     return 0
 
 
@@ -96,7 +102,7 @@ def demo_settings(standin_port: int, master_key: str) -> Settings:
 def cmd_demo(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from tiergate.gateway.app import create_app
+    from tiergate.admin.server import create_server_app
     from tiergate.gateway.standin import create_standin_app
 
     standin_port = _free_port()
@@ -122,7 +128,7 @@ Press Ctrl+C to stop.""",
         )
     )
     gateway = uvicorn.Server(
-        uvicorn.Config(create_app(settings), **_uvicorn_kwargs(args.host, args.port, settings))
+        uvicorn.Config(create_server_app(settings), **_uvicorn_kwargs(args.host, args.port, settings))
     )
 
     async def run() -> None:
