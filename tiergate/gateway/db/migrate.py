@@ -6,6 +6,7 @@ a PostgreSQL-backed gateway runs at startup: it refuses to serve on a schema tha
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from sqlalchemy.engine import Connection
 from tiergate.gateway.db.engine import open_engine, redact
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# Alembic narrates every step at INFO; tiergate reports what changed itself.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 class SchemaBehind(RuntimeError):
