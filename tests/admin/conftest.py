@@ -6,11 +6,9 @@ import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import respx
 
 from tiergate.admin.server import create_server_app
@@ -75,11 +73,6 @@ class Served:
 
 
 Factory = Callable[..., Any]
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/tiergate.db"
 
 
 @asynccontextmanager

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from tiergate.admin.schemas import KeyCreate, KeyOut, KeyUpdate, TenantCreate, TenantOut, TenantUpdate
 from tiergate.gateway.db.models import ApiKey, Tenant
-from tiergate.gateway.errors import GatewayError
+from tiergate.gateway.errors import BadRequest, GatewayError
 from tiergate.gateway.keys import hash_key, new_key, now_ms, visible_prefix
 from tiergate.policies.pricing import nano, usd
 
@@ -24,6 +24,12 @@ class UnknownId(GatewayError):
     status = 404
     type = "invalid_request_error"
     code = "not_found"
+
+
+class Conflict(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "key_revoked"
 
 
 def iso(ms: int | None) -> str | None:
@@ -105,7 +111,7 @@ async def list_tenants(engine: AsyncEngine) -> list[Tenant]:
 async def update_tenant(engine: AsyncEngine, tenant_id: str, body: TenantUpdate) -> Tenant:
     changes = _limits(body.model_dump(exclude_unset=True))
     if changes.get("name", "") is None:
-        raise GatewayError("'name' cannot be removed", status=400, param="name")
+        raise BadRequest("'name' cannot be removed", param="name")
     async with AsyncSession(engine, expire_on_commit=False) as session:
         tenant = await session.get(Tenant, tenant_id)
         if tenant is None or tenant.deleted_ms is not None:
@@ -175,7 +181,7 @@ async def update_key(engine: AsyncEngine, key_id: str, body: KeyUpdate) -> ApiKe
         if key is None:
             raise UnknownId(f"no key with id '{key_id}'", param="key_id")
         if key.revoked_ms is not None:
-            raise GatewayError(f"the key '{key_id}' is revoked and cannot be changed", status=409, code="key_revoked")
+            raise Conflict(f"the key '{key_id}' is revoked and cannot be changed")
         for name, value in changes.items():
             setattr(key, name, value)
         if key.budget_nano is not None and key.budget_period is None:
@@ -200,7 +206,7 @@ async def rotate_key(engine: AsyncEngine, key_id: str, grace_s: float) -> tuple[
     """A new key with the old one's settings; the old one expires after `grace_s`. Returns (new, secret, old)."""
     old = await get_key(engine, key_id)
     if old.revoked_ms is not None:
-        raise GatewayError(f"the key '{key_id}' is revoked and cannot be rotated", status=409, code="key_revoked")
+        raise Conflict(f"the key '{key_id}' is revoked and cannot be rotated")
     body = KeyCreate(
         tenant_id=old.tenant_id, name=old.name, budget_usd=_usd(old.budget_nano), budget_period=old.budget_period,  # type: ignore[arg-type]
         rpm=old.rpm, tpm=old.tpm, allowed_models=old.allowed_models, expires_at=iso(old.expires_ms),
