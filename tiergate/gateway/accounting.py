@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -138,7 +138,9 @@ async def open_accounting(settings: Settings) -> Accounting:
     redis: Redis | None = None
     try:
         if settings.redis_url:
-            redis = Redis.from_url(settings.redis_url)
+            # Blocking: a burst waits briefly for a connection instead of failing; 64 covers one process.
+            pool = BlockingConnectionPool.from_url(settings.redis_url, max_connections=64, timeout=5)
+            redis = Redis(connection_pool=pool)
             await redis.ping()
         ledger = LedgerWriter(
             engine,
