@@ -39,7 +39,14 @@ def config(database_url: str, **overrides: Any) -> Settings:
 def answer(request: httpx.Request) -> httpx.Response:
     """A chat answer whose usage is 10 prompt + 5 completion tokens; embeddings bill 4 tokens."""
     if request.url.path.endswith("/embeddings"):
-        return httpx.Response(200, json={"object": "list", "data": [{"index": 0, "embedding": [0.1]}], "usage": {"prompt_tokens": 4, "total_tokens": 4}})
+        return httpx.Response(
+            200,
+            json={
+                "object": "list",
+                "data": [{"index": 0, "embedding": [0.1]}],
+                "usage": {"prompt_tokens": 4, "total_tokens": 4},
+            },
+        )
     body = httpx.Response(200, content=request.content).json()
     return httpx.Response(200, json={
         "id": "c1", "object": "chat.completion", "created": 1, "model": body["model"],
@@ -66,7 +73,9 @@ class Served:
 
     async def chat(self, key: str, model: str = "student", **fields: Any) -> httpx.Response:
         body = {"model": model, "messages": [{"role": "user", "content": "hello there"}], **fields}
-        return await self.client.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"})
+        return await self.client.post(
+            "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
+        )
 
     async def flushed(self) -> None:
         await self.res.accounting.ledger.flush()
@@ -76,10 +85,17 @@ Factory = Callable[..., Any]
 
 
 @asynccontextmanager
-async def serve(settings: Settings, handler: Callable[[httpx.Request], httpx.Response] = answer) -> AsyncIterator[Served]:
+async def serve(
+    settings: Settings, handler: Callable[[httpx.Request], httpx.Response] = answer
+) -> AsyncIterator[Served]:
     router = respx.Router(assert_all_called=False)
     router.route().mock(side_effect=handler)
-    app = create_server_app(settings, upstream_transport=httpx.MockTransport(router.handler), rng=random.Random(0))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
-            yield Served(client, app.state.resources, router)
+    app = create_server_app(
+        settings, upstream_transport=httpx.MockTransport(router.handler), rng=random.Random(0)
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://gw") as client,
+    ):
+        yield Served(client, app.state.resources, router)

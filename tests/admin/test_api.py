@@ -21,16 +21,26 @@ def _rows(db: Path, table: str) -> list[tuple[Any, ...]]:
 
 async def test_tenant_and_key_lifecycle(sqlite_url: str) -> None:
     async with serve(config(sqlite_url)) as s:
-        tenant = await s.new_tenant(budget_usd=2.5, rpm=60, allowed_models=["student"], metadata={"team": "a"})
+        tenant = await s.new_tenant(
+            budget_usd=2.5, rpm=60, allowed_models=["student"], metadata={"team": "a"}
+        )
         assert tenant["budget_period"] == "monthly" and tenant["metadata"] == {"team": "a"}
         key = await s.new_key(tenant["id"], name="ci", tpm=1000)
-        assert key["key"].startswith("sk-tg-") and key["key"].startswith(key["prefix"]) and key["status"] == "active"
-        r = await s.client.patch(f"/admin/tenants/{tenant['id']}", json={"rpm": None, "name": "acme2"}, headers=ADMIN)
+        assert (
+            key["key"].startswith("sk-tg-")
+            and key["key"].startswith(key["prefix"])
+            and key["status"] == "active"
+        )
+        r = await s.client.patch(
+            f"/admin/tenants/{tenant['id']}", json={"rpm": None, "name": "acme2"}, headers=ADMIN
+        )
         assert r.status_code == 200 and r.json()["rpm"] is None and r.json()["name"] == "acme2"
         listed = (await s.client.get(f"/admin/keys?tenant_id={tenant['id']}", headers=ADMIN)).json()["data"]
         assert [k["id"] for k in listed] == [key["id"]] and "key" not in listed[0]
         assert (await s.chat(key["key"])).status_code == 200
-        assert (await s.chat(key["key"], model="teacher")).status_code == 403  # the tenant allows students only
+        assert (
+            await s.chat(key["key"], model="teacher")
+        ).status_code == 403  # the tenant allows students only
         r = await s.client.delete(f"/admin/tenants/{tenant['id']}", headers=ADMIN)
         assert r.status_code == 200
         assert (await s.chat(key["key"])).status_code == 401  # a deleted tenant's keys stop at once
@@ -41,7 +51,9 @@ async def test_rotation_keeps_the_old_key_for_the_grace_period(sqlite_url: str) 
     async with serve(config(sqlite_url)) as s:
         tenant = await s.new_tenant()
         old = await s.new_key(tenant["id"], rpm=5)
-        r = await s.client.post(f"/admin/keys/{old['id']}/rotate", json={"grace_period_s": 3600}, headers=ADMIN)
+        r = await s.client.post(
+            f"/admin/keys/{old['id']}/rotate", json={"grace_period_s": 3600}, headers=ADMIN
+        )
         assert r.status_code == 200
         new = r.json()["new_key"]
         assert new["rotated_from"] == old["id"] and new["rpm"] == 5 and new["key"] != old["key"]
@@ -93,16 +105,24 @@ BAD_INPUT: list[tuple[str, str, Any, int]] = [
 
 
 @pytest.mark.parametrize(("method", "path", "body", "status"), BAD_INPUT)
-async def test_bad_input_is_a_clear_4xx_and_writes_nothing(sqlite_url: str, tmp_path: Path, method: str, path: str, body: Any, status: int) -> None:
+async def test_bad_input_is_a_clear_4xx_and_writes_nothing(
+    sqlite_url: str, tmp_path: Path, method: str, path: str, body: Any, status: int
+) -> None:
     async with serve(config(sqlite_url)) as s:
         tenant = await s.new_tenant()
         key = await s.new_key(tenant["id"])
         before = (_rows(tmp_path / "tiergate.db", "tenants"), _rows(tmp_path / "tiergate.db", "api_keys"))
         path = path.replace("{tenant}", tenant["id"]).replace("{key}", key["id"])
         if isinstance(body, dict):
-            body = {k: (v.replace("{tenant}", tenant["id"]) if isinstance(v, str) else v) for k, v in body.items()}
-        kwargs: dict[str, Any] = {"content": body} if isinstance(body, bytes) else ({"json": body} if body is not None else {})
-        r = await s.client.request(method, path, headers={**ADMIN, "content-type": "application/json"}, **kwargs)
+            body = {
+                k: (v.replace("{tenant}", tenant["id"]) if isinstance(v, str) else v) for k, v in body.items()
+            }
+        kwargs: dict[str, Any] = (
+            {"content": body} if isinstance(body, bytes) else ({"json": body} if body is not None else {})
+        )
+        r = await s.client.request(
+            method, path, headers={**ADMIN, "content-type": "application/json"}, **kwargs
+        )
         assert r.status_code == status, r.text
         error = r.json()["error"]
         assert error["message"] and error["type"] == "invalid_request_error"
@@ -114,12 +134,28 @@ async def test_admin_needs_the_master_key(sqlite_url: str) -> None:
     async with serve(config(sqlite_url)) as s:
         tenant = await s.new_tenant()
         key = await s.new_key(tenant["id"])
-        for auth in ({}, {"authorization": "Bearer wrong"}, {"authorization": f"Bearer {key['key']}"}, {"api-key": key["key"]}):
-            for method, path in (("GET", "/admin/tenants"), ("GET", f"/admin/keys/{key['id']}"), ("GET", "/admin/reports/cost"), ("POST", "/admin/keys")):
+        for auth in (
+            {},
+            {"authorization": "Bearer wrong"},
+            {"authorization": f"Bearer {key['key']}"},
+            {"api-key": key["key"]},
+        ):
+            for method, path in (
+                ("GET", "/admin/tenants"),
+                ("GET", f"/admin/keys/{key['id']}"),
+                ("GET", "/admin/reports/cost"),
+                ("POST", "/admin/keys"),
+            ):
                 r = await s.client.request(method, path, headers=auth, json={"tenant_id": tenant["id"]})
                 assert r.status_code == 401, (auth, path)
-        assert (await s.client.get("/admin/tenants", headers={"api-key": "sk-admin-master"})).status_code == 200
-        assert (await s.client.get("/admin/openapi.json")).json()["paths"].keys() >= {"/tenants", "/keys/{key_id}/rotate", "/reports/cost"}
+        assert (
+            await s.client.get("/admin/tenants", headers={"api-key": "sk-admin-master"})
+        ).status_code == 200
+        assert (await s.client.get("/admin/openapi.json")).json()["paths"].keys() >= {
+            "/tenants",
+            "/keys/{key_id}/rotate",
+            "/reports/cost",
+        }
 
 
 async def test_a_key_sees_and_spends_only_its_own(sqlite_url: str) -> None:
@@ -145,18 +181,26 @@ async def test_a_key_sees_and_spends_only_its_own(sqlite_url: str) -> None:
         assert b_report["total"]["requests"] == 2
 
 
-async def test_report_totals_are_the_ledger_and_teacher_cost_uses_real_tokens(sqlite_url: str, tmp_path: Path) -> None:
+async def test_report_totals_are_the_ledger_and_teacher_cost_uses_real_tokens(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with serve(config(sqlite_url)) as s:
         t1, t2 = await s.new_tenant(name="one"), await s.new_tenant(name="two")
         k1, k2 = await s.new_key(t1["id"]), await s.new_key(t2["id"])
         for key, model in ((k1, "student"), (k1, "teacher"), (k2, "student"), (k2, "student")):
             assert (await s.chat(key["key"], model=model)).status_code == 200
-        r = await s.client.post("/v1/embeddings", json={"model": "embedder", "input": "hi"}, headers={"authorization": f"Bearer {k2['key']}"})
+        r = await s.client.post(
+            "/v1/embeddings",
+            json={"model": "embedder", "input": "hi"},
+            headers={"authorization": f"Bearer {k2['key']}"},
+        )
         assert r.status_code == 200
         await s.flushed()
         rows = _rows(tmp_path / "tiergate.db", "ledger")
         with sqlite3.connect(tmp_path / "tiergate.db") as conn:
-            ledger = conn.execute("SELECT tenant_id, prompt_tokens, completion_tokens, cost_nano FROM ledger").fetchall()
+            ledger = conn.execute(
+                "SELECT tenant_id, prompt_tokens, completion_tokens, cost_nano FROM ledger"
+            ).fetchall()
         assert len(rows) == 5
         for group_by in ("key", "tenant", "model", "tier", "day"):
             report = (await s.client.get(f"/admin/reports/cost?group_by={group_by}", headers=ADMIN)).json()
@@ -173,11 +217,15 @@ async def test_report_totals_are_the_ledger_and_teacher_cost_uses_real_tokens(sq
         csv = (await s.client.get("/admin/reports/cost?group_by=tier&format=csv", headers=ADMIN)).text
         lines = csv.lstrip("\ufeff").strip().splitlines()
         assert lines[0].startswith("tier,requests,") and lines[-1].startswith("TOTAL,5,")
-        window = (await s.client.get("/admin/reports/cost?start=2000-01-01&end=2000-01-02", headers=ADMIN)).json()
+        window = (
+            await s.client.get("/admin/reports/cost?start=2000-01-01&end=2000-01-02", headers=ADMIN)
+        ).json()
         assert window["total"]["requests"] == 0 and window["rows"] == []
 
 
-async def test_keys_never_appear_in_plaintext(sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_keys_never_appear_in_plaintext(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     secrets: list[str] = []
     async with serve(config(sqlite_url, access_log=True)) as s:
@@ -189,12 +237,16 @@ async def test_keys_never_appear_in_plaintext(sqlite_url: str, tmp_path: Path, c
         bodies = []
         for secret in secrets:
             bodies.append((await s.chat(secret)).text)  # 429: the budget is zero
-            bodies.append((await s.client.get("/v1/models", headers={"authorization": f"Bearer {secret}x"})).text)
-            bodies.append((await s.client.get("/admin/tenants", headers={"authorization": f"Bearer {secret}"})).text)
+            bodies.append(
+                (await s.client.get("/v1/models", headers={"authorization": f"Bearer {secret}x"})).text
+            )
+            bodies.append(
+                (await s.client.get("/admin/tenants", headers={"authorization": f"Bearer {secret}"})).text
+            )
         await s.client.delete(f"/admin/keys/{key['id']}", headers=ADMIN)
         bodies.append((await s.chat(secrets[0])).text)
         await s.flushed()
-    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())  # noqa: ASYNC240
     for secret in secrets:
         assert secret.encode() not in stored
         assert secret[len("sk-tg-") :].encode() not in stored

@@ -11,8 +11,6 @@ from tiergate.gateway.db import migrate
 from tiergate.gateway.db.engine import async_url
 
 
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
     if request.param == "sqlite":
@@ -22,7 +20,10 @@ def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
 
 
 def test_plain_urls_get_async_drivers() -> None:
-    assert async_url("postgresql://u@h:5432/db?sslmode=require") == "postgresql+asyncpg://u@h:5432/db?ssl=require"
+    assert (
+        async_url("postgresql://u@h:5432/db?sslmode=require")
+        == "postgresql+asyncpg://u@h:5432/db?ssl=require"
+    )
     assert async_url("postgres://u:p@h/db") == "postgresql+asyncpg://u:p@h/db"
     assert async_url("sqlite:///./x.db") == "sqlite+aiosqlite:///./x.db"
 
@@ -39,7 +40,9 @@ async def test_migrations_then_keys_budgets_ledger_and_reports(database_url: str
         statuses = [r.status_code for r in results]
         assert statuses.count(200) <= 5 and set(statuses) <= {200, 429}
         await s.flushed()
-        report = (await s.client.get(f"/admin/reports/cost?tenant_id={tenant['id']}&group_by=day", headers=ADMIN)).json()
+        report = (
+            await s.client.get(f"/admin/reports/cost?tenant_id={tenant['id']}&group_by=day", headers=ADMIN)
+        ).json()
         assert report["total"]["requests"] == statuses.count(200)
         assert report["total"]["cost_usd"] == pytest.approx(statuses.count(200) * 20_000 / 1e9)
         await s.client.delete(f"/admin/keys/{key['id']}", headers=ADMIN)

@@ -57,7 +57,13 @@ class Replicas:
 
 def _config(upstream: str, database_url: str, redis_url: str, prefix: str) -> dict[str, Any]:
     def dep(model: str, price: float) -> dict[str, Any]:
-        return {"model": model, "api_base": upstream, "input_cost_per_mtok": price, "output_cost_per_mtok": price, "max_output_tokens": 50}
+        return {
+            "model": model,
+            "api_base": upstream,
+            "input_cost_per_mtok": price,
+            "output_cost_per_mtok": price,
+            "max_output_tokens": 50,
+        }
 
     return {
         "master_key": MASTER,
@@ -71,7 +77,9 @@ def _config(upstream: str, database_url: str, redis_url: str, prefix: str) -> di
 
 
 @pytest.fixture
-def replicas(tmp_path: Path, postgres_url: str, redis_server_url: str, redis_prefix: str) -> Iterator[Replicas]:
+def replicas(
+    tmp_path: Path, postgres_url: str, redis_server_url: str, redis_prefix: str
+) -> Iterator[Replicas]:
     with fake_upstream() as upstream:
         config = tmp_path / "tiergate.yaml"
         config.write_text(yaml.safe_dump(_config(upstream, postgres_url, redis_server_url, redis_prefix)))
@@ -81,10 +89,21 @@ def replicas(tmp_path: Path, postgres_url: str, redis_server_url: str, redis_pre
             cwd=tmp_path, capture_output=True, text=True, timeout=60, env={**__import__("os").environ, **env},
         )  # fmt: skip
         assert refused.returncode != 0 and "tiergate db upgrade" in refused.stdout + refused.stderr
-        subprocess.run([sys.executable, "-m", "tiergate", "db", "upgrade", "--config", str(config)], cwd=tmp_path, check=True, env={**__import__("os").environ, **env})
+        subprocess.run(
+            [sys.executable, "-m", "tiergate", "db", "upgrade", "--config", str(config)],
+            cwd=tmp_path,
+            check=True,
+            env={**__import__("os").environ, **env},
+        )
         ports = free_port(), free_port()
-        args = [[sys.executable, "-m", "tiergate", "serve", "--config", str(config), "--port", str(p)] for p in ports]
-        with running(args[0], url=f"http://127.0.0.1:{ports[0]}/readyz", cwd=tmp_path), running(args[1], url=f"http://127.0.0.1:{ports[1]}/readyz", cwd=tmp_path):
+        args = [
+            [sys.executable, "-m", "tiergate", "serve", "--config", str(config), "--port", str(p)]
+            for p in ports
+        ]
+        with (
+            running(args[0], url=f"http://127.0.0.1:{ports[0]}/readyz", cwd=tmp_path),
+            running(args[1], url=f"http://127.0.0.1:{ports[1]}/readyz", cwd=tmp_path),
+        ):
             yield Replicas((f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"), postgres_url)
 
 
@@ -95,13 +114,19 @@ async def _fire(replicas: Replicas, key: str, n: int, **fields: Any) -> list[tup
         async def one(i: int) -> tuple[str, int, dict[str, Any]]:
             rid = f"burst-{i}"
             body = {"model": "student", "messages": [{"role": "user", "content": "hello"}], **fields}
-            r = await client.post(f"{replicas.urls[i % 2]}/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}", "x-request-id": rid})
+            r = await client.post(
+                f"{replicas.urls[i % 2]}/v1/chat/completions",
+                json=body,
+                headers={"authorization": f"Bearer {key}", "x-request-id": rid},
+            )
             return rid, r.status_code, r.json()
 
         return await asyncio.gather(*(one(i) for i in range(n)))
 
 
-def test_budget_holds_across_two_replicas_and_every_admitted_request_has_one_ledger_row(replicas: Replicas) -> None:
+def test_budget_holds_across_two_replicas_and_every_admitted_request_has_one_ledger_row(
+    replicas: Replicas,
+) -> None:
     # The fake upstream answers "echo: hello" = 11 prompt + 2 completion tokens = 13,000 nano-USD at $1/Mtok;
     # each request reserves (counted prompt + max_tokens 10) x $1/Mtok. A budget of 20 actual requests:
     budget_nano = 20 * 13_000
@@ -109,18 +134,24 @@ def test_budget_holds_across_two_replicas_and_every_admitted_request_has_one_led
     results = asyncio.run(_fire(replicas, key["key"], 200, max_tokens=10))
     admitted = [rid for rid, status, _ in results if status == 200]
     refused = [body for _, status, body in results if status != 200]
-    assert all(body["error"]["code"] == "insufficient_quota" for body in refused), {b["error"]["message"] for b in refused}
+    assert all(body["error"]["code"] == "insufficient_quota" for body in refused), {
+        b["error"]["message"] for b in refused
+    }
     assert 10 <= len(admitted) <= 20, len(admitted)
 
     def rows() -> list[Any] | None:
-        found = replicas.ledger("SELECT request_id, cost_nano, status FROM ledger WHERE key_id = $1", key["id"])
+        found = replicas.ledger(
+            "SELECT request_id, cost_nano, status FROM ledger WHERE key_id = $1", key["id"]
+        )
         return found if len(found) >= len(admitted) else None
 
     ledger = wait_for(rows, timeout=10, what="ledger rows of every admitted request")
     assert sorted(r["request_id"] for r in ledger) == sorted(admitted)  # exactly one row each, no others
     spent = sum(r["cost_nano"] for r in ledger)
     assert spent == 13_000 * len(admitted) <= budget_nano
-    usage = httpx.get(replicas.urls[1] + "/v1/usage", headers={"authorization": f"Bearer {key['key']}"}).json()
+    usage = httpx.get(
+        replicas.urls[1] + "/v1/usage", headers={"authorization": f"Bearer {key['key']}"}
+    ).json()
     assert usage["total"]["requests"] == len(admitted)
 
 
@@ -130,7 +161,9 @@ def test_rpm_holds_across_two_replicas_within_5_percent(replicas: Replicas) -> N
     admitted = sum(1 for _, status, _ in results if status == 200)
     limited = [body for _, status, body in results if status == 429]
     assert 95 <= admitted <= 105, admitted
-    assert all(b["error"]["code"] == "rate_limit_exceeded" for b in limited) and len(limited) == 160 - admitted
+    assert (
+        all(b["error"]["code"] == "rate_limit_exceeded" for b in limited) and len(limited) == 160 - admitted
+    )
 
 
 def test_keys_created_and_revoked_on_one_replica_act_on_the_other(replicas: Replicas) -> None:
@@ -162,7 +195,9 @@ def test_the_sdk_sees_each_refusal_as_its_own_exception(replicas: Replicas) -> N
     with pytest.raises(openai.PermissionDeniedError):
         sdk.chat.completions.create(**{**ask, "model": "teacher"})
     with pytest.raises(openai.RateLimitError) as quota:
-        openai.OpenAI(base_url=replicas.urls[1] + "/v1", api_key=broke["key"], max_retries=0).chat.completions.create(**ask)
+        openai.OpenAI(
+            base_url=replicas.urls[1] + "/v1", api_key=broke["key"], max_retries=0
+        ).chat.completions.create(**ask)
     assert quota.value.code == "insufficient_quota"
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=replicas.urls[1] + "/v1", api_key="sk-tg-nobody", max_retries=0).models.list()

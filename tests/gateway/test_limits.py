@@ -19,7 +19,9 @@ pytestmark = pytest.mark.asyncio
 
 def _counters(db: Path) -> list[tuple[str, int, int]]:
     with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT scope, spent_nano, reserved_nano FROM budget_counters ORDER BY scope").fetchall()
+        return conn.execute(
+            "SELECT scope, spent_nano, reserved_nano FROM budget_counters ORDER BY scope"
+        ).fetchall()
 
 
 async def test_rpm_refuses_with_retry_after_and_the_openai_code(sqlite_url: str) -> None:
@@ -55,7 +57,9 @@ async def test_tpm_counts_the_estimate_then_the_real_usage(sqlite_url: str) -> N
         assert statuses == [200, 200, 200, 429]
 
 
-async def test_a_budget_refuses_before_the_upstream_and_settles_actual_cost(sqlite_url: str, tmp_path: Path) -> None:
+async def test_a_budget_refuses_before_the_upstream_and_settles_actual_cost(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with serve(config(sqlite_url)) as s:
         tenant = await s.new_tenant()
         # Student: $1/$2 per Mtok. max_tokens=100 reserves ~prompt x 1 + 100 x 2 = ~218 nano-dollars... x 1000.
@@ -63,7 +67,10 @@ async def test_a_budget_refuses_before_the_upstream_and_settles_actual_cost(sqli
         ok = [(await s.chat(key["key"], max_tokens=100)).status_code for _ in range(30)]
         assert 200 in ok and ok[-1] == 429
         refused = await s.chat(key["key"], max_tokens=100)
-        assert refused.json()["error"]["code"] == "insufficient_quota" and refused.json()["error"]["type"] == "insufficient_quota"
+        assert (
+            refused.json()["error"]["code"] == "insufficient_quota"
+            and refused.json()["error"]["type"] == "insufficient_quota"
+        )
         calls = len(s.router.calls)
         assert calls == ok.count(200)
         await s.flushed()
@@ -71,7 +78,9 @@ async def test_a_budget_refuses_before_the_upstream_and_settles_actual_cost(sqli
         # Settled at the real usage (10 + 5 tokens = 20,000 nano each), nothing left reserved.
         assert spent[f"k:{key['id']}"] == (calls * 20_000, 0)
         with sqlite3.connect(tmp_path / "tiergate.db") as conn:
-            ledger = conn.execute("SELECT SUM(cost_nano), COUNT(*) FROM ledger WHERE key_id = ?", (key["id"],)).fetchone()
+            ledger = conn.execute(
+                "SELECT SUM(cost_nano), COUNT(*) FROM ledger WHERE key_id = ?", (key["id"],)
+            ).fetchone()
         assert ledger == (calls * 20_000, calls)
         assert calls * 20_000 <= 500_000  # never over the budget: one process, reservations exact
 
@@ -111,19 +120,29 @@ async def test_revoked_and_expired_keys_are_401(sqlite_url: str) -> None:
 
 
 def _record(i: int) -> CallRecord:
-    record = CallRecord(request_id=f"r{i}", endpoint="chat", principal=Principal("key", "t1", "k1"), requested_model="student", started_at=0)
+    record = CallRecord(
+        request_id=f"r{i}",
+        endpoint="chat",
+        principal=Principal("key", "t1", "k1"),
+        requested_model="student",
+        started_at=0,
+    )
     record.cost_nano, record.prompt_tokens = 1000 + i, 10
     return record
 
 
-async def test_ledger_spills_when_the_database_is_away_and_replays_at_start(sqlite_url: str, tmp_path: Path) -> None:
+async def test_ledger_spills_when_the_database_is_away_and_replays_at_start(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from tiergate.gateway.db.migrate import upgrade
 
     await upgrade(sqlite_url)
     broken = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/missing-dir/x.db")
-    writer = LedgerWriter(broken, batch_size=10, flush_s=0.01, retries=2, queue_size=100, spill_dir=str(tmp_path / "spill"))
+    writer = LedgerWriter(
+        broken, batch_size=10, flush_s=0.01, retries=2, queue_size=100, spill_dir=str(tmp_path / "spill")
+    )
     task = asyncio.ensure_future(writer.run())
     for i in range(15):
         writer.sink(_record(i))
@@ -135,12 +154,17 @@ async def test_ledger_spills_when_the_database_is_away_and_replays_at_start(sqli
     from tiergate.gateway.db.engine import open_engine
 
     engine = open_engine(sqlite_url)
-    again = LedgerWriter(engine, batch_size=10, flush_s=0.01, retries=2, queue_size=100, spill_dir=str(tmp_path / "spill"))
+    again = LedgerWriter(
+        engine, batch_size=10, flush_s=0.01, retries=2, queue_size=100, spill_dir=str(tmp_path / "spill")
+    )
     assert await again.replay() == 15
     assert await again.replay() == 0  # the file is gone once written
     await engine.dispose()
     with sqlite3.connect(tmp_path / "tiergate.db") as conn:
-        assert conn.execute("SELECT COUNT(*), SUM(cost_nano) FROM ledger").fetchone() == (15, sum(1000 + i for i in range(15)))
+        assert conn.execute("SELECT COUNT(*), SUM(cost_nano) FROM ledger").fetchone() == (
+            15,
+            sum(1000 + i for i in range(15)),
+        )
 
 
 async def test_a_full_queue_spills_instead_of_dropping(sqlite_url: str, tmp_path: Path) -> None:
@@ -149,7 +173,9 @@ async def test_a_full_queue_spills_instead_of_dropping(sqlite_url: str, tmp_path
 
     await upgrade(sqlite_url)
     engine = open_engine(sqlite_url)
-    writer = LedgerWriter(engine, batch_size=10, flush_s=0.01, retries=1, queue_size=3, spill_dir=str(tmp_path))
+    writer = LedgerWriter(
+        engine, batch_size=10, flush_s=0.01, retries=1, queue_size=3, spill_dir=str(tmp_path)
+    )
     for i in range(5):
         writer.sink(_record(i))
     assert writer.stats.overflowed == 2 and writer.stats.spilled == 2
@@ -157,7 +183,9 @@ async def test_a_full_queue_spills_instead_of_dropping(sqlite_url: str, tmp_path
     writer.stop()
     await task
     assert await writer.replay() == 0  # its own spill file is replayed by the next start, not by itself
-    again = LedgerWriter(engine, batch_size=10, flush_s=0.01, retries=1, queue_size=3, spill_dir=str(tmp_path))
+    again = LedgerWriter(
+        engine, batch_size=10, flush_s=0.01, retries=1, queue_size=3, spill_dir=str(tmp_path)
+    )
     assert await again.replay() == 2
     await engine.dispose()
     with sqlite3.connect(tmp_path / "tiergate.db") as conn:

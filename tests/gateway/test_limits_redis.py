@@ -9,9 +9,9 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.policies.test_ratelimit import CASES
+from tiergate.gateway.errors import InsufficientQuota, RateLimited
 from tiergate.gateway.keys import Limits
 from tiergate.gateway.limits_redis import ADMIT, RedisLimiter
-from tiergate.gateway.errors import InsufficientQuota, RateLimited
 from tiergate.policies.budget import Budget
 from tiergate.policies.ratelimit import Verdict, bucket_of
 
@@ -29,12 +29,25 @@ async def redis(redis_server_url: str, redis_prefix: str) -> AsyncIterator[Redis
 
 
 @pytest.mark.parametrize(("buckets", "now", "cost", "limit", "expected"), CASES)
-async def test_lua_window_matches_the_policy(redis: Redis, redis_prefix: str, buckets: dict[int, int], now: float, cost: int, limit: int, expected: Verdict) -> None:
+async def test_lua_window_matches_the_policy(
+    redis: Redis,
+    redis_prefix: str,
+    buckets: dict[int, int],
+    now: float,
+    cost: int,
+    limit: int,
+    expected: Verdict,
+) -> None:
     key = redis_prefix + "rl:k:x:rpm"
     if buckets:
         await redis.hset(key, mapping={str(b): v for b, v in buckets.items()})
     script = redis.register_script(ADMIT)
-    result = [int(x) for x in await script(keys=[key], args=[int(now * 1000), bucket_of(now), 60, 1, cost, limit, "r", 0, 0, 0])]
+    result = [
+        int(x)
+        for x in await script(
+            keys=[key], args=[int(now * 1000), bucket_of(now), 60, 1, cost, limit, "r", 0, 0, 0]
+        )
+    ]
     assert (result[0] == 1) is expected.admitted
     if not expected.admitted:
         assert result[2] / 1000 == pytest.approx(expected.retry_after_s, abs=0.001)
@@ -48,7 +61,9 @@ async def test_budget_reserve_settle_and_expired_reservations(redis: Redis, redi
 
     limiter = RedisLimiter(redis, redis_prefix, seed, reservation_ttl_s=10)
     limits = Limits("k:a", "t:a", key_budget=Budget(1000, "daily"))
-    now = float(int(time.time() // 86400 * 86400 + 3600))  # an hour into today: counters expire by Redis's clock
+    now = float(
+        int(time.time() // 86400 * 86400 + 3600)
+    )  # an hour into today: counters expire by Redis's clock
     first = await limiter.admit(limits, now_s=now, tokens=0, reserve_nano=500)  # 400 (seeded) + 500 fits 1000
     with pytest.raises(InsufficientQuota):
         await limiter.admit(limits, now_s=now, tokens=0, reserve_nano=200)

@@ -53,7 +53,9 @@ def test_unknown_period_is_refused() -> None:
         (10, 0, None, 4096, 10),  # n below 1 is treated as 1
     ],
 )
-def test_output_allowance(max_tokens: int | None, n: int, model_limit: int | None, fallback: int, expected: int) -> None:
+def test_output_allowance(
+    max_tokens: int | None, n: int, model_limit: int | None, fallback: int, expected: int
+) -> None:
     assert output_allowance(max_tokens, n, model_limit, fallback) == expected
 
 
@@ -66,13 +68,21 @@ def test_reservation_takes_the_priciest_deployment_and_rounds_up() -> None:
     # No max_tokens: each deployment's own output limit, or the fallback where it has none.
     assert reservation_nano(((Price(0, 1.0), 10),), 0, None, 1, 4096) == 10_000
     assert reservation_nano(((Price(0, 1.0), None),), 0, None, 1, 4096) == 4_096_000
-    assert reservation_nano(((Price(0.0000001, 0.0), None),), 1, 5, 1, 4096) == 1  # a fraction still reserves one
+    assert (
+        reservation_nano(((Price(0.0000001, 0.0), None),), 1, 5, 1, 4096) == 1
+    )  # a fraction still reserves one
     assert reservation_nano((), 1000, 100, 1, 4096) == 0
 
 
 @pytest.mark.parametrize(
     ("spent", "reserved", "amount", "limit", "ok"),
-    [(0, 0, 10, 10, True), (5, 4, 1, 10, True), (5, 5, 1, 10, False), (11, 0, 0, 10, False), (0, 0, 0, 0, True)],
+    [
+        (0, 0, 10, 10, True),
+        (5, 4, 1, 10, True),
+        (5, 5, 1, 10, False),
+        (11, 0, 0, 10, False),
+        (0, 0, 0, 0, True),
+    ],
 )
 def test_fits(spent: int, reserved: int, amount: int, limit: int, ok: bool) -> None:
     assert fits(spent, reserved, amount, limit) is ok

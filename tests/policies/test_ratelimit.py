@@ -22,7 +22,9 @@ CASES: list[tuple[dict[int, int], float, int, int, Verdict]] = [
 
 
 @pytest.mark.parametrize(("buckets", "now", "cost", "limit", "expected"), CASES)
-def test_sliding_window(buckets: dict[int, int], now: float, cost: int, limit: int, expected: Verdict) -> None:
+def test_sliding_window(
+    buckets: dict[int, int], now: float, cost: int, limit: int, expected: Verdict
+) -> None:
     verdict = check(buckets, now, cost, limit)
     assert verdict.admitted is expected.admitted
     assert verdict.retry_after_s == pytest.approx(expected.retry_after_s)

@@ -17,9 +17,26 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tiergate.admin import reports, store
-from tiergate.admin.schemas import Deleted, KeyCreate, KeyCreated, KeyOut, KeyRotate, KeyUpdate, TenantCreate, TenantOut, TenantUpdate
+from tiergate.admin.schemas import (
+    Deleted,
+    KeyCreate,
+    KeyCreated,
+    KeyOut,
+    KeyRotate,
+    KeyUpdate,
+    TenantCreate,
+    TenantOut,
+    TenantUpdate,
+)
 from tiergate.gateway.auth import presented_key
-from tiergate.gateway.errors import BadRequest, GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthorized
+from tiergate.gateway.errors import (
+    BadRequest,
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+)
 from tiergate.gateway.resources import Resources
 
 RESOURCES = "tiergate.resources"
@@ -42,7 +59,9 @@ Admin = Annotated[Resources, Depends(require_master)]
 
 
 def _error(error: GatewayError) -> Response:
-    return Response(error.body(), status_code=error.status, headers=error.headers, media_type="application/json")
+    return Response(
+        error.body(), status_code=error.status, headers=error.headers, media_type="application/json"
+    )
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -138,10 +157,18 @@ def create_admin_app() -> FastAPI:
     @app.post("/keys/{key_id}/rotate", response_model=dict[str, Any])
     async def rotate_key(key_id: str, res: Admin, body: KeyRotate | None = None) -> Any:
         """A new key with the same settings; the old one keeps working for the grace period."""
-        grace = body.grace_period_s if body and body.grace_period_s is not None else res.settings.accounting.rotation_grace_s
+        grace = (
+            body.grace_period_s
+            if body and body.grace_period_s is not None
+            else res.settings.accounting.rotation_grace_s
+        )
         new, secret, old = await store.rotate_key(res.accounting.engine, key_id, grace)
         await res.accounting.announce(key_ids=[key_id, new.id])
-        return {"new_key": {**store.key_out(new), "key": secret}, "old_key": store.key_out(old), "grace_period_s": grace}
+        return {
+            "new_key": {**store.key_out(new), "key": secret},
+            "old_key": store.key_out(old),
+            "grace_period_s": grace,
+        }
 
     @app.get("/reports/cost", response_model=None)
     async def cost_report(
@@ -159,7 +186,9 @@ def create_admin_app() -> FastAPI:
     return app
 
 
-def report_query(group_by: str | None, start: str | None, end: str | None, **scope: str | None) -> reports.ReportQuery:
+def report_query(
+    group_by: str | None, start: str | None, end: str | None, **scope: str | None
+) -> reports.ReportQuery:
     try:
         start_ms = reports.parse_time(start, "start") if start else None
         end_ms = reports.parse_time(end, "end") if end else None
@@ -205,7 +234,9 @@ class LazyAdmin:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > limit:
-                await _send_error(send, PayloadTooLarge(f"the request body exceeds the admin API's limit of {limit} bytes"))
+                await _send_error(
+                    send, PayloadTooLarge(f"the request body exceeds the admin API's limit of {limit} bytes")
+                )
                 return
 
         sent = False
@@ -223,5 +254,11 @@ class LazyAdmin:
 
 
 async def _send_error(send: Send, error: GatewayError) -> None:
-    await send({"type": "http.response.start", "status": error.status, "headers": [(b"content-type", b"application/json")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": error.body()})

@@ -23,7 +23,15 @@ from tiergate.gateway.settings import Settings
 from tiergate.policies.pricing import Price, cost_nano, usd
 
 GROUPS = {"key": "key_id", "tenant": "tenant_id", "model": "model", "tier": "tier", "day": "day"}
-COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "cost_usd", "cache_hits", "cost_if_teacher_usd", "evaluation_cost_usd")
+COLUMNS = (
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "cache_hits",
+    "cost_if_teacher_usd",
+    "evaluation_cost_usd",
+)
 
 
 def teacher_price(settings: Settings) -> Price | None:
@@ -38,7 +46,9 @@ def parse_time(value: str, name: str) -> int:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"'{name}' must be an ISO 8601 date or date-time, e.g. 2025-01-31 or 2025-01-31T12:00:00Z") from None
+        raise ValueError(
+            f"'{name}' must be an ISO 8601 date or date-time, e.g. 2025-01-31 or 2025-01-31T12:00:00Z"
+        ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return int(parsed.timestamp() * 1000)
@@ -92,14 +102,23 @@ async def cost_report(engine: AsyncEngine, settings: Settings, query: ReportQuer
         if group is not None:
             entry = {query.group_by or "": row[0], **entry}
         out.append(entry)
-    totals = _row(*(sum(int(r[c]) for r in _raw(out)) for c in range(6)), teacher=teacher) if out else _row(0, 0, 0, 0, 0, 0, teacher=teacher)
+    totals = (
+        _row(*(sum(int(r[c]) for r in _raw(out)) for c in range(6)), teacher=teacher)
+        if out
+        else _row(0, 0, 0, 0, 0, 0, teacher=teacher)
+    )
     return {
         "object": "cost_report",
         "group_by": query.group_by,
         "start": _iso(query.start_ms),
         "end": _iso(query.end_ms),
         "tenant_id": query.tenant_id,
-        "teacher_price": {"input_per_mtok": teacher.input_per_mtok, "output_per_mtok": teacher.output_per_mtok} if teacher else None,
+        "teacher_price": {
+            "input_per_mtok": teacher.input_per_mtok,
+            "output_per_mtok": teacher.output_per_mtok,
+        }
+        if teacher
+        else None,
         "rows": out,
         "total": totals,
     }
@@ -109,7 +128,16 @@ def _raw(rows: list[dict[str, Any]]) -> list[tuple[int, ...]]:
     return [r["_raw"] for r in rows]
 
 
-def _row(requests: int, prompt: int, completion: int, cost: int, hits: int, evaluation: int, *, teacher: Price | None) -> dict[str, Any]:
+def _row(
+    requests: int,
+    prompt: int,
+    completion: int,
+    cost: int,
+    hits: int,
+    evaluation: int,
+    *,
+    teacher: Price | None,
+) -> dict[str, Any]:
     return {
         "requests": requests,
         "prompt_tokens": prompt,
@@ -123,12 +151,19 @@ def _row(requests: int, prompt: int, completion: int, cost: int, hits: int, eval
 
 
 def _iso(ms: int | None) -> str | None:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z") if ms is not None else None
+    return (
+        datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+        if ms is not None
+        else None
+    )
 
 
 def public(report: dict[str, Any]) -> dict[str, Any]:
     """The report without the exact integers kept for summing."""
-    strip = lambda r: {k: v for k, v in r.items() if k != "_raw"}  # noqa: E731
+
+    def strip(row: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in row.items() if k != "_raw"}
+
     return {**report, "rows": [strip(r) for r in report["rows"]], "total": strip(report["total"])}
 
 

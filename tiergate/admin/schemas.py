@@ -90,7 +90,10 @@ class KeyUpdate(_Strict):
 
 class KeyRotate(_Strict):
     grace_period_s: float | None = Field(
-        default=None, ge=0, le=365 * 86_400, description="how long the old key keeps working (default: config)"
+        default=None,
+        ge=0,
+        le=365 * 86_400,
+        description="how long the old key keeps working (default: config)",
     )
 
 

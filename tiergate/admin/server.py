@@ -29,18 +29,29 @@ async def usage(request: Request) -> Response:
     try:
         principal = await res.auth.authenticate(request.headers)
         if principal.key_id is None:
-            raise BadRequest("GET /v1/usage reports a virtual key's own usage; with the master key use /admin/reports/cost")
+            raise BadRequest(
+                "GET /v1/usage reports a virtual key's own usage; with the master key use /admin/reports/cost"
+            )
         params = request.query_params
         unknown = set(params) - _USAGE_PARAMS
         if unknown:
-            raise BadRequest(f"unknown parameter(s) {', '.join(sorted(unknown))}; a key sees only its own usage", param=sorted(unknown)[0])
+            raise BadRequest(
+                f"unknown parameter(s) {', '.join(sorted(unknown))}; a key sees only its own usage",
+                param=sorted(unknown)[0],
+            )
         group_by = params.get("group_by")
         if group_by is not None and group_by not in _USAGE_GROUPS:
             raise BadRequest(f"'group_by' must be one of {', '.join(_USAGE_GROUPS)}", param="group_by")
         fmt = params.get("format", "json")
         if fmt not in ("json", "csv"):
             raise BadRequest("'format' must be json or csv", param="format")
-        query = report_query(group_by, params.get("start"), params.get("end"), tenant_id=principal.tenant_id, key_id=principal.key_id)
+        query = report_query(
+            group_by,
+            params.get("start"),
+            params.get("end"),
+            tenant_id=principal.tenant_id,
+            key_id=principal.key_id,
+        )
         report = await reports.cost_report(res.accounting.engine, res.settings, query)
     except GatewayError as error:
         return error_response(error, rid)
@@ -59,9 +70,14 @@ def control_plane_routes() -> list[BaseRoute]:
 
 
 def create_server_app(
-    settings: Settings, *, upstream_transport: httpx.AsyncBaseTransport | None = None, rng: random.Random | None = None
+    settings: Settings,
+    *,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
+    rng: random.Random | None = None,
 ) -> Starlette:
-    return create_app(settings, upstream_transport=upstream_transport, rng=rng, extra_routes=control_plane_routes())
+    return create_app(
+        settings, upstream_transport=upstream_transport, rng=rng, extra_routes=control_plane_routes()
+    )
 
 
 def app_from_environment() -> ASGIApp:

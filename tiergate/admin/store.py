@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlmodel import col
 
 from tiergate.admin.schemas import KeyCreate, KeyOut, KeyUpdate, TenantCreate, TenantOut, TenantUpdate
 from tiergate.gateway.db.models import ApiKey, Tenant
@@ -33,7 +34,11 @@ class Conflict(GatewayError):
 
 
 def iso(ms: int | None) -> str | None:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z") if ms is not None else None
+    return (
+        datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+        if ms is not None
+        else None
+    )
 
 
 def _ms(value: str | None) -> int | None:
@@ -104,7 +109,9 @@ async def get_tenant(engine: AsyncEngine, tenant_id: str) -> Tenant:
 
 async def list_tenants(engine: AsyncEngine) -> list[Tenant]:
     async with AsyncSession(engine) as session:
-        rows = await session.execute(select(Tenant).where(Tenant.deleted_ms.is_(None)).order_by(Tenant.created_ms))  # type: ignore[union-attr]
+        rows = await session.execute(
+            select(Tenant).where(col(Tenant.deleted_ms).is_(None)).order_by(col(Tenant.created_ms))
+        )
         return list(rows.scalars())
 
 
@@ -134,12 +141,16 @@ async def delete_tenant(engine: AsyncEngine, tenant_id: str) -> None:
             raise UnknownId(f"no tenant with id '{tenant_id}'", param="tenant_id")
         tenant.deleted_ms = tenant.updated_ms = stamp
         await session.execute(
-            update(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.revoked_ms.is_(None)).values(revoked_ms=stamp, updated_ms=stamp)  # type: ignore[union-attr]
+            update(ApiKey)
+            .where(col(ApiKey.tenant_id) == tenant_id, col(ApiKey.revoked_ms).is_(None))
+            .values(revoked_ms=stamp, updated_ms=stamp)
         )
         await session.commit()
 
 
-async def create_key(engine: AsyncEngine, body: KeyCreate, *, rotated_from: str | None = None) -> tuple[ApiKey, str]:
+async def create_key(
+    engine: AsyncEngine, body: KeyCreate, *, rotated_from: str | None = None
+) -> tuple[ApiKey, str]:
     """A new key and its plaintext (returned once, never stored)."""
     await get_tenant(engine, body.tenant_id)
     secret = new_key()
@@ -166,10 +177,10 @@ async def get_key(engine: AsyncEngine, key_id: str) -> ApiKey:
 
 
 async def list_keys(engine: AsyncEngine, tenant_id: str | None = None) -> list[ApiKey]:
-    query = select(ApiKey).order_by(ApiKey.created_ms)  # type: ignore[arg-type]
+    query = select(ApiKey).order_by(col(ApiKey.created_ms))
     if tenant_id is not None:
         await get_tenant(engine, tenant_id)
-        query = query.where(ApiKey.tenant_id == tenant_id)
+        query = query.where(col(ApiKey.tenant_id) == tenant_id)
     async with AsyncSession(engine) as session:
         return list((await session.execute(query)).scalars())
 

@@ -46,8 +46,12 @@ async def ledger_spend(engine: AsyncEngine, scope: str, since_s: int) -> int:
         return int((await conn.execute(query, {"id": scope[2:], "since": since_s * 1000})).scalar_one())
 
 
-async def publish_change(redis: Redis, prefix: str, *, key_ids: Iterable[str] = (), tenant_ids: Iterable[str] = ()) -> None:
-    await redis.publish(changes_channel(prefix), orjson.dumps({"keys": list(key_ids), "tenants": list(tenant_ids)}))
+async def publish_change(
+    redis: Redis, prefix: str, *, key_ids: Iterable[str] = (), tenant_ids: Iterable[str] = ()
+) -> None:
+    await redis.publish(
+        changes_channel(prefix), orjson.dumps({"keys": list(key_ids), "tenants": list(tenant_ids)})
+    )
 
 
 @dataclass
@@ -69,7 +73,9 @@ class Accounting:
         await self.keys.changed(key_ids=key_ids, tenant_ids=tenant_ids)
         if self.redis is not None:
             try:
-                await publish_change(self.redis, self.settings.redis_prefix, key_ids=key_ids, tenant_ids=tenant_ids)
+                await publish_change(
+                    self.redis, self.settings.redis_prefix, key_ids=key_ids, tenant_ids=tenant_ids
+                )
             except RedisError as exc:  # the others still see it at their next poll
                 log.warning("announcing a key change failed: %s", exc.__class__.__name__)
 
@@ -85,7 +91,9 @@ class Accounting:
                         if message.get("type") != "message":
                             continue
                         change = orjson.loads(message["data"])
-                        await self.keys.changed(key_ids=change.get("keys", ()), tenant_ids=change.get("tenants", ()))
+                        await self.keys.changed(
+                            key_ids=change.get("keys", ()), tenant_ids=change.get("tenants", ())
+                        )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis or the database away: listen again shortly
@@ -157,7 +165,9 @@ async def open_accounting(settings: Settings) -> Accounting:
             async def seed(scope: str, since_s: int) -> int:
                 return await ledger_spend(engine, scope, since_s)
 
-            limiter = RedisLimiter(redis, settings.redis_prefix, seed, reservation_ttl_s=policy.reservation_ttl_s)
+            limiter = RedisLimiter(
+                redis, settings.redis_prefix, seed, reservation_ttl_s=policy.reservation_ttl_s
+            )
         elif is_sqlite(url):
             limiter = LocalLimiter(SqliteBudget(sqlite_path(url)))
         else:

@@ -22,7 +22,9 @@ from tiergate.policies.routing import RoutePlan, Target
 
 def ceiling_nano(res: Resources, target: Target, prompt_tokens: int, max_tokens: int | None, n: int) -> int:
     offers = [(d.price, d.max_output_tokens) for d in map(res.settings.deployment, target.deployments)]
-    return reservation_nano(offers, prompt_tokens, max_tokens, n, res.settings.accounting.default_max_output_tokens)
+    return reservation_nano(
+        offers, prompt_tokens, max_tokens, n, res.settings.accounting.default_max_output_tokens
+    )
 
 
 def _embedding_tokens(res: Resources, request: EmbeddingsRequest, model: str) -> int:

@@ -18,9 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tiergate.gateway.limits import BudgetCheck
 
-_SPEND = (
-    "SELECT COALESCE(SUM(cost_nano), 0) FROM ledger WHERE {column} = {id} AND ts_ms >= {since} AND kind = 'request'"
-)
+_SPEND = "SELECT COALESCE(SUM(cost_nano), 0) FROM ledger WHERE {column} = {id} AND ts_ms >= {since} AND kind = 'request'"
 
 
 def _spend_query(scope: str, placeholder: str) -> str:
@@ -54,7 +52,9 @@ class SqliteBudget:
         sql = self._statements.get(n)
         if sql is None:
             rows = " OR ".join(["(scope = ? AND period_start = ?)"] * n)
-            over = " OR ".join(["(scope = ? AND period_start = ? AND spent_nano + reserved_nano + ? > ?)"] * n)
+            over = " OR ".join(
+                ["(scope = ? AND period_start = ? AND spent_nano + reserved_nano + ? > ?)"] * n
+            )
             reserve = (
                 f"UPDATE budget_counters SET reserved_nano = reserved_nano + ? WHERE ({rows}) "
                 f"AND NOT EXISTS (SELECT 1 FROM budget_counters WHERE {over})"
@@ -66,7 +66,9 @@ class SqliteBudget:
             sql = self._statements[n] = (reserve, settle, f"SELECT scope FROM budget_counters WHERE {over}")
         return sql
 
-    async def reserve(self, reservation_id: str, budgets: tuple[BudgetCheck, ...], amount_nano: int, now_s: float) -> int | None:
+    async def reserve(
+        self, reservation_id: str, budgets: tuple[BudgetCheck, ...], amount_nano: int, now_s: float
+    ) -> int | None:
         self._ensure(budgets)
         reserve, _, over = self._sql(len(budgets))
         rows: list[Any] = [v for b in budgets for v in (b.scope, b.period_start)]
@@ -76,9 +78,13 @@ class SqliteBudget:
         refused = {r[0] for r in self._db.execute(over, limits)}
         return next((i for i, b in enumerate(budgets) if b.scope in refused), 0)
 
-    async def settle(self, reservation_id: str, budgets: tuple[BudgetCheck, ...], reserved_nano: int, cost_nano: int) -> None:
+    async def settle(
+        self, reservation_id: str, budgets: tuple[BudgetCheck, ...], reserved_nano: int, cost_nano: int
+    ) -> None:
         _, settle, _ = self._sql(len(budgets))
-        self._db.execute(settle, [cost_nano, reserved_nano, *(v for b in budgets for v in (b.scope, b.period_start))])
+        self._db.execute(
+            settle, [cost_nano, reserved_nano, *(v for b in budgets for v in (b.scope, b.period_start))]
+        )
 
     async def aclose(self) -> None:
         self._db.close()
@@ -101,7 +107,12 @@ class PostgresBudget:
             return
         async with self._engine.begin() as conn:
             for b in missing:
-                spent = (await conn.execute(text(_spend_query(b.scope, ":{}")), {"id": b.scope[2:], "since": b.period_start * 1000})).scalar_one()
+                spent = (
+                    await conn.execute(
+                        text(_spend_query(b.scope, ":{}")),
+                        {"id": b.scope[2:], "since": b.period_start * 1000},
+                    )
+                ).scalar_one()
                 await conn.execute(
                     text(
                         "INSERT INTO budget_counters (scope, period_start, spent_nano, reserved_nano) "
@@ -111,7 +122,9 @@ class PostgresBudget:
                 )
         self._ensured.update((b.scope, b.period_start) for b in missing)
 
-    async def reserve(self, reservation_id: str, budgets: tuple[BudgetCheck, ...], amount_nano: int, now_s: float) -> int | None:
+    async def reserve(
+        self, reservation_id: str, budgets: tuple[BudgetCheck, ...], amount_nano: int, now_s: float
+    ) -> int | None:
         await self._ensure(budgets)
         statement = text(
             "UPDATE budget_counters SET reserved_nano = reserved_nano + :a WHERE scope = :s AND period_start = :p "
@@ -130,14 +143,18 @@ class PostgresBudget:
             await transaction.commit()
         return None
 
-    async def settle(self, reservation_id: str, budgets: tuple[BudgetCheck, ...], reserved_nano: int, cost_nano: int) -> None:
+    async def settle(
+        self, reservation_id: str, budgets: tuple[BudgetCheck, ...], reserved_nano: int, cost_nano: int
+    ) -> None:
         statement = text(
             "UPDATE budget_counters SET spent_nano = spent_nano + :c, reserved_nano = GREATEST(reserved_nano - :r, 0) "
             "WHERE scope = :s AND period_start = :p"
         )
         async with self._engine.begin() as conn:
             for b in sorted(budgets, key=lambda b: b.scope):
-                await conn.execute(statement, {"c": cost_nano, "r": reserved_nano, "s": b.scope, "p": b.period_start})
+                await conn.execute(
+                    statement, {"c": cost_nano, "r": reserved_nano, "s": b.scope, "p": b.period_start}
+                )
 
     async def aclose(self) -> None:
         return None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlmodel import col
 
 from tiergate.gateway.db.models import ApiKey, Tenant
 from tiergate.policies.budget import Budget
@@ -187,7 +188,7 @@ class KeyCache:
         """Re-read the cached keys whose key or tenant row changed since the last poll."""
         since = self._watermark_ms - _POLL_OVERLAP_MS
         started = now_ms()
-        await self._refresh(or_(ApiKey.updated_ms >= since, Tenant.updated_ms >= since))  # type: ignore[operator]
+        await self._refresh(or_(col(ApiKey.updated_ms) >= since, col(Tenant.updated_ms) >= since))
         self._entries = {d: e for d, e in self._entries.items() if e[0] is not None}
         self._watermark_ms = started
 

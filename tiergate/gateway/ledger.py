@@ -10,6 +10,7 @@ twice is harmless. A full queue also spills (counted in `stats`), it never drops
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -89,7 +90,9 @@ class LedgerWriter:
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(queue_size)
         self._stopping = False
         self._spill_dir = Path(spill_dir)
-        self._spill_file = self._spill_dir / f"tiergate-ledger-spill-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        self._spill_file = (
+            self._spill_dir / f"tiergate-ledger-spill-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        )
         self._writing: list[dict[str, Any]] = []
         self._idle = asyncio.Event()
         self._idle.set()
@@ -118,7 +121,12 @@ class LedgerWriter:
                 return
             except Exception as exc:  # any database failure: retry, then spill; never lose the rows
                 self.stats.failed_batches += 1
-                log.warning("ledger batch of %d failed (attempt %d): %s", len(rows), attempt + 1, exc.__class__.__name__)
+                log.warning(
+                    "ledger batch of %d failed (attempt %d): %s",
+                    len(rows),
+                    attempt + 1,
+                    exc.__class__.__name__,
+                )
                 if attempt + 1 < self._retries:
                     await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
         self._spill(rows)
@@ -130,7 +138,9 @@ class LedgerWriter:
             out.flush()
             os.fsync(out.fileno())
         self.stats.spilled += len(rows)
-        log.error("%d ledger rows spilled to %s; they are replayed at the next start", len(rows), self._spill_file)
+        log.error(
+            "%d ledger rows spilled to %s; they are replayed at the next start", len(rows), self._spill_file
+        )
 
     async def replay(self) -> int:
         """Write the rows of earlier spill files (this directory's) and remove the files."""
@@ -179,10 +189,9 @@ class LedgerWriter:
 
     def stop(self) -> None:
         self._stopping = True
-        try:
+        # A full queue: the writer is busy and sees the flag after its batch.
+        with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(_STOP)
-        except asyncio.QueueFull:  # the writer is busy and sees the flag after its batch
-            pass
 
     async def flush(self) -> None:
         """Return once every queued row is written (or spilled)."""

@@ -55,7 +55,10 @@ class Ticket:
 
 def rate_checks(limits: Limits, tokens: int) -> list[RateCheck]:
     out = []
-    for scope, rpm, tpm in ((limits.key_scope, limits.key_rpm, limits.key_tpm), (limits.tenant_scope, limits.tenant_rpm, limits.tenant_tpm)):
+    for scope, rpm, tpm in (
+        (limits.key_scope, limits.key_rpm, limits.key_tpm),
+        (limits.tenant_scope, limits.tenant_rpm, limits.tenant_tpm),
+    ):
         if rpm is not None:
             out.append(RateCheck(scope, "rpm", 1, rpm))
         if tpm is not None:
@@ -64,7 +67,10 @@ def rate_checks(limits: Limits, tokens: int) -> list[RateCheck]:
 
 
 def budget_checks(limits: Limits, now_s: float) -> list[BudgetCheck]:
-    pairs: list[tuple[str, Budget | None]] = [(limits.key_scope, limits.key_budget), (limits.tenant_scope, limits.tenant_budget)]
+    pairs: list[tuple[str, Budget | None]] = [
+        (limits.key_scope, limits.key_budget),
+        (limits.tenant_scope, limits.tenant_budget),
+    ]
     return [
         BudgetCheck(scope, period_start(b.period, now_s), period_end(b.period, now_s), b.limit_nano)
         for scope, b in pairs
@@ -72,12 +78,18 @@ def budget_checks(limits: Limits, now_s: float) -> list[BudgetCheck]:
     ]
 
 
-def new_ticket(limits: Limits, now_s: float, tokens: int, reserve_nano: int, budgets: list[BudgetCheck]) -> Ticket:
+def new_ticket(
+    limits: Limits, now_s: float, tokens: int, reserve_nano: int, budgets: list[BudgetCheck]
+) -> Ticket:
     return Ticket(
         reservation_id=uuid.uuid4().hex,
         bucket=bucket_of(now_s),
         tokens_estimate=tokens,
-        tpm_scopes=tuple(s for s, t in ((limits.key_scope, limits.key_tpm), (limits.tenant_scope, limits.tenant_tpm)) if t is not None),
+        tpm_scopes=tuple(
+            s
+            for s, t in ((limits.key_scope, limits.key_tpm), (limits.tenant_scope, limits.tenant_tpm))
+            if t is not None
+        ),
         budgets=tuple(budgets),
         reserved_nano=reserve_nano if budgets else 0,
     )
@@ -122,11 +134,15 @@ class Limiter(Protocol):
 
 
 class BudgetStore(Protocol):
-    async def reserve(self, reservation_id: str, budgets: tuple[BudgetCheck, ...], amount_nano: int, now_s: float) -> int | None:
+    async def reserve(
+        self, reservation_id: str, budgets: tuple[BudgetCheck, ...], amount_nano: int, now_s: float
+    ) -> int | None:
         """Reserve on every budget or none; None when all fit, else the index of one that does not."""
         ...
 
-    async def settle(self, reservation_id: str, budgets: tuple[BudgetCheck, ...], reserved_nano: int, cost_nano: int) -> None: ...
+    async def settle(
+        self, reservation_id: str, budgets: tuple[BudgetCheck, ...], reserved_nano: int, cost_nano: int
+    ) -> None: ...
 
     async def aclose(self) -> None: ...
 

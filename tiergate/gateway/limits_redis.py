@@ -20,7 +20,16 @@ from redis.exceptions import RedisError
 
 from tiergate.gateway.errors import ServiceUnavailable
 from tiergate.gateway.keys import Limits
-from tiergate.gateway.limits import BudgetCheck, SeedSpend, Ticket, budget_checks, budget_refusal, new_ticket, rate_checks, rate_refusal
+from tiergate.gateway.limits import (
+    BudgetCheck,
+    SeedSpend,
+    Ticket,
+    budget_checks,
+    budget_refusal,
+    new_ticket,
+    rate_checks,
+    rate_refusal,
+)
 from tiergate.policies.ratelimit import BUCKET_S, WINDOW_S, bucket_of
 
 log = logging.getLogger("tiergate.limits")
@@ -160,10 +169,17 @@ class RedisLimiter:
             spent = await self._seed(b.scope, b.period_start)
             expire_at = b.period_end + _PERIOD_GRACE_S if b.period_end is not None else 0
             await self._seed_script(keys=[self._budget_keys(b)[0]], args=[spent, expire_at])
-        raise ServiceUnavailable("budget counters could not be rebuilt; try again shortly", code="limits_unavailable")
+        raise ServiceUnavailable(
+            "budget counters could not be rebuilt; try again shortly", code="limits_unavailable"
+        )
 
     def _budget_args(self, ticket: Ticket, amount_nano: int, now_s: float) -> list[Any]:
-        args: list[Any] = [ticket.reservation_id, amount_nano, int(now_s * 1000) + self._ttl_ms, len(ticket.budgets)]
+        args: list[Any] = [
+            ticket.reservation_id,
+            amount_nano,
+            int(now_s * 1000) + self._ttl_ms,
+            len(ticket.budgets),
+        ]
         for b in ticket.budgets:
             args += [b.limit_nano, b.period_end + _PERIOD_GRACE_S if b.period_end is not None else 0]
         return args
@@ -178,7 +194,9 @@ class RedisLimiter:
             args += [c.cost, c.limit]
         for b in budgets:
             keys += self._budget_keys(b)
-        result = await self._run(keys, [*args, *self._budget_args(ticket, reserve_nano, now_s)], ticket.budgets)
+        result = await self._run(
+            keys, [*args, *self._budget_args(ticket, reserve_nano, now_s)], ticket.budgets
+        )
         if result[0] == 0:
             raise rate_refusal(checks[result[1] - 1], result[2] / 1000)
         if result[0] == 2:
@@ -189,7 +207,13 @@ class RedisLimiter:
         if not ticket.budgets or amount_nano <= 0:
             return True
         keys = [k for b in ticket.budgets for k in self._budget_keys(b)]
-        args = [int(now_s * 1000), bucket_of(now_s), WINDOW_S // BUCKET_S, 0, *self._budget_args(ticket, amount_nano, now_s)]
+        args = [
+            int(now_s * 1000),
+            bucket_of(now_s),
+            WINDOW_S // BUCKET_S,
+            0,
+            *self._budget_args(ticket, amount_nano, now_s),
+        ]
         if (await self._run(keys, args, ticket.budgets))[0] != 1:
             return False
         ticket.reserved_nano += amount_nano
@@ -201,18 +225,30 @@ class RedisLimiter:
         ticket.settled = True
         keys = [f"{self._prefix}rl:{scope}:tpm" for scope in ticket.tpm_scopes]
         keys += [k for b in ticket.budgets for k in self._budget_keys(b)]
-        args = [len(ticket.tpm_scopes), ticket.bucket, tokens - ticket.tokens_estimate, ticket.reservation_id, cost_nano, len(ticket.budgets), 1]
+        args: list[int | str] = [
+            len(ticket.tpm_scopes),
+            ticket.bucket,
+            tokens - ticket.tokens_estimate,
+            ticket.reservation_id,
+            cost_nano,
+            len(ticket.budgets),
+            1,
+        ]
         if not keys:
             return
         try:
             await self._settle(keys=keys, args=args)
         except RedisError as exc:
-            log.warning("settling %s failed (%s); retrying in the background", ticket.reservation_id, exc.__class__.__name__)
+            log.warning(
+                "settling %s failed (%s); retrying in the background",
+                ticket.reservation_id,
+                exc.__class__.__name__,
+            )
             task = asyncio.get_running_loop().create_task(self._retry(keys, args))
             self._retries.add(task)
             task.add_done_callback(self._retries.discard)
 
-    async def _retry(self, keys: list[str], args: list[Any]) -> None:
+    async def _retry(self, keys: list[str], args: list[int | str]) -> None:
         # A retry applies only while its reservation is still held: the first attempt may have run with its
         # reply lost, and applying it twice would count the cost twice.
         args = [*args[:-1], 0]

@@ -79,14 +79,21 @@ def output_allowance(max_tokens: int | None, n: int, model_limit: int | None, fa
 
 
 def reservation_nano(
-    offers: Sequence[tuple[Price, int | None]], prompt_tokens: int, max_tokens: int | None, n: int, fallback: int
+    offers: Sequence[tuple[Price, int | None]],
+    prompt_tokens: int,
+    max_tokens: int | None,
+    n: int,
+    fallback: int,
 ) -> int:
     """The largest cost the request can reach on any of the deployments that may answer it.
 
     `offers` holds each such deployment's price and output limit (None: unknown, `fallback` is assumed).
     """
     return max(
-        (max_cost_nano(price, prompt_tokens, output_allowance(max_tokens, n, limit, fallback)) for price, limit in offers),
+        (
+            max_cost_nano(price, prompt_tokens, output_allowance(max_tokens, n, limit, fallback))
+            for price, limit in offers
+        ),
         default=0,
     )
 

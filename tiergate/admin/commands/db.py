@@ -19,7 +19,11 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         print(f"tiergate: configuration error: {exc}", file=sys.stderr)
         return 2
     where = redact(settings.database_url)
-    print(f"{where}: already at {after}" if before == after else f"{where}: migrated {before or 'empty'} -> {after}")
+    print(
+        f"{where}: already at {after}"
+        if before == after
+        else f"{where}: migrated {before or 'empty'} -> {after}"
+    )
     return 0
 
 
@@ -35,8 +39,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     db = sub.add_parser("db", help="database schema: upgrade, revision")
     actions = db.add_subparsers(dest="action", required=True, metavar="ACTION")
     upgrade = actions.add_parser("upgrade", help="apply pending migrations to the configured database")
-    upgrade.add_argument("--config", help="YAML config (default: $TIERGATE_CONFIG, else the embedded default)")
+    upgrade.add_argument(
+        "--config", help="YAML config (default: $TIERGATE_CONFIG, else the embedded default)"
+    )
     upgrade.set_defaults(func=cmd_upgrade)
-    revision = actions.add_parser("revision", help="autogenerate a migration from changed models (developers)")
+    revision = actions.add_parser(
+        "revision", help="autogenerate a migration from changed models (developers)"
+    )
     revision.add_argument("-m", "--message", required=True)
     revision.set_defaults(func=cmd_revision)

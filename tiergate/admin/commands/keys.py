@@ -7,7 +7,18 @@ from typing import Any
 
 from tiergate.admin.direct import add_config, add_limits, announce, fail, fields, output, run
 
-COLUMNS = ["id", "tenant_id", "name", "prefix", "status", "budget_usd", "budget_period", "rpm", "tpm", "expires_at"]
+COLUMNS = [
+    "id",
+    "tenant_id",
+    "name",
+    "prefix",
+    "status",
+    "budget_usd",
+    "budget_period",
+    "rpm",
+    "tpm",
+    "expires_at",
+]
 LIMITS = ("budget_usd", "budget_period", "rpm", "tpm", "allowed_models")
 
 
@@ -20,7 +31,9 @@ def cmd(args: argparse.Namespace) -> int:
 
     async def work(settings: Any, engine: Any) -> Any:
         if args.action == "create":
-            body = KeyCreate(tenant_id=args.tenant, name=args.name, expires_at=args.expires_at, **fields(args, LIMITS))
+            body = KeyCreate(
+                tenant_id=args.tenant, name=args.name, expires_at=args.expires_at, **fields(args, LIMITS)
+            )
             key, secret = await store.create_key(engine, body)
             await announce(settings, key_ids=[key.id])
             return [{**store.key_out(key), "key": secret}]

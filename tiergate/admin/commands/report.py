@@ -9,7 +9,15 @@ from typing import Any
 
 from tiergate.admin.direct import fail, run, table
 
-COLUMNS = ["requests", "prompt_tokens", "completion_tokens", "cost_usd", "cache_hits", "cost_if_teacher_usd", "evaluation_cost_usd"]
+COLUMNS = [
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "cache_hits",
+    "cost_if_teacher_usd",
+    "evaluation_cost_usd",
+]
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
@@ -18,7 +26,9 @@ def cmd_cost(args: argparse.Namespace) -> int:
     from tiergate.gateway.errors import GatewayError
 
     async def work(settings: Any, engine: Any) -> dict[str, Any]:
-        return await reports.cost_report(engine, settings, report_query(args.group_by, args.start, args.end, tenant_id=args.tenant))
+        return await reports.cost_report(
+            engine, settings, report_query(args.group_by, args.start, args.end, tenant_id=args.tenant)
+        )
 
     try:
         report = run(args, work)

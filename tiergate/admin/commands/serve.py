@@ -57,7 +57,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        uvicorn.run("tiergate.admin.server:app_from_environment", factory=True, workers=args.workers, **kwargs)
+        uvicorn.run(
+            "tiergate.admin.server:app_from_environment", factory=True, workers=args.workers, **kwargs
+        )
     else:
         uvicorn.run(create_server_app(settings), **kwargs)
     return 0

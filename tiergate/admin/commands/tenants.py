@@ -22,7 +22,13 @@ def cmd(args: argparse.Namespace) -> int:
     async def work(settings: Any, engine: Any) -> Any:
         if args.action == "create":
             meta = json.loads(args.metadata) if args.metadata else None
-            return [store.tenant_out(await store.create_tenant(engine, TenantCreate(name=args.name, metadata=meta, **fields(args, LIMITS))))]
+            return [
+                store.tenant_out(
+                    await store.create_tenant(
+                        engine, TenantCreate(name=args.name, metadata=meta, **fields(args, LIMITS))
+                    )
+                )
+            ]
         if args.action == "list":
             return [store.tenant_out(t) for t in await store.list_tenants(engine)]
         if args.action == "show":

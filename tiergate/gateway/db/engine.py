@@ -41,7 +41,9 @@ def sqlite_path(url: str) -> str:
     path = rest[1:] if rest.startswith("/") else rest
     path = path.split("?", 1)[0]
     if not path or path == ":memory:":
-        raise ConfigError("database_url must name a SQLite file: an in-memory database is not shared by connections")
+        raise ConfigError(
+            "database_url must name a SQLite file: an in-memory database is not shared by connections"
+        )
     return path
 
 
