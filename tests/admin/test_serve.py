@@ -24,7 +24,7 @@ UPSTREAM_KEY = "sk-serve-upstream-SECRET"
 PROMPT = "PROMPT-TEXT-2718 from a worker test"
 
 
-def _config(upstream: str, metrics_port: int) -> dict[str, Any]:
+def _config(upstream: str, metrics_port: int, workdir: Path, redis_url: str, redis_prefix: str) -> dict[str, Any]:
     deployment = {
         "model": "student-1",
         "api_base": upstream,
@@ -37,6 +37,10 @@ def _config(upstream: str, metrics_port: int) -> dict[str, Any]:
         "access_log": True,
         "log_format": "json",
         "metrics_port": metrics_port,
+        # Several workers must share limits and budgets: serve refuses --workers > 1 without Redis.
+        "redis_url": redis_url,
+        "redis_prefix": redis_prefix,
+        "database_url": f"sqlite:///{workdir / 'tiergate.db'}",
     }
 
 
@@ -81,7 +85,9 @@ def _call(url: str) -> int:
         return client.post(url, json=body, headers={"authorization": f"Bearer {MASTER}"}).status_code
 
 
-def test_two_workers_export_one_sum_on_the_main_and_the_metrics_port(tmp_path: Path) -> None:
+def test_two_workers_export_one_sum_on_the_main_and_the_metrics_port(
+    tmp_path: Path, redis_server_url: str, redis_prefix: str
+) -> None:
     metrics_dir, temp = tmp_path / "metrics", tmp_path / "tmp"
     metrics_dir.mkdir()
     temp.mkdir()
@@ -90,10 +96,10 @@ def test_two_workers_export_one_sum_on_the_main_and_the_metrics_port(tmp_path: P
     sent = 0
     with fake_upstream() as upstream:
         config = tmp_path / "tiergate.yaml"
-        config.write_text(yaml.safe_dump(_config(upstream, metrics_port)))
+        config.write_text(yaml.safe_dump(_config(upstream, metrics_port, tmp_path, redis_server_url, redis_prefix)))
         args = [sys.executable, "-m", "tiergate", "serve", "--config", str(config), "--port", str(port), "--workers", "2"]  # fmt: skip
         env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "TMPDIR": str(temp)}
-        with running(args, url=f"http://127.0.0.1:{port}/healthz", env=env) as proc:
+        with running(args, url=f"http://127.0.0.1:{port}/healthz", env=env, timeout=60) as proc:
             drain = Drain(proc)
             assert not (metrics_dir / "counter_999999.db").exists()  # cleared at start
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
@@ -137,15 +143,19 @@ def test_two_workers_export_one_sum_on_the_main_and_the_metrics_port(tmp_path: P
     assert list(temp.iterdir()) == []  # the given directory was used: no temporary one left behind
 
 
-def test_without_a_multiprocess_dir_the_workers_share_a_temporary_one(tmp_path: Path) -> None:
+def test_without_a_multiprocess_dir_the_workers_share_a_temporary_one(
+    tmp_path: Path, redis_server_url: str, redis_prefix: str
+) -> None:
     port, temp = free_port(), tmp_path / "tmp"
     temp.mkdir()
     with fake_upstream() as upstream:
         config = tmp_path / "tiergate.yaml"
-        config.write_text(yaml.safe_dump({**_config(upstream, free_port()), "metrics_port": None}))
+        config.write_text(yaml.safe_dump(
+                {**_config(upstream, free_port(), tmp_path, redis_server_url, redis_prefix), "metrics_port": None}
+            ))
         args = [sys.executable, "-m", "tiergate", "serve", "--config", str(config), "--port", str(port), "--workers", "2"]  # fmt: skip
         env = {"TIERGATE_LOG_FORMAT": "text", "TMPDIR": str(temp)}
-        with running(args, url=f"http://127.0.0.1:{port}/healthz", env=env) as proc:
+        with running(args, url=f"http://127.0.0.1:{port}/healthz", env=env, timeout=60) as proc:
             drain = Drain(proc)
             (shared,) = temp.glob("tiergate-metrics-*")
             assert _call(f"http://127.0.0.1:{port}/v1/chat/completions") == 200

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 import respx
 from starlette.applications import Starlette
 
@@ -18,6 +19,12 @@ from tiergate.gateway.settings import Settings, parse_settings
 
 MASTER = "sk-test-master"
 AUTH = {"authorization": f"Bearer {MASTER}"}
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_dir(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded SQLite database (./tiergate.db) and ledger spill files land in the test's own directory."""
+    monkeypatch.chdir(tmp_path)
 
 
 def settings(**overrides: Any) -> Settings:

@@ -222,8 +222,8 @@ def create_app(
 ) -> Starlette:
     """The gateway as an ASGI app. `upstream_transport` replaces the network (tests: respx, MockTransport).
 
-    `extra_routes` are served beside the API (the admin layer mounts its `/admin` routes this way, so that
-    the gateway never imports the admin package).
+    `extra_routes` are served beside the data plane (the admin API and `/v1/usage`, added by
+    `tiergate.admin.server`, since the gateway never imports the control plane).
     """
     settings = with_known_prices(settings)
 

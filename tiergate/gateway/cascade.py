@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from tiergate.gateway.admission import Guard
 from tiergate.gateway.errors import GatewayError
 from tiergate.gateway.jsonbody import ChatRequest, with_fields
 from tiergate.gateway.records import CallRecord
@@ -102,8 +103,18 @@ async def _judge(res: Resources, request: ChatRequest, doc: dict[str, Any]) -> t
 
 
 async def run(
-    res: Resources, request: ChatRequest, plan: RoutePlan, trail: Attempted, record: CallRecord
+    res: Resources,
+    request: ChatRequest,
+    plan: RoutePlan,
+    trail: Attempted,
+    record: CallRecord,
+    guard: Guard | None = None,
 ) -> Cascaded:
+    """The first answer that passes verification (or the last candidate's), and what the others cost.
+
+    `guard` is the budget's say on each escalation; when it refuses, the unverified answer is returned
+    rather than none.
+    """
     config = res.settings.routing.cascade
     expected = Expected.of(request.body)
     add_logprobs = config.verifiers.wants_logprobs and not request.body.get("logprobs")
@@ -112,11 +123,15 @@ async def run(
     while True:
         last = len(remaining.targets) == 1
         if last and request.stream:
-            answer = await res.upstream.call(remaining, _send(res, request), stream=True, trail=trail)
+            answer = await res.upstream.call(
+                remaining, _send(res, request), stream=True, trail=trail, may_escalate=guard
+            )
             return Cascaded(answer, None, b"", spent)
         # The last candidate is not verified: it gets the client's request exactly.
         sent = request if last else candidate
-        answer = await res.upstream.call(remaining, _send(res, sent), stream=False, trail=trail)
+        answer = await res.upstream.call(
+            remaining, _send(res, sent), stream=False, trail=trail, may_escalate=guard
+        )
         doc = orjson.loads(answer.body)
         position = next(i for i, t in enumerate(remaining.targets) if t.tier == answer.tier)
         rest = remaining.targets[position + 1 :]
@@ -127,10 +142,13 @@ async def run(
                 spent += judged
                 verdict = objection or verdict
             if not verdict.ok:
-                spent += _cost(res, sent, answer, doc)
-                trail.escalations.append(f"{answer.tier}->{rest[0].tier}: {verdict.describe()}")
-                remaining = replace(remaining, targets=rest)
-                continue
+                cost = _cost(res, sent, answer, doc)
+                if guard is None or await guard(rest[0], spent + cost):
+                    spent += cost
+                    trail.escalations.append(f"{answer.tier}->{rest[0].tier}: {verdict.describe()}")
+                    remaining = replace(remaining, targets=rest)
+                    continue
+                trail.failures.append(f"escalation to {rest[0].tier} refused: the budget cannot hold it")
         if add_logprobs and sent is candidate:
             doc = strip_logprobs(doc)
             return Cascaded(answer, doc, orjson.dumps(doc), spent)

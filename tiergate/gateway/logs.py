@@ -74,6 +74,8 @@ def configure_logging(level: str, fmt: str, stream: IO[str] | None = None) -> No
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Alembic announces every plugin it loads at INFO; only its warnings matter to an operator.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
 
 
 def logging_options(

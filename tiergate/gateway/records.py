@@ -12,6 +12,7 @@ from tiergate.gateway.auth import Principal
 
 if TYPE_CHECKING:
     from tiergate.gateway.errors import GatewayError
+    from tiergate.gateway.limits import Ticket
 
 
 @dataclass(slots=True)
@@ -67,6 +68,9 @@ class CallRecord:
     route_reason: str = ""
     cache: str = "miss"
     phases: list[Phase] = field(default_factory=list, repr=False)
+    kind: str = "request"  # request | evaluation (the learning loop's shadow and judge calls)
+    # What admission counted and reserved (None: no limits apply); settlement releases exactly that.
+    ticket: Ticket | None = field(default=None, repr=False)
     # The request and answer, for consumers that keep content (traces, cache); never logged by default.
     request_body: dict[str, Any] | None = field(default=None, repr=False)
     answer: dict[str, Any] | None = field(default=None, repr=False)

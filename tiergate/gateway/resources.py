@@ -8,9 +8,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from tiergate.gateway.auth import MasterKeyAuth, Principal
+from tiergate.gateway.accounting import Accounting, open_accounting
+from tiergate.gateway.auth import Principal, VirtualKeyAuth
 from tiergate.gateway.cache import CacheBackend, MemoryBackend, RedisBackend, ResponseCache
 from tiergate.gateway.embeddings import Embedder
+from tiergate.gateway.limits import Limiter
 from tiergate.gateway.metrics import QueueStats
 from tiergate.gateway.providers import Provider
 from tiergate.gateway.providers.openai_compat import OpenAICompatible
@@ -65,6 +67,7 @@ class Resources:
     fast_path: OpenAICompatible
     translated: LiteLLMProvider
     telemetry: Telemetry
+    accounting: Accounting
     router: Router
     cache: ResponseCache | None = None  # None: no tenant has the exact cache on
     embedder: Embedder | None = None  # loaded only when a configured feature needs embeddings
@@ -79,6 +82,10 @@ class Resources:
     def provider(self, deployment: Deployment) -> Provider:
         return self.fast_path if deployment.fast_path else self.translated
 
+    @property
+    def limiter(self) -> Limiter:
+        return self.accounting.limiter
+
     async def aclose(self) -> None:
         for task in self.background:
             task.cancel()
@@ -87,6 +94,7 @@ class Resources:
             await self.cache.aclose()
         if self.embedder is not None:
             self.embedder.close()
+        await self.accounting.aclose()
         await self.fast_path.aclose()
         await self.translated.aclose()
         await self.telemetry.aclose()
@@ -118,10 +126,12 @@ async def open_resources(
     if settings.routing.any_needs_domain or settings.cache.any_semantic:
         embedder = await asyncio.to_thread(Embedder)
         await _seed_domains(router, embedder)
+    accounting = await open_accounting(settings)
     res = Resources(
         settings=settings,
         catalog=catalog,
-        auth=MasterKeyAuth(settings.master_key),
+        auth=VirtualKeyAuth(settings.master_key, accounting.keys),
+        accounting=accounting,
         upstream=upstream,
         tokens=tokens,
         fast_path=OpenAICompatible(transport, settings.upstream.connect_timeout_s),
@@ -143,6 +153,9 @@ async def open_resources(
     res.background.append(
         asyncio.ensure_future(keep_fresh(res.route_tables, router, settings.routing.refresh_s))
     )
+    res.sinks.append(accounting.ledger.sink)
+    queues.append(accounting.ledger)
+    res.readiness.append(accounting.ready)
     # Loading an encoding takes ~0.3 s: do it off the loop now rather than in the first request that needs it.
     res.background.append(
         asyncio.ensure_future(asyncio.to_thread(tokens.warm, {d.model for d in settings.deployments}))

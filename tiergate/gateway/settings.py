@@ -80,11 +80,29 @@ class UpstreamPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountingPolicy:
+    """Virtual keys, limits, budgets and the ledger (the `accounting:` section of the config)."""
+
+    key_refresh_s: float = 1.0  # how often changed keys and tenants are re-read (revocation without Redis)
+    key_cache_ttl_s: float = 60.0  # a cached key is re-read from the database at least this often
+    reservation_ttl_s: float = 900.0  # a reservation whose settlement never came (crashed replica) expires
+    default_max_output_tokens: int = 4096  # reserved when neither the request nor the model bounds the output
+    ledger_batch_size: int = 500
+    ledger_flush_s: float = 0.05
+    ledger_retries: int = 3  # attempts per batch before it goes to the spill file
+    ledger_queue_size: int = 100_000
+    spill_dir: str = "."  # where ledger batches that could not be written wait for the next start
+    admin_max_body_bytes: int = 64 * 1024
+    rotation_grace_s: float = 86_400.0  # default time an old key keeps working after a rotation
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     master_key: str | None = field(default=None, repr=False)
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = field(default=None, repr=False)
     redis_prefix: str = "tiergate:"  # every Redis key and channel starts with it (tests isolate themselves)
+    accounting: AccountingPolicy = field(default_factory=AccountingPolicy)
     chroma_url: str | None = None
     chroma_path: str = "./tiergate-chroma"  # the embedded Chroma's directory when chroma_url is not set
     deployments: tuple[Deployment, ...] = ()
@@ -253,7 +271,7 @@ def _from_litellm(entry: Any, where: str, env: Mapping[str, str]) -> tuple[str |
 _TOP_KEYS = {
     "master_key", "database_url", "redis_url", "chroma_url", "tiers", "models", "model_list", "upstream", "escalation",
     "max_body_bytes", "access_log", "drain_timeout_s", "metrics_port", "metrics_host", "metrics_tenant_label",
-    "log_level", "log_format", "log_prompts", "redis_prefix", "chroma_path", "routing", "cache",
+    "log_level", "log_format", "log_prompts", "redis_prefix", "chroma_path", "routing", "cache", "accounting",
 }  # fmt: skip
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
@@ -325,6 +343,7 @@ def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: st
         routing, cache = parse_routing(doc.get("routing")), parse_cache(doc.get("cache"))
     except SectionError as exc:
         raise ConfigError(str(exc)) from None
+    accounting = _accounting(_typed(doc.get("accounting") or {}, dict, "accounting"))
     master_key = _resolve(doc.get("master_key"), "master_key", env)
     if master_key is not None:
         _typed(master_key, str, "master_key")
@@ -335,6 +354,7 @@ def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: st
         ),
         redis_url=_resolve(doc.get("redis_url"), "redis_url", env),
         redis_prefix=_typed(doc.get("redis_prefix", "tiergate:"), str, "redis_prefix"),
+        accounting=accounting,
         chroma_url=_resolve(doc.get("chroma_url"), "chroma_url", env),
         chroma_path=_typed(doc.get("chroma_path", "./tiergate-chroma"), str, "chroma_path"),
         deployments=tuple(Deployment(**d) for d in deployments),
@@ -355,6 +375,24 @@ def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: st
         log_prompts=_typed(doc.get("log_prompts", False), bool, "log_prompts"),
         source=source,
     )
+
+
+def _accounting(raw: dict[str, Any]) -> AccountingPolicy:
+    defaults = AccountingPolicy()
+    unknown = set(raw) - set(AccountingPolicy.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"accounting: unknown field(s) {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        default = getattr(defaults, name)
+        where = f"accounting.{name}"
+        if isinstance(default, str):
+            values[name] = _typed(value, str, where)
+        elif isinstance(default, int):
+            values[name] = int(_number(value, where, minimum=1))
+        else:
+            values[name] = _number(value, where, minimum=0.001)
+    return AccountingPolicy(**values)
 
 
 def load_settings(path: str | os.PathLike[str] | None, *, env: Mapping[str, str] | None = None) -> Settings:

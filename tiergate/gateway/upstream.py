@@ -19,7 +19,7 @@ from tiergate.gateway.errors import RateLimited, UpstreamFailed, UpstreamRejecte
 from tiergate.gateway.settings import Deployment, Settings
 from tiergate.gateway.transport import TransportError, UpstreamResponse
 from tiergate.policies.retry import Health, backoff_s, is_retryable_status, record_failure, record_success
-from tiergate.policies.routing import RoutePlan, prefer_healthy
+from tiergate.policies.routing import RoutePlan, Target, prefer_healthy
 
 # Upstream answers that mean "this deployment is misconfigured", not "the request is wrong": try the next one.
 _DEPLOYMENT_FAULTS = frozenset({401, 403, 404})
@@ -81,14 +81,30 @@ class UpstreamClient:
         if state is not None:
             self.health[deployment.id] = record_success(state)
 
-    async def call(self, plan: RoutePlan, send: Send, *, stream: bool, trail: Attempted) -> Answer:
-        """The first good answer along the plan, or the error the caller should see."""
+    async def call(
+        self,
+        plan: RoutePlan,
+        send: Send,
+        *,
+        stream: bool,
+        trail: Attempted,
+        may_escalate: Callable[[Target, int], Awaitable[bool]] | None = None,
+    ) -> Answer:
+        """The first good answer along the plan, or the error the caller should see.
+
+        `may_escalate` is asked before each escalation (the budget must hold the pricier tier); False ends
+        the search with the failures so far.
+        """
         rotation = self._rotation if self._policy.load_balance == "round_robin" else 0
         self._rotation += 1
         all_timeouts = all_throttled = True
         retry_afters: list[float] = []
         for position, target in enumerate(plan.targets):
             if position:
+                if may_escalate is not None and not await may_escalate(target, 0):
+                    trail.failures.append(f"escalation to {target.tier} refused: the budget cannot hold it")
+                    all_throttled = all_timeouts = False
+                    break
                 trail.escalations.append(
                     f"{plan.targets[position - 1].tier}->{target.tier}: {trail.failures[-1]}"
                 )

@@ -87,6 +87,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("tiergate: --workers must be at least 1", file=sys.stderr)
         return 2
+    if args.workers > 1 and not settings.redis_url:
+        print(
+            "tiergate: --workers > 1 needs redis_url: worker processes must share rate limits and budgets",
+            file=sys.stderr,
+        )
+        return 2
     if args.workers == 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         uvicorn.run(create_server(settings), **kwargs)
         return 0
