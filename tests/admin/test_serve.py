@@ -24,7 +24,9 @@ UPSTREAM_KEY = "sk-serve-upstream-SECRET"
 PROMPT = "PROMPT-TEXT-2718 from a worker test"
 
 
-def _config(upstream: str, metrics_port: int, workdir: Path, redis_url: str, redis_prefix: str) -> dict[str, Any]:
+def _config(
+    upstream: str, metrics_port: int, workdir: Path, redis_url: str, redis_prefix: str
+) -> dict[str, Any]:
     deployment = {
         "model": "student-1",
         "api_base": upstream,
@@ -96,7 +98,9 @@ def test_two_workers_export_one_sum_on_the_main_and_the_metrics_port(
     sent = 0
     with fake_upstream() as upstream:
         config = tmp_path / "tiergate.yaml"
-        config.write_text(yaml.safe_dump(_config(upstream, metrics_port, tmp_path, redis_server_url, redis_prefix)))
+        config.write_text(
+            yaml.safe_dump(_config(upstream, metrics_port, tmp_path, redis_server_url, redis_prefix))
+        )
         args = [sys.executable, "-m", "tiergate", "serve", "--config", str(config), "--port", str(port), "--workers", "2"]  # fmt: skip
         env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "TMPDIR": str(temp)}
         with running(args, url=f"http://127.0.0.1:{port}/healthz", env=env, timeout=60) as proc:
@@ -150,9 +154,14 @@ def test_without_a_multiprocess_dir_the_workers_share_a_temporary_one(
     temp.mkdir()
     with fake_upstream() as upstream:
         config = tmp_path / "tiergate.yaml"
-        config.write_text(yaml.safe_dump(
-                {**_config(upstream, free_port(), tmp_path, redis_server_url, redis_prefix), "metrics_port": None}
-            ))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    **_config(upstream, free_port(), tmp_path, redis_server_url, redis_prefix),
+                    "metrics_port": None,
+                }
+            )
+        )
         args = [sys.executable, "-m", "tiergate", "serve", "--config", str(config), "--port", str(port), "--workers", "2"]  # fmt: skip
         env = {"TIERGATE_LOG_FORMAT": "text", "TMPDIR": str(temp)}
         with running(args, url=f"http://127.0.0.1:{port}/healthz", env=env, timeout=60) as proc:
