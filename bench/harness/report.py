@@ -113,6 +113,11 @@ def aggregate(runs: Sequence[ScenarioRun]) -> tuple[list[Row], list[TTFTRow], li
     return rows, ttfts, processes
 
 
+def _capacity(cpu_us_per_request: float | None) -> float | None:
+    """Requests per second one core would serve if it did nothing else: a figure robust to a busy machine."""
+    return 1e6 / cpu_us_per_request if cpu_us_per_request else None
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -126,6 +131,7 @@ HEADLINE_COLUMNS = (
     "p50 ms",
     "p99 ms",
     "CPU µs/req",
+    "1 core req/s",
     "+TTFT ms",
     "startup s",
     "RSS MB",
@@ -165,6 +171,7 @@ def headline(
                 f"{row.p50_ms:.2f}",
                 f"{row.p99_ms:.2f}",
                 _fmt(row.cpu_us_per_request, ".0f"),
+                _fmt(_capacity(row.cpu_us_per_request), ",.0f"),
                 _fmt(ttft.added_ms if ttft else None, "+.2f"),
                 _fmt(p.startup_s, ".2f"),
                 _fmt(p.rss_mb, ".0f"),
