@@ -183,8 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         run = run_scenario(
                             scenario, upstream, nginx, workdir, options, lambda m: print(m, file=sys.stderr)
                         )
-                    except StartupFailed as exc:
-                        run = ScenarioRun(scenario.name, skipped=str(exc).splitlines()[0])
+                    except (StartupFailed, RuntimeError, ValueError, OSError) as exc:
+                        # One broken scenario (a crash, a wrk failure) must not lose the others' figures.
+                        run = ScenarioRun(scenario.name, skipped=f"failed: {str(exc).splitlines()[0]}")
                         print(f"    {exc}", file=sys.stderr)
                     if run.skipped:
                         print(f"    skipped: {run.skipped}", file=sys.stderr)
