@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import report
 from bench.harness.load import wrk_binary
-from bench.harness.procs import StartupFailed
+from bench.harness.procs import StartupFailed, busy_cores
 from bench.harness.profile import py_spy_binary
 from bench.harness.runner import Options, ScenarioRun, run_scenario
 from bench.harness.scenario import ScenarioError, load_scenarios
@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also record a py-spy profile of each workload (bench/results/)",
     )
+    p.add_argument(
+        "--wait-idle",
+        type=float,
+        metavar="CORES",
+        help="before each scenario, wait until other work uses at most CORES cores (sampled over 2 s)",
+    )
+    p.add_argument("--wait-max", type=float, default=900, help="longest wait for --wait-idle, s")
     p.add_argument(
         "--output", type=Path, help="JSON results file (default bench/results/<time>.json and latest.json)"
     )
@@ -119,6 +126,17 @@ def _cores(args: argparse.Namespace) -> tuple[int | None, int | None]:
         file=sys.stderr,
     )
     return None, None
+
+
+def _wait_idle(limit: float | None, wait_max: float) -> float:
+    """Cores' worth of CPU used by other work now; with `limit`, first wait (up to `wait_max` s) for quiet."""
+    busy = busy_cores()
+    deadline = time.monotonic() + wait_max
+    while limit is not None and busy > limit and time.monotonic() < deadline:
+        print(f"    waiting: other work uses {busy:.2f} cores (> {limit:g})", file=sys.stderr)
+        time.sleep(10)
+        busy = busy_cores()
+    return busy
 
 
 def _interrupted(signum: int, frame: object) -> NoReturn:
@@ -178,7 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Repeats go round all scenarios so that a busy moment on the shared machine hits every one alike.
             for r in range(repeat):
                 for scenario in scenarios:
-                    print(f"[{r + 1}/{repeat}] {scenario.name}: {scenario.description}", file=sys.stderr)
+                    busy = _wait_idle(args.wait_idle, args.wait_max)
+                    print(
+                        f"[{r + 1}/{repeat}] {scenario.name}: {scenario.description} "
+                        f"(machine busy before: {busy:.2f} cores)",
+                        file=sys.stderr,
+                    )
                     try:
                         run = run_scenario(
                             scenario, upstream, nginx, workdir, options, lambda m: print(m, file=sys.stderr)
@@ -189,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         print(f"    {exc}", file=sys.stderr)
                     if run.skipped:
                         print(f"    skipped: {run.skipped}", file=sys.stderr)
+                    run.busy_cores_before = busy
                     runs.append(run)
     load_after = _loadavg()
     rows, ttfts, processes = report.aggregate(runs)

@@ -73,6 +73,21 @@ def rss_bytes(pid: int) -> int:
     return total
 
 
+def busy_cores(sample_s: float = 2.0) -> float:
+    """Cores' worth of CPU the whole machine used over `sample_s` (sampled while the harness idles)."""
+
+    def totals() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields[:8]) - idle, idle
+
+    busy0, idle0 = totals()
+    time.sleep(sample_s)
+    busy1, idle1 = totals()
+    total = (busy1 - busy0) + (idle1 - idle0)
+    return (os.cpu_count() or 1) * (busy1 - busy0) / total if total else 0.0
+
+
 def pinned(core: int | None) -> object:
     """A `preexec_fn` that pins the child (and what it starts) to one core; None leaves it unpinned."""
     if core is None:

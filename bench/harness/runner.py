@@ -54,6 +54,7 @@ class ScenarioRun:
     measurements: list[Measurement] = field(default_factory=list)
     ttft: dict[str, list[TTFT]] = field(default_factory=dict)  # per workload
     skipped: str | None = None  # why the scenario could not run
+    busy_cores_before: float | None = None  # CPU other work used just before this run (noise indicator)
 
 
 def _values(upstream: str, port: int, config: Path | None, workdir: Path, options: Options) -> dict[str, str]:

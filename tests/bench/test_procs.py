@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness.procs import StartupFailed, cpu_seconds, descendants, free_port, rss_bytes, start
+from bench.harness.procs import (
+    StartupFailed,
+    busy_cores,
+    cpu_seconds,
+    descendants,
+    free_port,
+    rss_bytes,
+    start,
+)
 
 
 def test_a_server_is_timed_to_its_first_healthy_answer_measured_and_stopped(tmp_path: Path) -> None:
@@ -42,3 +50,7 @@ def test_a_process_that_exits_early_fails_with_its_output(tmp_path: Path) -> Non
             log=tmp_path / "broken.log",
             timeout=20,
         )
+
+
+def test_busy_cores_is_a_share_of_the_machine() -> None:
+    assert 0.0 <= busy_cores(0.2) <= (os.cpu_count() or 1)
