@@ -230,8 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report.text_table(report.TTFT_COLUMNS, report.ttft_table(ttfts)))
     if checks:
         print("\nTargets:")
-        for scenario, what, ok in checks:
-            print(f"  {'PASS' if ok else 'FAIL'}  {scenario}: {what}")
+        for name, what, ok in checks:
+            print(f"  {'PASS' if ok else 'FAIL'}  {name}: {what}")
     print(f"\nload average before {load_before}, after {load_after}")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
     doc = {

@@ -14,7 +14,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +88,7 @@ def busy_cores(sample_s: float = 2.0) -> float:
     return (os.cpu_count() or 1) * (busy1 - busy0) / total if total else 0.0
 
 
-def pinned(core: int | None) -> object:
+def pinned(core: int | None) -> Callable[[], None] | None:
     """A `preexec_fn` that pins the child (and what it starts) to one core; None leaves it unpinned."""
     if core is None:
         return None
@@ -175,7 +175,7 @@ def start(
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=pinned(core),  # type: ignore[arg-type]
+        preexec_fn=pinned(core),
     )
     out.close()
     server = Server(name, proc, log, 0.0)

@@ -118,9 +118,9 @@ def report(collapsed: str, *, cpu_us_per_request: float | None = None, top: int 
     cpu = f", {cpu_us_per_request:.0f} µs CPU per request" if cpu_us_per_request else ""
     lines = [f"{total} samples{cpu}", "", "by inclusive time:", head, *(row(s) for s in shares[:top])]
     lines += ["", "by self time:", head, *(row(s) for s in sorted(shares, key=lambda s: -s.self_pct)[:top])]
-    packages: Counter[str] = Counter()
+    packages: dict[str, float] = {}
     for s in shares:
-        packages[module_of(s.function)] += s.self_pct
+        packages[module_of(s.function)] = packages.get(module_of(s.function), 0.0) + s.self_pct
     lines += [
         "",
         "self time by package / tiergate module:",
@@ -128,6 +128,6 @@ def report(collapsed: str, *, cpu_us_per_request: float | None = None, top: int 
     ]
     lines += [
         f"{pct:6.1f}" + (f" {pct * scale:8.1f}" if scale else "") + f"  {name}"
-        for name, pct in packages.most_common()
+        for name, pct in sorted(packages.items(), key=lambda item: -item[1])
     ]
     return "\n".join(lines) + "\n"
