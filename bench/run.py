@@ -10,6 +10,7 @@ See bench/README.md for what each column means and how to add a scenario.
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import json
 import os
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import report
 from bench.harness.load import wrk_binary
-from bench.harness.procs import StartupFailed, busy_cores
+from bench.harness.procs import StartupFailed, busy_cores, set_niceness
 from bench.harness.profile import py_spy_binary
 from bench.harness.runner import Options, ScenarioRun, run_scenario
 from bench.harness.scenario import ScenarioError, load_scenarios
@@ -58,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target-core", type=int, default=0, help="core of the process under test (default 0)")
     p.add_argument("--load-core", type=int, default=1, help="core of nginx, wrk and the harness (default 1)")
     p.add_argument("--no-pin", action="store_true", help="do not pin anything to cores")
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="scheduling niceness of the harness and everything it starts (e.g. -10 on a machine shared with "
+        "other work, so that they take less of the measured cores; negative values need root)",
+    )
     p.add_argument(
         "--litellm-python",
         default=os.environ.get("TIERGATE_BENCH_LITELLM_PYTHON", str(DEFAULT_LITELLM_PYTHON)),
@@ -164,6 +172,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.only:
         scenarios = [s for s in scenarios if s.name in args.only or s.command is None]
+    if args.nice:
+        try:
+            set_niceness(args.nice)  # inherited by every process the harness starts
+        except OSError:
+            print(
+                f"warning: cannot set niceness {args.nice} (needs root); running at the default",
+                file=sys.stderr,
+            )
+        else:
+            # The session's autogroup outlives the harness: give it back its default when the run ends.
+            atexit.register(set_niceness, 0)
     target_core, load_core = _cores(args)
     if load_core is not None:
         os.sched_setaffinity(0, {load_core})  # the harness (TTFT client, polling) stays off the measured core
@@ -241,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "options": {
             **dataclasses.asdict(options),
             "repeat": repeat,
+            "nice": os.getpriority(os.PRIO_PROCESS, 0),
             "profile_dir": str(options.profile_dir or ""),
         },
         **report.as_json(rows, ttfts, processes),

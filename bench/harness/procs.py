@@ -88,15 +88,31 @@ def busy_cores(sample_s: float = 2.0) -> float:
     return (os.cpu_count() or 1) * (busy1 - busy0) / total if total else 0.0
 
 
-def pinned(core: int | None) -> Callable[[], None] | None:
-    """A `preexec_fn` that pins the child (and what it starts) to one core; None leaves it unpinned."""
-    if core is None:
+def set_niceness(nice: int) -> None:
+    """Niceness of this process and of its session's autogroup.
+
+    With the kernel's autogroup scheduling on, processes compete as sessions: a process's own niceness only
+    ranks it within its session, so the session's autogroup gets the same value. Raises PermissionError
+    when a negative value needs root.
+    """
+    os.setpriority(os.PRIO_PROCESS, 0, nice)
+    autogroup = Path("/proc/self/autogroup")
+    if autogroup.exists():
+        autogroup.write_text(str(nice))
+
+
+def child_setup(core: int | None, nice: int = 0) -> Callable[[], None] | None:
+    """A `preexec_fn` that pins the child (and what it starts) to one core and sets its session's niceness."""
+    if core is None and not nice:
         return None
 
-    def pin() -> None:
-        os.sched_setaffinity(0, {core})
+    def setup() -> None:
+        if core is not None:
+            os.sched_setaffinity(0, {core})
+        if nice:
+            set_niceness(nice)
 
-    return pin
+    return setup
 
 
 # Loopback only: never route the health probe through a proxy from the environment.
@@ -175,7 +191,7 @@ def start(
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=pinned(core),
+        preexec_fn=child_setup(core, os.getpriority(os.PRIO_PROCESS, 0)),
     )
     out.close()
     server = Server(name, proc, log, 0.0)
