@@ -4,6 +4,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -26,7 +27,9 @@ def postgres_admin_url() -> str:
     problem = _reachable(POSTGRES_HOST, POSTGRES_PORT)
     if problem:
         service_unavailable(f"PostgreSQL on {POSTGRES_HOST}:{POSTGRES_PORT}", problem)
-    return os.environ.get("TIERGATE_TEST_POSTGRES", f"postgresql://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/test")
+    return os.environ.get(
+        "TIERGATE_TEST_POSTGRES", f"postgresql://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/test"
+    )
 
 
 @pytest.fixture
@@ -65,3 +68,9 @@ def redis_server_url() -> str:
 def redis_prefix() -> str:
     """A key prefix unique to one test: tests (and parallel runs) share the server, never keys."""
     return f"tgtest:{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A SQLite database file of the test's own."""
+    return f"sqlite:///{tmp_path}/tiergate.db"

@@ -13,6 +13,8 @@ upstream model with `POST /_script {"model": m, "steps": [step, ...]}`; each req
     no_usage                    omit usage (non-stream) / the usage chunk (stream)
     chunks, chunk_delay_s       stream: number of content chunks, and the pause between them
     break_after                 stream: break the connection after this many chunks
+    logprob                     the log-probability of every token when the request asks for logprobs
+                                (default -0.05)
     fail_first_chunk            stream: break the connection before the first chunk
 
 `GET /_requests` lists what was received (path, selected headers, JSON body); `GET /_events` lists stream
@@ -52,7 +54,9 @@ def _last_user(messages: list[dict[str, Any]]) -> str:
     for m in reversed(messages or []):
         if m.get("role") == "user":
             c = m.get("content")
-            return c if isinstance(c, str) else orjson.dumps(c).decode()
+            if isinstance(c, list):  # content parts (Anthropic's translation always sends these)
+                return " ".join(p.get("text", "") for p in c if isinstance(p, dict))
+            return c if isinstance(c, str) else ""
     return ""
 
 
@@ -66,7 +70,9 @@ async def _step_for(model: str) -> dict[str, Any]:
 
 def _error(step: dict[str, Any]) -> Response:
     status = step["status"]
-    body = step.get("body") or {"error": {"message": f"scripted {status}", "type": "server_error", "param": None, "code": None}}
+    body = step.get("body") or {
+        "error": {"message": f"scripted {status}", "type": "server_error", "param": None, "code": None}
+    }
     headers = {"retry-after": str(step["retry_after"])} if "retry_after" in step else None
     return _json(body, status, headers)
 
@@ -74,7 +80,14 @@ def _error(step: dict[str, Any]) -> Response:
 async def chat(request: Request) -> Response:
     body = orjson.loads(await request.body())
     model = body.get("model", "")
-    REQUESTS.append({"path": request.url.path, "authorization": request.headers.get("authorization"), "body": body, "t": time.time()})
+    REQUESTS.append(
+        {
+            "path": request.url.path,
+            "authorization": request.headers.get("authorization"),
+            "body": body,
+            "t": time.time(),
+        }
+    )
     step = await _step_for(model)
     if step.get("drop"):
         raise BrokenStream("scripted drop")
@@ -84,15 +97,38 @@ async def chat(request: Request) -> Response:
     finish = step.get("finish_reason", "tool_calls" if step.get("tool_calls") else "stop")
     prompt_tokens = 10 + len(_last_user(body.get("messages")).split())
     completion_tokens = max(1, len(content.split()))
-    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
     cid, created = f"chatcmpl-fake-{len(REQUESTS)}", int(time.time())
     n = body.get("n") or 1
     if not body.get("stream"):
-        message: dict[str, Any] = {"role": "assistant", "content": None if step.get("tool_calls") else content}
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": None if step.get("tool_calls") else content,
+        }
         if step.get("tool_calls"):
             message["tool_calls"] = step["tool_calls"]
-        choices = [{"index": i, "message": message, "finish_reason": finish, "logprobs": None} for i in range(n)]
-        doc: dict[str, Any] = {"id": cid, "object": "chat.completion", "created": created, "model": model, "choices": choices}
+        logprobs = None
+        if body.get("logprobs"):
+            value = step.get("logprob", -0.05)
+            logprobs = {
+                "content": [
+                    {"token": w, "logprob": value, "bytes": None, "top_logprobs": []} for w in content.split()
+                ]
+            }
+        choices = [
+            {"index": i, "message": message, "finish_reason": finish, "logprobs": logprobs} for i in range(n)
+        ]
+        doc: dict[str, Any] = {
+            "id": cid,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": choices,
+        }
         if not step.get("no_usage"):
             doc["usage"] = usage
         return _json(doc)
@@ -100,10 +136,19 @@ async def chat(request: Request) -> Response:
     include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and not step.get("no_usage")
     chunks = step.get("chunks") or max(1, len(content.split()))
     words = content.split()
-    pieces = [" ".join(words[i * len(words) // chunks : (i + 1) * len(words) // chunks]) for i in range(chunks)]
+    pieces = [
+        " ".join(words[i * len(words) // chunks : (i + 1) * len(words) // chunks]) for i in range(chunks)
+    ]
 
     def frame(choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        doc = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices, **extra}
+        doc = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": choices,
+            **extra,
+        }
         return b"data: " + orjson.dumps(doc) + b"\n\n"
 
     async def events() -> AsyncIterator[bytes]:
@@ -128,26 +173,53 @@ async def chat(request: Request) -> Response:
             yield b"data: [DONE]\n\n"
             completed = True
         finally:
-            EVENTS.append({"event": "stream_completed" if completed else "stream_closed_by_client", "model": model, "t": time.time()})
+            EVENTS.append(
+                {
+                    "event": "stream_completed" if completed else "stream_closed_by_client",
+                    "model": model,
+                    "t": time.time(),
+                }
+            )
 
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
 async def embeddings(request: Request) -> Response:
     body = orjson.loads(await request.body())
-    REQUESTS.append({"path": request.url.path, "authorization": request.headers.get("authorization"), "body": body, "t": time.time()})
+    REQUESTS.append(
+        {
+            "path": request.url.path,
+            "authorization": request.headers.get("authorization"),
+            "body": body,
+            "t": time.time(),
+        }
+    )
     step = await _step_for(body.get("model", ""))
     if step.get("status", 200) != 200:
         return _error(step)
     inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
     data = [{"object": "embedding", "index": i, "embedding": [0.1 * (i + 1)] * 8} for i in range(len(inputs))]
-    return _json({"object": "list", "data": data, "model": body.get("model"), "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)}})
+    return _json(
+        {
+            "object": "list",
+            "data": data,
+            "model": body.get("model"),
+            "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)},
+        }
+    )
 
 
 async def anthropic_messages(request: Request) -> Response:
     """Anthropic's Messages API, enough for litellm's translation (plain and streamed)."""
     body = orjson.loads(await request.body())
-    REQUESTS.append({"path": request.url.path, "authorization": request.headers.get("x-api-key"), "body": body, "t": time.time()})
+    REQUESTS.append(
+        {
+            "path": request.url.path,
+            "authorization": request.headers.get("x-api-key"),
+            "body": body,
+            "t": time.time(),
+        }
+    )
     step = await _step_for(body.get("model", ""))
     if step.get("status", 200) != 200:
         return _json({"type": "error", "error": {"type": "api_error", "message": "scripted"}}, step["status"])
@@ -166,12 +238,25 @@ async def anthropic_messages(request: Request) -> Response:
         message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": body.get("model"), "content": [],
                    "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 12, "output_tokens": 0}}  # fmt: skip
         yield event("message_start", {"type": "message_start", "message": message})
-        yield event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+        yield event(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        )
         for i, word in enumerate(text.split()):
             piece = word if i == 0 else " " + word
-            yield event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}})
+            yield event(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+            )
         yield event("content_block_stop", {"type": "content_block_stop", "index": 0})
-        yield event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": usage["output_tokens"]}})
+        yield event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": usage["output_tokens"]},
+            },
+        )
         yield event("message_stop", {"type": "message_stop"})
 
     return StreamingResponse(events(), media_type="text/event-stream")

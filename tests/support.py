@@ -28,7 +28,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], T | None], *, timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> T:
+def wait_for(
+    predicate: Callable[[], T | None],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> T:
     """Poll until `predicate` returns something truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -48,10 +54,19 @@ def _answers(url: str) -> bool:
 
 
 @contextmanager
-def running(args: list[str], *, url: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 20.0) -> Iterator[subprocess.Popen[bytes]]:
+def running(
+    args: list[str],
+    *,
+    url: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 20.0,
+) -> Iterator[subprocess.Popen[bytes]]:
     """A child process that is up once `url` answers 200; stopped (SIGTERM, then SIGKILL) afterwards."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    proc = subprocess.Popen(args, env=full_env, cwd=cwd or ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        args, env=full_env, cwd=cwd or ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.monotonic() + timeout
         while not _answers(url):
@@ -78,7 +93,10 @@ def running(args: list[str], *, url: str, env: dict[str, str] | None = None, cwd
 def fake_upstream() -> Iterator[str]:
     """The scriptable fake upstream in its own process; yields its base URL (ending in /v1)."""
     port = free_port()
-    with running([sys.executable, str(ROOT / "tests" / "fake_upstream.py"), "--port", str(port)], url=f"http://127.0.0.1:{port}/_requests"):
+    with running(
+        [sys.executable, str(ROOT / "tests" / "fake_upstream.py"), "--port", str(port)],
+        url=f"http://127.0.0.1:{port}/_requests",
+    ):
         yield f"http://127.0.0.1:{port}/v1"
 
 
@@ -88,3 +106,23 @@ def service_unavailable(what: str, detail: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(message + " - but TIERGATE_REQUIRE_SERVICES=1 requires it", pytrace=False)
     pytest.skip(message)
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse_metrics(text: str) -> Samples:
+    """Prometheus exposition text as {(sample name, labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def metric(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of the samples called `name` whose labels include `labels` (0 when there are none)."""
+    wanted = set(labels.items())
+    return sum(v for (n, have), v in samples.items() if n == name and wanted <= have)

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import pkgutil
-import sys
 from collections.abc import Sequence
 
 from tiergate import __version__
 from tiergate.admin import commands
+from tiergate.gateway.logs import configure_logging
+from tiergate.gateway.settings import LOG_LEVELS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tiergate", description="An OpenAI-compatible gateway over model tiers.")
+    parser = argparse.ArgumentParser(
+        prog="tiergate", description="An OpenAI-compatible gateway over model tiers."
+    )
     parser.add_argument("--version", action="version", version=f"tiergate {__version__}")
-    parser.add_argument("--log-level", default=os.environ.get("TIERGATE_LOG_LEVEL", "info"))
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        type=str.lower,
+        help="default: $TIERGATE_LOG_LEVEL, else the config's log_level, else info",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
         importlib.import_module(f"{commands.__name__}.{module}").register(sub)
@@ -26,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    # `serve` reconfigures from its settings once it has read them; every other command logs like this.
+    configure_logging(
+        args.log_level or os.environ.get("TIERGATE_LOG_LEVEL") or "info",
+        os.environ.get("TIERGATE_LOG_FORMAT") or "text",
     )
     return int(args.func(args))

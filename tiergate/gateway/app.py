@@ -6,26 +6,35 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING
 
-import httpx
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.routing import BaseRoute, Route
 
 from tiergate.gateway import pipeline
 from tiergate.gateway.auth import MASTER
-from tiergate.gateway.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge, ServiceUnavailable
+from tiergate.gateway.errors import (
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    ServiceUnavailable,
+)
+from tiergate.gateway.prices import with_known_prices
 from tiergate.gateway.records import CallRecord
 from tiergate.gateway.resources import Resources, open_resources
-from tiergate.gateway.settings import Settings, load_settings
-from tiergate.gateway.prices import with_known_prices
+from tiergate.gateway.settings import Settings
+from tiergate.gateway.streaming import RelayResponse
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("tiergate")
 _SAFE_ID = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
@@ -75,24 +84,56 @@ def _new_record(rid: str, endpoint: str) -> CallRecord:
     )  # fmt: skip
 
 
-async def _call(request: Request, endpoint: str) -> Any:
+def refused(res: Resources, record: CallRecord, error: GatewayError) -> None:
+    """Complete the record of a call that ends in an error response and hand it to the refusal hooks."""
+    record.status_code = error.status
+    record.outcome = "refused" if record.attempts == 0 else "error"
+    record.error = error.code or error.type
+    record.latency_s = time.perf_counter() - record.started_perf
+    for hook in res.refusals:
+        hook(record, error)
+
+
+def _stamp_overhead(response: Response | RelayResponse, record: CallRecord) -> None:
+    """`x-tiergate-overhead-ms`: time in the gateway so far, minus the time spent waiting on upstreams.
+
+    For a non-streamed answer that is all of the gateway's work; for a stream it covers everything up to the
+    response headers (including the wait for the first chunk, which counts as upstream time), not the relay.
+    """
+    overhead_ms = (time.perf_counter() - record.started_perf - record.upstream_s) * 1000
+    value = f"{max(0.0, overhead_ms):.3f}"
+    if isinstance(response, RelayResponse):
+        response.add_header("x-tiergate-overhead-ms", value)
+    else:
+        response.headers["x-tiergate-overhead-ms"] = value
+
+
+async def _call(request: Request, endpoint: str) -> Response | RelayResponse:
     res = _resources(request)
     rid = request_id(request)
     record = _new_record(rid, endpoint)
+    response: Response | RelayResponse
     try:
         raw = await read_body(request, res.settings.max_body_bytes)
         if endpoint == "chat":
-            return await pipeline.chat_completion(res, request.headers, raw, record)
-        return await pipeline.embeddings(res, request.headers, raw, record)
+            response = await pipeline.chat_completion(res, request.headers, raw, record)
+        else:
+            response = await pipeline.embeddings(res, request.headers, raw, record)
     except GatewayError as error:
-        return error_response(error, rid)
+        refused(res, record, error)
+        response = error_response(error, rid)
+    except Exception:
+        refused(res, record, GatewayError("internal error"))
+        raise
+    _stamp_overhead(response, record)
+    return response
 
 
-async def chat_completions(request: Request) -> Any:
+async def chat_completions(request: Request) -> Response | RelayResponse:
     return await _call(request, "chat")
 
 
-async def embeddings(request: Request) -> Any:
+async def embeddings(request: Request) -> Response | RelayResponse:
     return await _call(request, "embeddings")
 
 
@@ -108,6 +149,20 @@ async def models(request: Request) -> Response:
     return response
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition, for the master key only (tenant ids and spend are in it)."""
+    res = _resources(request)
+    rid = request_id(request)
+    try:
+        principal = await res.auth.authenticate(request.headers)
+        if principal.kind != "master":
+            raise PermissionDenied("the metrics need the master key", code="master_key_required")
+    except GatewayError as error:
+        return error_response(error, rid)
+    body, content_type = res.telemetry.metrics.render()
+    return Response(body, headers={"content-type": content_type})
+
+
 async def healthz(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
@@ -117,7 +172,9 @@ async def readyz(request: Request) -> Response:
     problems = [p for check in res.readiness if (p := await check()) is not None]
     if problems:
         return error_response(ServiceUnavailable("not ready: " + "; ".join(problems)), request_id(request))
-    return Response(orjson.dumps({"status": "ready", "config": res.settings.source}), media_type="application/json")
+    return Response(
+        orjson.dumps({"status": "ready", "config": res.settings.source}), media_type="application/json"
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -125,7 +182,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if status == 405:
         error: GatewayError = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
     elif status == 404:
-        error = NotFound(f"no route {request.method} {request.url.path}; this is an OpenAI-compatible API under /v1", code="not_found")
+        error = NotFound(
+            f"no route {request.method} {request.url.path}; this is an OpenAI-compatible API under /v1",
+            code="not_found",
+        )
     else:
         error = GatewayError("internal error", status=status)
     return error_response(error, request_id(request))
@@ -145,7 +205,12 @@ def routes() -> list[Route]:
             Route(f"{prefix}/embeddings", embeddings, methods=["POST"]),
             Route(f"{prefix}/models", models, methods=["GET"]),
         ]
-    return [*out, Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]
+    return [
+        *out,
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
 
 
 def create_app(
@@ -153,8 +218,13 @@ def create_app(
     *,
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     rng: random.Random | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """The gateway as an ASGI app. `upstream_transport` replaces the network (tests: respx, MockTransport)."""
+    """The gateway as an ASGI app. `upstream_transport` replaces the network (tests: respx, MockTransport).
+
+    `extra_routes` are served beside the data plane (the admin API and `/v1/usage`, added by
+    `tiergate.admin.server`, since the gateway never imports the control plane).
+    """
     settings = with_known_prices(settings)
 
     @asynccontextmanager
@@ -169,12 +239,7 @@ def create_app(
             await res.aclose()
 
     return Starlette(
-        routes=routes(),
+        routes=[*routes(), *extra_routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )
-
-
-def app_from_environment() -> ASGIApp:
-    """Factory for `uvicorn --factory` and worker processes: settings from $TIERGATE_CONFIG or the default."""
-    return create_app(load_settings(None))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tiergate.gateway.errors import Unauthorized
+from tiergate.gateway.keys import KEY_PREFIX, KeyCache, Limits, hash_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +18,9 @@ class Principal:
     key_id: str | None = None
     # None: every configured model; otherwise tier names and deployment names this caller may use.
     allowed_models: frozenset[str] | None = None
+    # The tenant's own restriction, applied on top of the key's.
+    tenant_allowed_models: frozenset[str] | None = None
+    limits: Limits | None = None  # None: nothing limits this caller (the master key)
 
 
 MASTER = Principal("master")
@@ -33,7 +38,7 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
 
 
 class MasterKeyAuth:
-    """The master key alone; virtual keys of tenants extend this (see the admin API)."""
+    """The master key alone (no database configured: tests of the data plane, embedders)."""
 
     def __init__(self, master_key: str | None) -> None:
         self._master = master_key.encode() if master_key else None
@@ -48,3 +53,36 @@ class MasterKeyAuth:
         if self.is_master(key):
             return MASTER
         raise Unauthorized("invalid API key")
+
+
+class VirtualKeyAuth(MasterKeyAuth):
+    """The master key, and the tenants' virtual keys through the in-process key cache.
+
+    Messages never repeat the key (not even its prefix): they end up in client logs.
+    """
+
+    def __init__(self, master_key: str | None, keys: KeyCache) -> None:
+        super().__init__(master_key)
+        self._keys = keys
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        key = presented_key(headers)
+        if key is None:
+            raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+        if self.is_master(key):
+            return MASTER
+        info = await self._keys.lookup(hash_key(key)) if key.startswith(KEY_PREFIX) else None
+        if info is None:
+            raise Unauthorized("invalid API key")
+        if info.revoked:
+            raise Unauthorized("this API key was revoked", code="api_key_revoked")
+        if info.expires_ms is not None and time.time() * 1000 >= info.expires_ms:
+            raise Unauthorized("this API key has expired", code="api_key_expired")
+        return Principal(
+            "key",
+            tenant_id=info.tenant_id,
+            key_id=info.key_id,
+            allowed_models=info.allowed_models,
+            tenant_allowed_models=info.tenant_allowed_models,
+            limits=info.limits,
+        )

@@ -58,7 +58,9 @@ class Embedder:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(model_path or _model_path()), options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(
+            str(model_path or _model_path()), options, providers=["CPUExecutionProvider"]
+        )
         self._tokenizer = Tokenizer.from_file(str(_tokenizer_path()))
         self._tokenizer.no_padding()  # the shipped file pads to 128; batches are padded to their longest text
         self._tokenizer.enable_truncation(MAX_TOKENS)
@@ -114,7 +116,11 @@ class Embedder:
         for row, e in enumerate(encodings):
             ids[row, : len(e.ids)] = e.ids
             mask[row, : len(e.ids)] = e.attention_mask
-        feeds: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        feeds: dict[str, Any] = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "token_type_ids": np.zeros_like(ids),
+        }
         (states,) = self._session.run(["last_hidden_state"], feeds)
         weights = mask[:, :, None].astype(np.float32)
         pooled = (states * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)

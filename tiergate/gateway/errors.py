@@ -47,7 +47,9 @@ class GatewayError(Exception):
         self.headers: dict[str, str] = dict(headers or {})
 
     def body(self) -> bytes:
-        return orjson.dumps({"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}})
+        return orjson.dumps(
+            {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        )
 
 
 class BadRequest(GatewayError):
@@ -134,7 +136,11 @@ def upstream_error_body(status: int, raw: bytes) -> bytes:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
         doc = None
-    if isinstance(doc, dict) and isinstance(doc.get("error"), dict) and isinstance(doc["error"].get("message"), str):
+    if (
+        isinstance(doc, dict)
+        and isinstance(doc.get("error"), dict)
+        and isinstance(doc["error"].get("message"), str)
+    ):
         return raw
     text = raw[:500].decode("utf-8", "replace").strip() or f"HTTP {status}"
     return BadRequest(f"upstream rejected the request: {text}", code="upstream_rejected").body()

@@ -75,10 +75,16 @@ def parse_chat(raw: bytes) -> ChatRequest:
             raise BadRequest(f"'messages[{i}]' must be an object", param=f"messages[{i}]")
         role = message.get("role")
         if role not in _ROLES:
-            raise BadRequest(f"'messages[{i}].role' must be one of {', '.join(sorted(_ROLES))}", param=f"messages[{i}].role")
+            raise BadRequest(
+                f"'messages[{i}].role' must be one of {', '.join(sorted(_ROLES))}",
+                param=f"messages[{i}].role",
+            )
         content = message.get("content")
         if content is not None and not isinstance(content, str | list):
-            raise BadRequest(f"'messages[{i}].content' must be a string or an array of parts", param=f"messages[{i}].content")
+            raise BadRequest(
+                f"'messages[{i}].content' must be a string or an array of parts",
+                param=f"messages[{i}].content",
+            )
     stream = _expect(body, "stream", (bool,), "a boolean") or False
     options = _expect(body, "stream_options", (dict,), "an object") or {}
     if options and not stream:
@@ -111,14 +117,18 @@ def parse_embeddings(raw: bytes) -> EmbeddingsRequest:
         raise BadRequest("'model' is required and must be a non-empty string", param="model")
     value = body.get("input")
     if not isinstance(value, str | list) or (isinstance(value, list) and not value):
-        raise BadRequest("'input' is required: a string, an array of strings or of token arrays", param="input")
+        raise BadRequest(
+            "'input' is required: a string, an array of strings or of token arrays", param="input"
+        )
     return EmbeddingsRequest(raw, body, model)
 
 
 def _key_pattern(key: str) -> re.Pattern[bytes]:
     # A quote directly before the key and `:` after it only occur at a real key: quotes inside JSON strings
     # are escaped. Scalar values only; objects and arrays take the re-serialising path.
-    return re.compile(rb'"' + re.escape(key.encode()) + rb'"\s*:\s*("(?:[^"\\]|\\.)*"|-?[0-9.eE+-]+|true|false|null)')
+    return re.compile(
+        rb'"' + re.escape(key.encode()) + rb'"\s*:\s*("(?:[^"\\]|\\.)*"|-?[0-9.eE+-]+|true|false|null)'
+    )
 
 
 _PATTERNS: dict[str, re.Pattern[bytes]] = {}

@@ -1,6 +1,14 @@
 """The order of a call, written down once.
 
-    parse -> authenticate -> route -> upstream (retry, fallback, escalate) -> settle (usage, cost) -> record
+    authenticate -> parse -> cache options -> route (domain: embedding only when needed)
+      -> admit (rate limits, budget reservation) -> exact cache lookup
+      -> upstream (retry, fallback, escalate; cascade: verify and escalate weak answers)
+      -> settle (usage, cost, release the reservation) -> sinks (ledger, metrics, ...) -> cache store (queued)
+
+Routing precedes admission because the reservation is priced on the deployments the plan may use; routing is
+a lookup in memory (plus, for domain routing, one embedding in a worker thread). Admission precedes the cache
+so that rate limits also bound cache hits. Every admitted request is settled exactly once - answered, served
+from the cache, failed or cancelled - so its reservation is released and the ledger gets one row for it.
 
 Each step is a function with explicit arguments so that tests can drive it without a server; `app.py` only
 reads the request, calls `chat_completion` or `embeddings`, and turns errors into OpenAI-shaped responses.
@@ -8,39 +16,70 @@ reads the request, calls `chat_completion` or `embeddings`, and turns errors int
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import orjson
 from starlette.responses import Response
 
+from tiergate.gateway import cascade
+from tiergate.gateway.admission import admit, escalation_guard
 from tiergate.gateway.auth import Principal
-from tiergate.gateway.errors import NotFound, PermissionDenied, ServiceUnavailable
+from tiergate.gateway.cache import CachedAnswer
+from tiergate.gateway.errors import BadRequest, GatewayError, NotFound, PermissionDenied, ServiceUnavailable
 from tiergate.gateway.jsonbody import ChatRequest, parse_chat, parse_embeddings
+from tiergate.gateway.query import Query
 from tiergate.gateway.records import CallRecord
+from tiergate.gateway.replay import sse_chunks
 from tiergate.gateway.resources import Resources
 from tiergate.gateway.settings import Deployment
 from tiergate.gateway.streaming import RelayResponse, SSEAccumulator, StreamOutcome
 from tiergate.gateway.upstream import Answer, Attempted
+from tiergate.policies.cache import (
+    CACHE_FIELD,
+    CacheControlError,
+    CacheRequest,
+    cacheable,
+    exact_key,
+    parse_cache_request,
+    partition,
+    storable,
+)
 from tiergate.policies.pricing import cost_nano
 from tiergate.policies.routing import RoutePlan, resolve, restrict, visible_models
 
 JSON = "application/json"
+T = TypeVar("T")
 
 
 def route(res: Resources, principal: Principal, model: str) -> RoutePlan:
-    plan = resolve(model, res.catalog, res.settings.escalation)
+    return _checked(res, principal, model, resolve(model, res.catalog, res.settings.escalation))
+
+
+def _checked(res: Resources, principal: Principal, model: str, plan: RoutePlan | None) -> RoutePlan:
     if plan is None:
         if not res.catalog.names:
             raise ServiceUnavailable(
                 "no upstream model is configured: set OPENAI_API_KEY or start tiergate with --config FILE",
                 code="no_upstream_configured",
             )
-        raise NotFound(f"the model '{model}' does not exist; GET /v1/models lists the models you can use", param="model")
-    allowed = restrict(plan, model, res.catalog, principal.allowed_models)
+        raise NotFound(
+            f"the model '{model}' does not exist; GET /v1/models lists the models you can use", param="model"
+        )
+    allowed = _allowed(res, principal, plan, model)
     if allowed is None:
         raise PermissionDenied(f"this key may not use the model '{model}'", param="model")
+    return allowed
+
+
+def _allowed(res: Resources, principal: Principal, plan: RoutePlan, model: str) -> RoutePlan | None:
+    """The plan within both the key's and its tenant's `allowed_models`."""
+    allowed = restrict(plan, model, res.catalog, principal.allowed_models)
+    if allowed is not None and principal.tenant_allowed_models is not None:
+        allowed = restrict(allowed, model, res.catalog, principal.tenant_allowed_models)
     return allowed
 
 
@@ -60,6 +99,7 @@ def answer_headers(request_id: str, answer: Answer, trail: Attempted, content_ty
         "x-request-id": request_id,
         "x-tiergate-tier": answer.tier or "none",
         "x-tiergate-model": answer.deployment.model,
+        "x-tiergate-cache": "miss",
     }
     if trail.escalations:
         headers["x-tiergate-escalations"] = str(len(trail.escalations))
@@ -75,44 +115,227 @@ def _record_answer(record: CallRecord, answer: Answer, trail: Attempted, plan: R
     record.route_reason = plan.reason
 
 
-def settle(res: Resources, record: CallRecord, deployment: Deployment, usage: tuple[int, int] | None, count: Any) -> None:
-    """Fix tokens and cost and hand the record to every sink.
+async def settle(
+    res: Resources,
+    record: CallRecord,
+    deployment: Deployment,
+    usage: tuple[int, int] | None,
+    count: Any,
+    extra_nano: int = 0,
+) -> None:
+    """Fix tokens and cost, settle the reservation, and hand the record to every sink.
 
     `count` computes (prompt, completion) tokens locally when the upstream reported no usage (a client that
-    disconnected before the usage chunk, a server that never sends one).
+    disconnected before the usage chunk, a server that never sends one). `extra_nano` is what else the call
+    used: cascade answers that were verified and discarded, judge calls.
     """
     if usage is None:
         usage = count()
         record.usage_source = "counted"
     record.prompt_tokens, record.completion_tokens = usage
-    record.cost_nano = cost_nano(deployment.price, *usage)
-    record.latency_s = time.perf_counter() - record.started_perf
+    record.cost_nano = cost_nano(deployment.price, *usage) + extra_nano
+    await _finish(res, record, record.prompt_tokens + record.completion_tokens)
+
+
+async def _finish(res: Resources, record: CallRecord, tokens: int) -> None:
+    """Release the reservation against what was used (`tokens` upstream, `record.cost_nano`); record it."""
+    await _release(res, record, tokens)
     for sink in res.sinks:
         sink(record)
+
+
+async def _release(res: Resources, record: CallRecord, tokens: int) -> None:
+    record.latency_s = time.perf_counter() - record.started_perf
+    if record.ticket is not None:
+        await res.limiter.settle(record.ticket, tokens=tokens, cost_nano=record.cost_nano)
+
+
+async def settle_failed(res: Resources, record: CallRecord, error: GatewayError) -> None:
+    """An admitted request that got no answer: nothing spent, the reservation released, one ledger row.
+
+    Only the ledger hears of it here; the error response's refusal hooks (metrics, access log, tracing) run
+    in the app, as for every error, so nothing counts it twice.
+    """
+    record.outcome, record.status_code, record.error = "error", error.status, error.message
+    await _release(res, record, 0)
+    res.accounting.ledger.sink(record)
+
+
+async def _ask_upstream(
+    res: Resources, record: CallRecord, trail: Attempted, call: Callable[[], Awaitable[T]]
+) -> T:
+    """`call()`, settling the request as failed when it raises (so its reservation is never left held)."""
+    try:
+        return await call()
+    except GatewayError as error:
+        _trail(record, trail)
+        await settle_failed(res, record, error)
+        raise
+    except asyncio.CancelledError:
+        # The server is stopping: settle in a task of its own, which this cancellation cannot reach.
+        _trail(record, trail)
+        pending = asyncio.ensure_future(settle_failed(res, record, ServiceUnavailable("the gateway stopped")))
+        res.accounting.settling.add(pending)
+        pending.add_done_callback(res.accounting.settling.discard)
+        raise
+
+
+def _trail(record: CallRecord, trail: Attempted) -> None:
+    record.attempts, record.escalations, record.upstream_s = (
+        trail.attempts,
+        tuple(trail.escalations),
+        trail.upstream_wait_s,
+    )
+    record.upstream_errors = tuple(trail.errors)
+
+
+def cache_options(headers: Mapping[str, str], request: ChatRequest) -> tuple[CacheRequest, ChatRequest]:
+    """The request's cache options, and the request without its `cache` field (never sent upstream)."""
+    try:
+        wants = parse_cache_request(headers.get("cache-control"), request.body.get(CACHE_FIELD))
+    except CacheControlError as exc:
+        raise BadRequest(str(exc), param=exc.param) from None
+    if CACHE_FIELD in request.body:
+        body = {k: v for k, v in request.body.items() if k != CACHE_FIELD}
+        request = replace(request, raw=orjson.dumps(body), body=body)
+    return wants, request
+
+
+async def route_chat(
+    res: Resources, principal: Principal, request: ChatRequest, headers: Mapping[str, str], query: Query
+) -> RoutePlan:
+    plan = await res.router.plan(principal, request, headers, query, res.tokens, res.upstream.health)
+    return _checked(res, principal, request.model, plan)
+
+
+def exact_cache_key(
+    res: Resources, principal: Principal, request: ChatRequest, plan: RoutePlan, wants: CacheRequest
+) -> str | None:
+    """The request's key in the exact cache, or None when the cache is not to be used for it."""
+    if res.cache is None or not (wants.lookup or wants.store):
+        return None
+    policy = res.settings.cache.policy_for(principal.tenant_id)
+    if not policy.exact or not cacheable(request.body, policy):
+        return None
+    part = partition(principal.kind, principal.tenant_id, principal.key_id)
+    route = ";".join(f"{t.tier}={','.join(t.deployments)}" for t in plan.targets) + (
+        ":v" if plan.verify else ""
+    )
+    return f"{part}:{exact_key(part, route, request.body)}"
+
+
+def _cache_writer(
+    res: Resources, principal: Principal, key: str | None, wants: CacheRequest, answer: Answer
+) -> Callable[[dict[str, Any]], None] | None:
+    cache = res.cache
+    if key is None or cache is None or not wants.store:
+        return None
+    ttl_s = wants.ttl_s or res.settings.cache.policy_for(principal.tenant_id).exact_ttl_s
+
+    def store(doc: dict[str, Any]) -> None:
+        if storable(doc):
+            cache.put(key, {"answer": doc, "tier": answer.tier, "model": answer.deployment.model}, ttl_s)
+
+    return store
+
+
+async def _replay(res: Resources, request: ChatRequest, hit: CachedAnswer, record: CallRecord) -> Response:
+    """A cache hit, in the shape the client asked for; billed at zero upstream cost."""
+    record.cache = "exact"
+    record.tier, record.model, record.answer = hit.tier, hit.model, hit.answer
+    record.prompt_tokens, record.completion_tokens = _usage(hit.answer) or (0, 0)
+    record.usage_source = "cache"
+    record.cost_nano = 0
+    headers = {
+        "x-request-id": record.request_id,
+        "x-tiergate-tier": hit.tier or "none",
+        "x-tiergate-model": hit.model or "",
+        "x-tiergate-cache": "exact",
+    }
+    if request.stream:
+        body, headers["content-type"] = (
+            sse_chunks(hit.answer, include_usage=request.include_usage),
+            "text/event-stream",
+        )
+        record.ttft_s = time.perf_counter() - record.started_perf
+    else:
+        body, headers["content-type"] = orjson.dumps(hit.answer), JSON
+    # No upstream tokens were used: the hit counts as a request for RPM, not against TPM or the budget.
+    await _finish(res, record, 0)
+    return Response(body, headers=headers)
 
 
 async def chat_completion(
     res: Resources, headers: Mapping[str, str], raw: bytes, record: CallRecord
 ) -> Response | RelayResponse:
-    principal = await res.auth.authenticate(headers)
+    with record.phase("auth"):
+        principal = await res.auth.authenticate(headers)
     record.principal = principal
     request = parse_chat(raw)
     record.requested_model, record.stream = request.model, request.stream
-    plan = route(res, principal, request.model)
+    wants, request = cache_options(headers, request)
+    record.request_body = request.body
+    query = Query(request.messages, res.embedder)
+    with record.phase("route"):
+        plan = await route_chat(res, principal, request, headers, query)
+    record.route_reason = plan.reason
+    record.ticket = await admit(res, principal, plan, request)
+    key = exact_cache_key(res, principal, request, plan, wants)
+    if key is not None and wants.lookup and res.cache is not None:
+        with record.phase("cache"):
+            hit = await res.cache.get(key, wants.max_age_s)
+        if hit is not None:
+            return await _replay(res, request, hit, record)
     trail = Attempted()
-    try:
-        answer = await res.upstream.call(
-            plan, lambda d: res.provider(d).chat(d, request, want_usage_chunk=True), stream=request.stream, trail=trail
-        )
-    finally:
-        record.attempts, record.escalations, record.upstream_s = trail.attempts, tuple(trail.escalations), trail.upstream_wait_s
+    use_cascade = plan.verify and (not request.stream or res.settings.routing.cascade.streams)
+    if plan.verify and not use_cascade:
+        plan = replace(plan, reason=plan.reason + "; cascade off for streams", verify=False)
+    guard = escalation_guard(res, record.ticket)
+    doc, body, spent = None, b"", 0
+    with record.phase("upstream"):
+        if use_cascade:
+            outcome = await _ask_upstream(
+                res, record, trail, lambda: cascade.run(res, request, plan, trail, record, guard)
+            )
+            answer, doc, body, spent = outcome.answer, outcome.doc, outcome.body, outcome.spent_nano
+        else:
+            answer = await _ask_upstream(
+                res,
+                record,
+                trail,
+                lambda: res.upstream.call(
+                    plan,
+                    lambda d: res.provider(d).chat(d, request, want_usage_chunk=True),
+                    stream=request.stream,
+                    trail=trail,
+                    may_escalate=guard,
+                ),
+            )
+    _trail(record, trail)
     _record_answer(record, answer, trail, plan)
-    if request.stream:
-        return _relay(res, request, answer, trail, record)
-    doc = orjson.loads(answer.body)
+    store = _cache_writer(res, principal, key, wants, answer)
+    if request.stream and doc is None:
+        return _relay(res, request, answer, trail, record, store, spent)
+    if doc is None:
+        doc, body = orjson.loads(answer.body), answer.body
     record.answer = doc
-    settle(res, record, answer.deployment, _usage(doc), lambda: _count_answer(res, request, answer.deployment, doc))
-    return Response(answer.body, headers=answer_headers(record.request_id, answer, trail, JSON))
+    await settle(
+        res,
+        record,
+        answer.deployment,
+        _usage(doc),
+        lambda: _count_answer(res, request, answer.deployment, doc),
+        spent,
+    )
+    if store is not None:
+        store(doc)
+    if request.stream:  # a cascade answer, buffered until verified, now sent as the stream it would have been
+        replayed = sse_chunks(doc, include_usage=request.include_usage)
+        record.ttft_s = time.perf_counter() - record.started_perf
+        return Response(
+            replayed, headers=answer_headers(record.request_id, answer, trail, "text/event-stream")
+        )
+    return Response(body, headers=answer_headers(record.request_id, answer, trail, JSON))
 
 
 def _count_answer(res: Resources, request: ChatRequest, deployment: Deployment, doc: Any) -> tuple[int, int]:
@@ -122,10 +345,20 @@ def _count_answer(res: Resources, request: ChatRequest, deployment: Deployment, 
         text += message.get("content") or ""
         text += orjson.dumps(message["tool_calls"]).decode() if message.get("tool_calls") else ""
     model = deployment.model
-    return res.tokens.messages(request.messages, model, request.body.get("tools")), res.tokens.text(text, model)
+    return res.tokens.messages(request.messages, model, request.body.get("tools")), res.tokens.text(
+        text, model
+    )
 
 
-def _relay(res: Resources, request: ChatRequest, answer: Answer, trail: Attempted, record: CallRecord) -> RelayResponse:
+def _relay(
+    res: Resources,
+    request: ChatRequest,
+    answer: Answer,
+    trail: Attempted,
+    record: CallRecord,
+    store: Callable[[dict[str, Any]], None] | None = None,
+    spent: int = 0,
+) -> RelayResponse:
     accumulator = SSEAccumulator(strip_usage_chunk=not request.include_usage)
     headers = answer_headers(record.request_id, answer, trail, "text/event-stream")
     headers["cache-control"] = "no-cache"
@@ -142,7 +375,9 @@ def _relay(res: Resources, request: ChatRequest, answer: Answer, trail: Attempte
             completion = res.tokens.text(accumulator.text + accumulator.tool_arguments(), model)
             return res.tokens.messages(request.messages, model, request.body.get("tools")), completion
 
-        settle(res, record, answer.deployment, _usage({"usage": accumulator.usage}), count)
+        await settle(res, record, answer.deployment, _usage({"usage": accumulator.usage}), count, spent)
+        if store is not None and outcome.status == "ok":
+            store(record.answer)
 
     return RelayResponse(
         headers=[(k.encode(), v.encode()) for k, v in headers.items()],
@@ -157,18 +392,32 @@ def _relay(res: Resources, request: ChatRequest, answer: Answer, trail: Attempte
 
 
 async def embeddings(res: Resources, headers: Mapping[str, str], raw: bytes, record: CallRecord) -> Response:
-    principal = await res.auth.authenticate(headers)
+    with record.phase("auth"):
+        principal = await res.auth.authenticate(headers)
     record.principal = principal
     request = parse_embeddings(raw)
     record.requested_model = request.model
-    plan = route(res, principal, request.model)
-    trail = Attempted()
-    try:
-        answer = await res.upstream.call(plan, lambda d: res.provider(d).embeddings(d, request), stream=False, trail=trail)
-    finally:
-        record.attempts, record.upstream_s = trail.attempts, trail.upstream_wait_s
-    _record_answer(record, answer, trail, plan)
+    record.request_body = request.body
     record.endpoint = "embeddings"
+    with record.phase("route"):
+        plan = route(res, principal, request.model)
+    record.ticket = await admit(res, principal, plan, request)
+    trail = Attempted()
+    with record.phase("upstream"):
+        answer = await _ask_upstream(
+            res,
+            record,
+            trail,
+            lambda: res.upstream.call(
+                plan,
+                lambda d: res.provider(d).embeddings(d, request),
+                stream=False,
+                trail=trail,
+                may_escalate=escalation_guard(res, record.ticket),
+            ),
+        )
+    _trail(record, trail)
+    _record_answer(record, answer, trail, plan)
     doc = orjson.loads(answer.body)
     usage = _usage(doc)
 
@@ -177,17 +426,22 @@ async def embeddings(res: Resources, headers: Mapping[str, str], raw: bytes, rec
         texts = [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]
         return sum(res.tokens.text(t, answer.deployment.model) for t in texts), 0
 
-    settle(res, record, answer.deployment, (usage[0], 0) if usage else None, count)
+    await settle(res, record, answer.deployment, (usage[0], 0) if usage else None, count)
     return Response(answer.body, headers=answer_headers(record.request_id, answer, trail, JSON))
 
 
 def models(res: Resources, principal: Principal) -> Response:
     """`GET /v1/models`: `auto`, the tier aliases and the deployment names this caller may use."""
-    names = [m for m in visible_models(res.catalog) if principal.allowed_models is None or _may_use(res, principal, m)]
+    names = [
+        m
+        for m in visible_models(res.catalog)
+        if (principal.allowed_models is None and principal.tenant_allowed_models is None)
+        or _may_use(res, principal, m)
+    ]
     data = [{"id": name, "object": "model", "created": 0, "owned_by": "tiergate"} for name in names]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
 
 
 def _may_use(res: Resources, principal: Principal, model: str) -> bool:
     plan = resolve(model, res.catalog, res.settings.escalation)
-    return plan is not None and restrict(plan, model, res.catalog, principal.allowed_models) is not None
+    return plan is not None and _allowed(res, principal, plan, model) is not None

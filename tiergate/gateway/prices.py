@@ -38,7 +38,10 @@ def with_known_prices(settings: Settings) -> Settings:
             if not d.price.known:
                 d = replace(
                     d,
-                    price=Price(_per_mtok(entry.get("input_cost_per_token")), _per_mtok(entry.get("output_cost_per_token"))),
+                    price=Price(
+                        _per_mtok(entry.get("input_cost_per_token")),
+                        _per_mtok(entry.get("output_cost_per_token")),
+                    ),
                     price_source="litellm price map",
                 )
             limit = entry.get("max_output_tokens")

@@ -1,14 +1,42 @@
-"""The record of one finished call: what accounting, traces, metrics and the access log consume."""
+"""The record of one call: what accounting, traces, metrics and the access log consume."""
 
 from __future__ import annotations
 
-import json
-import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from tiergate.gateway.auth import Principal
+
+if TYPE_CHECKING:
+    from tiergate.gateway.errors import GatewayError
+    from tiergate.gateway.limits import Ticket
+
+
+@dataclass(slots=True)
+class Phase:
+    """A timed step of a call (auth, cache, route, upstream); `with record.phase("auth"): ...`.
+
+    Tracing turns phases into spans after the call, so the request path pays two clock reads per step and
+    nothing else, whether tracing is on or off.
+    """
+
+    name: str
+    start: float = 0.0  # perf_counter()
+    end: float = 0.0
+    failed: bool = False
+
+    def __enter__(self) -> Phase:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.end = time.perf_counter()
+        self.failed = kind is not None
 
 
 @dataclass
@@ -24,7 +52,7 @@ class CallRecord:
     deployment_id: str | None = None
     model: str | None = None  # the upstream model that answered
     status_code: int = 200
-    outcome: str = "ok"  # ok | error | client_disconnected | upstream_broken
+    outcome: str = "ok"  # ok | error | refused | client_disconnected | upstream_broken
     error: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -35,9 +63,15 @@ class CallRecord:
     upstream_s: float = 0.0
     attempts: int = 0
     escalations: tuple[str, ...] = ()
+    # (deployment id, kind) of every failed upstream attempt; kind is an HTTP status, "timeout" or "connection".
+    upstream_errors: tuple[tuple[str, str], ...] = ()
     route_reason: str = ""
     cache: str = "miss"
-    # The request and answer, for consumers that keep content (traces, cache); never logged.
+    phases: list[Phase] = field(default_factory=list, repr=False)
+    kind: str = "request"  # request | evaluation (the learning loop's shadow and judge calls)
+    # What admission counted and reserved (None: no limits apply); settlement releases exactly that.
+    ticket: Ticket | None = field(default=None, repr=False)
+    # The request and answer, for consumers that keep content (traces, cache); never logged by default.
     request_body: dict[str, Any] | None = field(default=None, repr=False)
     answer: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -45,22 +79,19 @@ class CallRecord:
     def overhead_s(self) -> float:
         return max(0.0, self.latency_s - self.upstream_s)
 
+    def phase(self, name: str) -> Phase:
+        """A context manager timing one step of the call; kept in `phases` in the order steps began."""
+        step = Phase(name)
+        self.phases.append(step)
+        return step
+
 
 Sink = Callable[[CallRecord], None]
-"""Receives every finished call. Must not block: anything slow goes on a bounded queue."""
+"""Receives every answered call. Must not block: anything slow goes on a bounded queue."""
 
-_log = logging.getLogger("tiergate.access")
-_NOT_LOGGED = frozenset({"principal", "request_body", "answer", "started_perf"})
+Refusal = Callable[[CallRecord, "GatewayError"], None]
+"""Receives every call that ended in an error response (401, 403, 404, 429, 502...) instead of an answer.
 
-
-def access_log_sink(record: CallRecord) -> None:
-    """One JSON line per request: identifiers, routing and timings; never a key or prompt text."""
-    line = {
-        f.name: value
-        for f in fields(record)
-        if f.name not in _NOT_LOGGED and (value := getattr(record, f.name)) not in (None, (), "")
-    }
-    line["tenant_id"] = record.principal.tenant_id
-    line["key_id"] = record.principal.key_id
-    line["overhead_ms"] = round(record.overhead_s * 1000, 3)
-    _log.info(json.dumps(line, separators=(",", ":")))
+The record holds what was known when the call stopped: `status_code`, `outcome` ("refused" when no upstream
+was tried, else "error"), `error` (the error's code), `latency_s`, and the principal once authenticated.
+"""

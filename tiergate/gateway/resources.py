@@ -6,20 +6,30 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import httpx
-
-from tiergate.gateway.auth import MasterKeyAuth, Principal
+from tiergate.gateway.accounting import Accounting, open_accounting
+from tiergate.gateway.auth import Principal, VirtualKeyAuth
+from tiergate.gateway.cache import CacheBackend, MemoryBackend, RedisBackend, ResponseCache
+from tiergate.gateway.embeddings import Embedder
+from tiergate.gateway.limits import Limiter
+from tiergate.gateway.metrics import QueueStats
 from tiergate.gateway.providers import Provider
 from tiergate.gateway.providers.openai_compat import OpenAICompatible
 from tiergate.gateway.providers.via_litellm import LiteLLMProvider
-from tiergate.gateway.records import Sink, access_log_sink
+from tiergate.gateway.records import Refusal, Sink
+from tiergate.gateway.route_table import MemoryRouteTableStore, RouteTableStore, keep_fresh, refresh
+from tiergate.gateway.router import Router
 from tiergate.gateway.settings import Deployment, Settings
+from tiergate.gateway.telemetry import Telemetry, open_telemetry
 from tiergate.gateway.tokens import TokenCounter
-from tiergate.gateway.transport import AiohttpTransport, HttpxTransport, Transport
+from tiergate.gateway.transport import AiohttpTransport, Transport
 from tiergate.gateway.upstream import UpstreamClient
+from tiergate.policies.domain_match import centroid
 from tiergate.policies.routing import Catalog
+
+if TYPE_CHECKING:
+    import httpx
 
 ReadinessCheck = Callable[[], Awaitable[str | None]]
 """Returns None when the dependency is reachable, else what is wrong."""
@@ -56,40 +66,117 @@ class Resources:
     tokens: TokenCounter
     fast_path: OpenAICompatible
     translated: LiteLLMProvider
+    telemetry: Telemetry
+    accounting: Accounting
+    router: Router
+    cache: ResponseCache | None = None  # None: no tenant has the exact cache on
+    embedder: Embedder | None = None  # loaded only when a configured feature needs embeddings
+    route_tables: RouteTableStore = field(default_factory=MemoryRouteTableStore)
     sinks: list[Sink] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+    # Every bounded background queue registers here, so its depth and drops are exported as metrics.
+    queues: list[QueueStats] = field(default_factory=list)
     readiness: list[ReadinessCheck] = field(default_factory=list)
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     def provider(self, deployment: Deployment) -> Provider:
         return self.fast_path if deployment.fast_path else self.translated
 
+    @property
+    def limiter(self) -> Limiter:
+        return self.accounting.limiter
+
     async def aclose(self) -> None:
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
+        if self.cache is not None:
+            await self.cache.aclose()
+        if self.embedder is not None:
+            self.embedder.close()
+        await self.accounting.aclose()
         await self.fast_path.aclose()
         await self.translated.aclose()
+        await self.telemetry.aclose()
 
 
 async def open_resources(
-    settings: Settings, *, upstream_transport: httpx.AsyncBaseTransport | None = None, rng: random.Random | None = None
+    settings: Settings,
+    *,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
+    rng: random.Random | None = None,
 ) -> Resources:
-    transport: Transport = HttpxTransport(upstream_transport) if upstream_transport is not None else AiohttpTransport()
+    transport: Transport
+    if upstream_transport is not None:
+        from tiergate.gateway.transport_httpx import HttpxTransport
+
+        transport = HttpxTransport(upstream_transport)
+    else:
+        transport = AiohttpTransport()
     translated = LiteLLMProvider()
     if any(not d.fast_path for d in settings.deployments):
         translated.preload()
     tokens = TokenCounter()
+    upstream = UpstreamClient(settings, rng=rng)
+    queues: list[QueueStats] = []
+    telemetry = open_telemetry(settings, upstream=upstream, queues=queues)
+    catalog = build_catalog(settings)
+    router = Router(settings.routing, catalog, settings.escalation)
+    embedder = None
+    if settings.routing.any_needs_domain or settings.cache.any_semantic:
+        embedder = await asyncio.to_thread(Embedder)
+        await _seed_domains(router, embedder)
+    accounting = await open_accounting(settings)
     res = Resources(
         settings=settings,
-        catalog=build_catalog(settings),
-        auth=MasterKeyAuth(settings.master_key),
-        upstream=UpstreamClient(settings, rng=rng),
+        catalog=catalog,
+        auth=VirtualKeyAuth(settings.master_key, accounting.keys),
+        accounting=accounting,
+        upstream=upstream,
         tokens=tokens,
         fast_path=OpenAICompatible(transport, settings.upstream.connect_timeout_s),
         translated=translated,
+        telemetry=telemetry,
+        sinks=list(telemetry.sinks),
+        refusals=list(telemetry.refusals),
+        queues=queues,
+        router=router,
+        cache=_open_cache(settings),
+        embedder=embedder,
     )
-    if settings.access_log:
-        res.sinks.append(access_log_sink)
+    if res.cache is not None:
+        queues.append(res.cache)
+    if telemetry.metrics.multiproc_dir is not None:
+        res.background.append(asyncio.ensure_future(telemetry.refresh_periodically()))
+    # The newest version before the first request; then every refresh_s in the background.
+    await refresh(res.route_tables, router)
+    res.background.append(
+        asyncio.ensure_future(keep_fresh(res.route_tables, router, settings.routing.refresh_s))
+    )
+    res.sinks.append(accounting.ledger.sink)
+    queues.append(accounting.ledger)
+    res.readiness.append(accounting.ready)
     # Loading an encoding takes ~0.3 s: do it off the loop now rather than in the first request that needs it.
-    res.background.append(asyncio.ensure_future(asyncio.to_thread(tokens.warm, {d.model for d in settings.deployments})))
+    res.background.append(
+        asyncio.ensure_future(asyncio.to_thread(tokens.warm, {d.model for d in settings.deployments}))
+    )
     return res
+
+
+def _open_cache(settings: Settings) -> ResponseCache | None:
+    config = settings.cache
+    if not config.policy.exact and not any(p.exact for p in config.tenants.values()):
+        return None
+    backend: CacheBackend = (
+        RedisBackend(settings.redis_url, settings.redis_prefix)
+        if settings.redis_url
+        else MemoryBackend(config.max_bytes)
+    )
+    return ResponseCache(backend, queue_size=config.write_queue)
+
+
+async def _seed_domains(router: Router, embedder: Embedder) -> None:
+    """Centroids of the domains the config names by example prompts."""
+    for name, examples in router.settings.domains.seeds.items():
+        router.seed_centroids[name] = centroid(await embedder.aembed(list(examples)))
+    router.install(router.snapshot.table, {})

@@ -36,7 +36,7 @@ def _example(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return "example"
     kind = schema.get("type")
-    if "enum" in schema and schema["enum"]:
+    if schema.get("enum"):
         return schema["enum"][0]
     if kind == "object" or "properties" in schema:
         props = schema.get("properties") or {}
@@ -58,10 +58,18 @@ def _reply(body: dict[str, Any], model: str) -> tuple[str | None, list[dict[str,
         function = tools[0].get("function", {})
         if isinstance(choice, dict):
             wanted = choice.get("function", {}).get("name")
-            function = next((t["function"] for t in tools if t.get("function", {}).get("name") == wanted), function)
+            function = next(
+                (t["function"] for t in tools if t.get("function", {}).get("name") == wanted), function
+            )
         arguments = orjson.dumps(_example(function.get("parameters"))).decode()
         call_id = "call_" + hashlib.sha1(arguments.encode()).hexdigest()[:12]
-        return None, [{"id": call_id, "type": "function", "function": {"name": function.get("name", ""), "arguments": arguments}}]
+        return None, [
+            {
+                "id": call_id,
+                "type": "function",
+                "function": {"name": function.get("name", ""), "arguments": arguments},
+            }
+        ]
     question = _last_user_text(body.get("messages") or [])
     fmt = body.get("response_format") or {}
     if fmt.get("type") == "json_schema":
@@ -83,7 +91,11 @@ async def chat(request: Request) -> Response:
     n = int(body.get("n") or 1)
     prompt_tokens = _tokens(orjson.dumps(body.get("messages")).decode())
     completion_tokens = _tokens(content or orjson.dumps(tool_calls).decode()) * n
-    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
     finish = "tool_calls" if tool_calls else "stop"
     created = int(time.time())
     completion_id = "chatcmpl-standin-" + hashlib.sha1(orjson.dumps(body)).hexdigest()[:16]
@@ -91,21 +103,45 @@ async def chat(request: Request) -> Response:
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if tool_calls:
             message["tool_calls"] = tool_calls
-        choices = [{"index": i, "message": message, "finish_reason": finish, "logprobs": None} for i in range(n)]
-        doc = {"id": completion_id, "object": "chat.completion", "created": created, "model": model, "choices": choices, "usage": usage}
+        choices = [
+            {"index": i, "message": message, "finish_reason": finish, "logprobs": None} for i in range(n)
+        ]
+        doc = {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": choices,
+            "usage": usage,
+        }
         return Response(orjson.dumps(doc), media_type="application/json")
 
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
     def frame(choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        doc = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices, **extra}
+        doc = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": choices,
+            **extra,
+        }
         return b"data: " + orjson.dumps(doc) + b"\n\n"
 
     async def events() -> AsyncIterator[bytes]:
         for i in range(n):
             yield frame([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
             if tool_calls:
-                yield frame([{"index": i, "delta": {"tool_calls": [{"index": 0, **tool_calls[0]}]}, "finish_reason": None}])
+                yield frame(
+                    [
+                        {
+                            "index": i,
+                            "delta": {"tool_calls": [{"index": 0, **tool_calls[0]}]},
+                            "finish_reason": None,
+                        }
+                    ]
+                )
             else:
                 for word in (content or "").split(" "):
                     yield frame([{"index": i, "delta": {"content": word + " "}, "finish_reason": None}])
@@ -128,7 +164,12 @@ async def embeddings(request: Request) -> Response:
         norm = math.sqrt(sum(v * v for v in vector)) or 1.0
         data.append({"object": "embedding", "index": i, "embedding": [v / norm for v in vector]})
     tokens = sum(_tokens(t) for t in texts)
-    doc = {"object": "list", "data": data, "model": body.get("model"), "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    doc = {
+        "object": "list",
+        "data": data,
+        "model": body.get("model"),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
     return Response(orjson.dumps(doc), media_type="application/json")
 
 

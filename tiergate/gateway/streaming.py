@@ -110,7 +110,9 @@ class SSEAccumulator:
         if isinstance(delta.get("content"), str):
             acc.content.append(delta["content"])
         for call in delta.get("tool_calls") or ():
-            slot = acc.tool_calls.setdefault(call.get("index", 0), {"function": {"name": "", "arguments": ""}})
+            slot = acc.tool_calls.setdefault(
+                call.get("index", 0), {"function": {"name": "", "arguments": ""}}
+            )
             if call.get("id"):
                 slot["id"] = call["id"]
             if call.get("type"):
@@ -169,7 +171,11 @@ class SSEAccumulator:
 
 def error_event(message: str, code: str = "upstream_stream_broken") -> bytes:
     """The final event of a stream that broke after bytes reached the client; the SDK raises on it."""
-    return b"data: " + orjson.dumps({"error": {"message": message, "type": "server_error", "param": None, "code": code}}) + b"\n\n"
+    return (
+        b"data: "
+        + orjson.dumps({"error": {"message": message, "type": "server_error", "param": None, "code": code}})
+        + b"\n\n"
+    )
 
 
 @dataclass
@@ -205,6 +211,10 @@ class RelayResponse:
         self._started = started
         self.outcome = StreamOutcome(upstream_wait_s=upstream_wait_s)
         self._finish = finish
+
+    def add_header(self, name: str, value: str) -> None:
+        """Before the response starts: one more header (the app adds its own to every response)."""
+        self._headers.append((name.encode(), value.encode()))
 
     async def _pump(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         acc = self.accumulator

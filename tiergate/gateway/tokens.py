@@ -40,8 +40,13 @@ class TokenCounter:
             import tiktoken  # deferred: loading an encoding takes ~0.3 s and startup must stay fast
 
             with self._lock:
-                enc = self._encodings.get(name) or tiktoken.get_encoding(name)
-                self._encodings[name] = enc
+                enc = self._encodings.get(name)
+                if enc is None:
+                    enc = tiktoken.get_encoding(name)
+                    # The Python copy of the merge table (~35 MB for o200k) only serves pickling; the Rust
+                    # core that encodes holds its own. Dropping it keeps the gateway's RSS small.
+                    enc._mergeable_ranks = {}
+                    self._encodings[name] = enc
         return enc
 
     def warm(self, models: Iterable[str]) -> None:

@@ -1,7 +1,8 @@
 """The seam between the gateway and the network.
 
 The hot path uses one `aiohttp.ClientSession` (a quarter of httpx's CPU per request on this workload);
-`HttpxTransport` serves tests and embedders that inject an `httpx` transport (e.g. respx's mock router).
+`transport_httpx.HttpxTransport` serves tests and embedders that inject an `httpx` transport (e.g. respx's mock
+router); it lives in its own module because importing httpx costs ~20 ms and several MB the hot path never needs.
 Both present the same small interface, so nothing above this module knows which one runs.
 """
 
@@ -11,7 +12,6 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
 import aiohttp
-import httpx
 
 
 class TransportError(Exception):
@@ -35,7 +35,14 @@ class UpstreamResponse(Protocol):
 
 class Transport(Protocol):
     async def send(
-        self, url: str, headers: Mapping[str, str], body: bytes, *, timeout_s: float, connect_timeout_s: float, stream: bool
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        timeout_s: float,
+        connect_timeout_s: float,
+        stream: bool,
     ) -> UpstreamResponse: ...
 
     async def aclose(self) -> None: ...
@@ -96,11 +103,22 @@ class AiohttpTransport:
         return timeout
 
     async def send(
-        self, url: str, headers: Mapping[str, str], body: bytes, *, timeout_s: float, connect_timeout_s: float, stream: bool
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        timeout_s: float,
+        connect_timeout_s: float,
+        stream: bool,
     ) -> UpstreamResponse:
         try:
             response = await self._session.post(
-                url, data=body, headers=headers, timeout=self._timeout(timeout_s, connect_timeout_s, stream), allow_redirects=False
+                url,
+                data=body,
+                headers=headers,
+                timeout=self._timeout(timeout_s, connect_timeout_s, stream),
+                allow_redirects=False,
             )
         except TimeoutError:
             raise TransportError("upstream timed out", timeout=True) from None
@@ -110,56 +128,3 @@ class AiohttpTransport:
 
     async def aclose(self) -> None:
         await self._session.close()
-
-
-class _HttpxResponse:
-    __slots__ = ("_response", "headers", "status")
-
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self.status = response.status_code
-        self.headers: Mapping[str, str] = response.headers
-
-    async def read(self) -> bytes:
-        try:
-            return await self._response.aread()
-        except httpx.TimeoutException:
-            raise TransportError("upstream timed out while sending its answer", timeout=True) from None
-        except httpx.HTTPError as exc:
-            raise TransportError(f"upstream connection broke: {exc.__class__.__name__}") from None
-        finally:
-            await self._response.aclose()
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._response.aiter_raw():
-                yield chunk
-        except httpx.TimeoutException:
-            raise TransportError("upstream stopped sending (read timeout)", timeout=True) from None
-        except httpx.HTTPError as exc:
-            raise TransportError(f"upstream stream broke: {exc.__class__.__name__}") from None
-
-    async def aclose(self) -> None:
-        await self._response.aclose()
-
-
-class HttpxTransport:
-    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
-        self._client = httpx.AsyncClient(transport=transport)
-
-    async def send(
-        self, url: str, headers: Mapping[str, str], body: bytes, *, timeout_s: float, connect_timeout_s: float, stream: bool
-    ) -> UpstreamResponse:
-        timeout = httpx.Timeout(None if stream else timeout_s, connect=connect_timeout_s, read=timeout_s)
-        request = self._client.build_request("POST", url, content=body, headers=headers, timeout=timeout)
-        try:
-            response = await self._client.send(request, stream=True)
-        except httpx.TimeoutException:
-            raise TransportError("upstream timed out", timeout=True) from None
-        except httpx.HTTPError as exc:
-            raise TransportError(f"cannot reach upstream: {exc.__class__.__name__}: {exc}") from None
-        return _HttpxResponse(response)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-

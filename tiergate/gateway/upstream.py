@@ -15,11 +15,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from tiergate.gateway.errors import UpstreamFailed, UpstreamRejected
+from tiergate.gateway.errors import RateLimited, UpstreamFailed, UpstreamRejected
 from tiergate.gateway.settings import Deployment, Settings
 from tiergate.gateway.transport import TransportError, UpstreamResponse
 from tiergate.policies.retry import Health, backoff_s, is_retryable_status, record_failure, record_success
-from tiergate.policies.routing import RoutePlan, prefer_healthy
+from tiergate.policies.routing import RoutePlan, Target, prefer_healthy
 
 # Upstream answers that mean "this deployment is misconfigured", not "the request is wrong": try the next one.
 _DEPLOYMENT_FAULTS = frozenset({401, 403, 404})
@@ -32,6 +32,8 @@ class Attempted:
     attempts: int = 0
     escalations: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    # (deployment id, kind) per failed attempt, for metrics: kind is the HTTP status, "timeout" or "connection".
+    errors: list[tuple[str, str]] = field(default_factory=list)
     upstream_wait_s: float = 0.0
 
 
@@ -66,7 +68,10 @@ class UpstreamClient:
     def _failed(self, deployment: Deployment, now: float) -> bool:
         """Record a failure; True when the deployment is now resting and should not be retried."""
         state = record_failure(
-            self.health.get(deployment.id, Health()), now, self._policy.cooldown_failures, self._policy.cooldown_s
+            self.health.get(deployment.id, Health()),
+            now,
+            self._policy.cooldown_failures,
+            self._policy.cooldown_s,
         )
         self.health[deployment.id] = state
         return not state.available(now)
@@ -76,14 +81,34 @@ class UpstreamClient:
         if state is not None:
             self.health[deployment.id] = record_success(state)
 
-    async def call(self, plan: RoutePlan, send: Send, *, stream: bool, trail: Attempted) -> Answer:
-        """The first good answer along the plan, or the error the caller should see."""
+    async def call(
+        self,
+        plan: RoutePlan,
+        send: Send,
+        *,
+        stream: bool,
+        trail: Attempted,
+        may_escalate: Callable[[Target, int], Awaitable[bool]] | None = None,
+    ) -> Answer:
+        """The first good answer along the plan, or the error the caller should see.
+
+        `may_escalate` is asked before each escalation (the budget must hold the pricier tier); False ends
+        the search with the failures so far.
+        """
+        rotation = self._rotation if self._policy.load_balance == "round_robin" else 0
         self._rotation += 1
-        all_timeouts = True
+        all_timeouts = all_throttled = True
+        retry_afters: list[float] = []
         for position, target in enumerate(plan.targets):
             if position:
-                trail.escalations.append(f"{plan.targets[position - 1].tier}->{target.tier}: {trail.failures[-1]}")
-            order = prefer_healthy(target.deployments, self.health, time.monotonic(), self._rotation)
+                if may_escalate is not None and not await may_escalate(target, 0):
+                    trail.failures.append(f"escalation to {target.tier} refused: the budget cannot hold it")
+                    all_throttled = all_timeouts = False
+                    break
+                trail.escalations.append(
+                    f"{plan.targets[position - 1].tier}->{target.tier}: {trail.failures[-1]}"
+                )
+            order = prefer_healthy(target.deployments, self.health, time.monotonic(), rotation)
             for deployment_id in order:
                 deployment = self._deployments[deployment_id]
                 for attempt in range(self._policy.max_retries + 1):
@@ -102,12 +127,18 @@ class UpstreamClient:
                         status = response.status
                         retry_after = _retry_after(response)
                         all_timeouts = False
+                        all_throttled = all_throttled and status == 429
+                        if retry_after is not None:
+                            retry_afters.append(retry_after)
                     except TransportError as exc:
                         trail.upstream_wait_s += time.perf_counter() - waited
                         trail.failures.append(f"{deployment.id}: {exc}")
+                        trail.errors.append((deployment.id, "timeout" if exc.timeout else "connection"))
                         all_timeouts = all_timeouts and exc.timeout
+                        all_throttled = False
                     else:
                         trail.failures.append(f"{deployment.id}: HTTP {status}")
+                        trail.errors.append((deployment.id, str(status)))
                         if not is_retryable_status(status):
                             if status in _DEPLOYMENT_FAULTS:
                                 self._failed(deployment, time.monotonic())
@@ -116,15 +147,31 @@ class UpstreamClient:
                     if self._failed(deployment, time.monotonic()) or attempt == self._policy.max_retries:
                         break
                     await asyncio.sleep(
-                        backoff_s(attempt, self._policy.backoff_base_s, self._policy.backoff_max_s, self._rng, retry_after)
+                        backoff_s(
+                            attempt,
+                            self._policy.backoff_base_s,
+                            self._policy.backoff_max_s,
+                            self._rng,
+                            retry_after,
+                        )
                     )
         summary = "; ".join(trail.failures[-4:])
+        if all_throttled:
+            # Every deployment is rate-limiting us: the caller should back off, as it would with OpenAI.
+            raise RateLimited(
+                f"every upstream deployment is rate limited ({summary})",
+                retry_after_s=min(retry_afters, default=self._policy.backoff_max_s),
+            )
         if all_timeouts:
-            raise UpstreamFailed(f"every upstream deployment timed out ({summary})", status=504, code="upstream_timeout")
+            raise UpstreamFailed(
+                f"every upstream deployment timed out ({summary})", status=504, code="upstream_timeout"
+            )
         raise UpstreamFailed(f"every upstream deployment failed after retries ({summary})")
 
     @staticmethod
-    async def _complete(deployment: Deployment, tier: str | None, response: UpstreamResponse, stream: bool) -> Answer:
+    async def _complete(
+        deployment: Deployment, tier: str | None, response: UpstreamResponse, stream: bool
+    ) -> Answer:
         if not stream:
             return Answer(deployment, tier, response, b"", await response.read())
         chunks = response.chunks()
@@ -158,4 +205,3 @@ class _Resumed:
 
     async def aclose(self) -> None:
         await self._response.aclose()
-

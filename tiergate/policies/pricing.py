@@ -28,7 +28,9 @@ class Price:
 def cost_nano(price: Price, prompt_tokens: int, completion_tokens: int) -> int:
     """Cost of a call, rounded to the nearest nano-dollar."""
     # USD/Mtok * tokens / 1e6 USD  ==  USD/Mtok * tokens * 1e3 nano-USD
-    return round(price.input_per_mtok * prompt_tokens * 1000 + price.output_per_mtok * completion_tokens * 1000)
+    return round(
+        price.input_per_mtok * prompt_tokens * 1000 + price.output_per_mtok * completion_tokens * 1000
+    )
 
 
 def max_cost_nano(price: Price, prompt_tokens: int, max_completion_tokens: int) -> int:

@@ -14,7 +14,9 @@ def is_retryable_status(status: int) -> bool:
     return status >= 500 or status in _RETRYABLE_4XX
 
 
-def backoff_s(attempt: int, base_s: float, cap_s: float, rng: random.Random, retry_after_s: float | None = None) -> float:
+def backoff_s(
+    attempt: int, base_s: float, cap_s: float, rng: random.Random, retry_after_s: float | None = None
+) -> float:
     """Delay before retry number `attempt` (0-based): "full jitter" exponential backoff.
 
     Jitter keeps replicas that failed together from retrying together; an upstream's Retry-After wins

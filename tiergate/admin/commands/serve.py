@@ -6,8 +6,13 @@ import argparse
 import asyncio
 import os
 import secrets
+import shutil
 import socket
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from tiergate.gateway.settings import ConfigError, Settings, load_settings, parse_settings
 from tiergate.policies.tiers import TIERS
@@ -22,7 +27,7 @@ def _describe(settings: Settings) -> str:
     return "\n".join(lines)
 
 
-def _uvicorn_kwargs(host: str, port: int, settings: Settings) -> dict[str, object]:
+def _uvicorn_kwargs(host: str, port: int, settings: Settings) -> dict[str, Any]:
     return {
         "host": host,
         "port": port,
@@ -35,24 +40,73 @@ def _uvicorn_kwargs(host: str, port: int, settings: Settings) -> dict[str, objec
     }
 
 
+@contextmanager
+def _shared_metrics(settings: Settings) -> Iterator[None]:
+    """Metrics for several processes: a directory the workers write their values to, and the metrics
+    port (when configured) served here, in the supervisor, from all of them.
+
+    $PROMETHEUS_MULTIPROC_DIR names the directory when set (e.g. a volume); otherwise a temporary one is
+    made and removed at exit. Either way it is cleared of a previous run's values first, and it is set
+    before prometheus_client is imported, as its multiprocess mode requires.
+    """
+    from tiergate.gateway.metrics import MULTIPROC_ENV, clear_multiprocess_dir
+
+    given = os.environ.get(MULTIPROC_ENV)
+    path = given or tempfile.mkdtemp(prefix="tiergate-metrics-")
+    clear_multiprocess_dir(path)
+    os.environ[MULTIPROC_ENV] = path
+    server = None
+    if settings.metrics_port is not None:
+        from tiergate.gateway.metrics import MetricsServer, multiprocess_registry
+
+        server = MetricsServer(multiprocess_registry(path), settings.metrics_host, settings.metrics_port)
+    try:
+        yield
+    finally:
+        if server is not None:
+            server.close()
+        if not given:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from tiergate.gateway.app import create_app
+    from tiergate.admin.server import create_server
+    from tiergate.gateway.logs import configure_logging, logging_options
 
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
         print(f"tiergate: configuration error: {exc}", file=sys.stderr)
         return 2
+    level, fmt = logging_options(settings, level=args.log_level)
+    configure_logging(level, fmt)
     print(_describe(settings), file=sys.stderr)
     kwargs = _uvicorn_kwargs(args.host, args.port, settings)
-    if args.workers > 1:
-        if args.config:
-            os.environ["TIERGATE_CONFIG"] = os.path.abspath(args.config)
-        uvicorn.run("tiergate.gateway.app:app_from_environment", factory=True, workers=args.workers, **kwargs)  # type: ignore[arg-type]
-    else:
-        uvicorn.run(create_app(settings), **kwargs)  # type: ignore[arg-type]
+    if args.workers < 1:
+        print("tiergate: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1 and not settings.redis_url:
+        print(
+            "tiergate: --workers > 1 needs redis_url: worker processes must share rate limits and budgets",
+            file=sys.stderr,
+        )
+        return 2
+    if args.workers == 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        uvicorn.run(create_server(settings), **kwargs)
+        return 0
+    # Worker processes start fresh: the environment carries the config and the logging choices to them.
+    if args.config:
+        os.environ["TIERGATE_CONFIG"] = os.path.abspath(args.config)
+    os.environ["TIERGATE_LOG_LEVEL"], os.environ["TIERGATE_LOG_FORMAT"] = level, fmt
+    with _shared_metrics(settings):
+        if args.workers == 1:
+            uvicorn.run(create_server(settings), **kwargs)
+        else:
+            uvicorn.run(
+                "tiergate.admin.server:server_from_environment", factory=True, workers=args.workers, **kwargs
+            )
     return 0
 
 
@@ -69,12 +123,24 @@ def demo_settings(standin_port: int, master_key: str) -> Settings:
     # Made-up prices, in the ratio of real model families, so the cost figures mean something.
     prices = {"student": (0.15, 0.6), "ta": (0.4, 1.6), "teacher": (2.5, 10.0), "supervisor": (15.0, 60.0)}
     tiers = {
-        tier: [{"model": PREFIX + tier, "api_base": base, "input_cost_per_mtok": p[0], "output_cost_per_mtok": p[1]}]
+        tier: [
+            {
+                "model": PREFIX + tier,
+                "api_base": base,
+                "input_cost_per_mtok": p[0],
+                "output_cost_per_mtok": p[1],
+            }
+        ]
         for tier, p in prices.items()
     }
     models = [{"model": PREFIX + "embedding", "api_base": base, "input_cost_per_mtok": 0.02}]
     return parse_settings(
-        {"master_key": master_key, "tiers": tiers, "models": models, "database_url": "sqlite:///./tiergate-demo.db"},
+        {
+            "master_key": master_key,
+            "tiers": tiers,
+            "models": models,
+            "database_url": "sqlite:///./tiergate-demo.db",
+        },
         env={},
         source="demo (local stand-in models)",
     )
@@ -83,7 +149,7 @@ def demo_settings(standin_port: int, master_key: str) -> Settings:
 def cmd_demo(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from tiergate.gateway.app import create_app
+    from tiergate.admin.server import create_server
     from tiergate.gateway.standin import create_standin_app
 
     standin_port = _free_port()
@@ -97,14 +163,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 Try:
   curl -s {url}/models -H "Authorization: Bearer {master_key}"
   curl -s {url}/chat/completions -H "Authorization: Bearer {master_key}" -H "Content-Type: application/json" \\
-       -d '{{"model": "auto", "messages": [{{"role": "user", "content": "Hello!"}}]}}' -D - 
+       -d '{{"model": "auto", "messages": [{{"role": "user", "content": "Hello!"}}]}}' -D -
   python -c 'from openai import OpenAI; c = OpenAI(base_url="{url}", api_key="{master_key}"); print(c.chat.completions.create(model="teacher", messages=[{{"role": "user", "content": "hi"}}]).choices[0].message.content)'
 
 Press Ctrl+C to stop.""",
         flush=True,
     )
-    standin = uvicorn.Server(uvicorn.Config(create_standin_app(), host="127.0.0.1", port=standin_port, log_level="warning", log_config=None))
-    gateway = uvicorn.Server(uvicorn.Config(create_app(settings), **_uvicorn_kwargs(args.host, args.port, settings)))  # type: ignore[arg-type]
+    standin = uvicorn.Server(
+        uvicorn.Config(
+            create_standin_app(), host="127.0.0.1", port=standin_port, log_level="warning", log_config=None
+        )
+    )
+    gateway = uvicorn.Server(
+        uvicorn.Config(create_server(settings), **_uvicorn_kwargs(args.host, args.port, settings))
+    )
 
     async def run() -> None:
         await asyncio.gather(standin.serve(), gateway.serve())

@@ -10,7 +10,9 @@ from tiergate.gateway.transport import UpstreamResponse
 
 
 class Provider(Protocol):
-    async def chat(self, deployment: Deployment, request: ChatRequest, *, want_usage_chunk: bool) -> UpstreamResponse:
+    async def chat(
+        self, deployment: Deployment, request: ChatRequest, *, want_usage_chunk: bool
+    ) -> UpstreamResponse:
         """Send a chat completion; for streams, `want_usage_chunk` asks the upstream for the usage chunk."""
 
     async def embeddings(self, deployment: Deployment, request: EmbeddingsRequest) -> UpstreamResponse: ...

@@ -24,7 +24,9 @@ class OpenAICompatible:
             self._headers[deployment.id] = headers
         return headers
 
-    async def chat(self, deployment: Deployment, request: ChatRequest, *, want_usage_chunk: bool) -> UpstreamResponse:
+    async def chat(
+        self, deployment: Deployment, request: ChatRequest, *, want_usage_chunk: bool
+    ) -> UpstreamResponse:
         updates: dict[str, Any] = {}
         if request.model != deployment.model:
             updates["model"] = deployment.model

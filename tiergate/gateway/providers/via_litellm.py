@@ -31,7 +31,9 @@ def _import_litellm() -> Any:
 
     litellm.telemetry = False
     litellm.suppress_debug_info = True
-    litellm.drop_params = True  # a field the provider lacks is dropped, as OpenAI-compatible servers ignore it
+    litellm.drop_params = (
+        True  # a field the provider lacks is dropped, as OpenAI-compatible servers ignore it
+    )
     return litellm
 
 
@@ -85,7 +87,9 @@ class _Streamed:
 def _error_response(exc: Exception) -> UpstreamResponse:
     status = getattr(exc, "status_code", None)
     if not isinstance(status, int) or status < 400:
-        raise TransportError(f"provider call failed: {exc.__class__.__name__}: {exc}", timeout="Timeout" in type(exc).__name__)
+        raise TransportError(
+            f"provider call failed: {exc.__class__.__name__}: {exc}", timeout="Timeout" in type(exc).__name__
+        )
     message = str(getattr(exc, "message", None) or exc)
     return _Buffered(status, GatewayError(message, status=status, code=type(exc).__name__).body())
 
@@ -118,7 +122,9 @@ class LiteLLMProvider:
             target["extra_headers"] = dict(deployment.extra_headers)
         return target
 
-    async def chat(self, deployment: Deployment, request: ChatRequest, *, want_usage_chunk: bool) -> UpstreamResponse:
+    async def chat(
+        self, deployment: Deployment, request: ChatRequest, *, want_usage_chunk: bool
+    ) -> UpstreamResponse:
         litellm = await self._litellm()
         params = {k: v for k, v in request.body.items() if k not in _OWN_FIELDS}
         params.update(self._target(deployment))

@@ -1,0 +1,143 @@
+"""The versioned route table through the admin API, and its pickup by a running gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from httpx import Response
+
+from tests.gateway.conftest import AUTH, completion, settings
+from tests.gateway.test_response_cache import TenantKeys
+from tests.gateway.test_routing_strategies import CountingEncoder
+from tiergate.admin.server import create_server
+from tiergate.gateway.route_table import RouteTableDoc
+
+E0 = [1.0] + [0.0] * 383  # the CountingEncoder embeds every text as e0
+E1 = [0.0, 1.0] + [0.0] * 382
+
+
+@asynccontextmanager
+async def server(refresh_s: float = 60.0) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    router = respx.Router(assert_all_called=False)
+    router.post("http://up-a/v1/chat/completions").mock(
+        return_value=Response(200, json=completion("small-a"))
+    )
+    router.post("http://up-t/v1/chat/completions").mock(return_value=Response(200, json=completion("big")))
+    config = settings(
+        routing={"strategy": "promotion", "refresh_s": refresh_s}, cache={"exact": {"enabled": False}}
+    )
+    app = create_server(config, upstream_transport=httpx.MockTransport(router.handler), rng=random.Random(0))
+    async with app.router.lifespan_context(app):
+        res = app.state.resources
+        res.embedder = CountingEncoder()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+            yield client, res
+
+
+async def tier(client: httpx.AsyncClient) -> str:
+    r = await client.post(
+        "/v1/chat/completions",
+        json={"model": "auto", "messages": [{"role": "user", "content": "x"}]},
+        headers=AUTH,
+    )
+    return r.headers["x-tiergate-tier"]
+
+
+async def test_put_get_history_and_rollback() -> None:
+    async with server() as (client, _):
+        assert await tier(client) == "teacher"  # no table: every domain is unknown
+        first = await client.put(
+            "/admin/route-table",
+            json={"routes": {"billing": "student"}, "centroids": {"billing": E0}, "note": "promote billing"},
+            headers=AUTH,
+        )
+        assert first.status_code == 201 and first.json()["version"] == 1
+        assert await tier(client) == "student"  # this replica installs its own write at once
+        second = await client.put(
+            "/admin/route-table",
+            json={"routes": {"billing": "teacher"}, "centroids": {"billing": E0}, "base_version": 1},
+            headers=AUTH,
+        )
+        assert second.json()["version"] == 2 and await tier(client) == "teacher"
+        current = (await client.get("/admin/route-table", headers=AUTH)).json()
+        assert current["version"] == current["serving_version"] == 2 and current["routes"] == {
+            "billing": "teacher"
+        }
+        back = await client.post("/admin/route-table/rollback", headers=AUTH)
+        assert (
+            back.status_code == 201
+            and back.json()["version"] == 3
+            and back.json()["routes"] == {"billing": "student"}
+        )
+        assert await tier(client) == "student"
+        again = await client.post("/admin/route-table/rollback", json={"to_version": 2}, headers=AUTH)
+        assert again.json()["version"] == 4 and await tier(client) == "teacher"
+        history = (await client.get("/admin/route-table/history?limit=10", headers=AUTH)).json()["data"]
+        assert [h["version"] for h in history] == [4, 3, 2, 1] and history[-1]["note"] == "promote billing"
+
+
+async def test_a_domain_far_from_every_centroid_is_general() -> None:
+    async with server() as (client, _):
+        await client.put(
+            "/admin/route-table",
+            json={"routes": {"billing": "student"}, "centroids": {"billing": E1}},
+            headers=AUTH,
+        )
+        assert await tier(client) == "teacher"
+        await client.put("/admin/route-table", json={"routes": {"general": "student"}}, headers=AUTH)
+        assert await tier(client) == "student"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "param"),
+    [
+        ("PUT", "/admin/route-table", {"routes": {"billing": "intern"}}, 400, "routes.billing"),
+        ("PUT", "/admin/route-table", {"routes": []}, 400, "routes"),
+        ("PUT", "/admin/route-table", {"routes": {}, "centroids": {"x": [1.0, 2.0]}}, 400, "centroids.x"),
+        ("PUT", "/admin/route-table", {"routes": {}, "centroids": {"x": [0.0] * 384}}, 400, "centroids.x"),
+        ("PUT", "/admin/route-table", {"routes": {}, "extra": 1}, 400, "extra"),
+        ("PUT", "/admin/route-table", {"routes": {}, "base_version": 7}, 409, "base_version"),
+        ("POST", "/admin/route-table/rollback", {}, 400, "to_version"),  # nothing to roll back to
+        ("POST", "/admin/route-table/rollback", {"to_version": 9}, 404, "to_version"),
+        ("GET", "/admin/route-table/history?limit=0", None, 400, "limit"),
+    ],
+)
+async def test_bad_writes_are_refused_and_change_nothing(
+    method: str, path: str, body: Any, status: int, param: str
+) -> None:
+    async with server() as (client, res):
+        await client.put("/admin/route-table", json={"routes": {"billing": "student"}}, headers=AUTH)
+        r = await client.request(method, path, json=body, headers=AUTH)
+        assert r.status_code == status and r.json()["error"]["param"] == param
+        assert await res.route_tables.latest_version() == 1 and res.router.snapshot.table.version == 1
+
+
+async def test_only_the_master_key_may_use_it() -> None:
+    async with server() as (client, res):
+        res.auth = TenantKeys()
+        assert (await client.get("/admin/route-table")).status_code == 401
+        denied = await client.put(
+            "/admin/route-table", json={"routes": {}}, headers={"authorization": "Bearer k-acme-1"}
+        )
+        assert denied.status_code == 403 and await res.route_tables.latest_version() == 0
+
+
+async def test_a_running_gateway_picks_up_a_version_another_replica_wrote() -> None:
+    async with server(refresh_s=0.05) as (client, res):
+        assert await tier(client) == "teacher"
+        # Another replica's write: straight into the shared store, not through this replica's API.
+        await res.route_tables.append(
+            RouteTableDoc({"general": "student"}), author="replica-2", base_version=None
+        )
+        deadline = asyncio.get_running_loop().time() + 5
+        while res.router.snapshot.table.version != 1:
+            assert asyncio.get_running_loop().time() < deadline, "the new version was not picked up"
+            await asyncio.sleep(0.02)
+        assert await tier(client) == "student"

@@ -1,0 +1,50 @@
+"""The storage layer on both databases: migrations, tenants and keys, budget counters, ledger and reports."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.admin.conftest import ADMIN, config, serve
+from tiergate.gateway.db import migrate
+from tiergate.gateway.db.engine import async_url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    if request.param == "sqlite":
+        return sqlite_url
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+def test_plain_urls_get_async_drivers() -> None:
+    assert (
+        async_url("postgresql://u@h:5432/db?sslmode=require")
+        == "postgresql+asyncpg://u@h:5432/db?ssl=require"
+    )
+    assert async_url("postgres://u:p@h/db") == "postgresql+asyncpg://u:p@h/db"
+    assert async_url("sqlite:///./x.db") == "sqlite+aiosqlite:///./x.db"
+
+
+async def test_migrations_then_keys_budgets_ledger_and_reports(database_url: str) -> None:
+    if database_url.startswith("postgresql"):
+        with pytest.raises(migrate.SchemaBehind, match="tiergate db upgrade"):
+            await migrate.check(database_url)
+        assert await migrate.upgrade(database_url) == (None, migrate.head())
+    async with serve(config(database_url)) as s:
+        tenant = await s.new_tenant(budget_usd=0.0001)  # 100,000 nano: 5 requests at 20,000
+        key = await s.new_key(tenant["id"])
+        results = await asyncio.gather(*(s.chat(key["key"], max_tokens=5) for _ in range(12)))
+        statuses = [r.status_code for r in results]
+        assert statuses.count(200) <= 5 and set(statuses) <= {200, 429}
+        await s.flushed()
+        report = (
+            await s.client.get(f"/admin/reports/cost?tenant_id={tenant['id']}&group_by=day", headers=ADMIN)
+        ).json()
+        assert report["total"]["requests"] == statuses.count(200)
+        assert report["total"]["cost_usd"] == pytest.approx(statuses.count(200) * 20_000 / 1e9)
+        await s.client.delete(f"/admin/keys/{key['id']}", headers=ADMIN)
+        assert (await s.chat(key["key"])).status_code == 401
+    await migrate.check(database_url)

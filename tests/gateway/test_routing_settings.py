@@ -1,0 +1,114 @@
+"""The `routing:` and `cache:` config sections: defaults, overrides per tenant, and errors naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tiergate.gateway.settings import ConfigError, parse_settings
+from tiergate.policies.cache import CachePolicy
+from tiergate.policies.routing import RoutingPolicy
+
+
+def parse(**doc: Any) -> Any:
+    return parse_settings(doc, env={})
+
+
+def test_defaults_fixed_routing_exact_cache_on_semantic_off() -> None:
+    s = parse()
+    assert s.routing.policy == RoutingPolicy() and s.routing.cascade.streams
+    assert s.cache.policy == CachePolicy() and s.cache.policy.exact and not s.cache.policy.semantic
+    assert s.redis_prefix == "tiergate:"
+
+
+def test_a_full_routing_section() -> None:
+    s = parse(
+        routing={
+            "strategy": "rules",
+            "rules": [
+                {"name": "vip", "tier": "teacher", "when": {"header": "X-VIP", "keywords": ["urgent"], "regex": "(?i)now"}},
+                {"tier": "ta", "when": {"tools": True, "min_turns": 3, "tenants": ["acme"]}},
+            ],
+            "default_tier": "ta",
+            "route_table": {"billing": "student"},
+            "domains": {"floor": 0.6, "seed": {"billing": ["refund please"]}},
+            "cascade": {"tiers": ["student", "teacher"], "verifiers": ["truncated", "logprob"], "min_mean_logprob": -2,
+                        "refusal_patterns": ["nope"], "judge": {"tier": "supervisor", "fraction": 0.1, "seed": 3}, "streams": False},
+            "tenants": {"acme": {"strategy": "cascade", "cascade": {"tiers": ["ta", "teacher"]}}, "globex": {"tier": "teacher"}},
+        }
+    )  # fmt: skip
+    r = s.routing
+    assert r.policy.strategy == "rules" and r.policy.default_tier == "ta" and len(r.policy.rules) == 2
+    vip = r.policy.rules[0]
+    assert vip.header == "x-vip" and vip.keywords == ("urgent",) and vip.pattern is not None
+    assert r.policy.rules[1].tenants == frozenset({"acme"}) and r.policy.rules[1].min_turns == 3
+    assert (
+        r.cascade.verifiers.enabled == ("truncated", "logprob") and r.cascade.verifiers.min_mean_logprob == -2
+    )
+    assert (
+        r.cascade.verifiers.refusals[-1] == "nope"
+        and r.cascade.judge.fraction == 0.1
+        and not r.cascade.streams
+    )
+    acme, globex = r.policy_for("acme"), r.policy_for("globex")
+    assert (
+        acme.strategy == "cascade"
+        and acme.cascade_tiers == ("ta", "teacher")
+        and acme.rules == r.policy.rules
+    )
+    assert globex.strategy == "rules" and globex.tier == "teacher"  # inherits everything it does not set
+    assert r.policy_for("other") is r.policy and r.policy_for(None) is r.policy
+    assert r.route_table == {"billing": "student"} and r.domains.floor == 0.6
+
+
+def test_a_full_cache_section() -> None:
+    s = parse(
+        cache={
+            "exact": {"enabled": True, "ttl_s": 60, "max_bytes": 4096},
+            "semantic": {"enabled": False, "threshold": 0.95, "ttl_s": 120},
+            "write_queue": 10,
+            "tenants": {"acme": {"exact": {"enabled": False}, "nondeterministic": True}},
+        }
+    )
+    c = s.cache
+    assert (
+        c.policy == CachePolicy(True, 60, False, 0.95, 120, False)
+        and c.max_bytes == 4096
+        and c.write_queue == 10
+    )
+    assert c.policy_for("acme") == CachePolicy(False, 60, False, 0.95, 120, True) and not c.any_semantic
+
+
+@pytest.mark.parametrize(
+    ("doc", "field"),
+    [
+        ({"routing": {"strategy": "random"}}, "routing.strategy"),
+        ({"routing": {"tier": "intern"}}, "routing.tier"),
+        ({"routing": {"rules": [{"tier": "ta", "when": {"regex": "("}}]}}, "routing.rules[0].when.regex"),
+        ({"routing": {"rules": [{"tier": "ta", "when": {"colour": "red"}}]}}, "routing.rules[0].when"),
+        ({"routing": {"rules": [{"tier": "ta", "when": {"tools": "yes"}}]}}, "routing.rules[0].when.tools"),
+        ({"routing": {"rules": [{"tier": "ta", "when": {"min_prompt_tokens": -1}}]}}, "min_prompt_tokens"),
+        ({"routing": {"cascade": {"verifiers": ["vibes"]}}}, "routing.cascade.verifiers"),
+        ({"routing": {"cascade": {"judge": {"fraction": 0.5}}}}, "routing.cascade.judge.tier"),
+        (
+            {"routing": {"cascade": {"judge": {"tier": "supervisor", "fraction": 2}}}},
+            "routing.cascade.judge.fraction",
+        ),
+        ({"routing": {"tenants": {"acme": {"cascade": {"verifiers": []}}}}}, "routing.tenants.acme.cascade"),
+        ({"routing": {"tenants": {"acme": {"route_table": {}}}}}, "routing.tenants.acme"),
+        ({"routing": {"route_table": {"billing": "boss"}}}, "routing.route_table.billing"),
+        ({"routing": {"refresh_s": 0}}, "routing.refresh_s"),
+        ({"cache": {"exact": {"enabled": "yes"}}}, "cache.exact.enabled"),
+        ({"cache": {"exact": {"max_bytes": 10}}}, "cache.exact.max_bytes"),
+        ({"cache": {"semantic": {"threshold": 1.5}}}, "cache.semantic.threshold"),
+        ({"cache": {"tenants": {"acme": {"write_queue": 5}}}}, "cache.tenants.acme"),
+        ({"cache": {"size": 5}}, "cache"),
+        ({"cache": {"semantic": {"enabled": True}}}, "cache.semantic.enabled"),
+        ({"cache": {"tenants": {"acme": {"semantic": {"enabled": True}}}}}, "cache.semantic.enabled"),
+    ],
+)
+def test_bad_values_name_the_field(doc: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(**doc)
+    assert field in str(info.value)

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import calendar
+
+import pytest
+
+from tiergate.policies.budget import fits, output_allowance, period_end, period_start, reservation_nano
+from tiergate.policies.pricing import Price
+
+
+def ts(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> int:
+    return calendar.timegm((y, mo, d, h, mi, s))
+
+
+@pytest.mark.parametrize(
+    ("period", "now", "start", "end"),
+    [
+        ("daily", ts(2024, 3, 5, 13, 7), ts(2024, 3, 5), ts(2024, 3, 6)),
+        ("daily", ts(2024, 3, 5), ts(2024, 3, 5), ts(2024, 3, 6)),  # the first second belongs to the new day
+        ("daily", ts(2024, 3, 5) - 1, ts(2024, 3, 4), ts(2024, 3, 5)),
+        ("weekly", ts(2024, 3, 6, 12), ts(2024, 3, 4), ts(2024, 3, 11)),  # a Wednesday -> Monday 4th
+        ("weekly", ts(2024, 3, 4), ts(2024, 3, 4), ts(2024, 3, 11)),  # Monday 00:00 itself
+        ("weekly", ts(2024, 3, 3, 23, 59, 59), ts(2024, 2, 26), ts(2024, 3, 4)),  # Sunday night
+        ("weekly", ts(1970, 1, 1), ts(1969, 12, 29), ts(1970, 1, 5)),  # the epoch was a Thursday
+        ("monthly", ts(2024, 2, 29, 23), ts(2024, 2, 1), ts(2024, 3, 1)),  # leap day
+        ("monthly", ts(2024, 12, 31, 23, 59, 59), ts(2024, 12, 1), ts(2025, 1, 1)),  # year end
+        ("monthly", ts(2025, 1, 1), ts(2025, 1, 1), ts(2025, 2, 1)),
+        ("total", ts(2024, 5, 5), 0, None),
+    ],
+)
+def test_period_boundaries(period: str, now: int, start: int, end: int | None) -> None:
+    assert period_start(period, now) == start
+    assert period_end(period, now) == end
+
+
+def test_fractional_seconds_stay_in_their_period() -> None:
+    assert period_start("daily", ts(2024, 3, 6) - 0.001) == ts(2024, 3, 5)
+
+
+def test_unknown_period_is_refused() -> None:
+    with pytest.raises(ValueError, match="hourly"):
+        period_start("hourly", 0)
+
+
+@pytest.mark.parametrize(
+    ("max_tokens", "n", "model_limit", "fallback", "expected"),
+    [
+        (100, 1, 16_384, 4096, 100),  # the request's own limit
+        (100, 3, 16_384, 4096, 300),  # every choice is billed
+        (None, 1, 16_384, 4096, 16_384),  # the model's output limit
+        (None, 2, None, 4096, 8192),  # neither known: the configured fallback
+        (50_000, 1, 16_384, 4096, 16_384),  # more than the model can produce
+        (10, 0, None, 4096, 10),  # n below 1 is treated as 1
+    ],
+)
+def test_output_allowance(
+    max_tokens: int | None, n: int, model_limit: int | None, fallback: int, expected: int
+) -> None:
+    assert output_allowance(max_tokens, n, model_limit, fallback) == expected
+
+
+def test_reservation_takes_the_priciest_deployment_and_rounds_up() -> None:
+    cheap, dear = (Price(0.15, 0.60), 16_384), (Price(2.5, 10.0), 16_384)
+    # 1000 prompt tokens at $2.5/M = 2,500,000 nano; 100 completion at $10/M = 1,000,000 nano.
+    assert reservation_nano((cheap, dear), 1000, 100, 1, 4096) == 3_500_000
+    assert reservation_nano((cheap,), 1000, 100, 1, 4096) == 210_000
+    assert reservation_nano((cheap,), 1000, 100, 2, 4096) == 270_000  # two choices
+    # No max_tokens: each deployment's own output limit, or the fallback where it has none.
+    assert reservation_nano(((Price(0, 1.0), 10),), 0, None, 1, 4096) == 10_000
+    assert reservation_nano(((Price(0, 1.0), None),), 0, None, 1, 4096) == 4_096_000
+    assert (
+        reservation_nano(((Price(0.0000001, 0.0), None),), 1, 5, 1, 4096) == 1
+    )  # a fraction still reserves one
+    assert reservation_nano((), 1000, 100, 1, 4096) == 0
+
+
+@pytest.mark.parametrize(
+    ("spent", "reserved", "amount", "limit", "ok"),
+    [
+        (0, 0, 10, 10, True),
+        (5, 4, 1, 10, True),
+        (5, 5, 1, 10, False),
+        (11, 0, 0, 10, False),
+        (0, 0, 0, 0, True),
+    ],
+)
+def test_fits(spent: int, reserved: int, amount: int, limit: int, ok: bool) -> None:
+    assert fits(spent, reserved, amount, limit) is ok

@@ -1,0 +1,264 @@
+"""The admin API under /admin: tenants, keys and cost reports, for the master key only.
+
+Built with FastAPI for request validation and the OpenAPI document (/admin/openapi.json); errors leave in
+OpenAI's shape like everywhere else in the gateway. Bodies over `accounting.admin_max_body_bytes` are
+refused before they are read.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tiergate.admin import reports, store
+from tiergate.admin.schemas import (
+    Deleted,
+    KeyCreate,
+    KeyCreated,
+    KeyOut,
+    KeyRotate,
+    KeyUpdate,
+    TenantCreate,
+    TenantOut,
+    TenantUpdate,
+)
+from tiergate.gateway.auth import presented_key
+from tiergate.gateway.errors import (
+    BadRequest,
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+)
+from tiergate.gateway.resources import Resources
+
+RESOURCES = "tiergate.resources"
+
+
+def _resources(request: Request) -> Resources:
+    return request.scope[RESOURCES]  # type: ignore[no-any-return]
+
+
+def require_master(request: Request) -> Resources:
+    res = _resources(request)
+    key = presented_key(request.headers)
+    master = res.settings.master_key
+    if key is None or master is None or not hmac.compare_digest(key.encode(), master.encode()):
+        raise Unauthorized("the admin API takes the master key only")
+    return res
+
+
+Admin = Annotated[Resources, Depends(require_master)]
+
+
+def _error(error: GatewayError) -> Response:
+    return Response(
+        error.body(), status_code=error.status, headers=error.headers, media_type="application/json"
+    )
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    first = exc.errors()[0]
+    where = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    if first.get("type") == "json_invalid":
+        return "the request body is not valid JSON", None
+    if first.get("type") == "model_attributes_type" or (not where and first.get("type") == "dict_type"):
+        return "the request body must be a JSON object", None
+    param = ".".join(where) or None
+    message = first.get("msg", "invalid value")
+    return (f"'{param}': {message}" if param else message), param
+
+
+def create_admin_app() -> FastAPI:
+    app = FastAPI(
+        title="tiergate admin API",
+        version="1",
+        description="Tenants, virtual keys, budgets and cost reports. Authenticate with the master key.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError) -> Response:
+        return _error(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        message, param = _validation_message(exc)
+        return _error(BadRequest(message, param=param, code="invalid_value"))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 405:
+            return _error(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"))
+        return _error(NotFound(f"no admin route {request.method} {request.url.path}", code="not_found"))
+
+    @app.post("/tenants", response_model=TenantOut, status_code=201)
+    async def create_tenant(body: TenantCreate, res: Admin) -> Any:
+        return store.tenant_out(await store.create_tenant(res.accounting.engine, body))
+
+    @app.get("/tenants", response_model=dict[str, Any])
+    async def list_tenants(res: Admin) -> Any:
+        tenants = await store.list_tenants(res.accounting.engine)
+        return {"object": "list", "data": [store.tenant_out(t).model_dump() for t in tenants]}
+
+    @app.get("/tenants/{tenant_id}", response_model=TenantOut)
+    async def get_tenant(tenant_id: str, res: Admin) -> Any:
+        return store.tenant_out(await store.get_tenant(res.accounting.engine, tenant_id))
+
+    @app.patch("/tenants/{tenant_id}", response_model=TenantOut)
+    async def update_tenant(tenant_id: str, body: TenantUpdate, res: Admin) -> Any:
+        tenant = await store.update_tenant(res.accounting.engine, tenant_id, body)
+        await res.accounting.announce(tenant_ids=[tenant_id])
+        return store.tenant_out(tenant)
+
+    @app.delete("/tenants/{tenant_id}", response_model=Deleted)
+    async def delete_tenant(tenant_id: str, res: Admin) -> Any:
+        await store.delete_tenant(res.accounting.engine, tenant_id)
+        await res.accounting.announce(tenant_ids=[tenant_id])
+        return Deleted(id=tenant_id)
+
+    @app.post("/keys", response_model=KeyCreated, status_code=201)
+    async def create_key(body: KeyCreate, res: Admin) -> Any:
+        key, secret = await store.create_key(res.accounting.engine, body)
+        await res.accounting.announce(key_ids=[key.id])
+        return {**store.key_out(key), "key": secret}
+
+    @app.get("/keys", response_model=dict[str, Any])
+    async def list_keys(res: Admin, tenant_id: Annotated[str | None, Query(max_length=40)] = None) -> Any:
+        keys = await store.list_keys(res.accounting.engine, tenant_id)
+        return {"object": "list", "data": [store.key_out(k) for k in keys]}
+
+    @app.get("/keys/{key_id}", response_model=KeyOut)
+    async def get_key(key_id: str, res: Admin) -> Any:
+        return store.key_out(await store.get_key(res.accounting.engine, key_id))
+
+    @app.patch("/keys/{key_id}", response_model=KeyOut)
+    async def update_key(key_id: str, body: KeyUpdate, res: Admin) -> Any:
+        key = await store.update_key(res.accounting.engine, key_id, body)
+        await res.accounting.announce(key_ids=[key_id])
+        return store.key_out(key)
+
+    @app.delete("/keys/{key_id}", response_model=KeyOut)
+    async def revoke_key(key_id: str, res: Admin) -> Any:
+        """Revoke: refused by every replica within a second (at once with Redis)."""
+        key = await store.revoke_key(res.accounting.engine, key_id)
+        await res.accounting.announce(key_ids=[key_id])
+        return store.key_out(key)
+
+    @app.post("/keys/{key_id}/rotate", response_model=dict[str, Any])
+    async def rotate_key(key_id: str, res: Admin, body: KeyRotate | None = None) -> Any:
+        """A new key with the same settings; the old one keeps working for the grace period."""
+        grace = (
+            body.grace_period_s
+            if body and body.grace_period_s is not None
+            else res.settings.accounting.rotation_grace_s
+        )
+        new, secret, old = await store.rotate_key(res.accounting.engine, key_id, grace)
+        await res.accounting.announce(key_ids=[key_id, new.id])
+        return {
+            "new_key": {**store.key_out(new), "key": secret},
+            "old_key": store.key_out(old),
+            "grace_period_s": grace,
+        }
+
+    @app.get("/reports/cost", response_model=None)
+    async def cost_report(
+        res: Admin,
+        group_by: Literal["key", "tenant", "model", "tier", "day"] | None = None,
+        start: Annotated[str | None, Query(description="ISO date or date-time, inclusive")] = None,
+        end: Annotated[str | None, Query(description="ISO date or date-time, exclusive")] = None,
+        tenant_id: Annotated[str | None, Query(max_length=40)] = None,
+        format: Literal["json", "csv"] = "json",
+    ) -> Any:
+        query = report_query(group_by, start, end, tenant_id=tenant_id)
+        report = await reports.cost_report(res.accounting.engine, res.settings, query)
+        return render(report, format)
+
+    return app
+
+
+def report_query(
+    group_by: str | None, start: str | None, end: str | None, **scope: str | None
+) -> reports.ReportQuery:
+    try:
+        start_ms = reports.parse_time(start, "start") if start else None
+        end_ms = reports.parse_time(end, "end") if end else None
+    except ValueError as exc:
+        raise BadRequest(str(exc), param="start" if "'start'" in str(exc) else "end") from None
+    if start_ms is not None and end_ms is not None and end_ms <= start_ms:
+        raise BadRequest("'end' must be after 'start'", param="end")
+    return reports.ReportQuery(group_by, start_ms, end_ms, **scope)
+
+
+def render(report: dict[str, Any], format: str) -> Response:
+    if format == "csv":
+        # A BOM makes spreadsheet programs read the file as UTF-8 (tenant names may not be ASCII).
+        return Response(
+            "\ufeff" + reports.to_csv(report),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": 'attachment; filename="tiergate-cost-report.csv"'},
+        )
+    import orjson
+
+    return Response(orjson.dumps(reports.public(report)), media_type="application/json")
+
+
+class LazyAdmin:
+    """Mounted at /admin: builds the FastAPI app on first use (keeps the gateway's startup fast), hands it
+    the gateway's resources, and refuses oversized bodies before anything reads them."""
+
+    def __init__(self) -> None:
+        self._app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        res: Resources = scope["app"].state.resources
+        scope = {**scope, RESOURCES: res}
+        limit = res.settings.accounting.admin_max_body_bytes
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > limit:
+                await _send_error(
+                    send, PayloadTooLarge(f"the request body exceeds the admin API's limit of {limit} bytes")
+                )
+                return
+
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        if self._app is None:
+            self._app = create_admin_app()
+        await self._app(scope, replay, send)
+
+
+async def _send_error(send: Send, error: GatewayError) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": error.body()})

@@ -1,0 +1,77 @@
+"""`tiergate tenants create|list|show|update|delete`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from tiergate.admin.direct import add_config, add_limits, announce, fail, fields, output, run
+
+COLUMNS = ["id", "name", "budget_usd", "budget_period", "rpm", "tpm", "allowed_models"]
+LIMITS = ("budget_usd", "budget_period", "rpm", "tpm", "allowed_models")
+
+
+def cmd(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from tiergate.admin import store
+    from tiergate.admin.schemas import TenantCreate, TenantUpdate
+    from tiergate.gateway.errors import GatewayError
+
+    async def work(settings: Any, engine: Any) -> Any:
+        if args.action == "create":
+            meta = json.loads(args.metadata) if args.metadata else None
+            return [
+                store.tenant_out(
+                    await store.create_tenant(
+                        engine, TenantCreate(name=args.name, metadata=meta, **fields(args, LIMITS))
+                    )
+                )
+            ]
+        if args.action == "list":
+            return [store.tenant_out(t) for t in await store.list_tenants(engine)]
+        if args.action == "show":
+            return [store.tenant_out(await store.get_tenant(engine, args.id))]
+        if args.action == "update":
+            changes = fields(args, (*LIMITS, "name"))
+            tenant = await store.update_tenant(engine, args.id, TenantUpdate(**changes))
+            await announce(settings, tenant_ids=[args.id])
+            return [store.tenant_out(tenant)]
+        await store.delete_tenant(engine, args.id)
+        await announce(settings, tenant_ids=[args.id])
+        return []
+
+    try:
+        tenants = run(args, work)
+    except ValidationError as exc:
+        return fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    except GatewayError as exc:
+        return fail(exc.message)
+    if args.action == "delete":
+        print(f"deleted {args.id}; its keys no longer work")
+        return 0
+    docs = [t.model_dump() for t in tenants]
+    output(args, docs if args.action == "list" else docs[0], docs, COLUMNS)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("tenants", help="create, list, change and delete tenants")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="a new tenant")
+    create.add_argument("name")
+    create.add_argument("--metadata", help="a JSON object")
+    add_limits(create, clearable=False)
+    listing = actions.add_parser("list", help="every tenant")
+    show = actions.add_parser("show", help="one tenant")
+    show.add_argument("id")
+    update = actions.add_parser("update", help="change a tenant's name or limits")
+    update.add_argument("id")
+    update.add_argument("--name")
+    add_limits(update, clearable=True)
+    delete = actions.add_parser("delete", help="delete a tenant (its keys stop working; its ledger stays)")
+    delete.add_argument("id")
+    for p in (create, listing, show, update, delete):
+        add_config(p)
+        p.set_defaults(func=cmd)

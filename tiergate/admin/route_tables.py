@@ -1,0 +1,134 @@
+"""`/admin/route-table`: read, write and roll back the versioned route table (master key only).
+
+    GET  /admin/route-table                  the newest version, and the version this replica serves
+    GET  /admin/route-table/history?limit=N  the newest versions first
+    PUT  /admin/route-table                  {"routes", "centroids"?, "note"?, "base_version"?} -> a new version
+    POST /admin/route-table/rollback         {"to_version"?} -> a new version with that content
+                                             (default: the version before the newest)
+
+Writes are append-only. `base_version` makes a write conditional (409 when the table moved on). The replica
+that took the write installs it at once; the others pick it up within `routing.refresh_s`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tiergate.gateway.app import error_response, read_body, request_id
+from tiergate.gateway.embeddings import DIMENSIONS
+from tiergate.gateway.errors import BadRequest, GatewayError, NotFound, PermissionDenied
+from tiergate.gateway.jsonbody import parse_object
+from tiergate.gateway.resources import Resources
+from tiergate.gateway.route_table import StoredRouteTable, VersionConflict, install
+from tiergate.policies.route_table import RouteTableError, parse_route_table
+
+MAX_BODY_BYTES = 8 * 1024 * 1024  # 10,000 domains with centroids fit
+
+
+class Conflict(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "version_conflict"
+
+
+def _shown(stored: StoredRouteTable) -> dict[str, Any]:
+    return {
+        "version": stored.version,
+        "created_ms": stored.created_ms,
+        "author": stored.author,
+        **stored.doc.as_json(),
+    }
+
+
+async def _admin(request: Request) -> Resources:
+    res: Resources = request.app.state.resources
+    principal = await res.auth.authenticate(request.headers)
+    if principal.kind != "master":
+        raise PermissionDenied("the admin API needs the master key", code="admin_only")
+    return res
+
+
+def _json(doc: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(doc), status_code=status, media_type="application/json")
+
+
+async def _handle(request: Request) -> Response:
+    rid = request_id(request)
+    try:
+        res = await _admin(request)
+        response = await _dispatch(request, res)
+    except GatewayError as error:
+        return error_response(error, rid)
+    response.headers["x-request-id"] = rid
+    return response
+
+
+async def _dispatch(request: Request, res: Resources) -> Response:
+    store, router = res.route_tables, res.router
+    path = request.url.path.removeprefix("/admin/route-table")
+    if request.method == "GET" and path == "":
+        stored = await store.get()
+        serving = router.snapshot.table
+        current = (
+            _shown(stored) if stored else {"version": 0, "routes": dict(serving.routes), "centroids": {}}
+        )
+        return _json({**current, "serving_version": serving.version})
+    if request.method == "GET" and path == "/history":
+        limit = request.query_params.get("limit", "20")
+        if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+            raise BadRequest("'limit' must be an integer between 1 and 1000", param="limit")
+        return _json({"data": [_shown(s) for s in await store.history(int(limit))]})
+    body = (
+        parse_object(await read_body(request, MAX_BODY_BYTES))
+        if path == ""
+        else await _optional_body(request)
+    )
+    if path == "":
+        try:
+            doc = parse_route_table(body, DIMENSIONS)
+        except RouteTableError as exc:
+            raise BadRequest(str(exc), param=exc.param) from None
+        base = body.get("base_version")
+        if base is not None and (isinstance(base, bool) or not isinstance(base, int)):
+            raise BadRequest("'base_version' must be an integer", param="base_version")
+    else:
+        target = body.get("to_version")
+        latest = await store.latest_version()
+        if target is None:
+            target = latest - 1
+        if isinstance(target, bool) or not isinstance(target, int):
+            raise BadRequest("'to_version' must be an integer", param="to_version")
+        if target < 1:
+            raise BadRequest("there is no earlier version to roll back to", param="to_version")
+        older = await store.get(target)
+        if older is None:
+            raise NotFound(
+                f"route table version {target} does not exist", param="to_version", code="version_not_found"
+            )
+        doc, base = older.doc, latest
+    try:
+        stored = await store.append(doc, author="master", base_version=base)
+    except VersionConflict as exc:
+        raise Conflict(
+            f"the route table moved on to version {exc.latest}; re-read it and retry", param="base_version"
+        ) from None
+    install(router, stored)
+    return _json(_shown(stored), status=201)
+
+
+async def _optional_body(request: Request) -> dict[str, Any]:
+    raw = await read_body(request, MAX_BODY_BYTES)
+    return parse_object(raw) if raw.strip() else {}
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/admin/route-table", _handle, methods=["GET", "PUT"]),
+        Route("/admin/route-table/history", _handle, methods=["GET"]),
+        Route("/admin/route-table/rollback", _handle, methods=["POST"]),
+    ]

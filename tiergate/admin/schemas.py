@@ -1,0 +1,136 @@
+"""What the admin API accepts and returns (also the shapes of its OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Period = Literal["daily", "weekly", "monthly", "total"]
+_MAX_USD = 1e9  # a billion dollars: anything above is a typo, and stays exact in nano-USD integers
+_MAX_RATE = 10**12
+
+
+class _Strict(BaseModel):
+    # Strict: "10" is not a number and true is not 1; unknown fields are mistakes, not extensions.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _models(value: list[str] | None) -> list[str] | None:
+    if value is not None and any(not m.strip() for m in value):
+        raise ValueError("model names must not be empty")
+    return value
+
+
+class TenantCreate(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    budget_usd: float | None = Field(default=None, ge=0, le=_MAX_USD)
+    budget_period: Period | None = None
+    rpm: int | None = Field(default=None, ge=1, le=_MAX_RATE)
+    tpm: int | None = Field(default=None, ge=1, le=_MAX_RATE)
+    allowed_models: list[str] | None = Field(default=None, max_length=1000)
+    metadata: dict[str, Any] | None = None
+
+    _check_models = field_validator("allowed_models")(_models)
+
+
+class TenantUpdate(_Strict):
+    """Only the fields present change; null removes a limit."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    budget_usd: float | None = Field(default=None, ge=0, le=_MAX_USD)
+    budget_period: Period | None = None
+    rpm: int | None = Field(default=None, ge=1, le=_MAX_RATE)
+    tpm: int | None = Field(default=None, ge=1, le=_MAX_RATE)
+    allowed_models: list[str] | None = Field(default=None, max_length=1000)
+    metadata: dict[str, Any] | None = None
+
+    _check_models = field_validator("allowed_models")(_models)
+
+
+def _timestamp(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("must be an ISO 8601 date-time, e.g. 2025-01-31T00:00:00Z") from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).isoformat()
+
+
+class KeyCreate(_Strict):
+    tenant_id: str = Field(min_length=1, max_length=40)
+    name: str | None = Field(default=None, max_length=200)
+    budget_usd: float | None = Field(default=None, ge=0, le=_MAX_USD)
+    budget_period: Period | None = None
+    rpm: int | None = Field(default=None, ge=1, le=_MAX_RATE)
+    tpm: int | None = Field(default=None, ge=1, le=_MAX_RATE)
+    allowed_models: list[str] | None = Field(default=None, max_length=1000)
+    expires_at: str | None = Field(default=None, description="ISO 8601 date-time; naive times are UTC")
+
+    _check_models = field_validator("allowed_models")(_models)
+    _check_expiry = field_validator("expires_at")(_timestamp)
+
+
+class KeyUpdate(_Strict):
+    """Only the fields present change; null removes a limit."""
+
+    name: str | None = Field(default=None, max_length=200)
+    budget_usd: float | None = Field(default=None, ge=0, le=_MAX_USD)
+    budget_period: Period | None = None
+    rpm: int | None = Field(default=None, ge=1, le=_MAX_RATE)
+    tpm: int | None = Field(default=None, ge=1, le=_MAX_RATE)
+    allowed_models: list[str] | None = Field(default=None, max_length=1000)
+    expires_at: str | None = None
+
+    _check_models = field_validator("allowed_models")(_models)
+    _check_expiry = field_validator("expires_at")(_timestamp)
+
+
+class KeyRotate(_Strict):
+    grace_period_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=365 * 86_400,
+        description="how long the old key keeps working (default: config)",
+    )
+
+
+class TenantOut(BaseModel):
+    id: str
+    name: str
+    budget_usd: float | None
+    budget_period: Period | None
+    rpm: int | None
+    tpm: int | None
+    allowed_models: list[str] | None
+    metadata: dict[str, Any] | None
+    created_at: str
+    updated_at: str
+
+
+class KeyOut(BaseModel):
+    id: str
+    tenant_id: str
+    name: str | None
+    prefix: str = Field(description="the first characters of the key, to recognise it")
+    budget_usd: float | None
+    budget_period: Period | None
+    rpm: int | None
+    tpm: int | None
+    allowed_models: list[str] | None
+    expires_at: str | None
+    revoked_at: str | None
+    rotated_from: str | None
+    created_at: str
+    status: Literal["active", "expired", "revoked"]
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="the secret key: shown in this response only, store it now")
+
+
+class Deleted(BaseModel):
+    id: str
+    deleted: bool = True

@@ -1,0 +1,98 @@
+"""The served application: the gateway's data plane, the admin API at /admin, and `GET /v1/usage`."""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp
+
+from tiergate.admin import reports, route_tables
+from tiergate.admin.api import LazyAdmin, render, report_query
+from tiergate.gateway.app import create_app, error_response, request_id
+from tiergate.gateway.errors import BadRequest, GatewayError
+from tiergate.gateway.logs import configure_logging, logging_options
+from tiergate.gateway.resources import Resources
+from tiergate.gateway.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    import httpx
+
+_USAGE_PARAMS = frozenset({"group_by", "start", "end", "format"})
+_USAGE_GROUPS = ("model", "tier", "day")
+
+
+async def usage(request: Request) -> Response:
+    """A key holder's own figures: the cost report restricted to the key that asks, and nothing else."""
+    res: Resources = request.app.state.resources
+    rid = request_id(request)
+    try:
+        principal = await res.auth.authenticate(request.headers)
+        if principal.key_id is None:
+            raise BadRequest(
+                "GET /v1/usage reports a virtual key's own usage; with the master key use /admin/reports/cost"
+            )
+        params = request.query_params
+        unknown = set(params) - _USAGE_PARAMS
+        if unknown:
+            raise BadRequest(
+                f"unknown parameter(s) {', '.join(sorted(unknown))}; a key sees only its own usage",
+                param=sorted(unknown)[0],
+            )
+        group_by = params.get("group_by")
+        if group_by is not None and group_by not in _USAGE_GROUPS:
+            raise BadRequest(f"'group_by' must be one of {', '.join(_USAGE_GROUPS)}", param="group_by")
+        fmt = params.get("format", "json")
+        if fmt not in ("json", "csv"):
+            raise BadRequest("'format' must be json or csv", param="format")
+        query = report_query(
+            group_by,
+            params.get("start"),
+            params.get("end"),
+            tenant_id=principal.tenant_id,
+            key_id=principal.key_id,
+        )
+        report = await reports.cost_report(res.accounting.engine, res.settings, query)
+    except GatewayError as error:
+        return error_response(error, rid)
+    report["key_id"] = principal.key_id
+    response = render(report, fmt)
+    response.headers["x-request-id"] = rid
+    return response
+
+
+def control_plane_routes() -> list[BaseRoute]:
+    # The route-table endpoints come before the /admin mount, which would otherwise take their paths.
+    return [
+        Route("/v1/usage", usage, methods=["GET"]),
+        Route("/usage", usage, methods=["GET"]),
+        *route_tables.routes(),
+        Mount("/admin", app=LazyAdmin()),
+    ]
+
+
+def create_server(
+    settings: Settings,
+    *,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
+    rng: random.Random | None = None,
+) -> Starlette:
+    """The gateway with its control plane: what `tiergate serve` runs."""
+    return create_app(
+        settings, upstream_transport=upstream_transport, rng=rng, extra_routes=control_plane_routes()
+    )
+
+
+def server_from_environment() -> ASGIApp:
+    """Factory for `uvicorn --factory` and worker processes: settings from $TIERGATE_CONFIG or the default.
+
+    A worker process starts fresh (it does not inherit the parent's logging setup), so it configures logging
+    from the same settings and TIERGATE_LOG_* variables the parent used.
+    """
+    settings = load_settings(None)
+    configure_logging(*logging_options(settings))
+    return create_server(settings)

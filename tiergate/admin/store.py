@@ -1,0 +1,234 @@
+"""Tenants and keys in the database: what the admin API and the CLI do, in one place.
+
+Every change bumps the row's `updated_ms`, which is how replicas without Redis notice it (their key cache
+polls for it); callers announce changes through `Accounting.announce` (or `publish_change`) for the rest.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlmodel import col
+
+from tiergate.admin.schemas import KeyCreate, KeyOut, KeyUpdate, TenantCreate, TenantOut, TenantUpdate
+from tiergate.gateway.db.models import ApiKey, Tenant
+from tiergate.gateway.errors import BadRequest, GatewayError
+from tiergate.gateway.keys import hash_key, new_key, now_ms, visible_prefix
+from tiergate.policies.pricing import nano, usd
+
+
+class UnknownId(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class Conflict(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "key_revoked"
+
+
+def iso(ms: int | None) -> str | None:
+    return (
+        datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+        if ms is not None
+        else None
+    )
+
+
+def _ms(value: str | None) -> int | None:
+    return int(datetime.fromisoformat(value).timestamp() * 1000) if value is not None else None
+
+
+def _usd(value: int | None) -> float | None:
+    return usd(value) if value is not None else None
+
+
+def tenant_out(t: Tenant) -> TenantOut:
+    return TenantOut(
+        id=t.id, name=t.name, budget_usd=_usd(t.budget_nano), budget_period=t.budget_period,  # type: ignore[arg-type]
+        rpm=t.rpm, tpm=t.tpm, allowed_models=t.allowed_models, metadata=t.meta,
+        created_at=iso(t.created_ms) or "", updated_at=iso(t.updated_ms) or "",
+    )  # fmt: skip
+
+
+def key_status(k: ApiKey, at_ms: int) -> str:
+    if k.revoked_ms is not None:
+        return "revoked"
+    if k.expires_ms is not None and k.expires_ms <= at_ms:
+        return "expired"
+    return "active"
+
+
+def key_out(k: ApiKey) -> dict[str, Any]:
+    return KeyOut(
+        id=k.id, tenant_id=k.tenant_id, name=k.name, prefix=k.prefix, budget_usd=_usd(k.budget_nano),
+        budget_period=k.budget_period, rpm=k.rpm, tpm=k.tpm, allowed_models=k.allowed_models,  # type: ignore[arg-type]
+        expires_at=iso(k.expires_ms), revoked_at=iso(k.revoked_ms), rotated_from=k.rotated_from,
+        created_at=iso(k.created_ms) or "", status=key_status(k, now_ms()),  # type: ignore[arg-type]
+    ).model_dump()  # fmt: skip
+
+
+def _limits(fields: dict[str, Any]) -> dict[str, Any]:
+    """API field names and units -> column names and units."""
+    out = dict(fields)
+    if "budget_usd" in out:
+        value = out.pop("budget_usd")
+        out["budget_nano"] = nano(value) if value is not None else None
+    if "metadata" in out:
+        out["meta"] = out.pop("metadata")
+    if "expires_at" in out:
+        out["expires_ms"] = _ms(out.pop("expires_at"))
+    return out
+
+
+async def create_tenant(engine: AsyncEngine, body: TenantCreate) -> Tenant:
+    stamp = now_ms()
+    values = _limits(body.model_dump())
+    if values.get("budget_nano") is not None and values.get("budget_period") is None:
+        values["budget_period"] = "monthly"
+    tenant = Tenant(id="ten_" + secrets.token_hex(8), created_ms=stamp, updated_ms=stamp, **values)
+    async with AsyncSession(engine, expire_on_commit=False) as session:
+        session.add(tenant)
+        await session.commit()
+    return tenant
+
+
+async def get_tenant(engine: AsyncEngine, tenant_id: str) -> Tenant:
+    async with AsyncSession(engine) as session:
+        tenant = await session.get(Tenant, tenant_id)
+    if tenant is None or tenant.deleted_ms is not None:
+        raise UnknownId(f"no tenant with id '{tenant_id}'", param="tenant_id")
+    return tenant
+
+
+async def list_tenants(engine: AsyncEngine) -> list[Tenant]:
+    async with AsyncSession(engine) as session:
+        rows = await session.execute(
+            select(Tenant).where(col(Tenant.deleted_ms).is_(None)).order_by(col(Tenant.created_ms))
+        )
+        return list(rows.scalars())
+
+
+async def update_tenant(engine: AsyncEngine, tenant_id: str, body: TenantUpdate) -> Tenant:
+    changes = _limits(body.model_dump(exclude_unset=True))
+    if changes.get("name", "") is None:
+        raise BadRequest("'name' cannot be removed", param="name")
+    async with AsyncSession(engine, expire_on_commit=False) as session:
+        tenant = await session.get(Tenant, tenant_id)
+        if tenant is None or tenant.deleted_ms is not None:
+            raise UnknownId(f"no tenant with id '{tenant_id}'", param="tenant_id")
+        for name, value in changes.items():
+            setattr(tenant, name, value)
+        if tenant.budget_nano is not None and tenant.budget_period is None:
+            tenant.budget_period = "monthly"
+        tenant.updated_ms = now_ms()
+        await session.commit()
+    return tenant
+
+
+async def delete_tenant(engine: AsyncEngine, tenant_id: str) -> None:
+    """Soft delete: the row stays for the ledger's sake; the tenant's keys stop working at once."""
+    stamp = now_ms()
+    async with AsyncSession(engine) as session:
+        tenant = await session.get(Tenant, tenant_id)
+        if tenant is None or tenant.deleted_ms is not None:
+            raise UnknownId(f"no tenant with id '{tenant_id}'", param="tenant_id")
+        tenant.deleted_ms = tenant.updated_ms = stamp
+        await session.execute(
+            update(ApiKey)
+            .where(col(ApiKey.tenant_id) == tenant_id, col(ApiKey.revoked_ms).is_(None))
+            .values(revoked_ms=stamp, updated_ms=stamp)
+        )
+        await session.commit()
+
+
+async def create_key(
+    engine: AsyncEngine, body: KeyCreate, *, rotated_from: str | None = None
+) -> tuple[ApiKey, str]:
+    """A new key and its plaintext (returned once, never stored)."""
+    await get_tenant(engine, body.tenant_id)
+    secret = new_key()
+    stamp = now_ms()
+    values = _limits(body.model_dump())
+    if values.get("budget_nano") is not None and values.get("budget_period") is None:
+        values["budget_period"] = "monthly"
+    key = ApiKey(
+        id="key_" + secrets.token_hex(8), key_hash=hash_key(secret), prefix=visible_prefix(secret),
+        rotated_from=rotated_from, created_ms=stamp, updated_ms=stamp, **values,
+    )  # fmt: skip
+    async with AsyncSession(engine, expire_on_commit=False) as session:
+        session.add(key)
+        await session.commit()
+    return key, secret
+
+
+async def get_key(engine: AsyncEngine, key_id: str) -> ApiKey:
+    async with AsyncSession(engine) as session:
+        key = await session.get(ApiKey, key_id)
+    if key is None:
+        raise UnknownId(f"no key with id '{key_id}'", param="key_id")
+    return key
+
+
+async def list_keys(engine: AsyncEngine, tenant_id: str | None = None) -> list[ApiKey]:
+    query = select(ApiKey).order_by(col(ApiKey.created_ms))
+    if tenant_id is not None:
+        await get_tenant(engine, tenant_id)
+        query = query.where(col(ApiKey.tenant_id) == tenant_id)
+    async with AsyncSession(engine) as session:
+        return list((await session.execute(query)).scalars())
+
+
+async def update_key(engine: AsyncEngine, key_id: str, body: KeyUpdate) -> ApiKey:
+    changes = _limits(body.model_dump(exclude_unset=True))
+    async with AsyncSession(engine, expire_on_commit=False) as session:
+        key = await session.get(ApiKey, key_id)
+        if key is None:
+            raise UnknownId(f"no key with id '{key_id}'", param="key_id")
+        if key.revoked_ms is not None:
+            raise Conflict(f"the key '{key_id}' is revoked and cannot be changed")
+        for name, value in changes.items():
+            setattr(key, name, value)
+        if key.budget_nano is not None and key.budget_period is None:
+            key.budget_period = "monthly"
+        key.updated_ms = now_ms()
+        await session.commit()
+    return key
+
+
+async def revoke_key(engine: AsyncEngine, key_id: str) -> ApiKey:
+    async with AsyncSession(engine, expire_on_commit=False) as session:
+        key = await session.get(ApiKey, key_id)
+        if key is None:
+            raise UnknownId(f"no key with id '{key_id}'", param="key_id")
+        if key.revoked_ms is None:
+            key.revoked_ms = key.updated_ms = now_ms()
+            await session.commit()
+    return key
+
+
+async def rotate_key(engine: AsyncEngine, key_id: str, grace_s: float) -> tuple[ApiKey, str, ApiKey]:
+    """A new key with the old one's settings; the old one expires after `grace_s`. Returns (new, secret, old)."""
+    old = await get_key(engine, key_id)
+    if old.revoked_ms is not None:
+        raise Conflict(f"the key '{key_id}' is revoked and cannot be rotated")
+    body = KeyCreate(
+        tenant_id=old.tenant_id, name=old.name, budget_usd=_usd(old.budget_nano), budget_period=old.budget_period,  # type: ignore[arg-type]
+        rpm=old.rpm, tpm=old.tpm, allowed_models=old.allowed_models, expires_at=iso(old.expires_ms),
+    )  # fmt: skip
+    new, secret = await create_key(engine, body, rotated_from=old.id)
+    stamp = now_ms()
+    ends = stamp + int(grace_s * 1000)
+    async with AsyncSession(engine, expire_on_commit=False) as session:
+        fresh = await session.get(ApiKey, old.id)
+        assert fresh is not None
+        fresh.expires_ms = min(ends, fresh.expires_ms) if fresh.expires_ms is not None else ends
+        fresh.updated_ms = stamp
+        await session.commit()
+    return new, secret, fresh

@@ -1,0 +1,75 @@
+"""Database URLs and engines.
+
+Users write plain URLs (`sqlite:///./tiergate.db`, `postgresql://user@host:5432/db`); the async drivers are
+chosen here: aiosqlite for SQLite and asyncpg for PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from tiergate.gateway.settings import ConfigError
+
+
+def async_url(url: str) -> str:
+    """The SQLAlchemy URL with an async driver for a user's database URL."""
+    scheme, _, rest = url.partition("://")
+    if not rest:
+        raise ConfigError(f"database_url {redact(url)!r} is not a URL (sqlite:///FILE or postgresql://...)")
+    base = scheme.split("+", 1)[0].lower()
+    if base == "sqlite":
+        return "sqlite+aiosqlite://" + rest
+    if base in ("postgresql", "postgres"):
+        parts = urlsplit("postgresql+asyncpg://" + rest)
+        # libpq's sslmode is spelled ssl for asyncpg.
+        query = [("ssl" if k == "sslmode" else k, v) for k, v in parse_qsl(parts.query)]
+        return urlunsplit(parts._replace(query=urlencode(query)))
+    raise ConfigError(f"database_url scheme {scheme!r} is not supported: use sqlite:/// or postgresql://")
+
+
+def is_sqlite(url: str) -> bool:
+    return url.split(":", 1)[0].split("+", 1)[0].lower() == "sqlite"
+
+
+def sqlite_path(url: str) -> str:
+    """The file of a sqlite URL (`sqlite:///./x.db` -> ./x.db, `sqlite:////abs/x.db` -> /abs/x.db)."""
+    rest = url.partition("://")[2]
+    path = rest[1:] if rest.startswith("/") else rest
+    path = path.split("?", 1)[0]
+    if not path or path == ":memory:":
+        raise ConfigError(
+            "database_url must name a SQLite file: an in-memory database is not shared by connections"
+        )
+    return path
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers (reports) run beside the writer; NORMAL sync is durable across process crashes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def open_engine(url: str) -> AsyncEngine:
+    if is_sqlite(url):
+        sqlite_path(url)
+        engine = create_async_engine(async_url(url))
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(async_url(url), pool_size=10, max_overflow=10, pool_pre_ping=True)

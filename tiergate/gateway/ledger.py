@@ -1,0 +1,224 @@
+"""The cost ledger: one row per settled request, written in batches off the response path.
+
+`sink` (a records.Sink) turns a finished call into a row and queues it; `run` writes batches of up to
+`ledger_batch_size` rows, at least every `ledger_flush_s`. A batch that cannot be written after
+`ledger_retries` attempts (the database is away) is appended to a spill file, and spill files are replayed
+at the next start - every row carries its own id and inserts ignore rows already there, so a batch written
+twice is harmless. A full queue also spills (counted in `stats`), it never drops. `aclose` drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tiergate.gateway.db.models import LedgerEntry
+from tiergate.gateway.records import CallRecord
+
+log = logging.getLogger("tiergate.ledger")
+_STOP: dict[str, Any] = {}  # queued by `stop`: wakes the writer, which then finishes what is queued
+SPILL_GLOB = "tiergate-ledger-spill-*.jsonl"
+_TABLE = LedgerEntry.__table__  # type: ignore[attr-defined]
+
+
+def entry_from(record: CallRecord, ts_s: float | None = None) -> dict[str, Any]:
+    ts_ms = int((ts_s if ts_s is not None else time.time()) * 1000)
+    ticket = record.ticket
+    return {
+        "entry_id": uuid.uuid4().hex,
+        "request_id": record.request_id,
+        "ts_ms": ts_ms,
+        "day": datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d"),
+        "tenant_id": record.principal.tenant_id,
+        "key_id": record.principal.key_id,
+        "kind": record.kind,
+        "endpoint": record.endpoint,
+        "requested_model": record.requested_model[:200],
+        "tier": record.tier,
+        "deployment_id": record.deployment_id,
+        "model": record.model,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "cost_nano": record.cost_nano,
+        "reserved_nano": ticket.reserved_nano if ticket is not None else 0,
+        "cache": record.cache,
+        "latency_ms": round(record.latency_s * 1000, 3),
+        "ttft_ms": round(record.ttft_s * 1000, 3) if record.ttft_s is not None else None,
+        "status": record.outcome,
+        "status_code": record.status_code,
+        "usage_source": record.usage_source,
+    }
+
+
+@dataclass
+class LedgerStats:
+    written: int = 0
+    spilled: int = 0  # rows that went to a spill file (database away, or the queue full)
+    overflowed: int = 0  # of which because the queue was full
+    replayed: int = 0
+    failed_batches: int = 0
+
+
+class LedgerWriter:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        batch_size: int,
+        flush_s: float,
+        retries: int,
+        queue_size: int,
+        spill_dir: str,
+    ) -> None:
+        self._engine = engine
+        self._dialect = sqlite if engine.dialect.name == "sqlite" else postgresql
+        self._batch_size = batch_size
+        self._flush_s = flush_s
+        self._retries = retries
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(queue_size)
+        self._stopping = False
+        self._spill_dir = Path(spill_dir)
+        self._spill_file = (
+            self._spill_dir / f"tiergate-ledger-spill-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        )
+        self._writing: list[dict[str, Any]] = []
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.stats = LedgerStats()
+
+    # The queue as `metrics.QueueStats`. Overflow is not lost (it goes to the spill file) but is exported as
+    # "dropped" from the queue, since it means the database writer is falling behind.
+    name = "ledger"
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def dropped(self) -> int:
+        return self.stats.overflowed
+
+    def sink(self, record: CallRecord) -> None:
+        entry = entry_from(record)
+        try:
+            self._queue.put_nowait(entry)
+            self._idle.clear()
+        except asyncio.QueueFull:
+            self.stats.overflowed += 1
+            self._spill([entry])
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> None:
+        statement = self._dialect.insert(_TABLE).on_conflict_do_nothing(index_elements=["entry_id"])
+        async with self._engine.begin() as conn:
+            await conn.execute(statement, rows)
+
+    async def _write(self, rows: list[dict[str, Any]]) -> None:
+        """Insert with bounded retries; what still fails goes to the spill file."""
+        for attempt in range(self._retries):
+            try:
+                await self._insert(rows)
+                self.stats.written += len(rows)
+                return
+            except Exception as exc:  # any database failure: retry, then spill; never lose the rows
+                self.stats.failed_batches += 1
+                log.warning(
+                    "ledger batch of %d failed (attempt %d): %s",
+                    len(rows),
+                    attempt + 1,
+                    exc.__class__.__name__,
+                )
+                if attempt + 1 < self._retries:
+                    await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
+        self._spill(rows)
+
+    def _spill(self, rows: list[dict[str, Any]]) -> None:
+        self._spill_dir.mkdir(parents=True, exist_ok=True)
+        with open(self._spill_file, "ab") as out:
+            out.write(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+            out.flush()
+            os.fsync(out.fileno())
+        self.stats.spilled += len(rows)
+        log.error(
+            "%d ledger rows spilled to %s; they are replayed at the next start", len(rows), self._spill_file
+        )
+
+    async def replay(self) -> int:
+        """Write the rows of earlier spill files (this directory's) and remove the files."""
+        total = 0
+        for path in sorted(self._spill_dir.glob(SPILL_GLOB)):
+            if path == self._spill_file:
+                continue
+            rows = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+            for i in range(0, len(rows), self._batch_size):
+                await self._insert(rows[i : i + self._batch_size])
+            path.unlink(missing_ok=True)
+            total += len(rows)
+        self.stats.replayed += total
+        if total:
+            log.warning("replayed %d spilled ledger rows", total)
+        return total
+
+    async def _next_batch(self) -> list[dict[str, Any]]:
+        rows = [] if self._stopping else [await self._queue.get()]
+        deadline = time.monotonic() + self._flush_s
+        while len(rows) < self._batch_size:
+            try:
+                rows.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping:
+                    break
+                try:
+                    rows.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+        return [r for r in rows if r is not _STOP]
+
+    async def run(self) -> None:
+        """Write batches until `stop`, then what is still queued; never cancelled in the middle of a batch."""
+        while True:
+            rows = await self._next_batch()
+            if rows:
+                self._writing = rows
+                await self._write(rows)
+                self._writing = []
+            if self._queue.empty():
+                self._idle.set()
+                if self._stopping:
+                    return
+
+    def stop(self) -> None:
+        self._stopping = True
+        # A full queue: the writer is busy and sees the flag after its batch.
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(_STOP)
+
+    async def flush(self) -> None:
+        """Return once every queued row is written (or spilled)."""
+        while not self._queue.empty() or self._writing:
+            self._idle.clear()
+            await self._idle.wait()
+
+    def spill_pending(self) -> None:
+        """The writer had to be cancelled (drain timeout): what it held or had queued goes to the spill file.
+
+        A batch it was writing may be in the database already: replaying it is harmless (rows carry ids).
+        """
+        rows, self._writing = self._writing, []
+        while not self._queue.empty():
+            row = self._queue.get_nowait()
+            if row is not _STOP:
+                rows.append(row)
+        if rows:
+            self._spill(rows)
+        self._idle.set()

@@ -1,0 +1,66 @@
+"""The query of a chat request as routing and the semantic cache see it, embedded at most once.
+
+The text embedded is the last user message. The conversation around it (system prompt, earlier turns) is
+not mixed into the vector: it is reduced to `context_hash`, which the semantic cache requires to match
+exactly. (A hash spliced into the text would mean nothing to the model and would only pull the vector away
+from the domain centroids, which are made of plain prompts.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from functools import cached_property
+from typing import Any, Protocol
+
+import orjson
+
+from tiergate.gateway.embeddings import Encoded
+
+
+class Encoder(Protocol):
+    async def aencode(self, text: str) -> Encoded: ...
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def split_last_user(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """(the last user message's text, every other message in order)."""
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].get("role") == "user":
+            return _text(messages[i].get("content")), messages[:i] + messages[i + 1 :]
+    return "", list(messages)
+
+
+class Query:
+    def __init__(self, messages: list[dict[str, Any]], encoder: Encoder | None) -> None:
+        text, context = split_last_user(messages)
+        self.text: str = text
+        self._context: list[dict[str, Any]] = context
+        self.turns = sum(1 for m in messages if m.get("role") == "user")
+        self._encoder = encoder
+        self._encoding: asyncio.Future[Encoded] | None = None
+
+    @cached_property
+    def context_hash(self) -> str:
+        """Names the conversation around the query (system prompt, earlier turns); computed on first use."""
+        return hashlib.sha256(orjson.dumps(self._context, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+    @property
+    def embedded(self) -> bool:
+        """Whether anything asked for the embedding (tests check that requests not needing it never pay)."""
+        return self._encoding is not None
+
+    async def encoded(self) -> Encoded:
+        """The embedding of `text`, computed in the encoder's thread pool on first use, then shared."""
+        if self._encoder is None:
+            raise RuntimeError("no embedding model is loaded: no configured feature needs one")
+        if self._encoding is None:
+            self._encoding = asyncio.ensure_future(self._encoder.aencode(self.text))
+        return await self._encoding

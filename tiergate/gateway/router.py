@@ -1,0 +1,109 @@
+"""Routing in the gateway: the live route table and domain centroids, and the plan for each request.
+
+The decision itself is pure (`policies.routing`); this module gathers its inputs: the tenant's policy, the
+request's features (prompt tokens only when a rule needs them), the query's domain (an embedding only when
+the policy needs it), the route table in force and the deployments' health. A new route-table version is
+installed by swapping one immutable snapshot, so a request sees either the old table or the new one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tiergate.gateway.auth import Principal
+from tiergate.gateway.jsonbody import ChatRequest
+from tiergate.gateway.query import Query
+from tiergate.gateway.routing_settings import RoutingSettings
+from tiergate.gateway.tokens import TokenCounter
+from tiergate.policies.domain_match import nearest_domain, stack
+from tiergate.policies.retry import Health
+from tiergate.policies.routing import (
+    AUTO,
+    Catalog,
+    EscalationPolicy,
+    Features,
+    RoutePlan,
+    RouteRequest,
+    RouteTable,
+    decide,
+    resolve,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One route-table version with the centroids of the domains it (or the config's seeds) names."""
+
+    table: RouteTable = field(default_factory=RouteTable)
+    names: tuple[str, ...] = ()
+    matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+
+
+# Rules are about the prompt's size, not a price: one tokenizer for every deployment is close enough.
+_SIZE_TOKENIZER = "gpt-4o"
+
+
+class Router:
+    def __init__(self, settings: RoutingSettings, catalog: Catalog, escalation: EscalationPolicy) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.escalation = escalation
+        self.seed_centroids: dict[str, np.ndarray] = {}
+        self.snapshot = Snapshot(RouteTable(0, dict(settings.route_table)))
+        self.install(self.snapshot.table, {})
+
+    def install(self, table: RouteTable, centroids: Mapping[str, Sequence[float] | np.ndarray]) -> None:
+        """Serve `table` from now on; `centroids` (from the table's version) win over the config's seeds."""
+        names, matrix = stack({**self.seed_centroids, **centroids})
+        self.snapshot = Snapshot(table, names, matrix)
+
+    async def domain(self, query: Query) -> tuple[str, float]:
+        snap = self.snapshot
+        encoded = await query.encoded()
+        return nearest_domain(encoded.vector, snap.names, snap.matrix, self.settings.domains.floor)
+
+    async def plan(
+        self,
+        principal: Principal,
+        request: ChatRequest,
+        headers: Mapping[str, str],
+        query: Query,
+        tokens: TokenCounter,
+        health: Mapping[str, Health],
+    ) -> RoutePlan | None:
+        if request.model != AUTO:
+            return resolve(request.model, self.catalog, self.escalation)
+        policy = self.settings.policy_for(principal.tenant_id)
+        snap = self.snapshot
+        domain = None
+        if policy.needs_domain:
+            domain, similarity = await self.domain(query)
+        features = Features(
+            prompt_tokens=tokens.messages(request.messages, _SIZE_TOKENIZER, request.body.get("tools"))
+            if policy.needs_prompt_tokens
+            else 0,
+            turns=query.turns,
+            tools=bool(request.body.get("tools")),
+            json_schema=_wants_json(request.body),
+            last_user=query.text,
+            tenant_id=principal.tenant_id,
+            headers=headers,
+        )
+        plan = decide(
+            RouteRequest(
+                self.catalog, policy, self.escalation, features, domain, snap.table, health, time.monotonic()
+            )
+        )
+        if plan is not None and domain is not None:
+            plan = RoutePlan(plan.targets, f"{plan.reason} [similarity {similarity:.2f}]", plan.verify)
+        return plan
+
+
+def _wants_json(body: Mapping[str, Any]) -> bool:
+    fmt = body.get("response_format")
+    return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")

@@ -1,0 +1,345 @@
+"""The `routing:` and `cache:` sections of the config.
+
+routing:
+  strategy: cascade             # fixed | rules | promotion | cascade (what `auto` means)
+  tier: student                 # fixed: the tier `auto` goes to (default: the cheapest configured)
+  rules:                        # rules: first match wins; its tier is the minimum tier
+    - {name: long, tier: teacher, when: {min_prompt_tokens: 2000}}
+    - {tier: ta, when: {tools: true}}
+    - {tier: ta, when: {regex: "(?i)\\bproof\\b", keywords: [theorem, lemma]}}
+    - {tier: supervisor, when: {header: {name: x-priority, value: high}}}
+  default_tier: student         # rules: when no rule matches
+  unknown_tier: teacher         # promotion: domains the route table does not know
+  route_table: {billing: student, code: ta}   # promotion: used until the database holds a version
+  refresh_s: 2                  # how often the route table is re-read
+  domains:                      # domain inference (promotion, semantic cache)
+    floor: 0.5                  # below this similarity to every centroid: `general`
+    seed: {billing: ["How do I update my card?", ...]}
+  cascade:
+    tiers: [student, teacher]   # candidates (default: every configured tier)
+    verifiers: [truncated, refusal, json, tool_args, logprob]
+    min_mean_logprob: -1.0
+    refusal_patterns: ["..."]   # added to the built-in ones
+    judge: {tier: supervisor, fraction: 0.05, seed: 0}
+    streams: true               # false: streamed requests skip the cascade (no buffering, no TTFT cost)
+  tenants:                      # per-tenant overrides of any field above but tenants/route_table/domains
+    acme: {strategy: rules, rules: [...]}
+cache:
+  exact: {enabled: true, ttl_s: 3600, max_bytes: 67108864}
+  semantic: {enabled: false, threshold: 0.9, ttl_s: 3600}
+  nondeterministic: false       # also cache requests with temperature > 0 and no seed
+  write_queue: 10000            # pending cache writes; more are dropped (and counted)
+  tenants: {acme: {semantic: {enabled: true}}}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tiergate.policies.cache import CachePolicy
+from tiergate.policies.routing import STRATEGIES, RoutingPolicy, Rule
+from tiergate.policies.tiers import TIERS, is_tier
+from tiergate.policies.verifiers import DEFAULT_REFUSALS, VERIFIERS, VerifierConfig
+
+
+class SectionError(ValueError):
+    """A field of the routing or cache section is wrong; settings.py turns it into a ConfigError."""
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeSettings:
+    tier: str | None = None  # None: no judge
+    fraction: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CascadeSettings:
+    verifiers: VerifierConfig = field(default_factory=VerifierConfig)
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
+    streams: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DomainSettings:
+    floor: float = 0.5
+    seeds: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    policy: RoutingPolicy = field(default_factory=RoutingPolicy)
+    tenants: Mapping[str, RoutingPolicy] = field(default_factory=dict)
+    cascade: CascadeSettings = field(default_factory=CascadeSettings)
+    domains: DomainSettings = field(default_factory=DomainSettings)
+    route_table: Mapping[str, str] = field(default_factory=dict)
+    refresh_s: float = 2.0
+
+    def policy_for(self, tenant_id: str | None) -> RoutingPolicy:
+        if tenant_id is not None:
+            return self.tenants.get(tenant_id, self.policy)
+        return self.policy
+
+    @property
+    def any_needs_domain(self) -> bool:
+        return self.policy.needs_domain or any(p.needs_domain for p in self.tenants.values())
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    policy: CachePolicy = field(default_factory=CachePolicy)
+    tenants: Mapping[str, CachePolicy] = field(default_factory=dict)
+    max_bytes: int = 64 * 1024 * 1024
+    write_queue: int = 10_000
+
+    def policy_for(self, tenant_id: str | None) -> CachePolicy:
+        if tenant_id is not None:
+            return self.tenants.get(tenant_id, self.policy)
+        return self.policy
+
+    @property
+    def any_semantic(self) -> bool:
+        return self.policy.semantic or any(p.semantic for p in self.tenants.values())
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SectionError(f"{where} must be a mapping")
+    return value
+
+
+def _only(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = set(raw) - allowed
+    if unknown:
+        raise SectionError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+
+
+def _tier(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not is_tier(value):
+        raise SectionError(f"{where} must be one of {', '.join(TIERS)}")
+    return value
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise SectionError(f"{where} must be true or false")
+    return value
+
+
+def _num(value: Any, where: str, lo: float | None = None, hi: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SectionError(f"{where} must be a number")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise SectionError(f"{where} must be between {lo} and {hi}")
+    return float(value)
+
+
+def _int(value: Any, where: str, lo: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise SectionError(f"{where} must be an integer >= {lo}")
+    return value
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise SectionError(f"{where} must be a list of non-empty strings")
+    return tuple(value)
+
+
+_WHEN = {"min_prompt_tokens", "max_prompt_tokens", "min_turns", "tools", "json_schema", "regex", "keywords",
+         "tenants", "header"}  # fmt: skip
+
+
+def _rule(raw: Any, where: str) -> Rule:
+    raw = _mapping(raw, where)
+    _only(raw, {"name", "tier", "when"}, where)
+    when = _mapping(raw.get("when"), f"{where}.when")
+    _only(when, _WHEN, f"{where}.when")
+    args: dict[str, Any] = {
+        "tier": _tier(raw.get("tier"), f"{where}.tier"),
+        "name": str(raw.get("name") or ""),
+    }
+    for key in ("min_prompt_tokens", "max_prompt_tokens", "min_turns"):
+        if key in when:
+            args[key] = _int(when[key], f"{where}.when.{key}")
+    for key in ("tools", "json_schema"):
+        if key in when:
+            args[key] = _bool(when[key], f"{where}.when.{key}")
+    if "regex" in when:
+        if not isinstance(when["regex"], str):
+            raise SectionError(f"{where}.when.regex must be a string")
+        try:
+            args["pattern"] = re.compile(when["regex"])
+        except re.error as exc:
+            raise SectionError(f"{where}.when.regex is not a valid regular expression: {exc}") from None
+    if "keywords" in when:
+        args["keywords"] = _strings(when["keywords"], f"{where}.when.keywords")
+    if "tenants" in when:
+        args["tenants"] = frozenset(_strings(when["tenants"], f"{where}.when.tenants"))
+    if "header" in when:
+        header = when["header"]
+        if isinstance(header, str):
+            header = {"name": header}
+        header = _mapping(header, f"{where}.when.header")
+        _only(header, {"name", "value"}, f"{where}.when.header")
+        if not isinstance(header.get("name"), str) or not header["name"]:
+            raise SectionError(f"{where}.when.header.name must be a header name")
+        args["header"] = header["name"].lower()
+        if header.get("value") is not None:
+            args["header_value"] = str(header["value"])
+    return Rule(**args)
+
+
+_POLICY_KEYS = {"strategy", "tier", "rules", "default_tier", "unknown_tier", "cascade"}
+
+
+def _policy(raw: Mapping[str, Any], where: str, base: RoutingPolicy) -> RoutingPolicy:
+    changes: dict[str, Any] = {}
+    if "strategy" in raw:
+        if raw["strategy"] not in STRATEGIES:
+            raise SectionError(f"{where}.strategy must be one of {', '.join(STRATEGIES)}")
+        changes["strategy"] = raw["strategy"]
+    for key in ("tier", "default_tier", "unknown_tier"):
+        if raw.get(key) is not None:
+            changes[key] = _tier(raw[key], f"{where}.{key}")
+    if "rules" in raw:
+        rules = raw["rules"] or []
+        if not isinstance(rules, list):
+            raise SectionError(f"{where}.rules must be a list")
+        changes["rules"] = tuple(_rule(r, f"{where}.rules[{i}]") for i, r in enumerate(rules))
+    cascade = _mapping(raw.get("cascade"), f"{where}.cascade")
+    if "tiers" in cascade:
+        changes["cascade_tiers"] = tuple(
+            _tier(t, f"{where}.cascade.tiers[{i}]") for i, t in enumerate(cascade["tiers"] or [])
+        )
+    return replace(base, **changes)
+
+
+def _cascade(raw: Mapping[str, Any], where: str) -> CascadeSettings:
+    _only(raw, {"tiers", "verifiers", "min_mean_logprob", "refusal_patterns", "judge", "streams"}, where)
+    defaults = VerifierConfig()
+    enabled = defaults.enabled
+    if "verifiers" in raw:
+        enabled = _strings(raw["verifiers"], f"{where}.verifiers")
+        unknown = [v for v in enabled if v not in VERIFIERS]
+        if unknown:
+            raise SectionError(
+                f"{where}.verifiers: unknown {', '.join(unknown)} (use {', '.join(VERIFIERS)})"
+            )
+    refusals = DEFAULT_REFUSALS
+    if "refusal_patterns" in raw:
+        extra = _strings(raw["refusal_patterns"], f"{where}.refusal_patterns")
+        for pattern in extra:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise SectionError(
+                    f"{where}.refusal_patterns: {pattern!r} is not a regular expression: {exc}"
+                ) from None
+        refusals = refusals + extra
+    verifiers = VerifierConfig(
+        enabled=enabled,
+        refusals=refusals,
+        min_mean_logprob=_num(
+            raw.get("min_mean_logprob", defaults.min_mean_logprob), f"{where}.min_mean_logprob"
+        ),
+    )
+    judge_raw = _mapping(raw.get("judge"), f"{where}.judge")
+    _only(judge_raw, {"tier", "fraction", "seed"}, f"{where}.judge")
+    judge = JudgeSettings(
+        tier=_tier(judge_raw["tier"], f"{where}.judge.tier") if judge_raw.get("tier") is not None else None,
+        fraction=_num(judge_raw.get("fraction", 0.0), f"{where}.judge.fraction", 0.0, 1.0),
+        seed=_int(judge_raw.get("seed", 0), f"{where}.judge.seed"),
+    )
+    if judge.fraction > 0 and judge.tier is None:
+        raise SectionError(f"{where}.judge.tier is required when judge.fraction > 0")
+    return CascadeSettings(verifiers, judge, _bool(raw.get("streams", True), f"{where}.streams"))
+
+
+def parse_routing(doc: Any) -> RoutingSettings:
+    raw = _mapping(doc, "routing")
+    _only(raw, _POLICY_KEYS | {"tenants", "route_table", "refresh_s", "domains"}, "routing")
+    policy = _policy(raw, "routing", RoutingPolicy())
+    tenants = {
+        str(tenant): _policy(
+            _checked_override(override, f"routing.tenants.{tenant}"), f"routing.tenants.{tenant}", policy
+        )
+        for tenant, override in _mapping(raw.get("tenants"), "routing.tenants").items()
+    }
+    table = {
+        str(domain): _tier(tier, f"routing.route_table.{domain}")
+        for domain, tier in _mapping(raw.get("route_table"), "routing.route_table").items()
+    }
+    domains_raw = _mapping(raw.get("domains"), "routing.domains")
+    _only(domains_raw, {"floor", "seed"}, "routing.domains")
+    seeds = {
+        str(name): _strings(examples, f"routing.domains.seed.{name}")
+        for name, examples in _mapping(domains_raw.get("seed"), "routing.domains.seed").items()
+    }
+    return RoutingSettings(
+        policy=policy,
+        tenants=tenants,
+        cascade=_cascade(_mapping(raw.get("cascade"), "routing.cascade"), "routing.cascade"),
+        domains=DomainSettings(
+            _num(domains_raw.get("floor", 0.5), "routing.domains.floor", -1.0, 1.0), seeds
+        ),
+        route_table=table,
+        refresh_s=_num(raw.get("refresh_s", 2.0), "routing.refresh_s", 0.05),
+    )
+
+
+def _checked_override(raw: Any, where: str) -> dict[str, Any]:
+    override = _mapping(raw, where)
+    _only(override, _POLICY_KEYS, where)
+    cascade = _mapping(override.get("cascade"), f"{where}.cascade")
+    _only(cascade, {"tiers"}, f"{where}.cascade")  # verifiers and the judge are global
+    return override
+
+
+def _cache_policy(raw: Mapping[str, Any], where: str, base: CachePolicy) -> CachePolicy:
+    exact = _mapping(raw.get("exact"), f"{where}.exact")
+    semantic = _mapping(raw.get("semantic"), f"{where}.semantic")
+    _only(semantic, {"enabled", "threshold", "ttl_s"}, f"{where}.semantic")
+    changes: dict[str, Any] = {}
+    if "enabled" in exact:
+        changes["exact"] = _bool(exact["enabled"], f"{where}.exact.enabled")
+    if "ttl_s" in exact:
+        changes["exact_ttl_s"] = _num(exact["ttl_s"], f"{where}.exact.ttl_s", 1)
+    if "enabled" in semantic:
+        changes["semantic"] = _bool(semantic["enabled"], f"{where}.semantic.enabled")
+    if "threshold" in semantic:
+        changes["semantic_threshold"] = _num(semantic["threshold"], f"{where}.semantic.threshold", 0.0, 1.0)
+    if "ttl_s" in semantic:
+        changes["semantic_ttl_s"] = _num(semantic["ttl_s"], f"{where}.semantic.ttl_s", 1)
+    if "nondeterministic" in raw:
+        changes["nondeterministic"] = _bool(raw["nondeterministic"], f"{where}.nondeterministic")
+    return replace(base, **changes)
+
+
+def parse_cache(doc: Any) -> CacheSettings:
+    raw = _mapping(doc, "cache")
+    _only(raw, {"exact", "semantic", "nondeterministic", "write_queue", "tenants"}, "cache")
+    exact = _mapping(raw.get("exact"), "cache.exact")
+    _only(exact, {"enabled", "ttl_s", "max_bytes"}, "cache.exact")
+    policy = _cache_policy(raw, "cache", CachePolicy())
+    tenants: dict[str, CachePolicy] = {}
+    for tenant, override in _mapping(raw.get("tenants"), "cache.tenants").items():
+        where = f"cache.tenants.{tenant}"
+        override = _mapping(override, where)
+        _only(override, {"exact", "semantic", "nondeterministic"}, where)
+        _only(_mapping(override.get("exact"), f"{where}.exact"), {"enabled", "ttl_s"}, f"{where}.exact")
+        tenants[str(tenant)] = _cache_policy(override, where, policy)
+    if policy.semantic or any(p.semantic for p in tenants.values()):
+        # Refused rather than ignored: an operator who turns it on must not believe it is working.
+        raise SectionError("cache.semantic.enabled: the semantic cache is not available in this build yet")
+    return CacheSettings(
+        policy=policy,
+        tenants=tenants,
+        max_bytes=_int(exact.get("max_bytes", 64 * 1024 * 1024), "cache.exact.max_bytes", 1024),
+        write_queue=_int(raw.get("write_queue", 10_000), "cache.write_queue", 1),
+    )

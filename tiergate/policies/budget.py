@@ -1,0 +1,103 @@
+"""Budget periods and reservation sizing.
+
+A budget is a limit in nano-USD over a period: `daily`, `weekly` (Monday 00:00 UTC), `monthly` (the 1st,
+00:00 UTC) or `total` (never resets). Before an upstream call the gateway reserves the request's largest
+possible cost; after it, the actual cost is settled and the rest released. So concurrent requests can
+overspend a budget by at most what was already reserved and in flight when it ran out (nothing, as long as
+the upstream honours the output limit the reservation assumed).
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from tiergate.policies.pricing import Price, max_cost_nano
+
+PERIODS: tuple[str, ...] = ("daily", "weekly", "monthly", "total")
+_DAY = 86_400
+
+
+def is_period(name: object) -> bool:
+    return isinstance(name, str) and name in PERIODS
+
+
+def period_start(period: str, now_s: float) -> int:
+    """Epoch seconds (UTC) at which the period containing `now_s` began; 0 for `total`."""
+    if period == "total":
+        return 0
+    day = int(now_s // _DAY) * _DAY
+    if period == "daily":
+        return day
+    if period == "weekly":
+        # 1970-01-01 was a Thursday: day number + 3 counts days since a Monday.
+        return day - ((day // _DAY + 3) % 7) * _DAY
+    if period == "monthly":
+        year, month = _year_month(day)
+        return calendar.timegm((year, month, 1, 0, 0, 0))
+    raise ValueError(f"unknown budget period {period!r}")
+
+
+def period_end(period: str, now_s: float) -> int | None:
+    """Epoch seconds at which the period containing `now_s` ends; None for `total`."""
+    start = period_start(period, now_s)
+    if period == "total":
+        return None
+    if period == "daily":
+        return start + _DAY
+    if period == "weekly":
+        return start + 7 * _DAY
+    year, month = _year_month(start)
+    return calendar.timegm((year + month // 12, month % 12 + 1, 1, 0, 0, 0))
+
+
+def _year_month(epoch_s: int) -> tuple[int, int]:
+    t = datetime.fromtimestamp(epoch_s, tz=UTC)
+    return t.year, t.month
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A limit over a period, for one scope (a key or a tenant)."""
+
+    limit_nano: int
+    period: str
+
+
+def output_allowance(max_tokens: int | None, n: int, model_limit: int | None, fallback: int) -> int:
+    """Completion tokens a request may produce: its own `max_tokens`, else the model's limit, else `fallback`.
+
+    Multiplied by `n`: every choice is billed. A request's `max_tokens` above the model's limit cannot be
+    produced, so the smaller of the two bounds the cost.
+    """
+    per_choice = max_tokens if max_tokens is not None else (model_limit or fallback)
+    if max_tokens is not None and model_limit:
+        per_choice = min(max_tokens, model_limit)
+    return per_choice * max(1, n)
+
+
+def reservation_nano(
+    offers: Sequence[tuple[Price, int | None]],
+    prompt_tokens: int,
+    max_tokens: int | None,
+    n: int,
+    fallback: int,
+) -> int:
+    """The largest cost the request can reach on any of the deployments that may answer it.
+
+    `offers` holds each such deployment's price and output limit (None: unknown, `fallback` is assumed).
+    """
+    return max(
+        (
+            max_cost_nano(price, prompt_tokens, output_allowance(max_tokens, n, limit, fallback))
+            for price, limit in offers
+        ),
+        default=0,
+    )
+
+
+def fits(spent_nano: int, reserved_nano: int, amount_nano: int, limit_nano: int) -> bool:
+    """Whether a reservation of `amount_nano` fits what the budget has left."""
+    return spent_nano + reserved_nano + amount_nano <= limit_nano
