@@ -169,7 +169,9 @@ class LedgerWriter:
         return total
 
     async def _next_batch(self) -> list[dict[str, Any]]:
-        rows = [] if self._stopping else [await self._queue.get()]
+        # Rows are gathered into `_writing` as they leave the queue, so that `flush` and `spill_pending`
+        # see them while the batch is still filling.
+        rows = self._writing = [] if self._stopping else [await self._queue.get()]
         deadline = time.monotonic() + self._flush_s
         while len(rows) < self._batch_size:
             try:
@@ -182,16 +184,16 @@ class LedgerWriter:
                     rows.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except TimeoutError:
                     break
-        return [r for r in rows if r is not _STOP]
+        rows[:] = [r for r in rows if r is not _STOP]
+        return rows
 
     async def run(self) -> None:
         """Write batches until `stop`, then what is still queued; never cancelled in the middle of a batch."""
         while True:
             rows = await self._next_batch()
             if rows:
-                self._writing = rows
                 await self._write(rows)
-                self._writing = []
+            self._writing = []
             if self._queue.empty():
                 self._idle.set()
                 if self._stopping:
@@ -214,7 +216,7 @@ class LedgerWriter:
 
         A batch it was writing may be in the database already: replaying it is harmless (rows carry ids).
         """
-        rows, self._writing = self._writing, []
+        rows, self._writing = [r for r in self._writing if r is not _STOP], []
         while not self._queue.empty():
             row = self._queue.get_nowait()
             if row is not _STOP:

@@ -130,6 +130,7 @@ async def settle(
     used: cascade answers that were verified and discarded, judge calls.
     """
     if usage is None:
+        await res.tokens.ready(deployment.model)
         usage = count()
         record.usage_source = "counted"
     record.prompt_tokens, record.completion_tokens = usage

@@ -156,10 +156,6 @@ async def open_resources(
     res.sinks.append(accounting.ledger.sink)
     queues.append(accounting.ledger)
     res.readiness.append(accounting.ready)
-    # Loading an encoding takes ~0.3 s: do it off the loop now rather than in the first request that needs it.
-    res.background.append(
-        asyncio.ensure_future(asyncio.to_thread(tokens.warm, {d.model for d in settings.deployments}))
-    )
     return res
 
 
