@@ -106,6 +106,8 @@ async def open_resources(
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     rng: random.Random | None = None,
 ) -> Resources:
+    # First: it is what most often fails (database, migrations), and nothing else is open yet to be closed.
+    accounting = await open_accounting(settings)
     transport: Transport
     if upstream_transport is not None:
         from tiergate.gateway.transport_httpx import HttpxTransport
@@ -126,7 +128,6 @@ async def open_resources(
     if settings.routing.any_needs_domain or settings.cache.any_semantic:
         embedder = await asyncio.to_thread(Embedder)
         await _seed_domains(router, embedder)
-    accounting = await open_accounting(settings)
     res = Resources(
         settings=settings,
         catalog=catalog,

@@ -76,6 +76,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from tiergate.admin.server import create_server
+    from tiergate.gateway.db import migrate
+    from tiergate.gateway.db.engine import is_sqlite
     from tiergate.gateway.logs import configure_logging, logging_options
 
     try:
@@ -99,6 +101,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers == 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         uvicorn.run(create_server(settings), **kwargs)
         return 0
+    if args.workers > 1 and is_sqlite(settings.database_url):
+        # Migrate once, here, before the workers start: several workers migrating one file at once collide.
+        asyncio.run(migrate.upgrade(settings.database_url))
     # Worker processes start fresh: the environment carries the config and the logging choices to them.
     if args.config:
         os.environ["TIERGATE_CONFIG"] = os.path.abspath(args.config)
