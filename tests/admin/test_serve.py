@@ -136,6 +136,7 @@ def test_two_workers_export_one_sum_on_the_main_and_the_metrics_port(
             assert metric(m, "tiergate_upstream_circuit_open", deployment="student/student-1#0") == 0
             output = drain.stop()
     assert proc.returncode == 0
+    assert "startup failed" not in output  # both workers started on the fresh database (migrated once)
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     access = [line for line in lines if line.get("logger") == "tiergate.access"]
     assert len(access) == sent
