@@ -1,0 +1,502 @@
+"""Which domains a cheaper tier may serve, within a tenant's quality budget: promotion and demotion.
+
+Evidence
+    For each domain and each step down the ladder (candidate tier vs the tier above it), shadow evaluation
+    yields pairwise verdicts on the same request: the candidate's answer was `better`, `same` (as good,
+    including agreements found by the cheap check) or `worse` than the incumbent's. A verdict is a sample of
+    d = incumbent score - candidate score in {-1, 0, +1}, so the domain's quality gap g is estimated by
+    (worse - better) / n. User feedback (scores in 0..1 on served answers) adds a second, independent estimate
+    where both tiers have some in the domain (mean feedback of the incumbent minus the candidate's),
+    combined with the judge's by inverse-variance weighting.
+
+Estimation: empirical Bayes across domains
+    Per step, the domains' gap estimates are pooled in a normal hierarchical model g_d ~ N(mu, tau^2),
+    ghat_d | g_d ~ N(g_d, s_d^2), with mu and tau^2 estimated from all domains (DerSimonian-Laird) and the
+    sampling variances s_d^2 from smoothed verdict rates (two pseudo-verdicts at the pooled rates, so a
+    domain with 5 identical verdicts does not claim zero variance). Each domain's posterior mean m_d and
+    variance v_d^2 (which includes the uncertainty of mu) shrink small samples towards the pooled gap. Posterior
+    statements hold for whichever domains are selected, because selection is a function of the data already
+    conditioned on; raw per-domain estimates would not (the domains that look best are, on average, the
+    ones whose noise flattered them).
+
+Spending the budget
+    The tenant allows the served quality to fall at most `quality_budget` (default 5%) below the incumbent's
+    over all traffic. The incumbent's quality Q is only known through judge scores and feedback, so the
+    allowed loss is B = quality_budget * Q_lower, with Q_lower a Wilson lower bound. The loss of a route table
+    is L = sum_d w_d G_d (traffic shares w_d; G_d the sum of the step gaps from the baseline tier down to the
+    domain's tier) and its upper bound is U = sum_d w_d m_d + z * sqrt(sum_d w_d^2 v_d^2). Bounding the sum,
+    rather than summing per-domain bounds, is what makes the budget usable: per-domain half-widths add up
+    linearly, the sum's uncertainty only in quadrature (on MMLU, summed per-domain bounds exhaust a 5% budget
+    before a fifth of the traffic moves). Moves are taken greedily by their increase of U per dollar saved
+    (traffic-weighted), so domains where the candidate is better come first and then the cheapest quality.
+    A domain needs `min_samples` verdicts at a step before it can be promoted, whatever its prior says.
+
+False-promotion control and demotion
+    A run promotes only while U <= B, so the posterior probability that the route table's total loss
+    exceeds the budget is at most alpha (one-sided normal, z = z_{1-alpha}); each promoted domain also
+    records its own bound m_d + z * v_d, its claimed worst case. Repeated looks do not inflate a posterior
+    statement, but they do test the model again and again, so promoted traffic keeps a monitoring sample
+    (`sampling_fraction`): its verdicts flow into the same posterior, and when a run finds U > B it
+    demotes, domain by domain, those whose removal lowers U most per dollar given up, until U <= B. Promoted
+    domains are otherwise kept (hysteresis: a domain is not demoted just because a newer candidate looks
+    slightly better), and new promotions are added only while the bound stays within the budget.
+
+The live `tiergate promote` job and `tiergate replay` call the same functions: `estimate_quality` for Q,
+`plan` for the decisions, `sampling_fraction` for the shadow rate per (domain, candidate), and
+`changelog` for the human-readable record. Pure: no I/O, no clocks, no randomness.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Literal
+
+from tiergate.policies.tiers import tier_rank
+
+_PSEUDO = 10.0  # pseudo-verdicts at the pooled rates that keep small-sample variances honest
+_MIN_VARIANCE = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class Verdicts:
+    """Pairwise judge verdicts of a candidate against the incumbent's answer to the same request."""
+
+    better: int = 0
+    same: int = 0
+    worse: int = 0
+
+    @property
+    def n(self) -> int:
+        return self.better + self.same + self.worse
+
+    def __add__(self, other: Verdicts) -> Verdicts:
+        return Verdicts(self.better + other.better, self.same + other.same, self.worse + other.worse)
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """User feedback (0..1 scores) on answers a tier served in one domain: count, sum, sum of squares."""
+
+    n: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+
+    def add(self, score: float) -> Feedback:
+        return Feedback(self.n + 1, self.total + score, self.total_sq + score * score)
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.n if self.n else 0.0
+
+    @property
+    def variance(self) -> float:
+        if self.n < 2:
+            return 0.25  # the largest variance a 0..1 score can have
+        return max((self.total_sq - self.n * self.mean**2) / (self.n - 1), _MIN_VARIANCE)
+
+
+@dataclass(frozen=True, slots=True)
+class DomainEvidence:
+    """Everything known about one domain; tiers run cheapest-first by the ladder in `tiers.py`."""
+
+    domain: str
+    name: str
+    tier: str  # the tier serving it now
+    traffic: float  # requests seen (only the ratios between domains matter)
+    costs: Mapping[str, float]  # mean USD per request of each tier on this domain's requests
+    verdicts: Mapping[tuple[str, str], Verdicts] = field(default_factory=dict)  # (candidate, incumbent)
+    feedback: Mapping[str, Feedback] = field(default_factory=dict)  # tier -> feedback on its answers
+
+
+@dataclass(frozen=True, slots=True)
+class Quality:
+    """The incumbent's quality over all traffic: an estimate and a conservative lower bound."""
+
+    estimate: float
+    lower: float
+    samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class PromotionConfig:
+    quality_budget: float = 0.05  # allowed relative loss versus the incumbent, overall
+    alpha: float = 0.05  # one-sided error of the budget bound and of each domain's recorded bound
+    min_samples: int = 20  # verdicts a domain needs at a step before it can be promoted
+    min_feedback: int = 10  # feedback on each side before it counts as evidence
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One line of the changelog: a domain moving between tiers, with the evidence for it."""
+
+    domain: str
+    name: str
+    action: Literal["promote", "demote"]
+    from_tier: str
+    to_tier: str
+    samples: int  # verdicts at the step
+    worse_rate: float  # share of verdicts where the cheaper tier was worse
+    better_rate: float  # share where it was better
+    gap: float  # posterior mean quality gap of the cheaper tier at this step
+    bound: float  # upper bound of that gap
+    saving: float  # USD per request saved by the cheaper tier on this domain
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The decisions of one run and the route table they produce."""
+
+    routes: Mapping[str, str]  # domain -> tier
+    decisions: tuple[Decision, ...]
+    budget: float  # allowed loss, absolute (quality units per request)
+    loss_estimate: float  # posterior mean of the route table's loss
+    loss_bound: float  # its upper bound; <= budget unless even demoting everything could not fix it
+    quality: Quality
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """A domain's posterior gap at one step: mean, the variance of its own, and its loading on mu."""
+
+    mean: float
+    own: float  # posterior variance given mu (independent across domains)
+    loading: float  # shrinkage weight on mu: mu's error moves every domain of the step together
+    verdicts: Verdicts
+
+
+@dataclass(frozen=True, slots=True)
+class _StepPosteriors:
+    domains: Mapping[str, _Step]
+    var_mu: float
+
+    def variance(self, domain: str) -> float:
+        step = self.domains[domain]
+        return step.own + step.loading**2 * self.var_mu
+
+
+def z_value(alpha: float) -> float:
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
+    return NormalDist().inv_cdf(1 - alpha)
+
+
+def wilson_lower(successes: float, n: float, alpha: float) -> float:
+    """One-sided Wilson lower bound of a proportion."""
+    if n <= 0:
+        return 0.0
+    z = z_value(alpha)
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - spread) / (1 + z * z / n))
+
+
+def estimate_quality(
+    agreements: int,
+    calibrated: int,
+    calibrated_score: float,
+    disagreements: int,
+    disagreement_score: float,
+    alpha: float,
+) -> Quality:
+    """The incumbent's quality from shadow evaluation.
+
+    A judged disagreement reveals the incumbent's score; an agreement found by the cheap check does not, so a
+    few agreements are judged anyway (`calibrated`, with the incumbent's scores summing to
+    `calibrated_score`). Q = P(agree) * q_agree + P(disagree) * q_disagree; the lower bound combines Wilson
+    lower bounds of the two conditional scores at alpha/2 each (Bonferroni), the mixing share being exact
+    because every evaluated pair's agreement is observed.
+    """
+    n = agreements + disagreements
+    if n == 0 or (agreements and not calibrated):
+        return Quality(0.0, 0.0, calibrated + disagreements)
+    share = agreements / n
+    q_agree = calibrated_score / calibrated if calibrated else 0.0
+    q_dis = disagreement_score / disagreements if disagreements else 0.0
+    estimate = share * q_agree + (1 - share) * q_dis
+    lower = share * wilson_lower(calibrated_score, calibrated, alpha / 2) + (1 - share) * wilson_lower(
+        disagreement_score, disagreements, alpha / 2
+    )
+    return Quality(estimate, lower, calibrated + disagreements)
+
+
+def _ladder_steps(tiers: Sequence[str]) -> list[tuple[str, str]]:
+    ordered = sorted(tiers, key=tier_rank)
+    return [(ordered[i], ordered[i + 1]) for i in range(len(ordered) - 1)]
+
+
+def _raw(verdicts: Verdicts, pooled_worse: float, pooled_better: float) -> tuple[float, float]:
+    """Gap estimate and its sampling variance, with pseudo-verdicts at the pooled rates."""
+    n = verdicts.n
+    gap = (verdicts.worse - verdicts.better) / n
+    pw = (verdicts.worse + _PSEUDO * pooled_worse) / (n + _PSEUDO)
+    pb = (verdicts.better + _PSEUDO * pooled_better) / (n + _PSEUDO)
+    return gap, max(pw + pb - (pw - pb) ** 2, _MIN_VARIANCE) / n
+
+
+def _with_feedback(
+    gap: float, var: float, inc: Feedback | None, cand: Feedback | None, minimum: int
+) -> tuple[float, float]:
+    if inc is None or cand is None or inc.n < minimum or cand.n < minimum:
+        return gap, var
+    fb_gap = inc.mean - cand.mean
+    fb_var = inc.variance / inc.n + cand.variance / cand.n
+    weight = fb_var / (var + fb_var)
+    return weight * gap + (1 - weight) * fb_gap, var * fb_var / (var + fb_var)
+
+
+def _posteriors(
+    evidence: Sequence[DomainEvidence], step: tuple[str, str], config: PromotionConfig
+) -> _StepPosteriors:
+    """Empirical-Bayes posterior of each domain's gap at one step (candidate, incumbent)."""
+    observed = [(e, e.verdicts.get(step, Verdicts())) for e in evidence]
+    total = sum((v for _, v in observed), Verdicts())
+    if total.n == 0:
+        # Nothing measured at this step anywhere: the prior is all there is, and it is wide.
+        return _StepPosteriors({e.domain: _Step(0.0, 1.0, 0.0, Verdicts()) for e in evidence}, 0.0)
+    pooled_worse, pooled_better = total.worse / total.n, total.better / total.n
+    raw: dict[str, tuple[float, float]] = {}
+    for e, v in observed:
+        if v.n:
+            gap, var = _raw(v, pooled_worse, pooled_better)
+            raw[e.domain] = _with_feedback(
+                gap, var, e.feedback.get(step[1]), e.feedback.get(step[0]), config.min_feedback
+            )
+    weights = {d: 1 / var for d, (_, var) in raw.items()}
+    sum_w = sum(weights.values())
+    mu_fixed = sum(weights[d] * g for d, (g, _) in raw.items()) / sum_w
+    q = sum(weights[d] * (g - mu_fixed) ** 2 for d, (g, _) in raw.items())
+    denominator = sum_w - sum(w * w for w in weights.values()) / sum_w
+    tau2 = max(0.0, (q - (len(raw) - 1)) / denominator) if denominator > 0 else 0.0
+    tau2 = max(tau2, _MIN_VARIANCE)
+    re_weights = {d: 1 / (var + tau2) for d, (_, var) in raw.items()}
+    mu = sum(re_weights[d] * raw[d][0] for d in raw) / sum(re_weights.values())
+    var_mu = 1 / sum(re_weights.values())
+    # Morris (1983): tau^2 is itself estimated, so shrink a little less and widen by its uncertainty.
+    k = len(raw)
+    damping = (k - 3) / (k - 1) if k > 3 else 0.0
+    extra = 2 / (k - 3) if k > 3 else 0.0
+    out: dict[str, _Step] = {}
+    for e, v in observed:
+        if e.domain not in raw:
+            out[e.domain] = _Step(mu, tau2, 1.0, v)
+            continue
+        gap, var = raw[e.domain]
+        shrink = damping * var / (var + tau2)
+        own = (1 - shrink) * var + extra * shrink**2 * (gap - mu) ** 2
+        out[e.domain] = _Step(shrink * mu + (1 - shrink) * gap, own, shrink, v)
+    return _StepPosteriors(out, var_mu)
+
+
+@dataclass(slots=True)
+class _Table:
+    """Mutable working state of one run: each domain's tier and the running sums of the loss bound.
+
+    Var(loss) = sum_d w_d^2 own_d + sum_steps (sum_d w_d loading_d)^2 var_mu: the domains' own errors are
+    independent, but an error in a step's mu moves every shrunk estimate of that step together.
+    """
+
+    evidence: Mapping[str, DomainEvidence]
+    posts: Mapping[tuple[str, str], _StepPosteriors]
+    baseline: str
+    shares: Mapping[str, float]
+    z: float
+    tiers: dict[str, str]
+    mean: float = 0.0
+    own: float = 0.0
+    loading: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def _steps(self, tier: str) -> list[tuple[str, str]]:
+        """The steps between the baseline and `tier`."""
+        return [
+            s
+            for s in self.posts
+            if tier_rank(s[0]) >= tier_rank(tier) and tier_rank(s[1]) <= tier_rank(self.baseline)
+        ]
+
+    def contribution(self, domain: str, tier: str) -> tuple[float, float, dict[tuple[str, str], float]]:
+        w = self.shares[domain]
+        mean = own = 0.0
+        loading: dict[tuple[str, str], float] = {}
+        for s in self._steps(tier):
+            step = self.posts[s].domains[domain]
+            mean += w * step.mean
+            own += w * w * step.own
+            loading[s] = w * step.loading
+        return mean, own, loading
+
+    def bound(self, mean: float, own: float, loading: Mapping[tuple[str, str], float]) -> float:
+        var = own + sum(load**2 * self.posts[s].var_mu for s, load in loading.items())
+        return mean + self.z * math.sqrt(max(var, 0.0))
+
+    def current(self) -> float:
+        return self.bound(self.mean, self.own, self.loading)
+
+    def delta(self, domain: str, to_tier: str) -> tuple[float, float, dict[tuple[str, str], float], float]:
+        """(mean, own variance, loadings, saving per request overall) if `domain` moved to `to_tier`."""
+        old = self.contribution(domain, self.tiers[domain])
+        new = self.contribution(domain, to_tier)
+        loading = dict(self.loading)
+        for s in set(old[2]) | set(new[2]):
+            loading[s] = loading.get(s, 0.0) - old[2].get(s, 0.0) + new[2].get(s, 0.0)
+        costs = self.evidence[domain].costs
+        saving = self.shares[domain] * (costs[self.tiers[domain]] - costs[to_tier])
+        return self.mean - old[0] + new[0], self.own - old[1] + new[1], loading, saving
+
+    def bound_after(self, domain: str, to_tier: str) -> tuple[float, float]:
+        mean, own, loading, saving = self.delta(domain, to_tier)
+        return self.bound(mean, own, loading), saving
+
+    def add(self, domain: str) -> None:
+        mean, own, loading = self.contribution(domain, self.tiers[domain])
+        self.mean += mean
+        self.own += own
+        for s, load in loading.items():
+            self.loading[s] = self.loading.get(s, 0.0) + load
+
+    def move(self, domain: str, to_tier: str) -> None:
+        self.mean, self.own, self.loading, _ = self.delta(domain, to_tier)
+        self.tiers[domain] = to_tier
+
+
+def _decision(
+    table: _Table, domain: str, from_tier: str, to_tier: str, action: Literal["promote", "demote"]
+) -> Decision:
+    cheap, dear = (to_tier, from_tier) if action == "promote" else (from_tier, to_tier)
+    posts = table.posts[(cheap, dear)]
+    step = posts.domains[domain]
+    v = step.verdicts
+    costs = table.evidence[domain].costs
+    return Decision(
+        domain=domain,
+        name=table.evidence[domain].name,
+        action=action,
+        from_tier=from_tier,
+        to_tier=to_tier,
+        samples=v.n,
+        worse_rate=v.worse / v.n if v.n else 0.0,
+        better_rate=v.better / v.n if v.n else 0.0,
+        gap=step.mean,
+        bound=step.mean + table.z * math.sqrt(posts.variance(domain)),
+        saving=costs[dear] - costs[cheap],
+    )
+
+
+def plan(
+    evidence: Sequence[DomainEvidence],
+    tiers: Sequence[str],
+    quality: Quality,
+    config: PromotionConfig = PromotionConfig(),
+) -> Plan:
+    """Decide each domain's tier for the next period (see the module docstring for the method).
+
+    `tiers` are the configured tiers; the most capable is the baseline whose quality the budget protects.
+    Every domain's `costs` must name every tier. Domains keep their current tier unless a decision says
+    otherwise.
+    """
+    ladder = sorted(set(tiers), key=tier_rank)
+    if len(ladder) < 2:
+        raise ValueError("promotion needs at least two tiers")
+    for e in evidence:
+        missing = [t for t in ladder if t not in e.costs]
+        if e.tier not in ladder or missing:
+            raise ValueError(f"domain {e.domain}: tier {e.tier!r} or costs of {missing} unknown")
+    z = z_value(config.alpha)
+    traffic = sum(e.traffic for e in evidence)
+    shares = {e.domain: (e.traffic / traffic if traffic > 0 else 0.0) for e in evidence}
+    steps = _ladder_steps(ladder)
+    table = _Table(
+        evidence={e.domain: e for e in evidence},
+        posts={s: _posteriors(evidence, s, config) for s in steps},
+        baseline=ladder[-1],
+        shares=shares,
+        z=z,
+        tiers={e.domain: e.tier for e in evidence},
+    )
+    for d in evidence:
+        table.add(d.domain)
+    budget = config.quality_budget * quality.lower
+    decisions: list[Decision] = []
+
+    # Demote while the bound shows the budget broken: each time the move that lowers the bound most per
+    # dollar it gives up.
+    while table.current() > budget:
+        best: tuple[float, str, str] | None = None
+        for d, tier in table.tiers.items():
+            if tier == ladder[-1]:
+                continue
+            up = ladder[ladder.index(tier) + 1]
+            after, saving = table.bound_after(d, up)
+            relief = table.current() - after
+            score = relief / max(-saving, 1e-12)
+            if relief > 0 and (best is None or score > best[0]):
+                best = (score, d, up)
+        if best is None:
+            break
+        _, d, up = best
+        decisions.append(_decision(table, d, table.tiers[d], up, "demote"))
+        table.move(d, up)
+
+    # Promote while the bound stays within the budget, cheapest quality per dollar first.
+    demoted = {dec.domain for dec in decisions}
+    while True:
+        best = None
+        for d, tier in table.tiers.items():
+            if tier == ladder[0] or d in demoted:
+                continue
+            down = ladder[ladder.index(tier) - 1]
+            if table.posts[(down, tier)].domains[d].verdicts.n < config.min_samples:
+                continue
+            after, saving = table.bound_after(d, down)
+            if saving <= 0 or after > budget:
+                continue
+            score = (after - table.current()) / saving
+            if best is None or score < best[0]:
+                best = (score, d, down)
+        if best is None:
+            break
+        _, d, down = best
+        decisions.append(_decision(table, d, table.tiers[d], down, "promote"))
+        table.move(d, down)
+
+    return Plan(
+        routes=dict(table.tiers),
+        decisions=tuple(decisions),
+        budget=budget,
+        loss_estimate=table.mean,
+        loss_bound=table.current(),
+        quality=quality,
+    )
+
+
+def sampling_fraction(samples: int, promoted: bool, *, explore: float, monitor: float, enough: int) -> float:
+    """Share of a domain's requests to shadow-evaluate at its next candidate step.
+
+    Unpromoted traffic is explored at `explore` until the step has `enough` verdicts, then at `monitor`;
+    promoted traffic always keeps the `monitor` share (served by the incumbent, the candidate shadowed), so
+    its evidence stays fresh enough to demote.
+    """
+    if promoted:
+        return monitor
+    return explore if samples < enough else monitor
+
+
+def changelog(plan: Plan) -> str:
+    """The human-readable record of a run: one line per decision with its evidence."""
+    head = (
+        f"budget {plan.budget:.4f} (quality {plan.quality.estimate:.3f}, lower bound {plan.quality.lower:.3f}); "
+        f"route table loss {plan.loss_estimate:+.4f}, bound {plan.loss_bound:.4f}"
+    )
+    lines = [head]
+    for d in plan.decisions:
+        lines.append(
+            f"{d.action} {d.name} [{d.domain}]: {d.from_tier} -> {d.to_tier}; {d.samples} verdicts, "
+            f"worse {d.worse_rate:.1%}, better {d.better_rate:.1%}; gap {d.gap:+.3f}, bound {d.bound:+.3f}; "
+            f"saves ${d.saving:.6f}/request"
+        )
+    if not plan.decisions:
+        lines.append("no change")
+    return "\n".join(lines)
