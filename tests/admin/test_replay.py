@@ -15,9 +15,19 @@ from tiergate.admin.jobs.replay_config import ReplayConfig
 from tiergate.policies.promotion import PromotionConfig
 
 REQUIRED = {
-    "teacher_cost", "serving_cost", "evaluation_cost", "total_cost", "cost_saved_fraction", "teacher_quality",
-    "quality", "quality_ratio", "steady_saved_fraction", "steady_quality_ratio", "promotions", "false_promotions",
-}  # fmt: skip
+    "teacher_cost",
+    "serving_cost",
+    "evaluation_cost",
+    "total_cost",
+    "cost_saved_fraction",
+    "teacher_quality",
+    "quality",
+    "quality_ratio",
+    "steady_saved_fraction",
+    "steady_quality_ratio",
+    "promotions",
+    "false_promotions",
+}
 
 
 def synthetic(n: int = 1200, seed: int = 0, *, domains: bool = True) -> list[dict[str, object]]:
@@ -148,20 +158,27 @@ def test_the_same_seed_replays_identically_and_shuffle_changes_the_order(tmp_pat
     assert not np.array_equal(a.cumulative_teacher_cost, c.cumulative_teacher_cost) or a.metrics != c.metrics
 
 
+def _line(student: str, teacher: str = '{"score": 1, "cost": 1}') -> str:
+    return f'{{"id": "a", "prompt": "p", "outcomes": {{"student": {student}, "teacher": {teacher}}}}}\n'
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
         ("", "no records"),
         ("{not json}\n", "o.jsonl:1: not valid JSON"),
         ('{"id": "a", "outcomes": {}}\n', "prompt must be a string"),
-        ('{"id": "a", "prompt": "p", "outcomes": {"student": {"score": 1, "cost": 0}}}\n', "at least two tiers"),
-        ('{"id": "a", "prompt": "p", "outcomes": {"student": {"score": 2, "cost": 0}, "teacher": {"score": 1, "cost": 1}}}\n', "between 0 and 1"),
-        ('{"id": "a", "prompt": "p", "outcomes": {"student": {"score": 1}, "teacher": {"score": 1, "cost": 1}}}\n', "score and cost"),
-        ('{"id": "a", "prompt": "p", "outcomes": {"intern": {"score": 1, "cost": 0}, "teacher": {"score": 1, "cost": 1}}}\n', "unknown tier 'intern'"),
-        ('{"id": "a", "prompt": "p", "outcomes": {"student": {"score": 1, "cost": -1}, "teacher": {"score": 1, "cost": 1}}}\n', "must not be negative"),
-        ('{"id": "a", "prompt": "p", "outcomes": {"student": {"score": true, "cost": 0}, "teacher": {"score": 1, "cost": 1}}}\n', "must be a number"),
+        (
+            '{"id": "a", "prompt": "p", "outcomes": {"student": {"score": 1, "cost": 0}}}\n',
+            "at least two tiers",
+        ),
+        (_line('{"score": 2, "cost": 0}'), "between 0 and 1"),
+        (_line('{"score": 1}'), "score and cost"),
+        (_line('{"score": 1, "cost": -1}'), "must not be negative"),
+        (_line('{"score": true, "cost": 0}'), "must be a number"),
+        (_line('{"score": 1, "cost": 0}').replace('"student"', '"intern"'), "unknown tier 'intern'"),
     ],
-)  # fmt: skip
+)
 def test_bad_files_are_rejected_with_the_line_and_field(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "o.jsonl"
     path.write_text(content, encoding="utf-8")

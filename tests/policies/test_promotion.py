@@ -23,8 +23,17 @@ QUALITY = Quality(estimate=0.8, lower=0.8, samples=1000)  # budget 0.04 at the d
 STEP = ("student", "teacher")
 
 
-def domain(name: str, better: int, same: int, worse: int, *, tier: str = "teacher", traffic: float = 100.0,
-           costs: dict[str, float] | None = None, feedback: dict[str, Feedback] | None = None) -> DomainEvidence:  # fmt: skip
+def domain(
+    name: str,
+    better: int,
+    same: int,
+    worse: int,
+    *,
+    tier: str = "teacher",
+    traffic: float = 100.0,
+    costs: dict[str, float] | None = None,
+    feedback: dict[str, Feedback] | None = None,
+) -> DomainEvidence:
     return DomainEvidence(
         domain=name,
         name=f"{name} terms",
@@ -37,8 +46,8 @@ def domain(name: str, better: int, same: int, worse: int, *, tier: str = "teache
 
 
 def scaled(rates: tuple[float, float, float], n: int) -> tuple[int, int, int]:
-    b, s, w = (round(r * n) for r in rates)
-    return b, n - b - w, w
+    better, worse = round(rates[0] * n), round(rates[2] * n)
+    return better, n - better - worse, worse
 
 
 EQUAL = (0.05, 0.90, 0.05)  # the candidate is as good: gap 0

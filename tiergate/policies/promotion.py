@@ -48,10 +48,13 @@ The live `tiergate promote` job and `tiergate replay` call the same functions: `
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
+
+from scipy.stats import chi2
 from typing import Literal
 
 from tiergate.policies.tiers import tier_rank
@@ -124,8 +127,9 @@ class Quality:
 class PromotionConfig:
     quality_budget: float = 0.05  # allowed relative loss versus the incumbent, overall
     alpha: float = 0.05  # one-sided error of the budget bound and of each domain's recorded bound
-    min_samples: int = 20  # verdicts a domain needs at a step before it can be promoted
+    min_samples: int = 30  # verdicts a domain needs at a step before it can be promoted
     min_feedback: int = 10  # feedback on each side before it counts as evidence
+    tau_quantile: float = 0.2  # chi^2 quantile of the Q-profile estimate of the spread between domains
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +181,16 @@ class _StepPosteriors:
         return step.own + step.loading**2 * self.var_mu
 
 
+def domain_z(alpha: float, samples: int, min_samples: int) -> float:
+    """z of a domain's own bound, spending alpha over sample-size epochs so repeated looks stay covered.
+
+    Epoch k holds sample sizes in [min_samples * 2^k, min_samples * 2^(k+1)) and gets alpha / ((k+1)(k+2)),
+    which sums to alpha over all epochs.
+    """
+    k = max(0, int(math.log2(max(samples, 1) / max(min_samples, 1)))) if samples >= min_samples else 0
+    return z_value(alpha / ((k + 1) * (k + 2)))
+
+
 def z_value(alpha: float) -> float:
     if not 0 < alpha < 0.5:
         raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
@@ -206,21 +220,27 @@ def estimate_quality(
 
     A judged disagreement reveals the incumbent's score; an agreement found by the cheap check does not, so a
     few agreements are judged anyway (`calibrated`, with the incumbent's scores summing to
-    `calibrated_score`). Q = P(agree) * q_agree + P(disagree) * q_disagree; the lower bound combines Wilson
-    lower bounds of the two conditional scores at alpha/2 each (Bonferroni), the mixing share being exact
-    because every evaluated pair's agreement is observed.
+    `calibrated_score`). Q = a * q_agree + (1 - a) * q_disagree with a the share of agreements; the lower
+    bound is one-sided normal with the delta-method variance of all three estimates, each proportion
+    smoothed by z^2/2 pseudo-observations (Agresti-Coull) so that a perfect sample does not claim certainty.
     """
     n = agreements + disagreements
     if n == 0 or (agreements and not calibrated):
         return Quality(0.0, 0.0, calibrated + disagreements)
+    z = z_value(alpha)
     share = agreements / n
     q_agree = calibrated_score / calibrated if calibrated else 0.0
     q_dis = disagreement_score / disagreements if disagreements else 0.0
     estimate = share * q_agree + (1 - share) * q_dis
-    lower = share * wilson_lower(calibrated_score, calibrated, alpha / 2) + (1 - share) * wilson_lower(
-        disagreement_score, disagreements, alpha / 2
-    )
-    return Quality(estimate, lower, calibrated + disagreements)
+
+    def smoothed_var(successes: float, count: float) -> float:
+        p = (successes + z * z / 4) / (count + z * z / 2)
+        return p * (1 - p) / (count + z * z / 2)
+
+    var = share**2 * (smoothed_var(calibrated_score, calibrated) if calibrated else 0.0)
+    var += (1 - share) ** 2 * (smoothed_var(disagreement_score, disagreements) if disagreements else 0.0)
+    var += smoothed_var(agreements, n) * (q_agree - q_dis) ** 2
+    return Quality(estimate, max(0.0, estimate - z * math.sqrt(var)), calibrated + disagreements)
 
 
 def _ladder_steps(tiers: Sequence[str]) -> list[tuple[str, str]]:
@@ -248,6 +268,34 @@ def _with_feedback(
     return weight * gap + (1 - weight) * fb_gap, var * fb_var / (var + fb_var)
 
 
+def _q_statistic(raw: Sequence[tuple[float, float]], tau2: float) -> float:
+    weights = [1 / (var + tau2) for _, var in raw]
+    mu = sum(w * g for w, (g, _) in zip(weights, raw, strict=True)) / sum(weights)
+    return sum(w * (g - mu) ** 2 for w, (g, _) in zip(weights, raw, strict=True))
+
+
+def _between_domain_variance(raw: Sequence[tuple[float, float]], quantile: float) -> float:
+    """tau^2 by the Q-profile method: Q(tau^2) equals the `quantile` of chi^2 with k-1 degrees of freedom.
+
+    Q(tau^2) falls as tau^2 grows; a low quantile gives an upper confidence limit for tau^2. Over-estimating
+    tau^2 only shrinks less (wider, safer posteriors), while under-estimating it, as the moment estimator
+    does when each domain has few verdicts, pulls a genuinely different domain to the pool's mean.
+    """
+    k = len(raw)
+    if k < 2:
+        return _MIN_VARIANCE
+    target = float(chi2.ppf(quantile, k - 1))
+    if _q_statistic(raw, 0.0) <= target:
+        return _MIN_VARIANCE
+    low, high = 0.0, 1.0
+    while _q_statistic(raw, high) > target and high < 1e3:
+        high *= 2
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if _q_statistic(raw, mid) > target else (low, mid)
+    return max(high, _MIN_VARIANCE)
+
+
 def _posteriors(
     evidence: Sequence[DomainEvidence], step: tuple[str, str], config: PromotionConfig
 ) -> _StepPosteriors:
@@ -265,13 +313,7 @@ def _posteriors(
             raw[e.domain] = _with_feedback(
                 gap, var, e.feedback.get(step[1]), e.feedback.get(step[0]), config.min_feedback
             )
-    weights = {d: 1 / var for d, (_, var) in raw.items()}
-    sum_w = sum(weights.values())
-    mu_fixed = sum(weights[d] * g for d, (g, _) in raw.items()) / sum_w
-    q = sum(weights[d] * (g - mu_fixed) ** 2 for d, (g, _) in raw.items())
-    denominator = sum_w - sum(w * w for w in weights.values()) / sum_w
-    tau2 = max(0.0, (q - (len(raw) - 1)) / denominator) if denominator > 0 else 0.0
-    tau2 = max(tau2, _MIN_VARIANCE)
+    tau2 = _between_domain_variance(list(raw.values()), config.tau_quantile)
     re_weights = {d: 1 / (var + tau2) for d, (_, var) in raw.items()}
     mu = sum(re_weights[d] * raw[d][0] for d in raw) / sum(re_weights.values())
     var_mu = 1 / sum(re_weights.values())
@@ -305,6 +347,8 @@ class _Table:
     shares: Mapping[str, float]
     z: float
     tiers: dict[str, str]
+    alpha: float = 0.05
+    min_samples: int = 20
     mean: float = 0.0
     own: float = 0.0
     loading: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -331,6 +375,9 @@ class _Table:
     def bound(self, mean: float, own: float, loading: Mapping[tuple[str, str], float]) -> float:
         var = own + sum(load**2 * self.posts[s].var_mu for s, load in loading.items())
         return mean + self.z * math.sqrt(max(var, 0.0))
+
+    def copy(self, *, z: float) -> _Table:
+        return dataclasses.replace(self, z=z, tiers=dict(self.tiers), loading=dict(self.loading))
 
     def current(self) -> float:
         return self.bound(self.mean, self.own, self.loading)
@@ -380,9 +427,40 @@ def _decision(
         worse_rate=v.worse / v.n if v.n else 0.0,
         better_rate=v.better / v.n if v.n else 0.0,
         gap=step.mean,
-        bound=step.mean + table.z * math.sqrt(posts.variance(domain)),
+        bound=step.mean + domain_z(table.alpha, v.n, table.min_samples) * math.sqrt(posts.variance(domain)),
         saving=costs[dear] - costs[cheap],
     )
+
+
+def _above(ladder: Sequence[str], tier: str) -> str:
+    return ladder[ladder.index(tier) + 1]
+
+
+def _greedy(
+    table: _Table, ladder: Sequence[str], budget: float, eligible: Callable[[str, tuple[str, str]], bool]
+) -> list[tuple[str, str]]:
+    """Move domains one step down, best increase of the bound per dollar first, while it stays in budget."""
+    moves: list[tuple[str, str]] = []
+    while True:
+        best: tuple[float, str, str] | None = None
+        current = table.current()
+        for d, tier in table.tiers.items():
+            if tier == ladder[0]:
+                continue
+            down = ladder[ladder.index(tier) - 1]
+            if not eligible(d, (down, tier)):
+                continue
+            after, saving = table.bound_after(d, down)
+            if saving <= 0 or after > budget:
+                continue
+            score = (after - current) / saving
+            if best is None or score < best[0]:
+                best = (score, d, down)
+        if best is None:
+            return moves
+        _, d, down = best
+        table.move(d, down)
+        moves.append((d, down))
 
 
 def plan(
@@ -415,6 +493,8 @@ def plan(
         shares=shares,
         z=z,
         tiers={e.domain: e.tier for e in evidence},
+        alpha=config.alpha,
+        min_samples=config.min_samples,
     )
     for d in evidence:
         table.add(d.domain)
@@ -440,27 +520,22 @@ def plan(
         decisions.append(_decision(table, d, table.tiers[d], up, "demote"))
         table.move(d, up)
 
-    # Promote while the bound stays within the budget, cheapest quality per dollar first.
+    # Promote while the bound stays within the budget, cheapest quality per dollar first; but only moves that
+    # would also be chosen if every domain competed at its current posterior mean, so that the first domains
+    # to gather enough evidence do not spend the budget that better ones, still measuring, will need.
     demoted = {dec.domain for dec in decisions}
-    while True:
-        best = None
-        for d, tier in table.tiers.items():
-            if tier == ladder[0] or d in demoted:
-                continue
-            down = ladder[ladder.index(tier) - 1]
-            if table.posts[(down, tier)].domains[d].verdicts.n < config.min_samples:
-                continue
-            after, saving = table.bound_after(d, down)
-            if saving <= 0 or after > budget:
-                continue
-            score = (after - table.current()) / saving
-            if best is None or score < best[0]:
-                best = (score, d, down)
-        if best is None:
-            break
-        _, d, down = best
-        decisions.append(_decision(table, d, table.tiers[d], down, "promote"))
-        table.move(d, down)
+    worthwhile = _greedy(table.copy(z=0.0), ladder, budget, lambda d, step: d not in demoted)
+    for d, down in _greedy(
+        table,
+        ladder,
+        budget,
+        lambda d, step: (
+            d not in demoted
+            and table.posts[step].domains[d].verdicts.n >= config.min_samples
+            and (d, step[0]) in worthwhile
+        ),
+    ):
+        decisions.append(_decision(table, d, _above(ladder, down), down, "promote"))
 
     return Plan(
         routes=dict(table.tiers),
@@ -487,7 +562,8 @@ def sampling_fraction(samples: int, promoted: bool, *, explore: float, monitor: 
 def changelog(plan: Plan) -> str:
     """The human-readable record of a run: one line per decision with its evidence."""
     head = (
-        f"budget {plan.budget:.4f} (quality {plan.quality.estimate:.3f}, lower bound {plan.quality.lower:.3f}); "
+        f"budget {plan.budget:.4f} (quality {plan.quality.estimate:.3f}, "
+        f"lower bound {plan.quality.lower:.3f}); "
         f"route table loss {plan.loss_estimate:+.4f}, bound {plan.loss_bound:.4f}"
     )
     lines = [head]

@@ -1,4 +1,4 @@
-"""`tiergate replay --outcomes FILE.jsonl`: the learning loop on recorded outcomes (see admin/jobs/replay.py)."""
+"""`tiergate replay --outcomes FILE.jsonl`: the learning loop on recorded outcomes (admin/jobs/replay.py)."""
 
 from __future__ import annotations
 
@@ -44,18 +44,17 @@ def _print_report(metrics: dict[str, object], events: list[dict[str, object]]) -
     print(f"serving cost        ${m['serving_cost']:.4f}")
     print(f"evaluation cost     ${m['evaluation_cost']:.4f}")
     print(f"total cost          ${m['total_cost']:.4f}  ({m['cost_saved_fraction']:.1%} saved)")
-    print(
-        f"quality             {m['quality']:.4f} vs teacher {m['teacher_quality']:.4f} ({m['quality_ratio']:.1%})"
-    )
-    print(
-        f"second half         {m['steady_saved_fraction']:.1%} saved at {m['steady_quality_ratio']:.1%} quality"
-    )
+    print(f"quality             {m['quality']:.4f} vs teacher {m['teacher_quality']:.4f}", end="")
+    print(f" ({m['quality_ratio']:.1%})")
+    print(f"second half         {m['steady_saved_fraction']:.1%} saved", end="")
+    print(f" at {m['steady_quality_ratio']:.1%} quality")
     print(f"promotions          {m['promotions']} ({m['false_promotions']} false)")
     for e in events:
         flag = "  FALSE" if e["false"] else ""
         print(
             f"  after {e['after_requests']:>6}: {e['name']} [{e['domain']}] {e['from']} -> {e['to']}, "
-            f"{e['samples']} verdicts, gap {e['gap']:+.3f} bound {e['bound']:+.3f} (true {e['true_gap']:+.3f}){flag}"
+            f"{e['samples']} verdicts, gap {e['gap']:+.3f} bound {e['bound']:+.3f} "
+            f"(true {e['true_gap']:+.3f}){flag}"
         )
 
 

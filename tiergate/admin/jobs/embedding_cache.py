@@ -1,4 +1,4 @@
-"""Prompt embeddings for offline jobs, cached on disk per list of texts (14k prompts take minutes to embed)."""
+"""Prompt embeddings for offline jobs, cached on disk per list of texts (14k prompts take minutes)."""
 
 from __future__ import annotations
 

@@ -249,10 +249,11 @@ def _order(n: int, config: ReplayConfig) -> np.ndarray:
 def replay(
     records: Sequence[Record],
     embed: Callable[[list[str]], np.ndarray] | None,
-    config: ReplayConfig = ReplayConfig(),
+    config: ReplayConfig | None = None,
     progress: Progress | None = None,
 ) -> ReplayResult:
-    """Run the loop over `records`; `embed` maps prompts to unit vectors (needed when no record has a domain)."""
+    """Run the loop over `records`; `embed` maps prompts to unit vectors (needed without domains)."""
+    config = config or ReplayConfig()
     order = _order(len(records), config)
     records = [records[i] for i in order]
     vectors = None

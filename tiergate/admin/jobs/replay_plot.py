@@ -13,7 +13,7 @@ from tiergate.admin.jobs.replay import ReplayResult
 def plot_learning_curve(
     results: Sequence[ReplayResult], path: Path, *, title: str, labels: Sequence[str] | None = None
 ) -> None:
-    """Two panels: cumulative cost as a share of all-teacher, and cumulative quality as a share of the teacher's.
+    """Two panels: cumulative cost as a share of all-teacher's, cumulative quality as a share of the teacher's.
 
     Several results (e.g. seeds) are drawn as thin lines with their mean in bold.
     """
