@@ -273,3 +273,28 @@ def test_embeddings_are_cached_on_disk(tmp_path: Path) -> None:
     assert np.array_equal(first, again) and np.allclose(first, fake_embed(texts), atol=1e-6)
     cached_embedder(tmp_path, model=model)(texts[:10])
     assert sum(calls) == 160  # other texts, other cache entry
+
+
+def test_an_interrupted_embedding_resumes_from_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tiergate.admin.jobs import embedding_cache
+
+    monkeypatch.setattr(embedding_cache, "CHECKPOINT_BATCHES", 2)
+    texts = [f"easy {i:03d}" for i in range(300)]  # five batches of 64 (the last one short)
+    calls: list[int] = []
+
+    def flaky(batch: list[str]) -> np.ndarray:
+        if len(calls) == 4:
+            raise RuntimeError("interrupted")
+        calls.append(len(batch))
+        return fake_embed(batch)
+
+    with pytest.raises(RuntimeError):
+        cached_embedder(tmp_path, model=flaky)(texts)
+    assert list(tmp_path.glob("*.partial.npz"))
+    calls.append(0)  # let the next call through
+    vectors = cached_embedder(tmp_path, model=lambda b: calls.append(len(b)) or fake_embed(b))(texts)
+    assert sum(calls) == 300  # four batches before the failure were checkpointed; only the rest ran again
+    assert np.allclose(vectors, fake_embed(texts), atol=1e-6)
+    assert not list(tmp_path.glob("*.partial.npz"))

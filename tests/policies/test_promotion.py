@@ -12,6 +12,7 @@ from tiergate.policies.promotion import (
     Verdicts,
     changelog,
     estimate_quality,
+    gap_estimates,
     plan,
     sampling_fraction,
     wilson_lower,
@@ -255,3 +256,33 @@ def test_posterior_bounds_cover_a_simulated_truth() -> None:
     assert promoted > 100
     assert false / promoted <= 0.05
     assert not math.isnan(false)
+
+
+def test_budget_is_kept_for_domains_still_gathering_evidence() -> None:
+    # `big` has enough verdicts and fits the budget alone, but five smaller domains, still below
+    # min_samples, look far better: the budget is kept for them.
+    big = domain("big", *scaled((0.02, 0.86, 0.12), 400), traffic=200)
+    promising = [domain(f"s{i}", *scaled((0.03, 0.88, 0.09), 20), traffic=160) for i in range(5)]
+    config = PromotionConfig(min_samples=30)
+    assert plan([big, *promising], TWO, QUALITY, config).routes["big"] == "teacher"
+    worse = [domain(f"s{i}", *scaled((0.0, 0.7, 0.3), 20), traffic=160) for i in range(5)]
+    assert plan([big, *worse], TWO, QUALITY, config).routes["big"] == "student"
+
+
+def test_a_clear_outlier_is_not_shrunk_to_the_pool() -> None:
+    # Thirty domains with a small gap and one whose 40 verdicts show a large one: its bound must stay high.
+    evidence = [domain(f"d{i}", *scaled((0.05, 0.88, 0.07), 30)) for i in range(30)]
+    evidence.append(domain("outlier", *scaled((0.03, 0.57, 0.40), 40)))
+    estimate = gap_estimates(evidence, TWO)[("outlier", "student", "teacher")]
+    assert estimate.mean > 0.25 and estimate.bound > 0.37 and estimate.samples == 40
+    typical = gap_estimates(evidence, TWO)[("d0", "student", "teacher")]
+    assert typical.sd < estimate.sd and abs(typical.mean - 0.02) < 0.03
+
+
+def test_domain_bounds_widen_with_repeated_looks() -> None:
+    # Same observed rates, more verdicts: the sd shrinks, but the z of a later sample-size epoch grows.
+    from tiergate.policies.promotion import domain_z
+
+    assert domain_z(0.05, 30, 30) == pytest.approx(1.95996, abs=1e-4)  # epoch 0: alpha / 2
+    assert domain_z(0.05, 60, 30) == pytest.approx(2.39398, abs=1e-4)  # epoch 1: alpha / 6
+    assert domain_z(0.05, 10, 30) == domain_z(0.05, 30, 30)

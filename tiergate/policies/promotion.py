@@ -5,45 +5,48 @@ Evidence
     yields pairwise verdicts on the same request: the candidate's answer was `better`, `same` (as good,
     including agreements found by the cheap check) or `worse` than the incumbent's. A verdict is a sample of
     d = incumbent score - candidate score in {-1, 0, +1}, so the domain's quality gap g is estimated by
-    (worse - better) / n. User feedback (scores in 0..1 on served answers) adds a second, independent estimate
-    where both tiers have some in the domain (mean feedback of the incumbent minus the candidate's),
-    combined with the judge's by inverse-variance weighting.
+    (worse - better) / n, with a sampling variance from verdict rates smoothed by ten pseudo-verdicts at the
+    pooled rates (a domain with a few identical verdicts must not claim zero variance). User feedback (0..1
+    scores on served answers) adds an independent estimate where both tiers have some in the domain (mean
+    feedback of the incumbent minus the candidate's), combined with the judge's by inverse-variance weight.
 
 Estimation: empirical Bayes across domains
-    Per step, the domains' gap estimates are pooled in a normal hierarchical model g_d ~ N(mu, tau^2),
-    ghat_d | g_d ~ N(g_d, s_d^2), with mu and tau^2 estimated from all domains (DerSimonian-Laird) and the
-    sampling variances s_d^2 from smoothed verdict rates (two pseudo-verdicts at the pooled rates, so a
-    domain with 5 identical verdicts does not claim zero variance). Each domain's posterior mean m_d and
-    variance v_d^2 (which includes the uncertainty of mu) shrink small samples towards the pooled gap. Posterior
-    statements hold for whichever domains are selected, because selection is a function of the data already
-    conditioned on; raw per-domain estimates would not (the domains that look best are, on average, the
-    ones whose noise flattered them).
+    Per step, the gaps are pooled in a normal hierarchical model g_d ~ N(mu, tau^2), ghat_d ~ N(g_d, s_d^2).
+    tau^2 comes from the Q-profile method at the 20% quantile of chi^2_(k-1), deliberately on the high side:
+    the moment estimator collapses towards 0 when each domain has a few dozen verdicts, and then shrinks a
+    genuinely different domain (MMLU's moral scenarios, gap 0.38) to the pool's mean. Shrinkage is damped
+    and the posterior widened for tau^2 being estimated (Morris, 1983). Each domain's posterior has a mean
+    m_d, a variance of its own, and a loading on mu, since an error in mu moves every shrunk estimate of the
+    step together.
 
 Spending the budget
     The tenant allows the served quality to fall at most `quality_budget` (default 5%) below the incumbent's
-    over all traffic. The incumbent's quality Q is only known through judge scores and feedback, so the
-    allowed loss is B = quality_budget * Q_lower, with Q_lower a Wilson lower bound. The loss of a route table
-    is L = sum_d w_d G_d (traffic shares w_d; G_d the sum of the step gaps from the baseline tier down to the
-    domain's tier) and its upper bound is U = sum_d w_d m_d + z * sqrt(sum_d w_d^2 v_d^2). Bounding the sum,
-    rather than summing per-domain bounds, is what makes the budget usable: per-domain half-widths add up
-    linearly, the sum's uncertainty only in quadrature (on MMLU, summed per-domain bounds exhaust a 5% budget
-    before a fifth of the traffic moves). Moves are taken greedily by their increase of U per dollar saved
-    (traffic-weighted), so domains where the candidate is better come first and then the cheapest quality.
-    A domain needs `min_samples` verdicts at a step before it can be promoted, whatever its prior says.
+    over all traffic. The incumbent's quality Q is known only through judged pairs (`estimate_quality`), so
+    the allowed loss is B = quality_budget * Q_lower. The loss of a route table is L = sum_d w_d G_d (traffic
+    shares w_d; G_d the step gaps summed from the baseline tier down to the domain's tier) and its bound is
+    U = E[L] + z_(1-alpha) * sd[L] under the posterior, with Var[L] = sum_d w_d^2 own_d + sum_steps
+    (sum_d w_d loading_d)^2 var(mu). Bounding the sum, not summing per-domain bounds, is what makes a 5%
+    budget usable: per-domain half-widths add up linearly, the sum's uncertainty only in quadrature. Moves
+    are taken greedily by their increase of U per dollar saved (traffic-weighted), so domains where the
+    candidate is better come first, then the cheapest quality per dollar, while U <= B.
 
-False-promotion control and demotion
-    A run promotes only while U <= B, so the posterior probability that the route table's total loss
-    exceeds the budget is at most alpha (one-sided normal, z = z_{1-alpha}); each promoted domain also
-    records its own bound m_d + z * v_d, its claimed worst case. Repeated looks do not inflate a posterior
-    statement, but they do test the model again and again, so promoted traffic keeps a monitoring sample
-    (`sampling_fraction`): its verdicts flow into the same posterior, and when a run finds U > B it
-    demotes, domain by domain, those whose removal lowers U most per dollar given up, until U <= B. Promoted
-    domains are otherwise kept (hysteresis: a domain is not demoted just because a newer candidate looks
-    slightly better), and new promotions are added only while the bound stays within the budget.
+False-promotion control
+    - A domain needs `min_samples` verdicts at the step before it can be promoted.
+    - It is promoted only if it would also be chosen were every domain, including those still gathering
+      verdicts, competing at its posterior mean: the first domains to reach `min_samples` (the largest) do
+      not spend the budget better ones will need.
+    - Each promotion records its claim, the domain's own bound m_d + z_d * sd_d, with alpha spent over
+      sample-size epochs (epoch k, n in [min_samples 2^k, min_samples 2^(k+1)), gets alpha / ((k+1)(k+2)),
+      summing to alpha) so that looking again at every run does not inflate the chance of a false claim. A
+      false promotion is one whose true gap exceeds its claim.
+    - The route table's total loss exceeds the budget with posterior probability at most alpha at each run.
+      Promoted traffic keeps a monitoring sample (served by the incumbent, the candidate shadowed,
+      `sampling_fraction`); when a run finds U > B it demotes, domain by domain, the move that lowers U most
+      per dollar given up, until U <= B. Promoted domains are otherwise kept (no churn on noise).
 
 The live `tiergate promote` job and `tiergate replay` call the same functions: `estimate_quality` for Q,
-`plan` for the decisions, `sampling_fraction` for the shadow rate per (domain, candidate), and
-`changelog` for the human-readable record. Pure: no I/O, no clocks, no randomness.
+`plan` for the decisions, `sampling_fraction` for the shadow rate per (domain, candidate), and `changelog`
+for the human-readable record. Pure: no I/O, no clocks, no randomness.
 """
 
 from __future__ import annotations
@@ -53,14 +56,15 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
+from typing import Literal
 
 from scipy.stats import chi2
-from typing import Literal
 
 from tiergate.policies.tiers import tier_rank
 
 _PSEUDO = 10.0  # pseudo-verdicts at the pooled rates that keep small-sample variances honest
 _MIN_VARIANCE = 1e-6
+_TRANSLATION = 1.0  # standard errors an estimate may be shrunk by at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +333,10 @@ def _posteriors(
         gap, var = raw[e.domain]
         shrink = damping * var / (var + tau2)
         own = (1 - shrink) * var + extra * shrink**2 * (gap - mu) ** 2
-        out[e.domain] = _Step(shrink * mu + (1 - shrink) * gap, own, shrink, v)
+        # Limited translation (Efron & Morris, 1972), one-sided: pooling may never make a domain look more
+        # than one standard error better than its own data, so a domain unlike the others keeps its figure.
+        mean = max(shrink * mu + (1 - shrink) * gap, gap - _TRANSLATION * math.sqrt(var))
+        out[e.domain] = _Step(mean, own, shrink, v)
     return _StepPosteriors(out, var_mu)
 
 
@@ -545,6 +552,30 @@ def plan(
         loss_bound=table.current(),
         quality=quality,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class GapEstimate:
+    """A domain's posterior quality gap at one step, for reports and `--dry-run` evidence."""
+
+    mean: float
+    sd: float
+    bound: float  # the domain's own bound (alpha spent over sample-size epochs)
+    samples: int
+
+
+def gap_estimates(
+    evidence: Sequence[DomainEvidence], tiers: Sequence[str], config: PromotionConfig = PromotionConfig()
+) -> dict[tuple[str, str, str], GapEstimate]:
+    """(domain, candidate, incumbent) -> posterior gap, for every domain and adjacent pair of tiers."""
+    out = {}
+    for step in _ladder_steps(sorted(set(tiers), key=tier_rank)):
+        posts = _posteriors(evidence, step, config)
+        for domain, post in posts.domains.items():
+            sd = math.sqrt(posts.variance(domain))
+            z = domain_z(config.alpha, post.verdicts.n, config.min_samples)
+            out[(domain, *step)] = GapEstimate(post.mean, sd, post.mean + z * sd, post.verdicts.n)
+    return out
 
 
 def sampling_fraction(samples: int, promoted: bool, *, explore: float, monitor: float, enough: int) -> float:

@@ -109,6 +109,8 @@ class _Replay:
             np.array([dom.GENERAL] * n, dtype=object) if self.given is None else np.array(self.given)
         )
         self.calibrations = 0
+        self.spent_serving = 0.0
+        self.spent_evaluation = 0.0
         self.events: list[PromotionEvent] = []
         self.changelogs: list[str] = []
 
@@ -119,14 +121,21 @@ class _Replay:
         domain = str(self.domain_of[i])
         tier = self.routes.get(domain, self.start)
         served, shadow = tier, -1
-        if tier < self.start and self.rng.random() < sampling_fraction(
-            0, True, explore=c.explore, monitor=c.monitor, enough=c.enough
+        # Shadow and judge calls are budgeted: none while evaluation has spent its share of serving so far.
+        affordable = (
+            c.evaluation_budget is None or self.spent_evaluation <= c.evaluation_budget * self.spent_serving
+        )
+        if (
+            affordable
+            and tier < self.start
+            and self.rng.random()
+            < sampling_fraction(0, True, explore=c.explore, monitor=c.monitor, enough=c.enough)
         ):
             served, shadow = (
                 tier + 1,
                 tier,
             )  # monitoring: the incumbent answers, the promoted tier is shadowed
-        elif tier > 0:
+        elif affordable and tier > 0:
             n = self.samples.get((domain, tier - 1), 0)
             if self.rng.random() < sampling_fraction(
                 n, False, explore=c.explore, monitor=c.monitor, enough=c.enough
@@ -150,6 +159,8 @@ class _Replay:
                 evaluation += self.price[i, self.top]
                 if served == self.start:
                     t.calibrated[i] = self.score[i, served]
+        self.spent_serving += float(self.price[i, served])
+        self.spent_evaluation += evaluation
         return served, float(self.price[i, served]), evaluation
 
     # -- learning ------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ class ReplayConfig:
     enough: int = 200  # verdicts per (domain, candidate) before exploration slows to the monitoring share
     calibrate: float = 0.1  # share of evaluated agreements judged anyway, to estimate the incumbent's quality
     calibration_target: int = 300  # stop calibrating once this many agreements are judged
+    evaluation_budget: float | None = None  # cap: evaluation spend at most this share of serving spend so far
     clusters: int | None = None  # domains to discover (default: grows with the traces seen)
     floor: float = 0.25  # similarity below which a query is `general`
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
