@@ -12,6 +12,7 @@ Reference points computed on the same files: an oracle that knows each embedding
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -30,6 +31,8 @@ from tiergate.admin.jobs.replay_plot import plot_learning_curve
 from tiergate.policies.domains import cluster
 
 ROOT = Path(__file__).resolve().parents[2]
+# Promotion runs every 500 requests on MMLU (28 runs); GSM8K's 1,307 requests get one every 100.
+INTERVALS = {"mmlu": 500, "gsm8k": 100}
 KEYS = (
     "cost_saved_fraction",
     "quality_ratio",
@@ -87,13 +90,14 @@ def run_dataset(
         result = replay(
             records,
             lambda texts: np.stack([lookup[t] for t in texts]),
-            ReplayConfig(**{**config.__dict__, "seed": seed, "shuffle": True}),
+            dataclasses.replace(config, seed=seed, shuffle=True),
         )
         m = result.metrics
         print(
             f"{path.stem} seed {seed}: saved {m['cost_saved_fraction']:.1%} at {m['quality_ratio']:.1%}, "
             f"second half {m['steady_saved_fraction']:.1%} at {m['steady_quality_ratio']:.1%}, "
-            f"{m['promotions']} promotions ({m['false_promotions']} false), {time.monotonic() - started:.0f}s",
+            f"{m['promotions']} promotions ({m['false_promotions']} false), "
+            f"{time.monotonic() - started:.0f}s",
             file=sys.stderr,
         )
         results.append(result)
@@ -104,31 +108,37 @@ def _mean(results: list[ReplayResult], key: str) -> float:
     return statistics.fmean(float(r.metrics[key]) for r in results)
 
 
+def _row(label: str, m: dict[str, Any], promotions: str) -> str:
+    cells = [
+        label,
+        f"{m['cost_saved_fraction']:.1%}",
+        f"{m['quality_ratio']:.1%}",
+        f"{m['steady_saved_fraction']:.1%}",
+        f"{m['steady_quality_ratio']:.1%}",
+        f"{m['evaluation_cost'] / m['teacher_cost']:.1%}",
+        promotions,
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
 def markdown(all_results: dict[str, list[ReplayResult]], refs: dict[str, dict[str, float]]) -> str:
     lines = []
     for name, results in all_results.items():
+        requests = results[0].metrics["requests"]
         lines += [
-            f"**{name.upper()}** ({results[0].metrics['requests']} requests, domains inferred, evaluation included)",
+            f"**{name.upper()}** ({requests} requests, domains inferred, evaluation included)",
             "",
             "| seed | saved (whole run) | quality | saved (second half) | quality (second half) "
-            "| evaluation spend | promotions | false |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| evaluation spend | promotions (false) |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for seed, r in enumerate(results):
             m = r.metrics
-            lines.append(
-                f"| {seed} | {m['cost_saved_fraction']:.1%} | {m['quality_ratio']:.1%} | "
-                f"{m['steady_saved_fraction']:.1%} | {m['steady_quality_ratio']:.1%} | "
-                f"{m['evaluation_cost'] / m['teacher_cost']:.1%} | {m['promotions']} | {m['false_promotions']} |"
-            )
+            lines.append(_row(str(seed), m, f"{m['promotions']} ({m['false_promotions']})"))
         promotions = sum(r.metrics["promotions"] for r in results)
         false = sum(r.metrics["false_promotions"] for r in results)
-        lines.append(
-            f"| **mean** | **{_mean(results, 'cost_saved_fraction'):.1%}** | **{_mean(results, 'quality_ratio'):.1%}** "
-            f"| **{_mean(results, 'steady_saved_fraction'):.1%}** | **{_mean(results, 'steady_quality_ratio'):.1%}** "
-            f"| {statistics.fmean(r.metrics['evaluation_cost'] / r.metrics['teacher_cost'] for r in results):.1%} "
-            f"| {promotions} | {false} ({false / max(promotions, 1):.1%}) |"
-        )
+        mean = {k: statistics.fmean(float(r.metrics[k]) for r in results) for k in results[0].metrics}
+        lines.append(_row("**mean**", mean, f"{promotions} ({false}, {false / max(promotions, 1):.1%})"))
         ref = ", ".join(f"{k.replace('_', ' ')} {v:.1%}" for k, v in refs[name].items())
         lines += ["", f"Reference points (same budget, no evaluation cost, true gaps known): {ref}.", ""]
     return "\n".join(lines)
@@ -151,10 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     config = ReplayConfig()
     all_results: dict[str, list[ReplayResult]] = {}
     refs: dict[str, dict[str, float]] = {}
-    report: dict[str, Any] = {"config": {k: v for k, v in config.__dict__.items() if k != "promotion"}}
-    report["config"]["promotion"] = config.promotion.__dict__
+    report: dict[str, Any] = {"config": dataclasses.asdict(config), "intervals": INTERVALS}
     for name in args.datasets.split(","):
-        results, vectors = run_dataset(files[name], args.seeds, config, args.cache)
+        dataset_config = dataclasses.replace(config, interval=INTERVALS.get(name, config.interval))
+        results, vectors = run_dataset(files[name], args.seeds, dataset_config, args.cache)
         all_results[name] = results
         subjects = json.loads((args.work / f"{name}.subjects.json").read_text(encoding="utf-8"))
         refs[name] = references(name, load_outcomes(files[name]), vectors, subjects)

@@ -298,3 +298,22 @@ def test_an_interrupted_embedding_resumes_from_its_checkpoint(
     assert sum(calls) == 300  # four batches before the failure were checkpointed; only the rest ran again
     assert np.allclose(vectors, fake_embed(texts), atol=1e-6)
     assert not list(tmp_path.glob("*.partial.npz"))
+
+
+def test_learning_curves_of_several_seeds_share_one_plot(tmp_path: Path) -> None:
+    from tiergate.admin.jobs.replay_plot import plot_learning_curve
+
+    records = load_outcomes(write(tmp_path / "o.jsonl", synthetic(400)))
+    results = [replay(records, None, ReplayConfig(seed=s, shuffle=True, interval=100)) for s in range(2)]
+    path = tmp_path / "docs" / "curve.png"
+    plot_learning_curve(results, path, title="two seeds", labels=["seed 0", "seed 1"])
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_evaluation_budget_caps_shadow_and_judge_spend(tmp_path: Path) -> None:
+    records = load_outcomes(write(tmp_path / "o.jsonl", synthetic(400)))
+    free = replay(records, None, ReplayConfig(explore=1.0, enough=10_000)).metrics
+    capped = replay(records, None, ReplayConfig(explore=1.0, enough=10_000, evaluation_budget=0.02)).metrics
+    assert free["evaluation_cost"] > 0.1 * free["serving_cost"]
+    # At most the cap, plus the one evaluation (shadow and judge) that crossed it.
+    assert capped["evaluation_cost"] <= 0.02 * capped["serving_cost"] + 0.0101

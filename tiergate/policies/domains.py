@@ -16,7 +16,6 @@ Pure: no I/O, no clocks; randomness only from the `seed` argument.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -64,7 +63,8 @@ def default_cluster_count(n: int) -> int:
 
 def _unit(rows: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return (rows / np.clip(norms, 1e-12, None)).astype(np.float32)
+    unit: np.ndarray = (rows / np.clip(norms, 1e-12, None)).astype(np.float32)
+    return unit
 
 
 def _initial_centroids(
@@ -141,7 +141,9 @@ def discover(
         return DomainSet((), floor if previous is None else previous.floor, next_id)
     k = default_cluster_count(len(vectors)) if k is None else k
     old = previous.domains if previous else ()
-    labels, centroids = cluster(vectors, k, previous=previous.centroids() if old else None, seed=seed)
+    labels, centroids = cluster(
+        vectors, k, previous=previous.centroids() if previous and old else None, seed=seed
+    )
     k = len(centroids)
     sizes = np.bincount(labels, minlength=k)
     keep: dict[int, Domain] = {}
@@ -190,8 +192,3 @@ def assign(domains: DomainSet, vectors: np.ndarray) -> list[str]:
     best = sims.argmax(axis=1)
     ids = [d.id for d in domains.domains]
     return [ids[b] if sims[i, b] >= domains.floor else GENERAL for i, b in enumerate(best)]
-
-
-def slug(text: str) -> str:
-    """A compact lower-case form of a domain name, for file names and logs."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")

@@ -503,8 +503,8 @@ def plan(
         alpha=config.alpha,
         min_samples=config.min_samples,
     )
-    for d in evidence:
-        table.add(d.domain)
+    for e in evidence:
+        table.add(e.domain)
     budget = config.quality_budget * quality.lower
     decisions: list[Decision] = []
 

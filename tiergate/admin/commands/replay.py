@@ -71,9 +71,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except OutcomesError as exc:
         print(f"tiergate replay: {exc}", file=sys.stderr)
         return 2
-    if not (0 < args.budget < 1 and 0 <= args.explore <= 1 and 0 <= args.monitor <= 1 and args.interval > 0):
+    cap_ok = args.evaluation_budget is None or args.evaluation_budget >= 0
+    if not (
+        0 < args.budget < 1
+        and 0 <= args.explore <= 1
+        and 0 <= args.monitor <= 1
+        and args.interval > 0
+        and cap_ok
+    ):
         print(
-            "tiergate replay: --budget must be in (0, 1), fractions in [0, 1], --interval positive",
+            "tiergate replay: --budget must be in (0, 1), fractions in [0, 1], --interval positive, "
+            "--evaluation-budget not negative",
             file=sys.stderr,
         )
         return 2
@@ -84,6 +92,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         explore=args.explore,
         monitor=args.monitor,
         clusters=args.clusters,
+        evaluation_budget=args.evaluation_budget,
         promotion=PromotionConfig(quality_budget=args.budget),
     )
     embed = None
@@ -127,6 +136,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--budget", type=float, default=0.05, help="allowed quality loss versus the teacher (0.05 = 5%%)"
+    )
+    p.add_argument(
+        "--evaluation-budget",
+        type=float,
+        help="cap shadow and judge spend at this share of the serving spend so far (default: no cap)",
     )
     p.add_argument(
         "--clusters", type=int, help="number of domains to discover (default: grows with the traffic)"

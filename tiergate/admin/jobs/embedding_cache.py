@@ -33,7 +33,7 @@ def _save(path: Path, **arrays: np.ndarray) -> None:
     partial = path.with_name(path.name + ".tmp")
     with partial.open("wb") as f:
         if path.suffix == ".npz":
-            np.savez(f, **arrays)
+            np.savez(f, vectors=arrays["vectors"], done=arrays["done"])
         else:
             np.save(f, arrays["vectors"])
     partial.replace(path)
@@ -77,9 +77,9 @@ def cached_embedder(
         key = cache_key(texts)
         path = cache_dir / f"{key}.npy"
         if path.exists():
-            vectors = np.load(path)
-            if vectors.shape[0] == len(texts):
-                return vectors
+            cached: np.ndarray = np.load(path)
+            if cached.shape[0] == len(texts):
+                return cached
         cache_dir.mkdir(parents=True, exist_ok=True)
         checkpoint = cache_dir / f"{key}.partial.npz"
         vectors = embed_in_batches(model or _local_model(), texts, progress, checkpoint)

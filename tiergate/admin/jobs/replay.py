@@ -265,15 +265,17 @@ def replay(
 ) -> ReplayResult:
     """Run the loop over `records`; `embed` maps prompts to unit vectors (needed without domains)."""
     config = config or ReplayConfig()
-    order = _order(len(records), config)
-    records = [records[i] for i in order]
     vectors = None
     if records[0].domain is None:
         if embed is None:
             raise ValueError("the outcomes name no domains, so replay needs an embedding model")
+        # Embedded in file order, so an on-disk cache of the file's embeddings serves every seed.
         vectors = np.asarray(embed([r.prompt for r in records]), dtype=np.float32)
         if vectors.shape[0] != len(records):
             raise ValueError(f"embedding returned {vectors.shape[0]} vectors for {len(records)} prompts")
+    order = _order(len(records), config)
+    records = [records[i] for i in order]
+    vectors = None if vectors is None else vectors[order]
     run = _Replay(records, vectors, config)
     n = len(records)
     serving = np.zeros(n)
@@ -352,4 +354,5 @@ def summary(result: ReplayResult) -> Mapping[str, Any]:
             }
             for e in result.events
         ],
+        "changelog": result.changelogs,
     }

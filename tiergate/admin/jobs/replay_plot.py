@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from tiergate.admin.jobs.replay import ReplayResult
 def plot_learning_curve(
     results: Sequence[ReplayResult], path: Path, *, title: str, labels: Sequence[str] | None = None
 ) -> None:
-    """Two panels: cumulative cost as a share of all-teacher's, cumulative quality as a share of the teacher's.
+    """Two panels: cumulative cost and cumulative quality, each as a share of the all-teacher run's.
 
     Several results (e.g. seeds) are drawn as thin lines with their mean in bold.
     """
@@ -27,9 +28,9 @@ def plot_learning_curve(
     for k, r in enumerate(results):
         served = np.arange(1, len(r.cumulative_cost) + 1)
         cost = r.cumulative_cost / r.cumulative_teacher_cost
-        quality = r.cumulative_quality / np.where(
-            r.cumulative_teacher_quality > 0, r.cumulative_teacher_quality, 1
-        )
+        # Undefined until the teacher has answered something right: left blank rather than drawn as 0.
+        teacher = np.where(r.cumulative_teacher_quality > 0, r.cumulative_teacher_quality, np.nan)
+        quality = r.cumulative_quality / teacher
         cost_curves.append(cost)
         quality_curves.append(quality)
         thin = len(results) > 1
@@ -39,7 +40,10 @@ def plot_learning_curve(
     if len(results) > 1 and len({len(c) for c in cost_curves}) == 1:
         served = np.arange(1, len(cost_curves[0]) + 1)
         cost_ax.plot(served, np.mean(cost_curves, axis=0), color="black", lw=2, label="mean")
-        quality_ax.plot(served, np.mean(quality_curves, axis=0), color="black", lw=2)
+        with warnings.catch_warnings():  # columns where no seed is defined yet are meant to stay blank
+            warnings.simplefilter("ignore", RuntimeWarning)
+            quality_mean = np.nanmean(quality_curves, axis=0)
+        quality_ax.plot(served, quality_mean, color="black", lw=2)
     cost_ax.axhline(1.0, color="grey", ls=":", lw=1)
     cost_ax.set_ylabel("cumulative cost / all-teacher\n(serving + evaluation)")
     cost_ax.set_ylim(0, max(1.2, float(np.nanmax([c.max() for c in cost_curves])) * 1.05))
