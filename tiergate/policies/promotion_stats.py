@@ -11,8 +11,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
 
-from scipy.stats import chi2
-
 from tiergate.policies.tiers import tier_rank
 
 _PSEUDO = 10.0  # pseudo-verdicts at the pooled rates that keep small-sample variances honest
@@ -209,6 +207,8 @@ def _between_domain_variance(raw: Sequence[tuple[float, float]], quantile: float
     tau^2 only shrinks less (wider, safer posteriors), while under-estimating it, as the moment estimator
     does when each domain has few verdicts, pulls a genuinely different domain to the pool's mean.
     """
+    from scipy.stats import chi2  # deferred: importing scipy.stats costs a second, `tiergate --help` none
+
     k = len(raw)
     if k < 2:
         return _MIN_VARIANCE
