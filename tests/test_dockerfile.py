@@ -108,7 +108,7 @@ def test_only_runtime_extras_are_installed() -> None:
     extras = set(match.group(1).split(","))
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert extras <= set(declared) and "dev" not in extras
-    assert {"otel", "semantic"} <= extras  # tracing on demand, and the semantic cache's store
+    assert {"otel", "semantic", "learning"} <= extras  # tracing, the semantic cache, the promote job
 
 
 def test_the_process_runs_as_a_numeric_non_root_user() -> None:

@@ -95,7 +95,9 @@ class SSEAccumulator:
         if event.startswith(b"data: ") and event.count(b"\n", 0, -2) == 0:
             payload = event[6:].rstrip()  # the common shape: one `data:` line
         else:
-            payload = b"\n".join(line[5:].lstrip() for line in event.splitlines() if line.startswith(b"data:"))
+            payload = b"\n".join(
+                line[5:].lstrip() for line in event.splitlines() if line.startswith(b"data:")
+            )
         if not payload:
             return True  # comments and keep-alives pass through
         if payload == b"[DONE]":
