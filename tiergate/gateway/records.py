@@ -66,6 +66,7 @@ class CallRecord:
     # (deployment id, kind) of every failed upstream attempt; kind is an HTTP status, "timeout" or "connection".
     upstream_errors: tuple[tuple[str, str], ...] = ()
     route_reason: str = ""
+    domain: str | None = None  # the query's domain, when routing inferred one
     cache: str = "miss"
     phases: list[Phase] = field(default_factory=list, repr=False)
     kind: str = "request"  # request | evaluation (the learning loop's shadow and judge calls)
@@ -74,6 +75,8 @@ class CallRecord:
     # The request and answer, for consumers that keep content (traces, cache); never logged by default.
     request_body: dict[str, Any] | None = field(default=None, repr=False)
     answer: dict[str, Any] | None = field(default=None, repr=False)
+    # The query's embedding when routing computed one (a numpy vector), for traces; never computed for them.
+    query_vector: Any = field(default=None, repr=False)
 
     @property
     def overhead_s(self) -> float:

@@ -100,7 +100,9 @@ class Router:
             )
         )
         if plan is not None and domain is not None:
-            plan = RoutePlan(plan.targets, f"{plan.reason} [similarity {similarity:.2f}]", plan.verify)
+            plan = RoutePlan(
+                plan.targets, f"{plan.reason} [similarity {similarity:.2f}]", plan.verify, domain
+            )
         return plan
 
 
