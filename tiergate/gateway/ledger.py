@@ -170,6 +170,8 @@ class LedgerWriter:
 
     async def _next_batch(self) -> list[dict[str, Any]]:
         rows = [] if self._stopping else [await self._queue.get()]
+        # Taken from the queue but not written yet: `flush` and `spill_pending` must see these rows too.
+        self._writing = rows
         deadline = time.monotonic() + self._flush_s
         while len(rows) < self._batch_size:
             try:
@@ -188,10 +190,10 @@ class LedgerWriter:
         """Write batches until `stop`, then what is still queued; never cancelled in the middle of a batch."""
         while True:
             rows = await self._next_batch()
+            self._writing = rows
             if rows:
-                self._writing = rows
                 await self._write(rows)
-                self._writing = []
+            self._writing = []
             if self._queue.empty():
                 self._idle.set()
                 if self._stopping:
@@ -214,7 +216,7 @@ class LedgerWriter:
 
         A batch it was writing may be in the database already: replaying it is harmless (rows carry ids).
         """
-        rows, self._writing = self._writing, []
+        rows, self._writing = [r for r in self._writing if r is not _STOP], []
         while not self._queue.empty():
             row = self._queue.get_nowait()
             if row is not _STOP:

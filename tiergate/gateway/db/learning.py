@@ -12,6 +12,9 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Index, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
+# None is SQL NULL (not the JSON value null), so that `IS NULL` finds rows without content.
+_JSON = JSON(none_as_null=True)
+
 
 class Trace(SQLModel, table=True):
     """One call as the gateway handled it: routing, cost, timing and (per content policy) its content."""
@@ -34,7 +37,7 @@ class Trace(SQLModel, table=True):
     deployment_id: str | None = Field(default=None, max_length=300)
     model: str | None = Field(default=None, max_length=200)
     attempts: int = 0
-    escalations: list[str] | None = Field(default=None, sa_type=JSON)  # "from->to: reason"
+    escalations: list[str] | None = Field(default=None, sa_type=_JSON)  # "from->to: reason"
     cache: str = Field(default="miss", max_length=16)
     route_reason: str = Field(default="", max_length=1000)
     status: str = Field(max_length=32)  # ok | error | refused | client_disconnected | upstream_broken
@@ -48,9 +51,11 @@ class Trace(SQLModel, table=True):
     ttft_ms: float | None = None
     upstream_ms: float = 0.0
     content: str = Field(max_length=10)  # full | redacted | none
-    messages: list[Any] | None = Field(default=None, sa_type=JSON)
-    params: dict[str, Any] | None = Field(default=None, sa_type=JSON)  # the request's other fields (tools...)
-    answer: dict[str, Any] | None = Field(default=None, sa_type=JSON)  # the first choice's message
+    messages: list[Any] | None = Field(default=None, sa_type=_JSON)
+    params: dict[str, Any] | None = Field(
+        default=None, sa_type=_JSON
+    )  # the request's other fields (tools...)
+    answer: dict[str, Any] | None = Field(default=None, sa_type=_JSON)  # the first choice's message
     finish_reason: str | None = Field(default=None, max_length=32)
     # The query's MiniLM vector (384 float32) when routing computed it and the content policy is `full`.
     embedding: bytes | None = Field(default=None, sa_type=LargeBinary)
@@ -105,7 +110,7 @@ class Evaluation(SQLModel, table=True):
     judge_version: str | None = Field(default=None, max_length=40)
     judge_model: str | None = Field(default=None, max_length=200)
     content: str = Field(max_length=10)
-    candidate_answer: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    candidate_answer: dict[str, Any] | None = Field(default=None, sa_type=_JSON)
     candidate_cost_nano: int = Field(default=0, sa_type=BigInteger)
     judge_cost_nano: int = Field(default=0, sa_type=BigInteger)
 
