@@ -186,9 +186,10 @@ class TraceWriter:
         size = self._settings.batch_size
         while True:
             if len(self._pending) < size and not self._stopping:
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._settings.flush_s)
+            # Cleared once woken, not before waiting: a wake-up that came first (a flush) is not lost.
+            self._wake.clear()
             self._writing, self._pending = self._pending[:size], self._pending[size:]
             if self._writing:
                 try:
