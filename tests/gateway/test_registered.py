@@ -48,6 +48,9 @@ async def test_a_candidate_is_shadowed_on_its_tiers_traffic_and_serves_nothing(
     async with gateway(router, config) as (client, _):
         res = client._transport.app.state.resources  # type: ignore[attr-defined]
         installed = watch_installs(res.learning.registry)
+        before = {"model": "student", "messages": [{"role": "user", "content": "before"}]}
+        assert (await client.post("/v1/chat/completions", json=before, headers=AUTH)).status_code == 200
+        assert res.learning.shadow.stats.sampled == 0  # nothing cheaper than student to compare with yet
         row = await models.register(
             res.accounting.engine, tier="student", model="tiny", api_base="http://tiny/v1/", api_key_env="TINY_KEY",
             input_cost_per_mtok=0.1, output_cost_per_mtok=0.2,

@@ -134,6 +134,8 @@ class ShadowEvaluator:
         self.budget = EvaluationBudget(engine)
         self.stats = ShadowStats()
         self._workers: list[asyncio.Task[None]] = []
+        self._cached: dict[tuple[str, str, bool], tuple[Candidate, ...]] = {}
+        self._cached_for: tuple[object, object] = (None, None)
 
     def depth(self) -> int:
         return self._queue.qsize()
@@ -153,13 +155,7 @@ class ShadowEvaluator:
         policy = self._settings.policy_for(record.principal.tenant_id)
         if not policy.active or not record.request_body:
             return
-        for candidate in candidates(
-            record.tier,
-            self._res.catalog.configured_tiers,
-            self._registry.candidate_tiers,
-            policy.candidate,
-            policy.registered,
-        ):
+        for candidate in self._candidates(record.tier, policy):
             fraction = policy.fraction_for(record.domain, candidate.tier)
             if sampled(self._settings.seed, record.request_id, candidate, fraction):
                 try:
@@ -167,6 +163,19 @@ class ShadowEvaluator:
                     self.stats.sampled += 1
                 except asyncio.QueueFull:
                     self.stats.overflowed += 1
+
+    def _candidates(self, served: str, policy: ShadowPolicy) -> tuple[Candidate, ...]:
+        """`policies.shadow.candidates`, remembered until the catalog or the registered models change."""
+        catalog, registered = self._res.catalog, self._registry.candidate_tiers
+        if catalog is not self._cached_for[0] or registered is not self._cached_for[1]:
+            self._cached, self._cached_for = {}, (catalog, registered)
+        key = (served, policy.candidate, policy.registered)
+        found = self._cached.get(key)
+        if found is None:
+            found = self._cached[key] = candidates(
+                served, catalog.configured_tiers, registered, policy.candidate, policy.registered
+            )
+        return found
 
     def start(self) -> None:
         self._workers = [asyncio.ensure_future(self._work()) for _ in range(self._settings.concurrency)]
