@@ -9,6 +9,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
@@ -167,12 +168,13 @@ print(sorted(m for m in sys.modules if m.startswith(traced)))
 """
 
 
-def _run_one_call(env: dict[str, str]) -> str:
+def _run_one_call(env: dict[str, str], cwd: Path) -> str:
+    """In `cwd`, since the app keeps its default SQLite file in the working directory."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     done = subprocess.run(
         [sys.executable, "-c", _ONE_CALL],
         env={**clean, "PYTHONPATH": str(ROOT), **env},
-        cwd=ROOT,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
@@ -181,8 +183,8 @@ def _run_one_call(env: dict[str, str]) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def test_without_an_endpoint_opentelemetry_tracing_is_never_imported() -> None:
-    assert _run_one_call({}) == "[]"
+def test_without_an_endpoint_opentelemetry_tracing_is_never_imported(tmp_path: Path) -> None:
+    assert _run_one_call({}, tmp_path) == "[]"
 
 
 class _Collector(BaseHTTPRequestHandler):
@@ -214,12 +216,12 @@ def collector() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
 
 
 def test_spans_are_exported_by_otlp_when_an_endpoint_is_set(
-    collector: tuple[str, list[tuple[str, bytes]]],
+    collector: tuple[str, list[tuple[str, bytes]]], tmp_path: Path
 ) -> None:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     url, received = collector
-    loaded = _run_one_call({"OTEL_EXPORTER_OTLP_ENDPOINT": url})
+    loaded = _run_one_call({"OTEL_EXPORTER_OTLP_ENDPOINT": url}, tmp_path)
     assert "tiergate.gateway.tracing" in loaded
     assert received and {path for path, _ in received} == {"/v1/traces"}
     names, services = [], set()

@@ -2,7 +2,10 @@
 
 Reservation and settlement are each one SQL statement over the key's and the tenant's counter rows, so
 they are atomic without any lock of ours. On SQLite the statement runs on a plain `sqlite3` connection on
-the event loop: a local WAL write of ~15 µs, far cheaper than a trip through a thread pool. A counter row is
+the event loop: a local WAL write of ~15 µs, far cheaper than a trip through a thread pool. That connection
+never waits inside SQLite for the file's write lock: the lock may be held by a transaction (the ledger
+writer's) whose COMMIT needs this very event loop to run, so a blocking wait would stall every request and
+end in "database is locked". A busy file is retried after yielding to the loop instead. A counter row is
 created the first time its (scope, period) is seen, seeded with the spend the ledger already holds for it.
 Reservations of a process that died are released when the next one starts: without Redis the file has a
 single gateway process (several processes or replicas need Redis, see limits_redis.py).
@@ -10,13 +13,18 @@ single gateway process (several processes or replicas need Redis, see limits_red
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tiergate.gateway.limits import BudgetCheck
+
+# How long a statement keeps retrying a busy file before giving up (the ledger's batches take milliseconds).
+_BUSY_DEADLINE_S = 5.0
 
 _SPEND = "SELECT COALESCE(SUM(cost_nano), 0) FROM ledger WHERE {column} = {id} AND ts_ms >= {since} AND kind = 'request'"
 
@@ -28,21 +36,38 @@ def _spend_query(scope: str, placeholder: str) -> str:
 
 class SqliteBudget:
     def __init__(self, path: str) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("UPDATE budget_counters SET reserved_nano = 0 WHERE reserved_nano != 0")
         self._ensured: set[tuple[str, int]] = set()
         self._statements: dict[int, tuple[str, str, str]] = {}
 
-    def _ensure(self, budgets: tuple[BudgetCheck, ...]) -> None:
+    async def _execute(self, sql: str, params: Any) -> sqlite3.Cursor:
+        """Run one statement; when another connection holds the write lock, yield and retry."""
+        deadline = time.monotonic() + _BUSY_DEADLINE_S
+        delay = 0.0005
+        while True:
+            try:
+                return self._db.execute(sql, params)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.02)
+
+    async def _ensure(self, budgets: tuple[BudgetCheck, ...]) -> None:
         for b in budgets:
             if (b.scope, b.period_start) in self._ensured:
                 continue
-            spent = self._db.execute(
-                _spend_query(b.scope, ":{}"), {"id": b.scope[2:], "since": b.period_start * 1000}
+            spent = (
+                await self._execute(
+                    _spend_query(b.scope, ":{}"), {"id": b.scope[2:], "since": b.period_start * 1000}
+                )
             ).fetchone()[0]
-            self._db.execute(
+            await self._execute(
                 "INSERT OR IGNORE INTO budget_counters (scope, period_start, spent_nano, reserved_nano) VALUES (?, ?, ?, 0)",
                 (b.scope, b.period_start, spent),
             )
@@ -69,20 +94,20 @@ class SqliteBudget:
     async def reserve(
         self, reservation_id: str, budgets: tuple[BudgetCheck, ...], amount_nano: int, now_s: float
     ) -> int | None:
-        self._ensure(budgets)
+        await self._ensure(budgets)
         reserve, _, over = self._sql(len(budgets))
         rows: list[Any] = [v for b in budgets for v in (b.scope, b.period_start)]
         limits: list[Any] = [v for b in budgets for v in (b.scope, b.period_start, amount_nano, b.limit_nano)]
-        if self._db.execute(reserve, [amount_nano, *rows, *limits]).rowcount == len(budgets):
+        if (await self._execute(reserve, [amount_nano, *rows, *limits])).rowcount == len(budgets):
             return None
-        refused = {r[0] for r in self._db.execute(over, limits)}
+        refused = {r[0] for r in await self._execute(over, limits)}
         return next((i for i, b in enumerate(budgets) if b.scope in refused), 0)
 
     async def settle(
         self, reservation_id: str, budgets: tuple[BudgetCheck, ...], reserved_nano: int, cost_nano: int
     ) -> None:
         _, settle, _ = self._sql(len(budgets))
-        self._db.execute(
+        await self._execute(
             settle, [cost_nano, reserved_nano, *(v for b in budgets for v in (b.scope, b.period_start))]
         )
 
