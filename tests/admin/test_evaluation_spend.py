@@ -3,12 +3,16 @@ columns, and never against the tenant's request budget (which still binds the te
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from tests.admin.conftest import ADMIN, config, serve
+from tiergate.gateway.db import migrate
+from tiergate.gateway.db.learning import Evaluation
 
 
 def dep(model: str, price_in: float, price_out: float) -> dict[str, object]:
@@ -30,9 +34,17 @@ def answers(request: httpx.Request) -> httpx.Response:
     })  # fmt: skip
 
 
-async def test_evaluation_spend_is_reported_apart_and_spares_the_request_budget(sqlite_url: str) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    """Both databases, migrated (a gateway on PostgreSQL only checks the schema)."""
+    url: str = sqlite_url if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    asyncio.run(migrate.upgrade(url))
+    return url
+
+
+async def test_evaluation_spend_is_reported_apart_and_spares_the_request_budget(database_url: str) -> None:
     settings = config(
-        sqlite_url,
+        database_url,
         tiers={"student": [dep("small", 1, 2)], "teacher": [dep("big", 10, 40)], "supervisor": [dep("judge", 100, 400)]},
         learning={"shadow": {"fraction": 1.0, "daily_budget_usd": 1.0}},
     )  # fmt: skip
@@ -43,13 +55,14 @@ async def test_evaluation_spend_is_reported_apart_and_spares_the_request_budget(
         for _ in range(3):
             r = await s.chat(key["key"], "teacher", max_tokens=5)
             assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "The answer is B"
-            await (
-                s.res.learning.shadow.drain()
-            )  # each evaluation (6,020,000 nano-USD) before the next request
+            # Each evaluation (6,020,000 nano-USD) is done before the next request.
+            await s.res.learning.shadow.drain()
         await s.flushed()
-        assert (
-            await s.chat(key["key"], "teacher", max_tokens=5)
-        ).status_code == 429  # the budget binds requests
+        async with s.res.accounting.engine.connect() as conn:
+            verdicts = (await conn.execute(select(Evaluation.__table__.c.verdict))).scalars().all()  # type: ignore[attr-defined]
+        assert verdicts == ["worse"] * 3  # the judge preferred the teacher, both ways round
+        # The request budget binds the tenant's own requests only.
+        assert (await s.chat(key["key"], "teacher", max_tokens=5)).status_code == 429
         report = (
             await s.client.get(f"/admin/reports/cost?tenant_id={tenant['id']}&group_by=tier", headers=ADMIN)
         ).json()
@@ -68,8 +81,7 @@ async def test_evaluation_spend_is_reported_apart_and_spares_the_request_budget(
         0,
         pytest.approx(0.018),
     )
-    assert (
-        usage["total"]["evaluation_calls"] == 9 and usage["total"]["requests"] == 3
-    )  # visible to the key too
+    # A key sees the evaluation spend its requests caused, apart from its own.
+    assert usage["total"]["evaluation_calls"] == 9 and usage["total"]["requests"] == 3
     header = csv.lstrip("\ufeff").splitlines()[0]
     assert header.endswith("evaluation_calls,evaluation_cost_usd")
