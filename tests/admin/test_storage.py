@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from tests.admin.conftest import ADMIN, config, serve
+from tests.support import ROOT
 from tiergate.gateway.db import migrate
 from tiergate.gateway.db.engine import async_url
 
@@ -48,3 +53,30 @@ async def test_migrations_then_keys_budgets_ledger_and_reports(database_url: str
         await s.client.delete(f"/admin/keys/{key['id']}", headers=ADMIN)
         assert (await s.chat(key["key"])).status_code == 401
     await migrate.check(database_url)
+
+
+def test_the_head_read_from_the_migration_files_is_alembics() -> None:
+    from alembic.script import ScriptDirectory
+
+    assert migrate.head() == ScriptDirectory.from_config(migrate._config()).get_current_head()
+
+
+def test_a_database_at_head_is_not_migrated_and_alembic_is_never_imported(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'at-head.db'}"
+    asyncio.run(migrate.upgrade(url))
+    # A fresh interpreter, as a restarting gateway: its schema is current, so Alembic (~12 MB) stays out.
+    script = (
+        "import asyncio, sys\n"
+        "from tiergate.gateway.db import migrate\n"
+        f"before, after = asyncio.run(migrate.upgrade({url!r}))\n"
+        "asyncio.run(migrate.check(" + repr(url) + "))\n"
+        "print(before == after == migrate.head(), 'alembic' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    )
+    assert done.stdout.split() == ["True", "False"]

@@ -226,3 +226,17 @@ async def test_candidate_answers_and_rationales_follow_the_content_policy() -> N
             row = (await rows(res))[-1]
         assert row.content == content and row.verdict is not None
         assert (row.candidate_answer or {}).get("content") == answer and row.rationale == rationale
+
+
+async def test_a_candidate_that_reports_no_usage_is_billed_on_counted_tokens() -> None:
+    router = respx.Router(assert_all_called=False)
+    router.post(TEACHER).mock(return_value=Response(200, json=completion("big", "B")))
+    router.post(STUDENT).mock(return_value=Response(200, json=completion("small-a", "B", usage=False)))
+    async with gateway(router, config()) as (client, _):
+        res = client._transport.app.state.resources  # type: ignore[attr-defined]
+        assert (await client.post("/v1/chat/completions", json=ask(), headers=AUTH)).status_code == 200
+        (row,) = await rows(res)
+        (booked,) = await evaluation_ledger(res)
+    # Counted locally: the prompt's tokens (with OpenAI's framing) and one for "B", at $1 and $2 per Mtok.
+    assert booked.prompt_tokens > 10 and booked.completion_tokens == 1
+    assert row.candidate_cost_nano == booked.cost_nano == booked.prompt_tokens * 1000 + 2000

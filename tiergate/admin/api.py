@@ -14,9 +14,9 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tiergate.admin import reports, store, traces
+from tiergate.admin.mount import RESOURCES
 from tiergate.admin.schemas import (
     Deleted,
     KeyCreate,
@@ -34,12 +34,9 @@ from tiergate.gateway.errors import (
     GatewayError,
     MethodNotAllowed,
     NotFound,
-    PayloadTooLarge,
     Unauthorized,
 )
 from tiergate.gateway.resources import Resources
-
-RESOURCES = "tiergate.resources"
 
 
 def _resources(request: Request) -> Resources:
@@ -232,55 +229,3 @@ def render(report: dict[str, Any], format: str) -> Response:
     import orjson
 
     return Response(orjson.dumps(reports.public(report)), media_type="application/json")
-
-
-class LazyAdmin:
-    """Mounted at /admin: builds the FastAPI app on first use (keeps the gateway's startup fast), hands it
-    the gateway's resources, and refuses oversized bodies before anything reads them."""
-
-    def __init__(self) -> None:
-        self._app: ASGIApp | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        res: Resources = scope["app"].state.resources
-        scope = {**scope, RESOURCES: res}
-        limit = res.settings.accounting.admin_max_body_bytes
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > limit:
-                await _send_error(
-                    send, PayloadTooLarge(f"the request body exceeds the admin API's limit of {limit} bytes")
-                )
-                return
-
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        if self._app is None:
-            self._app = create_admin_app()
-        await self._app(scope, replay, send)
-
-
-async def _send_error(send: Send, error: GatewayError) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": error.status,
-            "headers": [(b"content-type", b"application/json")],
-        }
-    )
-    await send({"type": "http.response.body", "body": error.body()})

@@ -12,7 +12,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
 from tiergate.admin import reports, route_tables
-from tiergate.admin.api import LazyAdmin, render, report_query
+from tiergate.admin.mount import LazyAdmin
 from tiergate.gateway.app import create_app, error_response, request_id
 from tiergate.gateway.errors import BadRequest, GatewayError
 from tiergate.gateway.logs import configure_logging, logging_options
@@ -28,6 +28,8 @@ _USAGE_GROUPS = ("model", "tier", "day")
 
 async def usage(request: Request) -> Response:
     """A key holder's own figures: the cost report restricted to the key that asks, and nothing else."""
+    from tiergate.admin.api import render, report_query
+
     res: Resources = request.app.state.resources
     rid = request_id(request)
     try:

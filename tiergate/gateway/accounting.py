@@ -13,10 +13,9 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import orjson
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -26,8 +25,10 @@ from tiergate.gateway.db.engine import is_sqlite, open_engine, sqlite_path
 from tiergate.gateway.keys import KeyCache
 from tiergate.gateway.ledger import LedgerWriter
 from tiergate.gateway.limits import Limiter, LocalLimiter
-from tiergate.gateway.limits_redis import RedisLimiter
 from tiergate.gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("tiergate.accounting")
 
@@ -76,7 +77,7 @@ class Accounting:
                 await publish_change(
                     self.redis, self.settings.redis_prefix, key_ids=key_ids, tenant_ids=tenant_ids
                 )
-            except RedisError as exc:  # the others still see it at their next poll
+            except Exception as exc:  # the others still see it at their next poll
                 log.warning("announcing a key change failed: %s", exc.__class__.__name__)
 
     async def _listen(self) -> None:
@@ -109,7 +110,7 @@ class Accounting:
         if self.redis is not None:
             try:
                 await self.redis.ping()
-            except RedisError as exc:
+            except Exception as exc:
                 return f"redis unreachable ({exc.__class__.__name__})"
         return None
 
@@ -146,6 +147,10 @@ async def open_accounting(settings: Settings) -> Accounting:
     redis: Redis | None = None
     try:
         if settings.redis_url:
+            # Imported only here: a gateway without Redis never pays for the client (~8 MB).
+            from redis.asyncio import BlockingConnectionPool, Redis
+            from redis.exceptions import RedisError
+
             # Blocking: a burst waits briefly for a connection instead of failing; 64 covers one process.
             pool = BlockingConnectionPool.from_url(settings.redis_url, max_connections=64, timeout=5)
             redis = Redis(connection_pool=pool)
@@ -172,6 +177,8 @@ async def open_accounting(settings: Settings) -> Accounting:
 
             async def seed(scope: str, since_s: int) -> int:
                 return await ledger_spend(engine, scope, since_s)
+
+            from tiergate.gateway.limits_redis import RedisLimiter
 
             limiter = RedisLimiter(
                 redis, settings.redis_prefix, seed, reservation_ttl_s=policy.reservation_ttl_s

@@ -52,6 +52,7 @@ async def admit(
         return await res.limiter.admit(limits, now_s=now, tokens=0, reserve_nano=0)
     first = plan.targets[0]
     model = res.settings.deployment(first.deployments[0]).model
+    await res.tokens.ready(model)
     if isinstance(request, ChatRequest):
         prompt = res.tokens.messages(request.messages, model, request.body.get("tools"))
         max_tokens, n = request.max_tokens, request.n

@@ -64,13 +64,14 @@ def _send(res: Resources, request: ChatRequest) -> Any:
     return lambda d: res.provider(d).chat(d, request, want_usage_chunk=True)
 
 
-def _cost(res: Resources, request: ChatRequest, answer: Answer, doc: Any) -> int:
+async def _cost(res: Resources, request: ChatRequest, answer: Answer, doc: Any) -> int:
     usage = doc.get("usage") if isinstance(doc, dict) else None
     if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
         return cost_nano(
             answer.deployment.price, usage["prompt_tokens"], int(usage.get("completion_tokens") or 0)
         )
     model = answer.deployment.model
+    await res.tokens.ready(model)
     text = "".join(
         (c.get("message") or {}).get("content") or "" for c in doc.get("choices") or () if isinstance(c, dict)
     )
@@ -96,7 +97,7 @@ async def _judge(res: Resources, request: ChatRequest, doc: dict[str, Any]) -> t
     except (GatewayError, orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
         log.warning("judge call failed, the answer stands: %s", exc)
         return None, 0
-    spent = _cost(res, judge, answer, reply)
+    spent = await _cost(res, judge, answer, reply)
     if judge_verdict(text) is False:
         return Verdict(False, "judge", f"{tier} judged the answer FAIL"), spent
     return None, spent
@@ -142,7 +143,7 @@ async def run(
                 spent += judged
                 verdict = objection or verdict
             if not verdict.ok:
-                cost = _cost(res, sent, answer, doc)
+                cost = await _cost(res, sent, answer, doc)
                 if guard is None or await guard(rest[0], spent + cost):
                     spent += cost
                     trail.escalations.append(f"{answer.tier}->{rest[0].tier}: {verdict.describe()}")

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import time
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +32,31 @@ SPILL_GLOB = "tiergate-ledger-spill-*.jsonl"
 _TABLE = LedgerEntry.__table__  # type: ignore[attr-defined]
 
 
+# Row ids: a random per-process prefix and a counter - unique across replicas, and ~7x cheaper than uuid4.
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(1)
+_DAY_S = 86_400
+_day_cache: tuple[int, str] = (-1, "")
+
+
+def _day(ts_s: float) -> str:
+    """UTC date of `ts_s`; formatted once per day, not per row."""
+    global _day_cache
+    number = int(ts_s) // _DAY_S
+    if number != _day_cache[0]:
+        _day_cache = (number, time.strftime("%Y-%m-%d", time.gmtime(number * _DAY_S)))
+    return _day_cache[1]
+
+
 def entry_from(record: CallRecord, ts_s: float | None = None) -> dict[str, Any]:
-    ts_ms = int((ts_s if ts_s is not None else time.time()) * 1000)
+    now = ts_s if ts_s is not None else time.time()
+    ts_ms = int(now * 1000)
     ticket = record.ticket
     return {
-        "entry_id": uuid.uuid4().hex,
+        "entry_id": f"{_ID_PREFIX}{next(_ID_COUNTER):016x}",
         "request_id": record.request_id,
         "ts_ms": ts_ms,
-        "day": datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d"),
+        "day": _day(now),
         "tenant_id": record.principal.tenant_id,
         "key_id": record.principal.key_id,
         "kind": record.kind,
@@ -91,7 +107,7 @@ class LedgerWriter:
         self._stopping = False
         self._spill_dir = Path(spill_dir)
         self._spill_file = (
-            self._spill_dir / f"tiergate-ledger-spill-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+            self._spill_dir / f"tiergate-ledger-spill-{os.getpid()}-{os.urandom(4).hex()}.jsonl"
         )
         self._writing: list[dict[str, Any]] = []
         self._idle = asyncio.Event()
@@ -169,9 +185,9 @@ class LedgerWriter:
         return total
 
     async def _next_batch(self) -> list[dict[str, Any]]:
-        rows = [] if self._stopping else [await self._queue.get()]
-        # Taken from the queue but not written yet: `flush` and `spill_pending` must see these rows too.
-        self._writing = rows
+        # Rows are gathered into `_writing` as they leave the queue, so that `flush` and `spill_pending`
+        # see them while the batch is still filling.
+        rows = self._writing = [] if self._stopping else [await self._queue.get()]
         deadline = time.monotonic() + self._flush_s
         while len(rows) < self._batch_size:
             try:
@@ -184,13 +200,13 @@ class LedgerWriter:
                     rows.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except TimeoutError:
                     break
-        return [r for r in rows if r is not _STOP]
+        rows[:] = [r for r in rows if r is not _STOP]
+        return rows
 
     async def run(self) -> None:
         """Write batches until `stop`, then what is still queued; never cancelled in the middle of a batch."""
         while True:
             rows = await self._next_batch()
-            self._writing = rows
             if rows:
                 await self._write(rows)
             self._writing = []

@@ -130,6 +130,7 @@ async def settle(
     used: cascade answers that were verified and discarded, judge calls.
     """
     if usage is None:
+        await res.tokens.ready(deployment.model)
         usage = count()
         record.usage_source = "counted"
     record.prompt_tokens, record.completion_tokens = usage
@@ -368,7 +369,7 @@ def _relay(
         record.error = outcome.error
         record.ttft_s = outcome.ttft_s
         record.upstream_s = trail.upstream_wait_s + outcome.upstream_wait_s
-        record.answer = accumulator.assembled()
+        record.defer_answer(accumulator.assembled)
         model = answer.deployment.model
 
         def count() -> tuple[int, int]:
@@ -377,7 +378,7 @@ def _relay(
 
         await settle(res, record, answer.deployment, _usage({"usage": accumulator.usage}), count, spent)
         if store is not None and outcome.status == "ok":
-            store(record.answer)
+            store(accumulator.assembled())
 
     return RelayResponse(
         headers=[(k.encode(), v.encode()) for k, v in headers.items()],

@@ -74,9 +74,24 @@ class CallRecord:
     ticket: Ticket | None = field(default=None, repr=False)
     # The request and answer, for consumers that keep content (traces, cache); never logged by default.
     request_body: dict[str, Any] | None = field(default=None, repr=False)
-    answer: dict[str, Any] | None = field(default=None, repr=False)
+    _answer: dict[str, Any] | None = field(default=None, repr=False)
+    _assemble: Callable[[], dict[str, Any]] | None = field(default=None, repr=False)
     # The query's embedding when routing computed one (a numpy vector), for traces; never computed for them.
     query_vector: Any = field(default=None, repr=False)
+
+    @property
+    def answer(self) -> dict[str, Any] | None:
+        """The answer as a chat completion; a stream's is assembled on first access (most calls never ask)."""
+        if self._answer is None and self._assemble is not None:
+            self._answer, self._assemble = self._assemble(), None
+        return self._answer
+
+    @answer.setter
+    def answer(self, value: dict[str, Any] | None) -> None:
+        self._answer, self._assemble = value, None
+
+    def defer_answer(self, assemble: Callable[[], dict[str, Any]]) -> None:
+        self._answer, self._assemble = None, assemble
 
     @property
     def overhead_s(self) -> float:

@@ -106,7 +106,8 @@ class ModelRegistry:
         settings = replace(self._base, deployments=(*self._base.deployments, *deployments))
         res.upstream.add_deployments(deployments)
         catalog = build_catalog(settings)
-        res.settings, res.catalog, res.router.catalog = settings, catalog, catalog
+        res.settings, res.catalog = settings, catalog
+        res.router.use_catalog(catalog)
         self.candidates = {d.id: d for d in deployments if d.candidate}
         self.candidate_tiers = {d.id: d.tier for d in deployments if d.candidate and d.tier is not None}
         log.info(

@@ -161,10 +161,6 @@ async def open_resources(
     queues.append(accounting.ledger)
     res.readiness.append(accounting.ready)
     res.learning = await open_learning(res)
-    # Loading an encoding takes ~0.3 s: do it off the loop now rather than in the first request that needs it.
-    res.background.append(
-        asyncio.ensure_future(asyncio.to_thread(tokens.warm, {d.model for d in settings.deployments}))
-    )
     return res
 
 

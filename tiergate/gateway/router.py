@@ -53,9 +53,14 @@ class Router:
         self.settings = settings
         self.catalog = catalog
         self.escalation = escalation
+        self._named: dict[str, RoutePlan] = {}  # plans of tier aliases and deployment names
         self.seed_centroids: dict[str, np.ndarray] = {}
         self.snapshot = Snapshot(RouteTable(0, dict(settings.route_table)))
         self.install(self.snapshot.table, {})
+
+    def use_catalog(self, catalog: Catalog) -> None:
+        """Route over a changed catalog (models registered at run time): named plans are resolved afresh."""
+        self.catalog, self._named = catalog, {}
 
     def install(self, table: RouteTable, centroids: Mapping[str, Sequence[float] | np.ndarray]) -> None:
         """Serve `table` from now on; `centroids` (from the table's version) win over the config's seeds."""
@@ -77,16 +82,25 @@ class Router:
         health: Mapping[str, Health],
     ) -> RoutePlan | None:
         if request.model != AUTO:
-            return resolve(request.model, self.catalog, self.escalation)
+            # A pure function of the name for the router's lifetime: computed once per configured name (unknown
+            # names are not kept, so callers cannot grow the table).
+            plan = self._named.get(request.model)
+            if plan is None:
+                plan = resolve(request.model, self.catalog, self.escalation)
+                if plan is not None:
+                    self._named[request.model] = plan
+            return plan
         policy = self.settings.policy_for(principal.tenant_id)
         snap = self.snapshot
         domain = None
         if policy.needs_domain:
             domain, similarity = await self.domain(query)
+        prompt_tokens = 0
+        if policy.needs_prompt_tokens:
+            await tokens.ready(_SIZE_TOKENIZER)
+            prompt_tokens = tokens.messages(request.messages, _SIZE_TOKENIZER, request.body.get("tools"))
         features = Features(
-            prompt_tokens=tokens.messages(request.messages, _SIZE_TOKENIZER, request.body.get("tools"))
-            if policy.needs_prompt_tokens
-            else 0,
+            prompt_tokens=prompt_tokens,
             turns=query.turns,
             tools=bool(request.body.get("tools")),
             json_schema=_wants_json(request.body),

@@ -393,6 +393,9 @@ class ShadowEvaluator:
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)
         if not isinstance(prompt, int) or not isinstance(completion, int):
             model = deployment.model
+            await self._res.tokens.ready(
+                model
+            )  # the usage is missing: count locally, the encoding off the loop
             prompt = self._res.tokens.messages(request.messages, model, request.body.get("tools"))
             completion = self._res.tokens.text(answer_text(first_choice(doc)[0]), model)
         cost = cost_nano(deployment.price, prompt, completion)

@@ -32,6 +32,13 @@ class _Choice:
 
 
 class SSEAccumulator:
+    """Splits, forwards and remembers a stream; parses only what it must while the stream runs.
+
+    During the stream only events that may carry usage or an error are parsed (the usage chunk may have to be
+    dropped, an error noted); the others are kept as bytes and parsed once, on demand, when the answer is
+    assembled (for the cache, a trace, or counting tokens) - which most streams never need.
+    """
+
     def __init__(self, *, strip_usage_chunk: bool) -> None:
         self._strip_usage = strip_usage_chunk
         self._buffer = b""
@@ -44,10 +51,28 @@ class SSEAccumulator:
         self.created: int | None = None
         self.system_fingerprint: str | None = None
         self._choices: dict[int, _Choice] = {}
+        self._pending: list[bytes | dict[str, Any]] = []  # data payloads in order, parsed or not yet
 
     def feed(self, chunk: bytes) -> bytes:
         """Bytes to forward now: every event completed by `chunk`."""
         data = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in data:  # CRLF framing is rare; the regex handles it (a plain find is ~5x faster)
+            return self._feed_any(data)
+        kept: list[bytes] = []
+        dropped = False
+        start = 0
+        while (end := data.find(b"\n\n", start)) >= 0:
+            event = data[start : end + 2]
+            start = end + 2
+            if self._keep(event):
+                kept.append(event)
+            else:
+                dropped = True
+        self._buffer = data[start:]
+        # Usually every event is forwarded: the bytes as they came, without rebuilding them.
+        return b"".join(kept) if dropped else data[:start]
+
+    def _feed_any(self, data: bytes) -> bytes:
         out: list[bytes] = []
         start = 0
         for match in _EVENT_END.finditer(data):
@@ -67,11 +92,17 @@ class SSEAccumulator:
 
     def _keep(self, event: bytes) -> bool:
         self.events += 1
-        payload = b"\n".join(line[5:].lstrip() for line in event.splitlines() if line.startswith(b"data:"))
+        if event.startswith(b"data: ") and event.count(b"\n", 0, -2) == 0:
+            payload = event[6:].rstrip()  # the common shape: one `data:` line
+        else:
+            payload = b"\n".join(line[5:].lstrip() for line in event.splitlines() if line.startswith(b"data:"))
         if not payload:
             return True  # comments and keep-alives pass through
         if payload == b"[DONE]":
             self.done = True
+            return True
+        if b'"usage"' not in payload and b'"error"' not in payload:
+            self._pending.append(payload)
             return True
         try:
             doc = orjson.loads(payload)
@@ -82,22 +113,36 @@ class SSEAccumulator:
         if "error" in doc:
             self.error = doc["error"]
             return True
+        self._pending.append(doc)
         usage = doc.get("usage")
         if usage:
             self.usage = usage
-        choices = doc.get("choices")
-        if self.completion_id is None:
-            self.completion_id = doc.get("id")
-            self.model = doc.get("model")
-            self.created = doc.get("created")
-            self.system_fingerprint = doc.get("system_fingerprint")
-        if isinstance(choices, list):
-            for choice in choices:
-                if isinstance(choice, dict):
-                    self._add(choice)
-            if not choices and usage and self._strip_usage:
+            if self._strip_usage and doc.get("choices") == []:
                 return False
         return True
+
+    def _parse_pending(self) -> None:
+        for item in self._pending:
+            if isinstance(item, bytes):
+                try:
+                    doc = orjson.loads(item)
+                except orjson.JSONDecodeError:
+                    continue
+                if not isinstance(doc, dict):
+                    continue
+            else:
+                doc = item
+            if self.completion_id is None:
+                self.completion_id = doc.get("id")
+                self.model = doc.get("model")
+                self.created = doc.get("created")
+                self.system_fingerprint = doc.get("system_fingerprint")
+            choices = doc.get("choices")
+            if isinstance(choices, list):
+                for choice in choices:
+                    if isinstance(choice, dict):
+                        self._add(choice)
+        self._pending = []
 
     def _add(self, choice: dict[str, Any]) -> None:
         index = choice.get("index", 0)
@@ -131,9 +176,11 @@ class SSEAccumulator:
     @property
     def text(self) -> str:
         """All generated text (every choice), for counting tokens when the upstream reports no usage."""
+        self._parse_pending()
         return "".join("".join(c.content) for c in self._choices.values())
 
     def tool_arguments(self) -> str:
+        self._parse_pending()
         return "".join(
             call["function"]["name"] + call["function"]["arguments"]
             for c in self._choices.values()
@@ -142,6 +189,7 @@ class SSEAccumulator:
 
     def assembled(self) -> dict[str, Any]:
         """The stream as the equivalent non-streamed chat completion."""
+        self._parse_pending()
         choices = []
         for index in sorted(self._choices):
             c = self._choices[index]
@@ -236,42 +284,38 @@ class RelayResponse:
                         outcome.ttft_s = time.perf_counter() - self._started
                 waited = time.perf_counter()
             tail = acc.flush()
-            if not acc.done and acc.error is None:
+            if not acc.done and acc.error is None and outcome.status == "ok":
                 outcome.status, outcome.error = "upstream_broken", "upstream ended the stream without [DONE]"
                 tail += error_event("the upstream ended the stream early; the answer is incomplete")
         except TransportError as exc:
+            if outcome.status != "ok":  # the client left and the watcher closed the upstream: nobody to tell
+                return
             outcome.status, outcome.error = "upstream_broken", str(exc)
             tail = acc.flush() + error_event(f"the upstream stream broke after the answer began: {exc}")
         if acc.error is not None and outcome.status == "ok":
             outcome.status, outcome.error = "upstream_broken", "upstream sent an error event"
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
+    async def _watch(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        """On a client disconnect, close the upstream: the pump's next read then ends, and so does the relay."""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.outcome.status = "client_disconnected"
+                await self._close_upstream()
+                return
+
     async def __call__(self, scope: Any, receive: Callable[[], Awaitable[dict[str, Any]]], send: Any) -> None:
-        pump = asyncio.ensure_future(self._pump(send))
-
-        async def watch() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-
-        watcher = asyncio.ensure_future(watch())
+        # The pump runs in the request's own task; one watcher task is all a stream costs beyond it.
+        watcher = asyncio.ensure_future(self._watch(receive))
         try:
-            await asyncio.wait((pump, watcher), return_when=asyncio.FIRST_COMPLETED)
-            if not pump.done():
-                self.outcome.status = "client_disconnected"
-                pump.cancel()
-            try:
-                await pump
-            except asyncio.CancelledError:
-                if not pump.cancelled():
-                    raise
-            except OSError:  # the socket went away between two sends
-                self.outcome.status = "client_disconnected"
+            await self._pump(send)
+        except OSError:  # the socket went away between two sends
+            self.outcome.status = "client_disconnected"
+        except asyncio.CancelledError:  # the server is stopping
+            self.outcome.status = "client_disconnected"
+            raise
         finally:
             watcher.cancel()
-            if not pump.done():  # we were cancelled ourselves (server shutdown)
-                pump.cancel()
-                self.outcome.status = "client_disconnected"
             await self._close_upstream()
             await self._finish(self.outcome)

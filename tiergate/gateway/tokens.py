@@ -1,7 +1,12 @@
-"""Token counting with tiktoken, fully offline (encodings bundled with litellm)."""
+"""Token counting with tiktoken, fully offline (encodings bundled with litellm).
+
+An encoding costs ~0.3 s and ~50 MB to load, and most gateways never need one (upstreams report usage), so
+each loads on first need, in a worker thread: async callers `await ready(model)` before counting.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -26,7 +31,7 @@ def _encoding_name(model: str) -> str:
 
 
 class TokenCounter:
-    """Counts tokens the way OpenAI bills them; encodings load once, on first use or `warm()`."""
+    """Counts tokens the way OpenAI bills them; encodings load once, on first use."""
 
     def __init__(self) -> None:
         use_bundled_tiktoken_encodings()
@@ -49,9 +54,10 @@ class TokenCounter:
                     self._encodings[name] = enc
         return enc
 
-    def warm(self, models: Iterable[str]) -> None:
-        for model in models:
-            self._encoding(model)
+    async def ready(self, model: str) -> None:
+        """Load `model`'s encoding off the event loop if it is not loaded yet."""
+        if _encoding_name(model) not in self._encodings:
+            await asyncio.to_thread(self._encoding, model)
 
     def text(self, text: str, model: str) -> int:
         if not text:

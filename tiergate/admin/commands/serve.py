@@ -37,6 +37,9 @@ def _uvicorn_kwargs(host: str, port: int, settings: Settings) -> dict[str, Any]:
         "log_config": None,
         "timeout_graceful_shutdown": settings.drain_timeout_s,
         "server_header": False,
+        # uvicorn kills a worker whose health ping goes unanswered this long (dropping its requests); its
+        # 5 s default is too short for a worker that is starting on a busy machine.
+        "timeout_worker_healthcheck": 30,
     }
 
 

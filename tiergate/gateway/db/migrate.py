@@ -2,22 +2,27 @@
 
 `upgrade` applies pending migrations (`tiergate db upgrade`, and `tiergate serve` on SQLite); `check` is what
 a PostgreSQL-backed gateway runs at startup: it refuses to serve on a schema that is behind.
+
+Alembic (with Mako and Pygments, ~12 MB) is imported only when there is something to migrate: a gateway
+finds out whether its schema is at head by reading `alembic_version` and the revision ids of the shipped
+migration files, which `tests/admin/test_storage.py` checks against Alembic's own answer.
 """
 
 from __future__ import annotations
 
+import ast
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from tiergate.gateway.db.engine import open_engine, redact
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Alembic narrates every step at INFO; tiergate reports what changed itself.
@@ -29,31 +34,60 @@ class SchemaBehind(RuntimeError):
 
 
 def _config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
 
 
+def _literal(tree: ast.Module, name: str) -> Any:
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        if isinstance(target, ast.Name) and target.id == name and getattr(node, "value", None) is not None:
+            return ast.literal_eval(node.value)  # type: ignore[attr-defined]
+    raise ValueError(f"a migration without `{name}`")
+
+
 def head() -> str:
-    revision = ScriptDirectory.from_config(_config()).get_current_head()
-    assert revision is not None
-    return revision
+    """The newest revision of the shipped migrations: the one no other revision revises."""
+    revisions: set[str] = set()
+    revised: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        revisions.add(_literal(tree, "revision"))
+        down = _literal(tree, "down_revision")
+        revised.update([down] if isinstance(down, str) else down or ())
+    heads = revisions - revised
+    if len(heads) != 1:
+        raise RuntimeError(f"the shipped migrations must have one head, not {sorted(heads)}")
+    return heads.pop()
 
 
 def _current(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection).get_current_revision()
 
 
 async def current(url: str) -> str | None:
+    """The database's revision, read from `alembic_version` (None: no tiergate tables yet)."""
     engine = open_engine(url)
     try:
         async with engine.connect() as conn:
-            return await conn.run_sync(_current)
+            try:
+                return (
+                    await conn.execute(text("SELECT version_num FROM alembic_version"))
+                ).scalar_one_or_none()
+            except Exception:  # no such table: an empty database
+                return None
     finally:
         await engine.dispose()
 
 
 def _upgrade(connection: Connection, target: str) -> None:
+    from alembic import command
+
     config = _config()
     config.attributes["connection"] = connection
     command.upgrade(config, target)
@@ -61,6 +95,10 @@ def _upgrade(connection: Connection, target: str) -> None:
 
 async def upgrade(url: str, target: str = "head") -> tuple[str | None, str]:
     """Apply pending migrations; returns (revision before, revision after)."""
+    if target == "head":
+        at = await current(url)
+        if at == head():
+            return at, at
     engine = open_engine(url)
     try:
         async with engine.begin() as conn:
@@ -92,6 +130,8 @@ async def autogenerate(message: str) -> list[str]:
         written: list[Any] = []
 
         def run(connection: Connection) -> None:
+            from alembic import command
+
             config = _config()
             config.attributes["connection"] = connection
             script = command.revision(config, message, autogenerate=True)

@@ -1,0 +1,65 @@
+"""`/admin`, mounted without importing FastAPI until the first admin call (keeps the gateway's startup fast
+and its memory small: a gateway that is never administered through HTTP never loads it)."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tiergate.gateway.errors import GatewayError, PayloadTooLarge
+from tiergate.gateway.resources import Resources
+
+RESOURCES = "tiergate.resources"  # the scope key under which admin handlers find the gateway's resources
+
+
+class LazyAdmin:
+    """Mounted at /admin: builds the FastAPI app on first use (keeps the gateway's startup fast), hands it
+    the gateway's resources, and refuses oversized bodies before anything reads them."""
+
+    def __init__(self) -> None:
+        self._app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        res: Resources = scope["app"].state.resources
+        scope = {**scope, RESOURCES: res}
+        limit = res.settings.accounting.admin_max_body_bytes
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > limit:
+                await _send_error(
+                    send, PayloadTooLarge(f"the request body exceeds the admin API's limit of {limit} bytes")
+                )
+                return
+
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        if self._app is None:
+            from tiergate.admin.api import create_admin_app
+
+            self._app = create_admin_app()
+        await self._app(scope, replay, send)
+
+
+async def _send_error(send: Send, error: GatewayError) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": error.body()})
