@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tiergate.policies.redaction import redact, redact_text
+from tiergate.policies.redaction import _RULES, redact, redact_text
 
 
 @pytest.mark.parametrize(
@@ -38,3 +38,22 @@ def test_redact_keeps_structure() -> None:
         {"role": "assistant", "content": None},
     ]
     assert redact({"n": 3, "ok": True}) == {"n": 3, "ok": True}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "token sk-ABCDEFGHIJKLMNOPQRSTUV and pk-abcdefghijklmnopqrst",
+        "ghp_ABCDEFGHIJKLMNOPQRSTUVWXYZ github_pat_abcdefghijklmnopqrstuv glpat-abcdefghijklmnopqrst",
+        "xoxb-1234567890abcdefghij AKIAABCDEFGHIJKLMNOP",
+        "Authorization: BEARER abcdefghijklmnopqrstuvwxyz0123",
+        "no secrets here, just a risk-free plan at 9am",
+        "mail jane@example.com, no key",
+    ],
+)
+def test_the_cheap_pre_checks_never_skip_a_match(text: str) -> None:
+    """Each rule's pre-check is a necessary condition: with or without it, the same text comes out."""
+    slow = text
+    for pattern, replacement, _ in _RULES:
+        slow = pattern.sub(replacement, slow)
+    assert redact_text(text) == slow

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from tiergate.admin import reports, store
+from tiergate.admin import reports, store, traces
 from tiergate.admin.mount import RESOURCES
 from tiergate.admin.schemas import (
     Deleted,
@@ -180,6 +180,21 @@ def create_admin_app() -> FastAPI:
         report = await reports.cost_report(res.accounting.engine, res.settings, query)
         return render(report, format)
 
+    @app.get("/traces", response_model=None)
+    async def list_traces(
+        res: Admin,
+        tenant_id: Annotated[str | None, Query(max_length=40)] = None,
+        domain: Annotated[str | None, Query(max_length=200)] = None,
+        tier: Literal["student", "ta", "teacher", "supervisor"] | None = None,
+        since: Annotated[str | None, Query(description="ISO date or date-time, inclusive")] = None,
+        until: Annotated[str | None, Query(description="ISO date or date-time, exclusive")] = None,
+        limit: Annotated[int, Query(ge=1, le=traces.MAX_LIMIT)] = 100,
+    ) -> Any:
+        """The newest traces first; `has_more` says whether `limit` cut the list (page on with `until`)."""
+        query = traces.TraceQuery(tenant_id, domain, tier, _time(since, "since"), _time(until, "until"))
+        data, more = await traces.list_traces(res.accounting.engine, query, limit)
+        return {"object": "list", "data": data, "has_more": more}
+
     return app
 
 
@@ -194,6 +209,13 @@ def report_query(
     if start_ms is not None and end_ms is not None and end_ms <= start_ms:
         raise BadRequest("'end' must be after 'start'", param="end")
     return reports.ReportQuery(group_by, start_ms, end_ms, **scope)
+
+
+def _time(value: str | None, name: str) -> int | None:
+    try:
+        return reports.parse_time(value, name) if value else None
+    except ValueError as exc:
+        raise BadRequest(str(exc), param=name) from None
 
 
 def render(report: dict[str, Any], format: str) -> Response:

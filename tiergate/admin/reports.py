@@ -3,8 +3,10 @@
 `cost_if_teacher_usd` prices each group's real prompt and completion tokens at the teacher tier's first
 deployment (the one that would answer it): sum(prompt) x input price + sum(completion) x output price,
 which is exactly the sum of that formula over the group's requests. The difference to `cost_usd` is what
-routing and caching saved. Evaluation spend (shadow and judge calls of the learning loop) is reported in its
-own column and not counted in `cost_usd`.
+routing and caching saved. Evaluation spend (shadow and judge calls of the learning loop, ledger rows of
+kind `evaluation`) is reported in its own columns - `evaluation_calls` and `evaluation_cost_usd` - and
+counted neither in `requests` nor in `cost_usd`: it is the learning loop's spend, capped per tenant per day
+by `learning.shadow.daily_budget_usd`, not the clients' (whose budgets it never touches).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ COLUMNS = (
     "cost_usd",
     "cache_hits",
     "cost_if_teacher_usd",
+    "evaluation_calls",
     "evaluation_cost_usd",
 )
 
@@ -78,6 +81,7 @@ async def cost_report(engine: AsyncEngine, settings: Settings, query: ReportQuer
         total(t.cost_nano),
         func.coalesce(func.sum(case(((is_request & (t.cache != "miss")), 1), else_=0)), 0),
         func.coalesce(func.sum(case((is_request, 0), else_=t.cost_nano)), 0),
+        func.coalesce(func.sum(case((is_request, 0), else_=1)), 0),
     ]
     statement = select(*([group] if group is not None else []), *figures)
     if query.start_ms is not None:
@@ -96,16 +100,16 @@ async def cost_report(engine: AsyncEngine, settings: Settings, query: ReportQuer
     out = []
     for row in rows:
         values = tuple(row[1:]) if group is not None else tuple(row)
-        if group is None and values[0] == 0 and values[5] == 0:
+        if group is None and values[0] == 0 and values[6] == 0:
             continue
         entry = _row(*(int(v) for v in values), teacher=teacher)
         if group is not None:
             entry = {query.group_by or "": row[0], **entry}
         out.append(entry)
     totals = (
-        _row(*(sum(int(r[c]) for r in _raw(out)) for c in range(6)), teacher=teacher)
+        _row(*(sum(int(r[c]) for r in _raw(out)) for c in range(7)), teacher=teacher)
         if out
-        else _row(0, 0, 0, 0, 0, 0, teacher=teacher)
+        else _row(0, 0, 0, 0, 0, 0, 0, teacher=teacher)
     )
     return {
         "object": "cost_report",
@@ -135,6 +139,7 @@ def _row(
     cost: int,
     hits: int,
     evaluation: int,
+    evaluation_calls: int,
     *,
     teacher: Price | None,
 ) -> dict[str, Any]:
@@ -145,8 +150,9 @@ def _row(
         "cost_usd": usd(cost),
         "cache_hits": hits,
         "cost_if_teacher_usd": usd(cost_nano(teacher, prompt, completion)) if teacher is not None else None,
+        "evaluation_calls": evaluation_calls,
         "evaluation_cost_usd": usd(evaluation),
-        "_raw": (requests, prompt, completion, cost, hits, evaluation),
+        "_raw": (requests, prompt, completion, cost, hits, evaluation, evaluation_calls),
     }
 
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Period = Literal["daily", "weekly", "monthly", "total"]
+TraceContent = Literal["full", "redacted", "none"]
 _MAX_USD = 1e9  # a billion dollars: anything above is a typo, and stays exact in nano-USD integers
 _MAX_RATE = 10**12
 
@@ -31,6 +32,12 @@ class TenantCreate(_Strict):
     tpm: int | None = Field(default=None, ge=1, le=_MAX_RATE)
     allowed_models: list[str] | None = Field(default=None, max_length=1000)
     metadata: dict[str, Any] | None = None
+    trace_content: TraceContent | None = Field(
+        default=None, description="what traces keep: full, redacted or none (null: the config's default)"
+    )
+    trace_retention_days: int | None = Field(
+        default=None, ge=1, le=36_500, description="days traces are kept (null: the config's default)"
+    )
 
     _check_models = field_validator("allowed_models")(_models)
 
@@ -45,6 +52,12 @@ class TenantUpdate(_Strict):
     tpm: int | None = Field(default=None, ge=1, le=_MAX_RATE)
     allowed_models: list[str] | None = Field(default=None, max_length=1000)
     metadata: dict[str, Any] | None = None
+    trace_content: TraceContent | None = Field(
+        default=None, description="what traces keep: full, redacted or none (null: the config's default)"
+    )
+    trace_retention_days: int | None = Field(
+        default=None, ge=1, le=36_500, description="days traces are kept (null: the config's default)"
+    )
 
     _check_models = field_validator("allowed_models")(_models)
 
@@ -106,6 +119,8 @@ class TenantOut(BaseModel):
     tpm: int | None
     allowed_models: list[str] | None
     metadata: dict[str, Any] | None
+    trace_content: TraceContent | None
+    trace_retention_days: int | None
     created_at: str
     updated_at: str
 

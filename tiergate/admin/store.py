@@ -53,6 +53,7 @@ def tenant_out(t: Tenant) -> TenantOut:
     return TenantOut(
         id=t.id, name=t.name, budget_usd=_usd(t.budget_nano), budget_period=t.budget_period,  # type: ignore[arg-type]
         rpm=t.rpm, tpm=t.tpm, allowed_models=t.allowed_models, metadata=t.meta,
+        trace_content=t.trace_content, trace_retention_days=t.trace_retention_days,  # type: ignore[arg-type]
         created_at=iso(t.created_ms) or "", updated_at=iso(t.updated_ms) or "",
     )  # fmt: skip
 

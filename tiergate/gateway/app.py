@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from tiergate.gateway import pipeline
+from tiergate.gateway import feedback, pipeline
 from tiergate.gateway.auth import MASTER
 from tiergate.gateway.errors import (
     GatewayError,
@@ -154,6 +154,18 @@ async def models(request: Request) -> Response:
     return response
 
 
+async def give_feedback(request: Request) -> Response:
+    res = _resources(request)
+    rid = request_id(request)
+    try:
+        raw = await read_body(request, feedback.MAX_BODY_BYTES)
+        response = await feedback.feedback(res, request.headers, raw)
+    except GatewayError as error:
+        return error_response(error, rid)
+    response.headers["x-request-id"] = rid
+    return response
+
+
 async def metrics(request: Request) -> Response:
     """Prometheus exposition, for the master key only (tenant ids and spend are in it)."""
     res = _resources(request)
@@ -209,6 +221,7 @@ def routes() -> list[Route]:
             Route(f"{prefix}/chat/completions", chat_completions, methods=["POST"]),
             Route(f"{prefix}/embeddings", embeddings, methods=["POST"]),
             Route(f"{prefix}/models", models, methods=["GET"]),
+            Route(f"{prefix}/feedback", give_feedback, methods=["POST"]),
         ]
     return [
         *out,

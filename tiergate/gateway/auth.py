@@ -21,6 +21,7 @@ class Principal:
     # The tenant's own restriction, applied on top of the key's.
     tenant_allowed_models: frozenset[str] | None = None
     limits: Limits | None = None  # None: nothing limits this caller (the master key)
+    trace_content: str | None = None  # the tenant's trace content policy (None: the config's default)
 
 
 MASTER = Principal("master")
@@ -85,4 +86,5 @@ class VirtualKeyAuth(MasterKeyAuth):
             allowed_models=info.allowed_models,
             tenant_allowed_models=info.tenant_allowed_models,
             limits=info.limits,
+            trace_content=info.trace_content,
         )

@@ -76,6 +76,7 @@ class KeyInfo:
     tenant_allowed_models: frozenset[str] | None
     expires_ms: int | None
     revoked: bool  # the key was revoked or its tenant deleted
+    trace_content: str | None = None  # the tenant's trace content policy (None: the config's default)
 
 
 def _budget(nano: int | None, period: str | None) -> Budget | None:
@@ -101,6 +102,7 @@ def key_info(key: ApiKey, tenant: Tenant) -> KeyInfo:
         tenant_allowed_models=frozenset(tenant.allowed_models) if tenant.allowed_models is not None else None,
         expires_ms=key.expires_ms,
         revoked=key.revoked_ms is not None or tenant.deleted_ms is not None,
+        trace_content=tenant.trace_content,
     )
 
 

@@ -279,7 +279,7 @@ async def chat_completion(
     query = Query(request.messages, res.embedder)
     with record.phase("route"):
         plan = await route_chat(res, principal, request, headers, query)
-    record.route_reason = plan.reason
+    record.route_reason, record.domain, record.query_vector = plan.reason, plan.domain, query.vector()
     record.ticket = await admit(res, principal, plan, request)
     key = exact_cache_key(res, principal, request, plan, wants)
     if key is not None and wants.lookup and res.cache is not None:

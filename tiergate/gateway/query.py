@@ -57,6 +57,13 @@ class Query:
         """Whether anything asked for the embedding (tests check that requests not needing it never pay)."""
         return self._encoding is not None
 
+    def vector(self) -> Any:
+        """The embedding's vector if something already computed it, else None (never computes one)."""
+        done = self._encoding
+        if done is None or not done.done() or done.cancelled() or done.exception() is not None:
+            return None
+        return done.result().vector
+
     async def encoded(self) -> Encoded:
         """The embedding of `text`, computed in the encoder's thread pool on first use, then shared."""
         if self._encoder is None:

@@ -66,6 +66,7 @@ class CallRecord:
     # (deployment id, kind) of every failed upstream attempt; kind is an HTTP status, "timeout" or "connection".
     upstream_errors: tuple[tuple[str, str], ...] = ()
     route_reason: str = ""
+    domain: str | None = None  # the query's domain, when routing inferred one
     cache: str = "miss"
     phases: list[Phase] = field(default_factory=list, repr=False)
     kind: str = "request"  # request | evaluation (the learning loop's shadow and judge calls)
@@ -75,6 +76,8 @@ class CallRecord:
     request_body: dict[str, Any] | None = field(default=None, repr=False)
     _answer: dict[str, Any] | None = field(default=None, repr=False)
     _assemble: Callable[[], dict[str, Any]] | None = field(default=None, repr=False)
+    # The query's embedding when routing computed one (a numpy vector), for traces; never computed for them.
+    query_vector: Any = field(default=None, repr=False)
 
     @property
     def answer(self) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ from tiergate.gateway.accounting import Accounting, open_accounting
 from tiergate.gateway.auth import Principal, VirtualKeyAuth
 from tiergate.gateway.cache import CacheBackend, MemoryBackend, RedisBackend, ResponseCache
 from tiergate.gateway.embeddings import Embedder
+from tiergate.gateway.learning import Learning, open_learning
 from tiergate.gateway.limits import Limiter
 from tiergate.gateway.metrics import QueueStats
 from tiergate.gateway.providers import Provider
@@ -78,6 +79,7 @@ class Resources:
     queues: list[QueueStats] = field(default_factory=list)
     readiness: list[ReadinessCheck] = field(default_factory=list)
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    learning: Learning | None = None  # traces, shadow evaluation, registered models
 
     def provider(self, deployment: Deployment) -> Provider:
         return self.fast_path if deployment.fast_path else self.translated
@@ -87,6 +89,8 @@ class Resources:
         return self.accounting.limiter
 
     async def aclose(self) -> None:
+        if self.learning is not None:  # first: evaluations still call upstreams and book spend
+            await self.learning.aclose(self.settings.drain_timeout_s)
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
@@ -157,6 +161,7 @@ async def open_resources(
     res.sinks.append(accounting.ledger.sink)
     queues.append(accounting.ledger)
     res.readiness.append(accounting.ready)
+    res.learning = await open_learning(res)
     return res
 
 

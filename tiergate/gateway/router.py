@@ -58,6 +58,10 @@ class Router:
         self.snapshot = Snapshot(RouteTable(0, dict(settings.route_table)))
         self.install(self.snapshot.table, {})
 
+    def use_catalog(self, catalog: Catalog) -> None:
+        """Route over a changed catalog (models registered at run time): named plans are resolved afresh."""
+        self.catalog, self._named = catalog, {}
+
     def install(self, table: RouteTable, centroids: Mapping[str, Sequence[float] | np.ndarray]) -> None:
         """Serve `table` from now on; `centroids` (from the table's version) win over the config's seeds."""
         names, matrix = stack({**self.seed_centroids, **centroids})
@@ -110,7 +114,9 @@ class Router:
             )
         )
         if plan is not None and domain is not None:
-            plan = RoutePlan(plan.targets, f"{plan.reason} [similarity {similarity:.2f}]", plan.verify)
+            plan = RoutePlan(
+                plan.targets, f"{plan.reason} [similarity {similarity:.2f}]", plan.verify, domain
+            )
         return plan
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from tiergate.gateway.learning_settings import LearningSettings, parse_learning
 from tiergate.gateway.routing_settings import (
     CacheSettings,
     RoutingSettings,
@@ -110,6 +111,7 @@ class Settings:
     escalation: EscalationPolicy = field(default_factory=EscalationPolicy)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    learning: LearningSettings = field(default_factory=LearningSettings)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     access_log: bool = False
     drain_timeout_s: float = 30.0
@@ -272,6 +274,7 @@ _TOP_KEYS = {
     "master_key", "database_url", "redis_url", "chroma_url", "tiers", "models", "model_list", "upstream", "escalation",
     "max_body_bytes", "access_log", "drain_timeout_s", "metrics_port", "metrics_host", "metrics_tenant_label",
     "log_level", "log_format", "log_prompts", "redis_prefix", "chroma_path", "routing", "cache", "accounting",
+    "learning",
 }  # fmt: skip
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
@@ -341,6 +344,7 @@ def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: st
     )
     try:
         routing, cache = parse_routing(doc.get("routing")), parse_cache(doc.get("cache"))
+        learning = parse_learning(doc.get("learning"))
     except SectionError as exc:
         raise ConfigError(str(exc)) from None
     accounting = _accounting(_typed(doc.get("accounting") or {}, dict, "accounting"))
@@ -362,6 +366,7 @@ def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: st
         escalation=escalation,
         routing=routing,
         cache=cache,
+        learning=learning,
         max_body_bytes=int(
             _number(doc.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES), "max_body_bytes", minimum=1024)
         ),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from tiergate.gateway.errors import RateLimited, UpstreamFailed, UpstreamRejected
@@ -64,6 +64,11 @@ class UpstreamClient:
         self.health: dict[str, Health] = {}
         self._rng = rng or random.Random()
         self._rotation = 0
+
+    def add_deployments(self, deployments: Iterable[Deployment]) -> None:
+        """Make deployments registered at run time callable (ids are never removed: calls may be in flight)."""
+        for d in deployments:
+            self._deployments[d.id] = d
 
     def _failed(self, deployment: Deployment, now: float) -> bool:
         """Record a failure; True when the deployment is now resting and should not be retried."""

@@ -48,17 +48,26 @@ def _card(match: re.Match[str]) -> str:
     return "[CARD]" if 13 <= len(digits) <= 19 and _luhn(digits) else match.group()
 
 
-_RULES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
-    (_API_KEY, "[SECRET]"),
-    (_EMAIL, "[EMAIL]"),
-    (_CARD, _card),
-    (_PHONE, "[PHONE]"),
+def _may_hold_key(text: str) -> bool:
+    """A substring every alternative of `_API_KEY` contains: scanning for it is ~20 times cheaper."""
+    return any(s in text for s in ("k-", "gh", "glpat", "xox", "AKIA")) or "bearer" in text.lower()
+
+
+# (pattern, replacement, a cheap test that must hold for the pattern to match; None: always scan).
+_RULES: tuple[
+    tuple[re.Pattern[str], str | Callable[[re.Match[str]], str], Callable[[str], bool] | None], ...
+] = (
+    (_API_KEY, "[SECRET]", _may_hold_key),
+    (_EMAIL, "[EMAIL]", lambda text: "@" in text),
+    (_CARD, _card, None),
+    (_PHONE, "[PHONE]", None),
 )
 
 
 def redact_text(text: str) -> str:
-    for pattern, replacement in _RULES:
-        text = pattern.sub(replacement, text)
+    for pattern, replacement, may_match in _RULES:
+        if may_match is None or may_match(text):
+            text = pattern.sub(replacement, text)
     return text
 
 

@@ -49,6 +49,7 @@ class RoutePlan:
     targets: tuple[Target, ...]
     reason: str
     verify: bool = False  # cascade: a weak answer of a target escalates to the next one, not only an error
+    domain: str | None = None  # the query's domain, when the decision needed one
 
 
 @dataclass(frozen=True, slots=True)

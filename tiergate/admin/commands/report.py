@@ -16,6 +16,7 @@ COLUMNS = [
     "cost_usd",
     "cache_hits",
     "cost_if_teacher_usd",
+    "evaluation_calls",
     "evaluation_cost_usd",
 ]
 

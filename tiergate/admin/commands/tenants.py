@@ -8,8 +8,16 @@ from typing import Any
 
 from tiergate.admin.direct import add_config, add_limits, announce, fail, fields, output, run
 
-COLUMNS = ["id", "name", "budget_usd", "budget_period", "rpm", "tpm", "allowed_models"]
-LIMITS = ("budget_usd", "budget_period", "rpm", "tpm", "allowed_models")
+COLUMNS = ["id", "name", "budget_usd", "budget_period", "rpm", "tpm", "allowed_models", "trace_content"]
+LIMITS = (
+    "budget_usd",
+    "budget_period",
+    "rpm",
+    "tpm",
+    "allowed_models",
+    "trace_content",
+    "trace_retention_days",
+)
 
 
 def cmd(args: argparse.Namespace) -> int:
@@ -56,6 +64,17 @@ def cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_trace_policy(parser: argparse.ArgumentParser, *, clearable: bool) -> None:
+    parser.add_argument("--trace-content", dest="trace_content", choices=["full", "redacted", "none"],
+                        help="what traces keep of this tenant's requests (default: the config's)")  # fmt: skip
+    parser.add_argument("--trace-retention-days", dest="trace_retention_days", type=int,
+                        help="days this tenant's traces are kept (default: the config's)")  # fmt: skip
+    if clearable:
+        for name in ("trace_content", "trace_retention_days"):
+            parser.add_argument(f"--no-{name.replace('_', '-')}", dest=f"clear_{name}", action="store_true",
+                                help="back to the config's default")  # fmt: skip
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("tenants", help="create, list, change and delete tenants")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -72,6 +91,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_limits(update, clearable=True)
     delete = actions.add_parser("delete", help="delete a tenant (its keys stop working; its ledger stays)")
     delete.add_argument("id")
+    for p, clearable in ((create, False), (update, True)):
+        add_trace_policy(p, clearable=clearable)
     for p in (create, listing, show, update, delete):
         add_config(p)
         p.set_defaults(func=cmd)

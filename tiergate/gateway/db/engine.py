@@ -6,6 +6,7 @@ chosen here: aiosqlite for SQLite and asyncpg for PostgreSQL.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -13,6 +14,9 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tiergate.gateway.settings import ConfigError
+
+# aiosqlite logs every statement with its parameters at DEBUG: row values (trace content) must not reach logs.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 def async_url(url: str) -> str:
@@ -67,9 +71,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def open_engine(url: str) -> AsyncEngine:
+    # Parameters are row values (trace content, prompts): never in SQLAlchemy's logs or error messages.
     if is_sqlite(url):
         sqlite_path(url)
-        engine = create_async_engine(async_url(url))
+        engine = create_async_engine(async_url(url), hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(async_url(url), pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(
+        async_url(url), pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True
+    )

@@ -20,6 +20,10 @@ class Tenant(SQLModel, table=True):
     # None: every configured model; otherwise tier names and deployment names.
     allowed_models: list[str] | None = Field(default=None, sa_type=JSON)
     meta: dict[str, Any] | None = Field(default=None, sa_column=Column("metadata", JSON))
+    # What traces keep of this tenant's requests (full | redacted | none) and for how many days; None: the
+    # config's `learning.traces` defaults.
+    trace_content: str | None = Field(default=None, max_length=10)
+    trace_retention_days: int | None = Field(default=None)
     created_ms: int = Field(sa_type=BigInteger)
     updated_ms: int = Field(sa_type=BigInteger, index=True)
     # Deleted tenants stay, so that their ledger entries keep a name in reports; their keys stop working.

@@ -1,0 +1,80 @@
+"""The `learning:` section: defaults, per-tenant shadow policies, and errors that name the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tiergate.gateway.settings import ConfigError, parse_settings
+
+
+def learning(section: Any) -> Any:
+    return parse_settings({"learning": section}, env={}).learning
+
+
+def test_defaults_trace_redacted_for_30_days_and_shadow_nothing() -> None:
+    settings = learning(None)
+    assert settings.traces.enabled and settings.traces.content == "redacted"
+    assert settings.traces.retention_days == 30
+    assert not settings.shadow.any_active
+    assert (
+        settings.shadow.policy.candidate == "next_cheaper"
+        and settings.shadow.policy.judge_tier == "supervisor"
+    )
+    assert settings.shadow.policy.daily_budget_nano == 1_000_000_000
+
+
+def test_fractions_per_domain_and_candidate_and_tenant_overrides() -> None:
+    settings = learning(
+        {
+            "traces": {"content": "full", "retention_days": 7},
+            "shadow": {
+                "fraction": 0.05,
+                "domains": {"billing": {"student": 0.5}},
+                "daily_budget_usd": 2.5,
+                "tenants": {"acme": {"fraction": 0.2, "candidate": "student", "registered": False}},
+            },
+        }
+    )
+    assert settings.traces.content == "full" and settings.traces.retention_days == 7
+    base, acme = settings.shadow.policy_for(None), settings.shadow.policy_for("acme")
+    assert base.fraction_for("billing", "student") == 0.5
+    assert base.fraction_for("billing", "ta") == base.fraction_for("code", "student") == 0.05
+    assert base.fraction_for(None, "student") == 0.05
+    assert base.daily_budget_nano == 2_500_000_000
+    # A tenant's override starts from the global policy: it keeps what it does not change.
+    assert acme.fraction == 0.2 and acme.candidate == "student" and not acme.registered
+    assert acme.fraction_for("billing", "student") == 0.5 and acme.daily_budget_nano == base.daily_budget_nano
+    assert settings.shadow.policy_for("other") is base
+    assert settings.shadow.any_active
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"traces": {"content": "some"}}, "learning.traces.content must be one of full, redacted, none"),
+        ({"traces": {"retention_days": 0}}, "learning.traces.retention_days must be an integer >= 1"),
+        ({"traces": {"colour": 1}}, "learning.traces: unknown field(s) colour"),
+        ({"shadow": {"fraction": 1.5}}, "learning.shadow.fraction must be between 0.0 and 1.0"),
+        (
+            {"shadow": {"domains": {"billing": {"intern": 0.1}}}},
+            "learning.shadow.domains.billing.intern must be one of",
+        ),
+        (
+            {"shadow": {"candidate": "cheapest"}},
+            "learning.shadow.candidate must be one of next_cheaper, none or a tier",
+        ),
+        ({"shadow": {"judge_tier": "boss"}}, "learning.shadow.judge_tier must be one of"),
+        ({"shadow": {"daily_budget_usd": -1}}, "learning.shadow.daily_budget_usd must be between"),
+        (
+            {"shadow": {"tenants": {"acme": {"seed": 3}}}},
+            "learning.shadow.tenants.acme: unknown field(s) seed",
+        ),
+        ({"models": {"refresh_s": 0}}, "learning.models.refresh_s must be >= 0.05"),
+        ({"replay": {}}, "learning: unknown field(s) replay"),
+    ],
+)
+def test_errors_name_the_field(section: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        learning(section)

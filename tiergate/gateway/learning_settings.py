@@ -1,0 +1,219 @@
+"""The `learning:` section of the config: traces, shadow evaluation and registered candidate models.
+
+learning:
+  traces:
+    enabled: true
+    content: redacted           # default content policy: full | redacted | none (a tenant's own setting wins)
+    retention_days: 30          # default retention (a tenant's own setting wins); `tiergate traces purge`
+    batch_size: 500             # rows per insert
+    flush_s: 0.2                # a partial batch waits at most this long
+    queue_size: 10000           # traces waiting to be written; more are dropped (and counted)
+  shadow:
+    fraction: 0.0               # share of answered requests shadowed per (domain, candidate tier): off by default
+    domains: {billing: {student: 0.2}}   # per domain and candidate tier
+    candidate: next_cheaper     # next_cheaper | none | a tier name (always that tier, when cheaper)
+    registered: true            # also shadow registered candidate models (`tiergate models register`)
+    judge_tier: supervisor      # asked on a disagreement (the most capable configured tier when absent)
+    daily_budget_usd: 1.0       # per tenant per UTC day, shadow and judge calls together
+    seed: 0                     # sampling is a seeded draw per request id: reproducible
+    queue_size: 1000            # sampled requests waiting; more are dropped (and counted)
+    concurrency: 2              # evaluations running at once
+    tenants:                    # per-tenant overrides of fraction, domains, candidate, registered,
+      ten_abc: {fraction: 0.1, daily_budget_usd: 5}    # judge_tier and daily_budget_usd
+  models:
+    refresh_s: 10               # how often registered models are re-read from the database
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tiergate.gateway.routing_settings import SectionError
+from tiergate.policies.pricing import nano
+from tiergate.policies.shadow import CANDIDATE_MODES
+from tiergate.policies.tiers import TIERS, is_tier
+
+CONTENT_POLICIES = ("full", "redacted", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceSettings:
+    enabled: bool = True
+    content: str = "redacted"
+    retention_days: int = 30
+    batch_size: int = 500
+    flush_s: float = 0.2
+    queue_size: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowPolicy:
+    """How one tenant's (or every tenant's) traffic is shadowed."""
+
+    fraction: float = 0.0
+    domains: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    candidate: str = "next_cheaper"  # next_cheaper | none | a tier
+    registered: bool = True
+    judge_tier: str = "supervisor"
+    daily_budget_nano: int = nano(1.0)
+
+    def fraction_for(self, domain: str | None, tier: str) -> float:
+        per_domain = self.domains.get(domain) if domain is not None else None
+        if per_domain is not None and tier in per_domain:
+            return per_domain[tier]
+        return self.fraction
+
+    @property
+    def active(self) -> bool:
+        return self.fraction > 0 or any(f > 0 for d in self.domains.values() for f in d.values())
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowSettings:
+    policy: ShadowPolicy = field(default_factory=ShadowPolicy)
+    tenants: Mapping[str, ShadowPolicy] = field(default_factory=dict)
+    seed: int = 0
+    queue_size: int = 1000
+    concurrency: int = 2
+
+    def policy_for(self, tenant_id: str | None) -> ShadowPolicy:
+        if tenant_id is not None:
+            return self.tenants.get(tenant_id, self.policy)
+        return self.policy
+
+    @property
+    def any_active(self) -> bool:
+        return self.policy.active or any(p.active for p in self.tenants.values())
+
+
+@dataclass(frozen=True, slots=True)
+class LearningSettings:
+    traces: TraceSettings = field(default_factory=TraceSettings)
+    shadow: ShadowSettings = field(default_factory=ShadowSettings)
+    models_refresh_s: float = 10.0
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SectionError(f"{where} must be a mapping")
+    return value
+
+
+def _only(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = set(raw) - allowed
+    if unknown:
+        raise SectionError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+
+
+def _number(value: Any, where: str, lo: float, hi: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SectionError(f"{where} must be a number")
+    if value < lo or (hi is not None and value > hi):
+        raise SectionError(
+            f"{where} must be between {lo} and {hi}" if hi is not None else f"{where} must be >= {lo}"
+        )
+    return float(value)
+
+
+def _integer(value: Any, where: str, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise SectionError(f"{where} must be an integer >= {lo}")
+    return value
+
+
+def _tier(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not is_tier(value):
+        raise SectionError(f"{where} must be one of {', '.join(TIERS)}")
+    return value
+
+
+def _traces(raw: dict[str, Any]) -> TraceSettings:
+    where = "learning.traces"
+    _only(raw, set(TraceSettings.__dataclass_fields__), where)
+    d = TraceSettings()
+    enabled = raw.get("enabled", d.enabled)
+    if not isinstance(enabled, bool):
+        raise SectionError(f"{where}.enabled must be true or false")
+    content = raw.get("content", d.content)
+    if content not in CONTENT_POLICIES:
+        raise SectionError(f"{where}.content must be one of {', '.join(CONTENT_POLICIES)}")
+    return TraceSettings(
+        enabled=enabled,
+        content=content,
+        retention_days=_integer(raw.get("retention_days", d.retention_days), f"{where}.retention_days", 1),
+        batch_size=_integer(raw.get("batch_size", d.batch_size), f"{where}.batch_size", 1),
+        flush_s=_number(raw.get("flush_s", d.flush_s), f"{where}.flush_s", 0.001),
+        queue_size=_integer(raw.get("queue_size", d.queue_size), f"{where}.queue_size", 1),
+    )
+
+
+_POLICY_KEYS = {"fraction", "domains", "candidate", "registered", "judge_tier", "daily_budget_usd"}
+
+
+def _shadow_policy(raw: Mapping[str, Any], where: str, base: ShadowPolicy) -> ShadowPolicy:
+    changes: dict[str, Any] = {}
+    if "fraction" in raw:
+        changes["fraction"] = _number(raw["fraction"], f"{where}.fraction", 0.0, 1.0)
+    if "domains" in raw:
+        domains: dict[str, dict[str, float]] = {}
+        for domain, tiers in _mapping(raw["domains"], f"{where}.domains").items():
+            at = f"{where}.domains.{domain}"
+            domains[str(domain)] = {
+                _tier(tier, f"{at}.{tier}"): _number(value, f"{at}.{tier}", 0.0, 1.0)
+                for tier, value in _mapping(tiers, at).items()
+            }
+        changes["domains"] = domains
+    if "candidate" in raw:
+        candidate = raw["candidate"]
+        if not isinstance(candidate, str) or (candidate not in CANDIDATE_MODES and not is_tier(candidate)):
+            raise SectionError(
+                f"{where}.candidate must be one of {', '.join(CANDIDATE_MODES)} or a tier ({', '.join(TIERS)})"
+            )
+        changes["candidate"] = candidate
+    if "registered" in raw:
+        if not isinstance(raw["registered"], bool):
+            raise SectionError(f"{where}.registered must be true or false")
+        changes["registered"] = raw["registered"]
+    if "judge_tier" in raw:
+        changes["judge_tier"] = _tier(raw["judge_tier"], f"{where}.judge_tier")
+    if "daily_budget_usd" in raw:
+        changes["daily_budget_nano"] = nano(
+            _number(raw["daily_budget_usd"], f"{where}.daily_budget_usd", 0.0, 1e9)
+        )
+    return replace(base, **changes)
+
+
+def _shadow(raw: dict[str, Any]) -> ShadowSettings:
+    where = "learning.shadow"
+    _only(raw, _POLICY_KEYS | {"seed", "queue_size", "concurrency", "tenants"}, where)
+    policy = _shadow_policy(raw, where, ShadowPolicy())
+    tenants = {}
+    for tenant, override in _mapping(raw.get("tenants"), f"{where}.tenants").items():
+        at = f"{where}.tenants.{tenant}"
+        override = _mapping(override, at)
+        _only(override, _POLICY_KEYS, at)
+        tenants[str(tenant)] = _shadow_policy(override, at, policy)
+    d = ShadowSettings()
+    return ShadowSettings(
+        policy=policy,
+        tenants=tenants,
+        seed=_integer(raw.get("seed", d.seed), f"{where}.seed", 0),
+        queue_size=_integer(raw.get("queue_size", d.queue_size), f"{where}.queue_size", 1),
+        concurrency=_integer(raw.get("concurrency", d.concurrency), f"{where}.concurrency", 1),
+    )
+
+
+def parse_learning(doc: Any) -> LearningSettings:
+    raw = _mapping(doc, "learning")
+    _only(raw, {"traces", "shadow", "models"}, "learning")
+    models = _mapping(raw.get("models"), "learning.models")
+    _only(models, {"refresh_s"}, "learning.models")
+    return LearningSettings(
+        traces=_traces(_mapping(raw.get("traces"), "learning.traces")),
+        shadow=_shadow(_mapping(raw.get("shadow"), "learning.shadow")),
+        models_refresh_s=_number(models.get("refresh_s", 10.0), "learning.models.refresh_s", 0.05),
+    )
