@@ -3,9 +3,9 @@
     rows = await verdict_rows(engine, tenant_id=..., since_ms=...)     one per judged or agreed comparison
     feed = await feedback_rows(engine, tenant_id=..., since_ms=...)    the newest feedback per request
     count_verdicts(rows)   -> {(domain, candidate tier, served tier): Verdicts(better, same, worse)}
-    feedback_stats(feed)   -> {(domain, served tier): FeedbackStats(n, total, total_sq)}
+    feedback_stats(feed)   -> {(domain, served tier): Feedback(n, total, total_sq)}
 
-The counts have the shape of `policies.promotion.Verdicts` and `Feedback` (agreements found by the cheap
+The counts are `policies.promotion_stats.Verdicts` and `Feedback` (agreements found by the cheap
 check count as `same`: the candidate said what the incumbent said). Row-level functions come first so that
 a job that re-assigns domains (clustering trace embeddings) can group the same rows its own way: every
 row carries its request id, which joins it to its trace. Evaluations without a verdict (a failed candidate
@@ -22,10 +22,12 @@ from typing import Any
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tiergate.gateway.db.learning import Evaluation, Feedback, Trace
+from tiergate.gateway.db.learning import Evaluation, Trace
+from tiergate.gateway.db.learning import Feedback as FeedbackTable
+from tiergate.policies.promotion_stats import Feedback, Verdicts
 
 _E = Evaluation.__table__.c  # type: ignore[attr-defined]
-_F = Feedback.__table__.c  # type: ignore[attr-defined]
+_F = FeedbackTable.__table__.c  # type: ignore[attr-defined]
 _T = Trace.__table__.c  # type: ignore[attr-defined]
 _SAME = {"as_good": "same", "better": "better", "worse": "worse"}
 
@@ -51,24 +53,6 @@ class FeedbackRow:
     tier: str  # the tier that served the answer the feedback is about
     score: float
     ts_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class Verdicts:
-    better: int = 0
-    same: int = 0
-    worse: int = 0
-
-    @property
-    def n(self) -> int:
-        return self.better + self.same + self.worse
-
-
-@dataclass(frozen=True, slots=True)
-class FeedbackStats:
-    n: int = 0
-    total: float = 0.0
-    total_sq: float = 0.0
 
 
 def _scope(c: Any, tenant_id: str | None, since_ms: int | None) -> list[ColumnElement[bool]]:
@@ -133,10 +117,10 @@ def count_verdicts(rows: Iterable[VerdictRow]) -> dict[tuple[str | None, str, st
     return {k: Verdicts(**v) for k, v in counts.items()}
 
 
-def feedback_stats(rows: Iterable[FeedbackRow]) -> dict[tuple[str | None, str], FeedbackStats]:
+def feedback_stats(rows: Iterable[FeedbackRow]) -> dict[tuple[str | None, str], Feedback]:
     """{(domain, served tier): count, sum and sum of squares of the scores}."""
-    out: dict[tuple[str | None, str], FeedbackStats] = {}
+    out: dict[tuple[str | None, str], Feedback] = {}
     for row in rows:
-        s = out.get((row.domain, row.tier), FeedbackStats())
-        out[(row.domain, row.tier)] = FeedbackStats(s.n + 1, s.total + row.score, s.total_sq + row.score**2)
+        s = out.get((row.domain, row.tier), Feedback())
+        out[(row.domain, row.tier)] = s.add(row.score)
     return out

@@ -8,17 +8,7 @@ import sys
 from typing import Any
 
 from tiergate.admin.direct import fail, run, table
-
-COLUMNS = [
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost_usd",
-    "cache_hits",
-    "cost_if_teacher_usd",
-    "evaluation_calls",
-    "evaluation_cost_usd",
-]
+from tiergate.admin.reports import COLUMNS
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
