@@ -38,14 +38,22 @@ MISSES = [
         "How do I disable two-factor authentication on Gmail?",
         "antonym",
     ),
-    ("How can I increase the font size in VS Code?", "How can I decrease the font size in VS Code?", "antonym"),
+    (
+        "How can I increase the font size in VS Code?",
+        "How can I decrease the font size in VS Code?",
+        "antonym",
+    ),
     ("What are the advantages of remote work?", "What are the disadvantages of remote work?", "antonym"),
     ("What is the best laptop for students?", "What is the worst laptop for students?", "antonym"),
     ("Is it legal to record a phone call?", "Is it illegal to record a phone call?", "antonym"),
     ("Which is the shortest river in Europe?", "Which is the longest river in Europe?", "antonym"),
     ("Should I tell my crush I like her?", "Should I tell my crush I like him?", "antonym"),
     # numbers, with digit groups and written out
-    ("Is 9,000 dollars a month a good salary in Berlin?", "Is 1,000 dollars a month a good salary in Berlin?", "number"),
+    (
+        "Is 9,000 dollars a month a good salary in Berlin?",
+        "Is 1,000 dollars a month a good salary in Berlin?",
+        "number",
+    ),
     ("How long does it take to walk 5 km?", "How long does it take to walk 10 km?", "number"),
     ("What were the best movies of 2016?", "What were the best movies of 2017?", "number"),
     ("How can I make money as a 13 year old?", "How can I make money as a fourteen year old?", "number"),
@@ -69,7 +77,11 @@ MISSES = [
     ("What do cats think of dogs?", "What do dogs think of cats?", "order"),
     ("How do I get from London to Paris?", "How do I get to London from Paris?", "order"),
     # an added restriction
-    ("What are the best restaurants in Vancouver?", "What are the best restaurants in downtown Vancouver?", "unmatched-word"),
+    (
+        "What are the best restaurants in Vancouver?",
+        "What are the best restaurants in downtown Vancouver?",
+        "unmatched-word",
+    ),
     ("Where can I find free tax forms?", "Where can I find free tax forms on the web?", "unmatched-word"),
     ("What are the advantages of dams?", "What are the advantages of dams to society?", "unmatched-word"),
     ("What is the use of a hard disk?", "What is the use of a hard disk in a computer?", "unmatched-word"),
@@ -77,11 +89,13 @@ MISSES = [
     ("Why did the Roman Empire fall?", "When did the Roman Empire fall?", "question"),
     ("Can I eat raw eggs?", "Should I eat raw eggs?", "question"),
     ("What is Python? Why is it popular?", "What is Python?", "question"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("stored", "incoming", "reason"), MISSES)
-def test_the_verifier_refuses(encode: Callable[[str], Query], stored: str, incoming: str, reason: str) -> None:
+def test_the_verifier_refuses(
+    encode: Callable[[str], Query], stored: str, incoming: str, reason: str
+) -> None:
     decision = decide(encode(stored), encode(incoming), VERIFIER_ONLY)
     assert (decision.hit, decision.reason) == (False, reason), decision.detail
     assert decision.detail
@@ -119,7 +133,7 @@ def test_most_of_the_hand_written_paraphrases_hit(encode: Callable[[str], Query]
     pairs = json.loads(PARAPHRASES.read_text(encoding="utf-8"))
     assert len(pairs) >= 40 and all(p["label"] == 1 for p in pairs)
     hits = [decide(encode(p["text_a"]), encode(p["text_b"])).hit for p in pairs]
-    # Measured 0.75 (docs/semantic-cache.md); a stricter verifier or threshold must show up here.
+    # Measured 0.775 (docs/semantic-cache.md); a stricter verifier or threshold must show up here.
     assert sum(hits) / len(hits) >= 0.7
 
 
@@ -145,7 +159,8 @@ def test_verify_on_analysed_queries_matches_decide(encode: Callable[[str], Query
 
 def test_header_carries_the_verdict_and_similarity() -> None:
     assert Decision(True, 0.96234, "match").header() == "hit; similarity=0.962"
-    assert Decision(False, 0.91, "number", "[9000] vs [1000]").header() == "miss; reason=number; similarity=0.910"
+    miss = Decision(False, 0.91, "number", "[9000] vs [1000]")
+    assert miss.header() == "miss; reason=number; similarity=0.910"
 
 
 @pytest.mark.parametrize("field", ["threshold", "align_threshold"])
@@ -158,7 +173,8 @@ def test_policy_rejects_values_that_are_not_cosines(field: str, value: float) ->
 def _query(text: str, pieces: list[tuple[int, int]], vectors: list[list[float]]) -> Query:
     v = np.array(vectors, dtype=np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
-    return Query(text, v.mean(axis=0) / np.linalg.norm(v.mean(axis=0)), ("x",) * len(pieces), tuple(pieces), v)
+    mean = v.mean(axis=0)
+    return Query(text, mean / np.linalg.norm(mean), ("x",) * len(pieces), tuple(pieces), v)
 
 
 def test_words_past_the_model_window_still_align_by_their_stems() -> None:

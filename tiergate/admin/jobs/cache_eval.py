@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import json
 import random
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -60,7 +61,7 @@ def load_pairs(path: str | Path) -> list[Pair]:
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
         data = json.loads(raw)
-    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PairsError(f"{path}: not JSON or gzip-compressed JSON: {exc}") from exc
     if not isinstance(data, list):
         raise PairsError(
@@ -256,7 +257,7 @@ def format_report(report: Report) -> str:
     p = report.policy
     lines = [
         f"{report.pairs} pairs ({report.positives} same, {report.negatives} different); "
-        f"threshold {p.threshold:.2f}, word alignment {p.align_threshold:.2f}",
+        f"threshold {p.threshold:.3f}, word alignment {p.align_threshold:.2f}",
         "",
         f"{'':22}{'precision':>10}{'recall':>8}{'FPR':>8}{'hits':>8}",
     ]
@@ -266,7 +267,7 @@ def format_report(report: Report) -> str:
         )
     if report.rejections:
         refused = ", ".join(f"{reason} {n}" for reason, n in report.rejections.items())
-        lines += ["", f"refused by the verifier at {p.threshold:.2f}: {refused}"]
+        lines += ["", f"refused by the verifier at {p.threshold:.3f}: {refused}"]
     lines += [
         "",
         f"{'threshold':>9}  {'similarity only':^25}  {'similarity + verifier':^25}",
@@ -275,7 +276,7 @@ def format_report(report: Report) -> str:
     for plain, verified in report.sweep:
         mark = " *" if plain.threshold == p.threshold else ""
         lines.append(
-            f"{plain.threshold:>9.2f}  {_pct(plain.precision):>7}{_pct(plain.recall):>7}"
+            f"{plain.threshold:>9.3f}  {_pct(plain.precision):>7}{_pct(plain.recall):>7}"
             f"{_pct(plain.false_positive_rate):>7}    {_pct(verified.precision):>7}{_pct(verified.recall):>7}"
             f"{_pct(verified.false_positive_rate):>7}{mark}"
         )
