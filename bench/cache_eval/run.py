@@ -21,6 +21,7 @@ from typing import Any
 
 from tiergate.admin.jobs.cache_eval import (
     Outcome,
+    Pair,
     Report,
     encode_texts,
     evaluate,
@@ -30,11 +31,12 @@ from tiergate.admin.jobs.cache_eval import (
 )
 from tiergate.policies.semantic import Query, SemanticPolicy, analyse
 from tiergate.policies.semantic_align import Alignment
-from tiergate.policies.semantic_text import fold
+from tiergate.policies.semantic_text import fold, words_of
 
 ROOT = Path(__file__).resolve().parents[2]
 QQP = Path("shared/data/gptcache-qqp/qqp_pairs_labelled.json.gz")
 PARAPHRASES = ROOT / "tests/policies/data/paraphrases.json"
+HARD_NEGATIVES = ROOT / "tests/policies/data/hard_negatives.json"
 RESULTS = ROOT / "bench/cache_eval/results.json"
 CURVE = ROOT / "docs/semantic-cache-pr.png"
 SWEEP = tuple(round(0.80 + 0.005 * i, 3) for i in range(40))  # 0.800 ... 0.995
@@ -87,6 +89,16 @@ def _why(outcome: Outcome, policy: SemanticPolicy) -> str:
     if outcome.similarity < policy.threshold or outcome.verdict is None:
         return "below-threshold"
     return "" if outcome.verdict.hit else f"{outcome.verdict.reason}: {outcome.verdict.detail}"
+
+
+def same_words(pairs: list[Pair]) -> dict[str, Any]:
+    """Pairs whose words are the same up to inflection and order, and how many are labelled different."""
+    same = [
+        p
+        for p in pairs
+        if Counter(w.stem for w in words_of(p.text_a)) == Counter(w.stem for w in words_of(p.text_b))
+    ]
+    return {"pairs": len(same), "labelled_different": sum(1 - p.label for p in same)}
 
 
 def plot(reports: dict[str, Report], path: Path) -> None:
@@ -146,10 +158,10 @@ def main() -> int:
     from tiergate.gateway.embeddings import MODEL_ID, Embedder
 
     pairs = select(load_pairs(path), sample=args.sample)
-    paraphrases = load_pairs(PARAPHRASES)
+    paraphrases, negatives = load_pairs(PARAPHRASES), load_pairs(HARD_NEGATIVES)
     embedder = Embedder(threads=1, cache_size=1)
     started = time.monotonic()
-    texts = [t for p in [*pairs, *paraphrases] for t in (p.text_a, p.text_b)]
+    texts = [t for p in [*pairs, *paraphrases, *negatives] for t in (p.text_a, p.text_b)]
     queries = encode_texts(texts, embedder, _progress)
     embedding_s = time.monotonic() - started
     embedder.close()
@@ -160,7 +172,9 @@ def main() -> int:
         for part in ("all", "tune", "holdout")
     }
     para = evaluate(paraphrases, queries, policy)
+    hard = evaluate(negatives, queries, policy)
     kinds = categorise(reports["all"], queries)
+    noise = same_words(pairs)
     result = {
         "model": MODEL_ID,
         "pairs_file": path.name,
@@ -173,13 +187,25 @@ def main() -> int:
             "pairs": para.pairs,
             "hit_rate_verified": para.verified.recall,
             "hit_rate_similarity_only": para.threshold_only.recall,
-            "misses": {
-                o.pair.text_a + " || " + o.pair.text_b: o.verdict.reason if o.verdict else "below-threshold"
+            "misses": [
+                {
+                    "a": o.pair.text_a,
+                    "b": o.pair.text_b,
+                    "similarity": round(o.similarity, 3),
+                    "why": _why(o, policy),
+                }
                 for o in para.outcomes
-                if not (o.verdict and o.verdict.hit and o.similarity >= policy.threshold)
-            },
+                if _why(o, policy)
+            ],
+        },
+        "hard_negatives": {
+            "pairs": hard.pairs,
+            "served_similarity_only": hard.threshold_only.hits,
+            "served_verified": hard.verified.hits,
+            "refused_by": hard.rejections,
         },
         "false_hits": kinds,
+        "same_words": noise,  # how noisy the labels are where no method can tell the pairs apart
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -193,6 +219,11 @@ def main() -> int:
     )
     for kind, info in kinds.items():
         print(f"false hits, {kind}: {info['count']}")
+    print(
+        f"hand-written hard negatives served: {hard.verified.hits} of {hard.pairs} with the verifier, "
+        f"{hard.threshold_only.hits} by similarity alone"
+    )
+    print(f"pairs with the same words: {noise['pairs']}, labelled different: {noise['labelled_different']}")
     print(f"wrote {RESULTS.relative_to(ROOT)} and {CURVE.relative_to(ROOT)}")
     return 0
 

@@ -1,24 +1,29 @@
 """May the stored answer to one query be served for another? The semantic cache's decision.
 
-A stored answer is served only when the two queries' sentence vectors are at least `threshold` apart in
-cosine similarity *and* a verifier finds nothing that makes them ask different things. Sentence vectors
-blur exactly the details that change an answer — a "not", a model number, the direction of a conversion,
-an added "in the US" — so the verifier looks for those, in this order (the first failure is the reason):
+A stored answer is served only when the cosine similarity of the two queries' sentence vectors reaches
+`threshold` *and* a verifier finds nothing that makes them ask different things. Sentence vectors blur
+exactly the details that change an answer (a "not", a model number, the direction of a conversion, an
+added "in the US"), so the verifier looks for those, in this order; the first objection is the reason:
 
-- `negation`: one query is negated and the other is not;
-- `antonym`: one query has a word whose opposite the other has (best/worst, enable/disable);
+- `question`: they ask for different kinds of answer (why / when / where / who / how many, yes-or-no
+  questions of possibility, advice, prediction or fact), or a different number of questions;
+- `negation`: one query is negated and the other is not ("not", "without", "n't");
+- `antonym`: one query has a word whose opposite the other has (best/worst, enable/disable, him/her);
 - `number`: the numbers differ (9,000 vs 1,000; "two" and 2 agree);
-- `identifier`: a word mixing letters and digits (M604n vs M604dn) is missing from the other query;
+- `identifier`: a word mixing letters and digits (M604n vs M604dn), or a symbol (C++ vs C#), is missing
+  from the other query;
 - `quoted`: a quoted string is missing from the other query;
 - `entity`: a capitalised name is missing from the other query;
-- `order`: a noun's role in an asymmetric relation moved to another noun (ethane to ethene, A than B);
-- `unmatched-word`: a content word of one query has no close counterpart in the other, so an added
-  restriction ("downtown", "on the web") is a miss. Counterparts are found by cosine between the
-  per-token hidden states of the same MiniLM forward pass that gave the sentence vector (word pieces
-  averaged into words), or by equal stems.
+- `order`: related words trade places ("ethane to ethene", "A better than B") or a noun's role flips
+  ("from London" / "to London");
+- `unmatched-word`: a content word of one query has no counterpart in the other, so an added restriction
+  ("downtown", "on the web") is a miss. Equal stems pair up first; a word left over must find a leftover
+  word of the other query whose hidden state is at least `align_threshold` close. The hidden states are
+  the per-token states of the same MiniLM forward pass that gave the sentence vector, word pieces
+  averaged into words, so the alignment costs no extra model call.
 
-Inputs are plain data (`Query`), built from what the embedding model already returns, so the decision
-costs no extra model call. The function is pure and deterministic.
+Inputs are plain data (`Query`, built from the embedding model's `Encoded` with `Query.of`). Everything
+here is pure and deterministic; lexicons are in `semantic_lexicon.py`, with the reasons for their entries.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ __all__ = [
     "SemanticPolicy",
     "analyse",
     "decide",
+    "similarity",
     "verify",
 ]
 
@@ -73,8 +79,11 @@ class EncodedLike(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """One query as the model saw it: its text, unit sentence vector, word pieces with their character
-    spans in `text`, and one unit hidden-state vector per word piece."""
+    """One query as the model saw it.
+
+    `vector` is the unit sentence vector; `tokens` the word pieces (without [CLS]/[SEP]), `offsets` their
+    character spans in `text` and `token_vectors` one unit hidden-state vector per word piece.
+    """
 
     text: str
     vector: np.ndarray
@@ -89,7 +98,7 @@ class Query:
 
 @dataclass(frozen=True, slots=True)
 class SemanticPolicy:
-    """The knobs of the decision. The defaults are the ones measured in docs/semantic-cache.md."""
+    """The knobs of the decision, per tenant or per domain; a value that is not a cosine raises ValueError."""
 
     # Chosen on the tune half of the QQP pairs (docs/semantic-cache.md): the most precise setting whose
     # recall stays above 0.20 with a margin.

@@ -66,7 +66,7 @@ ANTONYMS: tuple[tuple[str, str], ...] = (
     ("man", "woman"), ("men", "women"), ("boy", "girl"), ("husband", "wife"), ("left", "right"),
     ("north", "south"), ("east", "west"), ("public", "private"), ("day", "night"),
     ("summer", "winter"), ("happy", "sad"), ("full", "empty"), ("wet", "dry"), ("borrow", "lend"),
-    ("give", "receive"), ("pro", "con"), ("cause", "effect"), ("question", "answer"),
+    ("give", "receive"), ("rise", "fall"), ("pro", "con"), ("cause", "effect"), ("question", "answer"),
     # Gender counterparts: "should I tell her" and "should I tell him" are different questions.
     ("he", "she"), ("him", "her"), ("his", "her"), ("himself", "herself"), ("son", "daughter"),
     ("brother", "sister"), ("father", "mother"), ("king", "queen"), ("gay", "straight"),
