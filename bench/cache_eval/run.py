@@ -205,6 +205,13 @@ def main() -> int:
             "refused_by": hard.rejections,
         },
         "false_hits": kinds,
+        # A seeded sample of the false hits, for reading by hand (docs/semantic-cache.md sorts it).
+        "false_hit_sample": [
+            {"a": o.pair.text_a, "b": o.pair.text_b, "similarity": round(o.similarity, 3)}
+            for o in random.Random(1).sample(
+                reports["all"].false_hits(), min(60, len(reports["all"].false_hits()))
+            )
+        ],
         "same_words": noise,  # how noisy the labels are where no method can tell the pairs apart
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
