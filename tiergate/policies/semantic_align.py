@@ -141,7 +141,14 @@ class Alignment:
                 theirs = other.surface.roles.get(j) if j is not None else None
                 if theirs is not None and theirs != role:
                     return f"{this.surface.words[i].text!r} is a {role} in one query, a {theirs} in the other"
+        a, b = self.a.surface.number_order, self.b.surface.number_order
+        if len(set(a)) > 1 and sorted(a) == sorted(b) and a != b:
+            return f"the numbers come in another order ({_fmt(a)} vs {_fmt(b)})"
         return _swap(self.a, self.b)
+
+
+def _fmt(values: tuple[float, ...]) -> str:
+    return ", ".join(f"{v:g}" for v in values)
 
 
 def _nearest(

@@ -106,13 +106,28 @@ def _quoted(a: Surface, b: Surface) -> str:
 
 
 def _entity(a: Surface, b: Surface) -> str:
+    """A capitalised name of one query missing from the other, as a word or as part of its whole name
+    ("Face Book" / "Facebook")."""
     for this, other in ((a, b), (b, a)):
         stems = _stems(other)
-        for i in this.entities:
-            w = this.words[i]
-            if w.stem not in stems and not other.has(squash(w.text)):
-                return f"{w.text!r} is not in the other query"
+        for run in _runs(this.entities):
+            name = "".join(squash(this.words[i].text) for i in run)
+            for i in run:
+                w = this.words[i]
+                if w.stem not in stems and not other.has(squash(w.text)) and not other.has(name):
+                    return f"{w.text!r} is not in the other query"
     return ""
+
+
+def _runs(indices: tuple[int, ...]) -> list[list[int]]:
+    """Consecutive word indices grouped: the words of one name ("Taylor Swift")."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and runs[-1][-1] == i - 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
 
 
 def _question(a: Surface, b: Surface) -> str:

@@ -66,11 +66,26 @@ ANTONYMS: tuple[tuple[str, str], ...] = (
     ("man", "woman"), ("men", "women"), ("boy", "girl"), ("husband", "wife"), ("left", "right"),
     ("north", "south"), ("east", "west"), ("public", "private"), ("day", "night"),
     ("summer", "winter"), ("happy", "sad"), ("full", "empty"), ("wet", "dry"), ("borrow", "lend"),
-    ("give", "receive"), ("rise", "fall"), ("pro", "con"), ("cause", "effect"), ("question", "answer"),
+    ("give", "receive"), ("rise", "fall"), ("pro", "con"), ("benefit", "disadvantage"),
+    ("advantage", "drawback"), ("benefit", "drawback"), ("cause", "effect"), ("question", "answer"),
     # Gender counterparts: "should I tell her" and "should I tell him" are different questions.
     ("he", "she"), ("him", "her"), ("his", "her"), ("himself", "herself"), ("son", "daughter"),
     ("brother", "sister"), ("father", "mother"), ("king", "queen"), ("gay", "straight"),
 )  # fmt: skip
+
+# Irregular forms of common verbs, so that "won" meets "win" and "given" meets "give" (regular forms are
+# handled by the stemmer). Forms that are also common other words ("left", "saw", "found") are left out.
+IRREGULAR_VERBS = {
+    "gave": "give", "given": "give", "bought": "buy", "sold": "sell", "won": "win", "lost": "lose",
+    "began": "begin", "begun": "begin", "sent": "send", "lent": "lend", "rose": "rise", "risen": "rise",
+    "fell": "fall", "fallen": "fall", "took": "take", "taken": "take", "made": "make", "got": "get",
+    "gotten": "get", "went": "go", "gone": "go", "came": "come", "became": "become", "knew": "know",
+    "known": "know", "told": "tell", "thought": "think", "wrote": "write", "written": "write",
+    "ate": "eat", "eaten": "eat", "paid": "pay", "built": "build", "caught": "catch", "taught": "teach",
+    "brought": "bring", "held": "hold", "met": "meet", "ran": "run", "spent": "spend", "felt": "feel",
+    "understood": "understand", "forgot": "forget", "forgotten": "forget", "chose": "choose",
+    "chosen": "choose", "drove": "drive", "driven": "drive", "grew": "grow", "grown": "grow",
+}  # fmt: skip
 
 # Prefixes that negate a word (legal/illegal, able/unable, agree/disagree, stop/nonstop).
 NEGATING_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non", "non-", "anti", "anti-")

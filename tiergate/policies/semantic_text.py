@@ -17,6 +17,7 @@ from tiergate.policies.semantic_lexicon import (
     FRAMING_ADJECTIVES,
     FRAMING_NOUNS,
     FRAMING_WORDS,
+    IRREGULAR_VERBS,
     LIGHT_VERBS,
     NEGATIONS,
     QUANTITY_AFTER_HOW,
@@ -50,10 +51,11 @@ def fold(text: str) -> str:
 
 
 def stem(word: str) -> str:
-    """A crude stem that lets inflected forms meet (enables/enabled/enable, countries/country)."""
+    """A crude stem that lets inflected forms meet (enables/enabled/enable, countries/country, won/win)."""
     w = fold(word)
     if w.endswith("'s"):
         w = w[:-2]
+    w = IRREGULAR_VERBS.get(w, w)
     w = w.replace("-", "").replace(".", "").replace("'", "")
     if len(w) > 4 and w.endswith(("ies", "ied")):
         return w[:-3] + "y"
@@ -95,6 +97,7 @@ class Surface:
     words: tuple[Word, ...]
     negated: bool
     numbers: Counter[float]  # values written with digits or as number words
+    number_order: tuple[float, ...]  # the same values in the order of the text
     loose_ones: int  # a bare "one": a number only if the other query writes 1
     identifiers: frozenset[str]  # words mixing letters and digits, squashed (M604dn -> m604dn)
     symbols: Counter[str]  # C++ has two "+", C# one "#"
@@ -107,7 +110,7 @@ class Surface:
     bounds: frozenset[int]  # where words start and end in `squashed`
 
     def has(self, needle: str) -> bool:
-        """Whether the squashed `needle` is a run of whole words of this text ("Face book" has "facebook")."""
+        """Whether the squashed `needle` is a run of whole words of this text ("Face Book" has "facebook")."""
         start = self.squashed.find(needle)
         while needle and start >= 0:
             if start in self.bounds and start + len(needle) in self.bounds:
@@ -128,6 +131,7 @@ def _shouted(text: str) -> bool:
 def words_of(text: str) -> tuple[Word, ...]:
     matches = list(_WORD.finditer(text))
     lowered = [_CLITIC.sub("", fold(m.group())) or fold(m.group()) for m in matches]
+    lowered = [IRREGULAR_VERBS.get(w, w) for w in lowered]
     cased = not _shouted(text)
     out = []
     for i, m in enumerate(matches):
@@ -166,23 +170,24 @@ def negated(text: str, words: tuple[Word, ...]) -> bool:
     return False
 
 
-def _written_numbers(words: list[str]) -> tuple[list[float], int]:
-    values: list[float] = []
+def _written_numbers(words: list[tuple[int, str]]) -> tuple[list[tuple[int, float]], int]:
+    """Numbers written out in (position, folded word) pairs, with where each starts; and the bare "one"s."""
+    values: list[tuple[int, float]] = []
     loose = 0
     i = 0
     while i < len(words):
-        w = words[i]
-        if w == "a" and i + 1 < len(words) and words[i + 1] in SCALES:
+        start, w = words[i]
+        if w == "a" and i + 1 < len(words) and words[i + 1][1] in SCALES:
             i += 1  # "a hundred", "a million"
-            w = words[i]
+            w = words[i][1]
         if w not in UNITS and w not in SCALES and w != "one":
             i += 1
             continue
         run = []
-        while i < len(words) and (words[i] in UNITS or words[i] in SCALES or words[i] == "one"):
-            run.append(words[i])
+        while i < len(words) and (words[i][1] in UNITS or words[i][1] in SCALES or words[i][1] == "one"):
+            run.append(words[i][1])
             i += 1
-            if i + 1 < len(words) and words[i] == "and" and words[i + 1] in UNITS:
+            if i + 1 < len(words) and words[i][1] == "and" and words[i + 1][1] in UNITS:
                 i += 1  # "two hundred and fifty"
         if run == ["one"]:
             loose += 1
@@ -195,14 +200,15 @@ def _written_numbers(words: list[str]) -> tuple[list[float], int]:
                     total, current = total + current, 0
             else:
                 current += 1 if part == "one" else UNITS[part]
-        values.append(float(total + current))
+        values.append((start, float(total + current)))
     return values, loose
 
 
-def numbers(text: str) -> tuple[Counter[float], int]:
-    """The numbers in a text (9,000 -> 9000, 10k -> 10000, "two hundred" -> 200) and its bare "one"s."""
+def numbers(text: str) -> tuple[list[float], int]:
+    """The numbers of a text in its order (9,000 -> 9000, 10k -> 10000, "two hundred" -> 200), and how
+    many bare "one"s it has."""
     lowered = fold(text)
-    values: list[float] = []
+    values: list[tuple[int, float]] = []
     for m in _NUMBER.finditer(lowered):
         digits, decimals, suffix = m.groups()
         value = float(digits.replace(",", "") + (decimals or ""))
@@ -211,10 +217,9 @@ def numbers(text: str) -> tuple[Counter[float], int]:
         tail = lowered[m.end() :].split(maxsplit=1)
         if not suffix and tail and tail[0] in SCALES:
             value *= SCALES[tail[0]]
-        values.append(round(value, 6))
-    written, loose = _written_numbers([fold(m.group()) for m in _WORD.finditer(text)])
-    values.extend(written)
-    return Counter(values), loose
+        values.append((m.start(), round(value, 6)))
+    written, loose = _written_numbers([(m.start(), fold(m.group())) for m in _WORD.finditer(text)])
+    return [value for _, value in sorted(values + written)], loose
 
 
 def identifiers(words: tuple[Word, ...]) -> frozenset[str]:
@@ -323,7 +328,8 @@ def surface(text: str) -> Surface:
     return Surface(
         words=words,
         negated=negated(text, words),
-        numbers=values,
+        numbers=Counter(values),
+        number_order=tuple(values),
         loose_ones=loose,
         identifiers=identifiers(words),
         quotes=quotes(text),
