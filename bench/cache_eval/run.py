@@ -40,6 +40,9 @@ HARD_NEGATIVES = ROOT / "tests/policies/data/hard_negatives.json"
 RESULTS = ROOT / "bench/cache_eval/results.json"
 CURVE = ROOT / "docs/semantic-cache-pr.png"
 SWEEP = tuple(round(0.80 + 0.005 * i, 3) for i in range(40))  # 0.800 ... 0.995
+GRID_THRESHOLDS = tuple(round(0.85 + 0.005 * i, 3) for i in range(23))  # 0.850 ... 0.960
+GRID_ALIGN = tuple(round(0.20 + 0.05 * i, 2) for i in range(13))  # 0.20 ... 0.80
+MIN_RECALL = 0.205  # the recall floor is 0.20; the margin keeps the held-out half above it
 PRONOUNS = frozenset(
     ("i", "me", "my", "mine", "myself", "you", "your", "yours", "yourself", "we", "us", "our", "ours", "one")
 )
@@ -81,6 +84,31 @@ def categorise(report: Report, queries: dict[str, Query], examples: int = 6) -> 
     return {
         kind: {"count": len(items), "examples": rng.sample(items, min(examples, len(items)))}
         for kind, items in sorted(rows.items(), key=lambda kv: -len(kv[1]))
+    }
+
+
+def grid(pairs: list[Pair], queries: dict[str, Query]) -> dict[str, Any]:
+    """Precision and recall on the tune half over thresholds and word-alignment cosines, and the most
+    precise setting whose recall is at least MIN_RECALL: how the defaults were chosen."""
+    tune = select(pairs, part="tune")
+    rows = []
+    for align in GRID_ALIGN:
+        report = evaluate(
+            tune,
+            queries,
+            SemanticPolicy(threshold=GRID_THRESHOLDS[0], align_threshold=align),
+            GRID_THRESHOLDS,
+        )
+        rows += [
+            {"threshold": v.threshold, "align_threshold": align, "precision": v.precision, "recall": v.recall}
+            for _, v in report.sweep
+            if v.precision is not None
+        ]
+    eligible = [r for r in rows if (r["recall"] or 0.0) >= MIN_RECALL]
+    return {
+        "min_recall": MIN_RECALL,
+        "best": max(eligible, key=lambda r: r["precision"] or 0.0, default=None),
+        "rows": rows,
     }
 
 
@@ -175,6 +203,7 @@ def main() -> int:
     hard = evaluate(negatives, queries, policy)
     kinds = categorise(reports["all"], queries)
     noise = same_words(pairs)
+    chosen = grid(pairs, queries)
     result = {
         "model": MODEL_ID,
         "pairs_file": path.name,
@@ -204,6 +233,7 @@ def main() -> int:
             "served_verified": hard.verified.hits,
             "refused_by": hard.rejections,
         },
+        "grid": chosen,
         "false_hits": kinds,
         # A seeded sample of the false hits, for reading by hand (docs/semantic-cache.md sorts it).
         "false_hit_sample": [
@@ -231,6 +261,7 @@ def main() -> int:
         f"{hard.threshold_only.hits} by similarity alone"
     )
     print(f"pairs with the same words: {noise['pairs']}, labelled different: {noise['labelled_different']}")
+    print(f"tune-half grid, most precise with recall >= {MIN_RECALL}: {chosen['best']}")
     print(f"wrote {RESULTS.relative_to(ROOT)} and {CURVE.relative_to(ROOT)}")
     return 0
 
