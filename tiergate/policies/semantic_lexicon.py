@@ -48,14 +48,13 @@ FRAMING_ADJECTIVES = _words("best good better right proper some")
 # Words that negate what follows. Contracted forms ("don't", "isn't") are recognised by their "n't".
 NEGATIONS = _words("not no never none nothing nobody nowhere neither nor without cannot")
 
-# General-purpose opposites that turn the answer to a question around. Regular opposites formed with a
-# prefix (legal/illegal, enable/disable, increase/decrease, upload/download) are found by the prefix rules
-# below and need no entry.
+# General-purpose opposites that turn the answer to a question around. Regular comparatives and
+# superlatives (shorter/longer, easiest/hardest) are derived from these, and opposites formed with a prefix
+# (legal/illegal, enable/disable, increase/decrease, upload/download) are found by the prefix rules below.
 ANTONYMS: tuple[tuple[str, str], ...] = (
     ("good", "bad"), ("best", "worst"), ("better", "worse"), ("more", "less"), ("more", "fewer"),
-    ("most", "least"), ("high", "low"), ("higher", "lower"), ("highest", "lowest"), ("big", "small"),
-    ("large", "small"), ("bigger", "smaller"), ("largest", "smallest"), ("long", "short"),
-    ("fast", "slow"), ("faster", "slower"), ("cheap", "expensive"), ("easy", "hard"),
+    ("most", "least"), ("high", "low"), ("big", "small"), ("large", "small"), ("long", "short"),
+    ("fast", "slow"), ("cheap", "expensive"), ("easy", "hard"),
     ("easy", "difficult"), ("old", "new"), ("old", "young"), ("hot", "cold"), ("strong", "weak"),
     ("heavy", "light"), ("rich", "poor"), ("early", "late"), ("first", "last"), ("before", "after"),
     ("past", "future"), ("up", "down"), ("add", "remove"), ("add", "delete"),
