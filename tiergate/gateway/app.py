@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
@@ -119,10 +120,23 @@ async def _call(request: Request, endpoint: str) -> Response | RelayResponse:
             response = await pipeline.chat_completion(res, request.headers, raw, record)
         else:
             response = await pipeline.embeddings(res, request.headers, raw, record)
+    except asyncio.CancelledError:
+        # The server stopped waiting for this request (its drain timeout expired). The client gets a 503 it
+        # can retry elsewhere rather than the server's bare 500; the request was settled as it unwound.
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        error = pipeline.shutting_down()
+        await pipeline.settle_failed(res, record, error)
+        refused(res, record, error)
+        response = error_response(error, rid)
     except GatewayError as error:
+        # Any error after admission releases the reservation (a no-op when the pipeline already settled it).
+        await pipeline.settle_failed(res, record, error)
         refused(res, record, error)
         response = error_response(error, rid)
     except Exception:
+        await pipeline.settle_failed(res, record, GatewayError("internal error"))
         refused(res, record, GatewayError("internal error"))
         raise
     _stamp_overhead(response, record)

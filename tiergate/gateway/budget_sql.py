@@ -6,11 +6,17 @@ the event loop: a local WAL write of ~15 µs, far cheaper than a trip through a 
 created the first time its (scope, period) is seen, seeded with the spend the ledger already holds for it.
 Reservations of a process that died are released when the next one starts: without Redis the file has a
 single gateway process (several processes or replicas need Redis, see limits_redis.py).
+
+The ledger writer shares the file through aiosqlite, whose transactions need the event loop to reach their
+commit. So a statement here never busy-waits for the write lock (that would stall the loop holding it until
+SQLite's timeout): it fails at once and is retried after yielding to the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from typing import Any
 
 from sqlalchemy import text
@@ -18,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tiergate.gateway.limits import BudgetCheck
 
+_LOCK_WAIT_S = 5.0  # give up on the write lock after this long, as SQLite's own busy timeout would
 _SPEND = "SELECT COALESCE(SUM(cost_nano), 0) FROM ledger WHERE {column} = {id} AND ts_ms >= {since} AND kind = 'request'"
 
 
@@ -32,17 +39,32 @@ class SqliteBudget:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("UPDATE budget_counters SET reserved_nano = 0 WHERE reserved_nano != 0")
+        self._db.execute("PRAGMA busy_timeout = 0")  # from now on, waits happen in `_execute`
         self._ensured: set[tuple[str, int]] = set()
         self._statements: dict[int, tuple[str, str, str]] = {}
 
-    def _ensure(self, budgets: tuple[BudgetCheck, ...]) -> None:
+    async def _execute(self, sql: str, params: Any) -> sqlite3.Cursor:
+        deadline = time.monotonic() + _LOCK_WAIT_S
+        pause = 0.0005
+        while True:
+            try:
+                return self._db.execute(sql, params)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    async def _ensure(self, budgets: tuple[BudgetCheck, ...]) -> None:
         for b in budgets:
             if (b.scope, b.period_start) in self._ensured:
                 continue
-            spent = self._db.execute(
-                _spend_query(b.scope, ":{}"), {"id": b.scope[2:], "since": b.period_start * 1000}
+            spent = (
+                await self._execute(
+                    _spend_query(b.scope, ":{}"), {"id": b.scope[2:], "since": b.period_start * 1000}
+                )
             ).fetchone()[0]
-            self._db.execute(
+            await self._execute(
                 "INSERT OR IGNORE INTO budget_counters (scope, period_start, spent_nano, reserved_nano) VALUES (?, ?, ?, 0)",
                 (b.scope, b.period_start, spent),
             )
@@ -69,20 +91,20 @@ class SqliteBudget:
     async def reserve(
         self, reservation_id: str, budgets: tuple[BudgetCheck, ...], amount_nano: int, now_s: float
     ) -> int | None:
-        self._ensure(budgets)
+        await self._ensure(budgets)
         reserve, _, over = self._sql(len(budgets))
         rows: list[Any] = [v for b in budgets for v in (b.scope, b.period_start)]
         limits: list[Any] = [v for b in budgets for v in (b.scope, b.period_start, amount_nano, b.limit_nano)]
-        if self._db.execute(reserve, [amount_nano, *rows, *limits]).rowcount == len(budgets):
+        if (await self._execute(reserve, [amount_nano, *rows, *limits])).rowcount == len(budgets):
             return None
-        refused = {r[0] for r in self._db.execute(over, limits)}
+        refused = {r[0] for r in await self._execute(over, limits)}
         return next((i for i, b in enumerate(budgets) if b.scope in refused), 0)
 
     async def settle(
         self, reservation_id: str, budgets: tuple[BudgetCheck, ...], reserved_nano: int, cost_nano: int
     ) -> None:
         _, settle, _ = self._sql(len(budgets))
-        self._db.execute(
+        await self._execute(
             settle, [cost_nano, reserved_nano, *(v for b in budgets for v in (b.scope, b.period_start))]
         )
 

@@ -169,7 +169,11 @@ class LedgerWriter:
         return total
 
     async def _next_batch(self) -> list[dict[str, Any]]:
-        rows = [] if self._stopping else [await self._queue.get()]
+        # Rows taken off the queue are in `_writing` at once: `flush` waits for them, `spill_pending` saves them.
+        rows: list[dict[str, Any]] = []
+        self._writing = rows
+        if not self._stopping:
+            rows.append(await self._queue.get())
         deadline = time.monotonic() + self._flush_s
         while len(rows) < self._batch_size:
             try:
@@ -187,11 +191,10 @@ class LedgerWriter:
     async def run(self) -> None:
         """Write batches until `stop`, then what is still queued; never cancelled in the middle of a batch."""
         while True:
-            rows = await self._next_batch()
+            rows = self._writing = await self._next_batch()
             if rows:
-                self._writing = rows
                 await self._write(rows)
-                self._writing = []
+            self._writing = []
             if self._queue.empty():
                 self._idle.set()
                 if self._stopping:
@@ -214,7 +217,7 @@ class LedgerWriter:
 
         A batch it was writing may be in the database already: replaying it is harmless (rows carry ids).
         """
-        rows, self._writing = self._writing, []
+        rows, self._writing = [r for r in self._writing if r is not _STOP], []
         while not self._queue.empty():
             row = self._queue.get_nowait()
             if row is not _STOP:
