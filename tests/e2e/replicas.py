@@ -178,4 +178,21 @@ def start_replicas(
                 stack.enter_context(running(args, url=url + "/readyz", cwd=workdir, output=logs[-1]))
             )
             urls.append(url)
-        yield Replicas(urls, procs, upstream, database_url, redis_url, prefix, logs)
+        try:
+            yield Replicas(urls, procs, upstream, database_url, redis_url, prefix, logs)
+        finally:
+            stack.close()  # the processes first: then nothing writes under the prefix any more
+            _forget(redis_url, prefix)
+
+
+def _forget(redis_url: str, prefix: str) -> None:
+    """Delete the keys the test's replicas made (the server is shared; the prefix is the test's own)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        names = list(client.scan_iter(f"{prefix}*"))
+        if names:
+            client.delete(*names)
+    finally:
+        client.close()

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -39,8 +41,20 @@ from tiergate.gateway.records import CallRecord, Sink
 from tiergate.gateway.settings import Settings
 
 log = logging.getLogger("tiergate.accounting")
+# A pooled connection that was reset while idle (Redis restarted, a proxy in between cut it) fails its next
+# command when writing it, with uvloop's RuntimeError on the closed transport: nothing reached Redis, so that
+# one error is retried once on a new connection. Nothing else is retried: a command that may have run
+# (a script whose reply was lost) must not run twice.
+_STALE_CONNECTION_RETRY = Retry(NoBackoff(), 1, supported_errors=(RuntimeError,))  # type: ignore[arg-type]
 # At shutdown, how long cancelled calls get to settle themselves before the rest are settled as failed.
 _UNWIND_S = 5.0
+
+
+def redis_client(url: str) -> Redis:
+    """The client for limits, budgets and key changes."""
+    # Blocking: a burst waits briefly for a connection instead of failing; 64 covers one process.
+    pool = BlockingConnectionPool.from_url(url, max_connections=64, timeout=5, retry=_STALE_CONNECTION_RETRY)
+    return Redis.from_pool(pool)  # closing the client closes its pool
 
 
 def changes_channel(prefix: str) -> str:
@@ -225,9 +239,7 @@ async def open_accounting(settings: Settings) -> Accounting:
     redis: Redis | None = None
     try:
         if settings.redis_url:
-            # Blocking: a burst waits briefly for a connection instead of failing; 64 covers one process.
-            pool = BlockingConnectionPool.from_url(settings.redis_url, max_connections=64, timeout=5)
-            redis = Redis(connection_pool=pool)
+            redis = redis_client(settings.redis_url)
             try:
                 await redis.ping()
             except RedisError as exc:
