@@ -120,3 +120,49 @@ def test_redis_outage_refuses_limited_keys_with_503_and_recovers_without_a_resta
         scope = f"k:{limited['id']}"
         wait_for(lambda: replicas.held_reservations(scope) == 0, timeout=10, what="the late settlement")
         assert replicas.redis_spent(scope) == sum(r["cost_nano"] for r in rows)
+
+
+def _spilled(replicas: Replicas) -> list[Path]:
+    return [p for log in replicas.logs for p in log.parent.glob("tiergate-ledger-spill-*.jsonl")]
+
+
+def test_postgres_outage_serves_cached_keys_spills_the_ledger_and_replays_it_without_a_restart(
+    tmp_path: Path, postgres_url: str, redis_server_url: str, redis_prefix: str
+) -> None:
+    host, port = _host_port(postgres_url)
+    with TcpProxy(host, port) as proxy, start_replicas(
+        tmp_path, postgres_url, redis_server_url, redis_prefix,
+        serve_database_url=postgres_url.replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}"),
+    ) as replicas:  # fmt: skip
+        a, b = replicas.urls
+        known = replicas.key(rpm=1000, budget_usd=1.0, budget_period="total")
+        unseen = replicas.key(budget_usd=1.0, budget_period="total")  # never presented: in no key cache
+        for name, url in (("a", a), ("b", b)):
+            assert _chat(url, known["key"], f"before-{name}").status_code == 200
+
+        proxy.cut()
+        during = [f"during-{i}" for i in range(6)]
+        for i, rid in enumerate(during):
+            r = _chat((a, b)[i % 2], known["key"], rid)
+            assert r.status_code == 200, r.text  # a cached key keeps working; its limits live in Redis
+        r = _chat(a, unseen["key"], "unseen")
+        assert r.status_code == 503 and _error_code(r) == "database_unavailable", r.text
+        r = httpx.post(f"{b}/admin/tenants", json={"name": "new"}, headers=ADMIN, timeout=10)
+        assert r.status_code == 503 and _error_code(r) == "database_unavailable", r.text
+        assert _ready(a) == 503 and _ready(b) == 503
+        # The ledger retries its batches, then keeps them in the spill file of each replica.
+        wait_for(lambda: len(_spilled(replicas)) == 2, timeout=15, what="both replicas spilling")
+
+        proxy.restore()
+        wait_for(lambda: _ready(a) == 200 and _ready(b) == 200, timeout=10, what="both replicas ready again")
+
+        def ledger() -> list[Any] | None:
+            rows = replicas.sql("SELECT request_id FROM ledger WHERE key_id = $1", known["id"])
+            return rows if len(rows) >= 2 + len(during) else None
+
+        rows = wait_for(ledger, timeout=20, what="the spilled rows replayed")
+        assert sorted(r["request_id"] for r in rows) == sorted(["before-a", "before-b", *during])  # once each
+        wait_for(lambda: not _spilled(replicas), what="the spill files removed once replayed")
+        assert _chat(b, unseen["key"], "unseen-after").status_code == 200
+        fresh = replicas.key(1)
+        assert _chat(a, fresh["key"], "fresh").status_code == 200

@@ -131,7 +131,10 @@ class Accounting:
             return
 
         async def release_then_record() -> None:
-            await self.limiter.settle(ticket, tokens=tokens, cost_nano=record.cost_nano)
+            try:
+                await self.limiter.settle(ticket, tokens=tokens, cost_nano=record.cost_nano)
+            except Exception:  # the budget store failed (database away): the ledger row is still written
+                log.exception("settling the reservation of %s failed", record.request_id)
             for sink in sinks:
                 sink(record)
 
@@ -282,6 +285,7 @@ async def open_accounting(settings: Settings) -> Accounting:
     accounting = Accounting(settings, engine, keys, ledger, limiter, redis)
     accounting.ledger_task = asyncio.ensure_future(ledger.run())
     accounting.tasks.append(asyncio.ensure_future(keys.run()))
+    accounting.tasks.append(asyncio.ensure_future(ledger.replay_periodically()))
     if redis is not None:
         accounting.tasks.append(asyncio.ensure_future(accounting._listen()))
     return accounting

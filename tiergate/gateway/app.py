@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Route
 
 from tiergate.gateway import pipeline
 from tiergate.gateway.auth import MASTER
+from tiergate.gateway.db.engine import database_unavailable, database_unreachable
 from tiergate.gateway.errors import (
     GatewayError,
     MethodNotAllowed,
@@ -114,6 +115,7 @@ async def _call(request: Request, endpoint: str) -> Response | RelayResponse:
     rid = request_id(request)
     record = _new_record(rid, endpoint)
     response: Response | RelayResponse
+    failure: GatewayError
     try:
         raw = await read_body(request, res.settings.max_body_bytes)
         if endpoint == "chat":
@@ -126,19 +128,23 @@ async def _call(request: Request, endpoint: str) -> Response | RelayResponse:
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
-        error = pipeline.shutting_down()
-        await pipeline.settle_failed(res, record, error)
-        refused(res, record, error)
-        response = error_response(error, rid)
+        failure = pipeline.shutting_down()
     except GatewayError as error:
-        # Any error after admission releases the reservation (a no-op when the pipeline already settled it).
-        await pipeline.settle_failed(res, record, error)
-        refused(res, record, error)
-        response = error_response(error, rid)
-    except Exception:
-        await pipeline.settle_failed(res, record, GatewayError("internal error"))
-        refused(res, record, GatewayError("internal error"))
-        raise
+        failure = error
+    except Exception as exc:
+        if not database_unreachable(exc):
+            await pipeline.settle_failed(res, record, GatewayError("internal error"))
+            refused(res, record, GatewayError("internal error"))
+            raise
+        # A key seen for the first time, a budget counter to rebuild: the database is needed and away.
+        failure = database_unavailable()
+    else:
+        _stamp_overhead(response, record)
+        return response
+    # An error after admission releases the reservation (a no-op when the pipeline settled it already).
+    await pipeline.settle_failed(res, record, failure)
+    refused(res, record, failure)
+    response = error_response(failure, rid)
     _stamp_overhead(response, record)
     return response
 
@@ -207,6 +213,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     rid = request_id(request)
+    if database_unreachable(exc):
+        log.warning(
+            "%s %s: the database is unreachable (%s)", request.method, request.url.path, type(exc).__name__
+        )
+        return error_response(database_unavailable(), rid)
     log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, rid)
     return error_response(GatewayError(f"internal error in the gateway (request {rid})"), rid)
 
