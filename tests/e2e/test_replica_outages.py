@@ -145,6 +145,9 @@ def test_postgres_outage_serves_cached_keys_spills_the_ledger_and_replays_it_wit
         for i, rid in enumerate(during):
             r = _chat((a, b)[i % 2], known["key"], rid)
             assert r.status_code == 200, r.text  # a cached key keeps working; its limits live in Redis
+        assert _chat(b, MASTER, "master-during").status_code == 200
+        usage = httpx.get(f"{a}/v1/usage", headers={"authorization": f"Bearer {known['key']}"}, timeout=10)
+        assert usage.status_code == 503 and _error_code(usage) == "database_unavailable", usage.text
         r = _chat(a, unseen["key"], "unseen")
         assert r.status_code == 503 and _error_code(r) == "database_unavailable", r.text
         r = httpx.post(f"{b}/admin/tenants", json={"name": "new"}, headers=ADMIN, timeout=10)
