@@ -123,9 +123,9 @@ class Accounting:
         hand the record to `sinks` (the ledger among them) - once per call, even if the caller is cancelled."""
         if not self.claim(record):
             return
-        record.latency_s = time.perf_counter() - record.started_perf
         ticket = record.ticket
         if ticket is None:  # nothing to release: no round trip, no task
+            record.latency_s = time.perf_counter() - record.started_perf
             for sink in sinks:
                 sink(record)
             return
@@ -135,6 +135,8 @@ class Accounting:
                 await self.limiter.settle(ticket, tokens=tokens, cost_nano=record.cost_nano)
             except Exception:  # the budget store failed (database away): the ledger row is still written
                 log.exception("settling the reservation of %s failed", record.request_id)
+            # After the round trip: the caller waits for it too, so latency and overhead include it.
+            record.latency_s = time.perf_counter() - record.started_perf
             for sink in sinks:
                 sink(record)
 
