@@ -241,3 +241,31 @@ async def test_a_spill_file_claimed_for_replay_gets_no_more_rows(sqlite_url: str
     await engine.dispose()
     with sqlite3.connect(tmp_path / "tiergate.db") as conn:
         assert conn.execute("SELECT COUNT(*) FROM ledger").fetchone() == (2,)
+
+
+async def test_a_budget_store_that_fails_counts_nothing_against_the_rate_limits() -> None:
+    from tiergate.gateway.keys import Limits
+    from tiergate.gateway.limits import BudgetCheck, LocalLimiter
+    from tiergate.policies.budget import Budget
+
+    class Unreachable:
+        async def reserve(
+            self, reservation_id: str, budgets: tuple[BudgetCheck, ...], amount: int, now: float
+        ) -> int | None:
+            raise ConnectionRefusedError("the database is away")
+
+        async def settle(
+            self, reservation_id: str, budgets: tuple[BudgetCheck, ...], reserved: int, cost: int
+        ) -> None:
+            return None
+
+        async def aclose(self) -> None:
+            return None
+
+    limiter = LocalLimiter(Unreachable())
+    budgeted = Limits("k:a", "t:a", key_rpm=1, key_budget=Budget(1000, "daily"))
+    with pytest.raises(ConnectionRefusedError):
+        await limiter.admit(budgeted, now_s=1000.0, tokens=0, reserve_nano=10)
+    # The failed call was not admitted: the key's one request per minute is still there.
+    ticket = await limiter.admit(Limits("k:a", "t:a", key_rpm=1), now_s=1000.5, tokens=0, reserve_nano=0)
+    assert ticket.budgets == ()
