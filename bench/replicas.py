@@ -74,6 +74,36 @@ function done(summary, latency, requests)
     latency:percentile(99)))
 end
 """
+# The same HTTP plumbing as the gateway (uvicorn with uvloop and httptools, one aiohttp session to the
+# upstream) and nothing else: the second reference for the overhead, with the gateway's hops but none of its work.
+PASSTHROUGH = """
+import os, aiohttp, uvicorn
+
+UPSTREAM = os.environ["BENCH_UPSTREAM"] + "/v1/chat/completions"
+session = None
+
+async def app(scope, receive, send):
+    global session
+    if scope["type"] == "lifespan":
+        while (message := await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await session.close()
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    if session is None:
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    if scope["path"] == "/healthz":
+        body = b"ok"
+    else:
+        chunks = [(await receive()).get("body", b"")]
+        async with session.post(UPSTREAM, data=b"".join(chunks), headers={"content-type": "application/json"}) as r:
+            body = await r.read()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+uvicorn.run(app, host="127.0.0.1", port=int(os.environ["BENCH_PORT"]), loop="uvloop", http="httptools",
+            access_log=False, log_level="warning")
+"""
 HISTOGRAMS = ("tiergate_gateway_overhead_seconds", "tiergate_request_duration_seconds")
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
 
@@ -329,6 +359,20 @@ class Stack:
                 server.stop()
 
 
+@contextlib.contextmanager
+def passthrough(workdir: Path, upstream: str, core: int | None) -> Iterator[str]:
+    script = workdir / "passthrough.py"
+    script.write_text(PASSTHROUGH)
+    port = _free_port()
+    env = {"BENCH_UPSTREAM": upstream, "BENCH_PORT": str(port)}
+    server = Process([sys.executable, str(script)], workdir / "passthrough.log", env=env, core=core)
+    try:
+        server.wait_ready(f"http://127.0.0.1:{port}/healthz")
+        yield f"http://127.0.0.1:{port}/v1/chat/completions"
+    finally:
+        server.stop()
+
+
 def measure_gateways(
     stack: Stack, replicas: list[tuple[str, Process]], connections: int, duration_s: float
 ) -> dict[str, Any]:
@@ -381,6 +425,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 one: dict[str, Any] = {"busy_cores_before": busy_cores(), "load_before": loadavg()}
                 direct = upstream + "/v1/chat/completions"
                 one["direct"] = {c: wrk(direct, "-", c, args.duration, stack.script) for c in conns}
+                with passthrough(Path(tmp), upstream, PINNED[1][0] if args.pin else None) as proxy:
+                    wrk(proxy, "-", 4, args.warmup, stack.script)
+                    one["passthrough"] = {c: wrk(proxy, "-", c, args.duration, stack.script) for c in conns}
                 for n in (1, 2):
                     with stack.gateways(PINNED[n] if args.pin else [None] * n) as replicas:
                         for base, _ in replicas:  # connections, caches and the tokenizer warmed up
@@ -418,7 +465,13 @@ def summarize(runs: list[dict[str, Any]], conns: list[int]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     for c in conns:
-        row: dict[str, Any] = {"direct_rps": _spread([r["direct"][c]["rps"] for r in runs])}
+        row: dict[str, Any] = {
+            "direct_rps": _spread([r["direct"][c]["rps"] for r in runs]),
+            "passthrough_rps": _spread([r["passthrough"][c]["rps"] for r in runs]),
+            "passthrough_overhead_ms": _spread(
+                [r["passthrough"][c]["mean_ms"] - r["direct"][c]["mean_ms"] for r in runs]
+            ),
+        }
         for n in (1, 2):
             k = f"replicas_{n}"
             pairs = [(r[k][c], r["direct"][c]) for r in runs]
@@ -435,6 +488,11 @@ def summarize(runs: list[dict[str, Any]], conns: list[int]) -> dict[str, Any]:
                 [g["duration_mean_ms"] - g["histogram_mean_ms"] - d["mean_ms"] for g, d in pairs]
             )
             row[f"{k}_outside_app_ms"] = _spread([g["mean_ms"] - g["duration_mean_ms"] for g, _ in pairs])
+            beyond = [r[k][c]["mean_ms"] - r["passthrough"][c]["mean_ms"] for r in runs]
+            row[f"{k}_beyond_passthrough_ms"] = _spread(beyond)
+            row[f"{k}_histogram_over_beyond_passthrough"] = _spread(
+                [g["histogram_mean_ms"] / b for (g, _), b in zip(pairs, beyond, strict=True)]
+            )
         row["gain_2_over_1"] = _spread([r["replicas_2"][c]["rps"] / r["replicas_1"][c]["rps"] for r in runs])
         out[str(c)] = row
     return out
@@ -450,22 +508,27 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"load average before/after each repeat: {[(r['load_before'], r['load_after']) for r in runs]}")
     print(f"cores busy just before each repeat: {[round(r['busy_cores_before'], 2) for r in runs]}")
     print("\nthroughput, req/s: medians over the repeats, (min-max) beside them")
-    print("| conns | direct | 1 replica | 2 replicas | 2 / 1 | CPU µs/req, 1 / 2 replicas | errors |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| conns | direct | pass-through | 1 replica | 2 replicas | 2 / 1 | CPU µs/req, 1 / 2 replicas | errors |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c, row in result["summary"].items():
         cpu = f"{row['replicas_1_cpu_us_per_req']['median']:,.0f} / {row['replicas_2_cpu_us_per_req']['median']:,.0f}"
-        print(f"| {c} | {_fmt(row['direct_rps'])} | {_fmt(row['replicas_1_rps'])} | {_fmt(row['replicas_2_rps'])} "
-              f"| {_fmt(row['gain_2_over_1'], 2)} | {cpu} | {row['replicas_1_errors'] + row['replicas_2_errors']} |")  # fmt: skip
-    print("\noverhead, ms per request (medians); histogram / measured with its range over the repeats")
-    print("| conns | replicas | measured: gateway - direct | histogram | histogram / measured "
-          "| upstream window | outside the app |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+        print(f"| {c} | {_fmt(row['direct_rps'])} | {_fmt(row['passthrough_rps'])} | {_fmt(row['replicas_1_rps'])} "
+              f"| {_fmt(row['replicas_2_rps'])} | {_fmt(row['gain_2_over_1'], 2)} | {cpu} "
+              f"| {row['replicas_1_errors'] + row['replicas_2_errors']} |")  # fmt: skip
+    print("\noverhead, ms per request (medians); ratios with their range over the repeats")
+    print("| conns | replicas | histogram | gateway - direct | histogram / that | upstream window | outside the app "
+          "| pass-through - direct | gateway - pass-through | histogram / that |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c, row in result["summary"].items():
         for n in (1, 2):
             k = f"replicas_{n}"
-            print(f"| {c} | {n} | {row[k + '_measured_overhead_ms']['median']:.3f} "
-                  f"| {row[k + '_histogram_overhead_ms']['median']:.3f} | {_fmt(row[k + '_histogram_over_measured'], 2)} "
-                  f"| {row[k + '_upstream_window_ms']['median']:.3f} | {row[k + '_outside_app_ms']['median']:.3f} |")  # fmt: skip
+            print(f"| {c} | {n} | {row[k + '_histogram_overhead_ms']['median']:.3f} "
+                  f"| {row[k + '_measured_overhead_ms']['median']:.3f} | {_fmt(row[k + '_histogram_over_measured'], 2)} "
+                  f"| {row[k + '_upstream_window_ms']['median']:.3f} | {row[k + '_outside_app_ms']['median']:.3f} "
+                  f"| {row['passthrough_overhead_ms']['median']:.3f} | {row[k + '_beyond_passthrough_ms']['median']:.3f} "
+                  f"| {_fmt(row[k + '_histogram_over_beyond_passthrough'], 2)} |")  # fmt: skip
 
 
 def main() -> int:
