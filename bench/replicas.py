@@ -17,8 +17,10 @@ compared with the overhead the client sees: mean latency through the gateway min
 nginx, at the same concurrency, in the same repeat (means by Little's law: connections / request rate; wrk's
 own mean is corrected for coordinated omission). The difference is split, with the duration histogram, into
 what the gateway counts as waiting on the upstream beyond the upstream's own time, and what happens outside
-the app (see `summarize`). With many connections the client's figure also holds the time requests queue
-for the event loop.
+the app (see `summarize`). A second reference is a bare pass-through proxy on the same HTTP stack (uvicorn,
+one aiohttp session), pinned like one replica: gateway minus pass-through is what tiergate's own work adds
+to a client's latency, which is what the histogram is meant to show. With many connections the client's
+figures also hold the time requests queue for the event loop.
 """
 
 from __future__ import annotations

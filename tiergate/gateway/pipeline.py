@@ -153,7 +153,9 @@ async def _finish(res: Resources, record: CallRecord, tokens: int) -> None:
 
 async def settle_failed(res: Resources, record: CallRecord, error: GatewayError) -> None:
     """An admitted request that got no answer: nothing spent, the reservation released, one ledger row.
-    Nothing happens for a request that was not admitted or is already settled."""
+
+    Nothing happens for a request that was not admitted or is already settled.
+    """
     await res.accounting.settle_failed(record, error)
 
 
