@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -46,6 +46,20 @@ def wait_for(
         time.sleep(interval)
 
 
+async def until(predicate: Callable[[], T | None], *, within: float = 10.0, what: str = "condition") -> T:
+    """`wait_for` inside an event loop: poll without blocking the loop that must make it true."""
+    import asyncio
+
+    deadline = time.monotonic() + within
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
 def _answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=0.5).status_code == 200
@@ -61,32 +75,38 @@ def running(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
     timeout: float = 20.0,
+    output: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process that is up once `url` answers 200; stopped (SIGTERM, then SIGKILL) afterwards."""
+    """A child process that is up once `url` answers 200; stopped (SIGTERM, then SIGKILL) afterwards.
+
+    Its output goes to the file `output` when given (a test that reads the log, or a process that writes
+    more than a pipe holds), else to a pipe read if it fails to start.
+    """
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    proc = subprocess.Popen(
-        args, env=full_env, cwd=cwd or ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        while not _answers(url):
-            if proc.poll() is not None:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                raise AssertionError(f"{' '.join(args)} exited with {proc.returncode}:\n{out}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{' '.join(args)} did not answer {url} within {timeout}s")
-            time.sleep(0.05)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+    with ExitStack() as files:
+        sink = files.enter_context(open(output, "wb")) if output is not None else subprocess.PIPE
+        proc = subprocess.Popen(args, env=full_env, cwd=cwd or ROOT, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while not _answers(url):
+                if proc.poll() is not None:
+                    out = proc.stdout.read().decode() if proc.stdout else ""
+                    out = output.read_text() if output is not None else out
+                    raise AssertionError(f"{' '.join(args)} exited with {proc.returncode}:\n{out}")
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{' '.join(args)} did not answer {url} within {timeout}s")
+                time.sleep(0.05)
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            if proc.stdout:
+                proc.stdout.close()
 
 
 @contextmanager

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.admin.conftest import ADMIN, answer, config, serve
+from tests.support import until
 from tiergate.gateway.auth import Principal
 from tiergate.gateway.ledger import LedgerWriter
 from tiergate.gateway.records import CallRecord
@@ -182,11 +183,89 @@ async def test_a_full_queue_spills_instead_of_dropping(sqlite_url: str, tmp_path
     task = asyncio.ensure_future(writer.run())
     writer.stop()
     await task
-    assert await writer.replay() == 0  # its own spill file is replayed by the next start, not by itself
-    again = LedgerWriter(
-        engine, batch_size=10, flush_s=0.01, retries=1, queue_size=3, spill_dir=str(tmp_path)
-    )
-    assert await again.replay() == 2
+    assert await writer.replay() == 2  # its own spill file too: the database is there now
+    assert await writer.replay() == 0
     await engine.dispose()
     with sqlite3.connect(tmp_path / "tiergate.db") as conn:
         assert conn.execute("SELECT COUNT(*) FROM ledger").fetchone() == (5,)
+
+
+async def test_spilled_rows_are_replayed_while_running_once_the_database_is_back(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tiergate.gateway import ledger
+    from tiergate.gateway.db.engine import open_engine
+    from tiergate.gateway.db.migrate import upgrade
+
+    monkeypatch.setattr(ledger, "REPLAY_EVERY_S", 0.01)
+    db = tmp_path / "tiergate.db"
+    engine = open_engine(sqlite_url)
+    writer = LedgerWriter(
+        engine, batch_size=10, flush_s=0.01, retries=1, queue_size=100, spill_dir=str(tmp_path / "spill")
+    )
+    tasks = [asyncio.ensure_future(writer.run()), asyncio.ensure_future(writer.replay_periodically())]
+    for i in range(3):  # no schema yet: every insert fails, the rows are spilled
+        writer.sink(_record(i))
+    await writer.flush()
+    assert writer.stats.spilled == 3 and writer.spilled_files() == 1
+    await upgrade(sqlite_url)  # the database is back
+    writer.sink(_record(3))
+    await until(lambda: writer.stats.replayed == 3 and writer.spilled_files() == 0, what="the replay")
+    await writer.flush()
+    writer.stop()
+    await tasks[0]
+    tasks[1].cancel()
+    await asyncio.gather(tasks[1], return_exceptions=True)
+    await engine.dispose()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT entry_id) FROM ledger").fetchone() == (4, 4)
+
+
+async def test_a_spill_file_claimed_for_replay_gets_no_more_rows(sqlite_url: str, tmp_path: Path) -> None:
+    """Two processes sharing the spill directory: one replays while the other keeps spilling."""
+    from tiergate.gateway.db.engine import open_engine
+    from tiergate.gateway.db.migrate import upgrade
+
+    await upgrade(sqlite_url)
+    engine = open_engine(sqlite_url)
+    spilling, replaying = (
+        LedgerWriter(engine, batch_size=10, flush_s=0.01, retries=1, queue_size=1, spill_dir=str(tmp_path))
+        for _ in range(2)
+    )
+    spilling.sink(_record(0))  # queued
+    spilling.sink(_record(1))  # the queue is full: spilled
+    assert await replaying.replay() == 1  # claims the other's file, writes it, removes it
+    spilling.sink(_record(2))  # a new file, not the claimed one
+    assert await replaying.replay() == 1
+    assert spilling.spilled_files() == 0
+    await engine.dispose()
+    with sqlite3.connect(tmp_path / "tiergate.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM ledger").fetchone() == (2,)
+
+
+async def test_a_budget_store_that_fails_counts_nothing_against_the_rate_limits() -> None:
+    from tiergate.gateway.keys import Limits
+    from tiergate.gateway.limits import BudgetCheck, LocalLimiter
+    from tiergate.policies.budget import Budget
+
+    class Unreachable:
+        async def reserve(
+            self, reservation_id: str, budgets: tuple[BudgetCheck, ...], amount: int, now: float
+        ) -> int | None:
+            raise ConnectionRefusedError("the database is away")
+
+        async def settle(
+            self, reservation_id: str, budgets: tuple[BudgetCheck, ...], reserved: int, cost: int
+        ) -> None:
+            return None
+
+        async def aclose(self) -> None:
+            return None
+
+    limiter = LocalLimiter(Unreachable())
+    budgeted = Limits("k:a", "t:a", key_rpm=1, key_budget=Budget(1000, "daily"))
+    with pytest.raises(ConnectionRefusedError):
+        await limiter.admit(budgeted, now_s=1000.0, tokens=0, reserve_nano=10)
+    # The failed call was not admitted: the key's one request per minute is still there.
+    ticket = await limiter.admit(Limits("k:a", "t:a", key_rpm=1), now_s=1000.5, tokens=0, reserve_nano=0)
+    assert ticket.budgets == ()

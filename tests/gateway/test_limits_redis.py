@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -9,7 +10,9 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.policies.test_ratelimit import CASES
-from tiergate.gateway.errors import InsufficientQuota, RateLimited
+from tests.tcp_proxy import TcpProxy
+from tiergate.gateway.accounting import redis_client
+from tiergate.gateway.errors import InsufficientQuota, RateLimited, ServiceUnavailable
 from tiergate.gateway.keys import Limits
 from tiergate.gateway.limits_redis import ADMIT, RedisLimiter
 from tiergate.policies.budget import Budget
@@ -89,3 +92,31 @@ async def test_rate_refusal_counts_nothing(redis: Redis, redis_prefix: str) -> N
         await limiter.admit(limits, now_s=1000.5, tokens=0, reserve_nano=5)
     counter = await redis.hgetall(f"{redis_prefix}b:t:b:0")
     assert int(counter[b"reserved"]) == 5  # the refused request reserved nothing
+
+
+async def test_a_settlement_made_while_redis_is_away_lands_once_it_is_back(
+    redis: Redis, redis_server_url: str, redis_prefix: str
+) -> None:
+    async def seed(scope: str, since: int) -> int:
+        return 0
+
+    host, port = redis_server_url.split("://")[1].split("/")[0].split(":")
+    limits = Limits("k:c", "t:c", key_budget=Budget(10_000, "total"))
+    with TcpProxy(host, int(port)) as proxy:
+        client = redis_client(f"redis://127.0.0.1:{proxy.port}/0")
+        limiter = RedisLimiter(client, redis_prefix, seed, reservation_ttl_s=60)
+        ticket = await limiter.admit(limits, now_s=time.time(), tokens=0, reserve_nano=500)
+        proxy.cut()
+        with pytest.raises(ServiceUnavailable):
+            await limiter.admit(limits, now_s=time.time(), tokens=0, reserve_nano=500)
+        await limiter.settle(ticket, tokens=0, cost_nano=100)  # returns at once; retried in the background
+        await asyncio.sleep(8)  # the outage: longer than a handful of quick retries would cover
+        proxy.restore()
+        counter = f"{redis_prefix}b:k:c:0"
+        deadline = time.monotonic() + 10
+        while await redis.hget(counter, "reserved") != b"0":
+            assert time.monotonic() < deadline, "the settlement never reached Redis"
+            await asyncio.sleep(0.05)
+        assert await redis.hget(counter, "spent") == b"100"
+        await limiter.aclose()
+        await client.aclose()

@@ -250,3 +250,24 @@ async def test_overhead_header_on_streams_and_errors() -> None:
     for r in (stream, refused, embeddings_missing):
         assert float(r.headers["x-tiergate-overhead-ms"]) >= 0
     assert (stream.status_code, refused.status_code, embeddings_missing.status_code) == (200, 401, 404)
+
+
+async def test_the_settlement_round_trip_counts_in_latency_and_overhead(sqlite_url: str) -> None:
+    """The caller waits for the reservation to be settled, so the histograms (and the header) include it."""
+    from tests.admin.conftest import config, serve
+
+    async with serve(config(sqlite_url)) as s:
+        records: list[CallRecord] = []
+        s.res.sinks.append(records.append)
+        key = await s.new_key((await s.new_tenant())["id"], budget_usd=1.0)
+        settle = s.res.limiter.settle
+
+        async def slow_settle(*args: object, **kwargs: object) -> None:
+            await asyncio.sleep(0.2)
+            await settle(*args, **kwargs)  # type: ignore[arg-type]
+
+        s.res.limiter.settle = slow_settle  # type: ignore[method-assign]
+        r = await s.chat(key["key"])
+    (record,) = records
+    assert record.overhead_s >= 0.2
+    assert float(r.headers["x-tiergate-overhead-ms"]) >= record.overhead_s * 1000

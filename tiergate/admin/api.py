@@ -8,6 +8,7 @@ refused before they are read.
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -29,6 +30,7 @@ from tiergate.admin.schemas import (
     TenantUpdate,
 )
 from tiergate.gateway.auth import presented_key
+from tiergate.gateway.db.engine import database_error_types, database_unavailable, database_unreachable
 from tiergate.gateway.errors import (
     BadRequest,
     GatewayError,
@@ -37,6 +39,8 @@ from tiergate.gateway.errors import (
     Unauthorized,
 )
 from tiergate.gateway.resources import Resources
+
+log = logging.getLogger("tiergate.admin")
 
 
 def _resources(request: Request) -> Resources:
@@ -86,6 +90,15 @@ def create_admin_app() -> FastAPI:
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> Response:
         return _error(exc)
+
+    async def database_error(request: Request, exc: Exception) -> Response:
+        if database_unreachable(exc):  # nothing was written: the caller may simply try again
+            return _error(database_unavailable())
+        log.exception("admin API: %s %s failed", request.method, request.url.path)
+        return _error(GatewayError("internal error in the admin API"))
+
+    for kind in database_error_types():
+        app.add_exception_handler(kind, database_error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp
 from tiergate.admin import reports, route_tables
 from tiergate.admin.mount import LazyAdmin
 from tiergate.gateway.app import create_app, error_response, request_id
+from tiergate.gateway.db.engine import database_unavailable, database_unreachable
 from tiergate.gateway.errors import BadRequest, GatewayError
 from tiergate.gateway.logs import configure_logging, logging_options
 from tiergate.gateway.resources import Resources
@@ -61,6 +62,10 @@ async def usage(request: Request) -> Response:
         report = await reports.cost_report(res.accounting.engine, res.settings, query)
     except GatewayError as error:
         return error_response(error, rid)
+    except Exception as exc:
+        if not database_unreachable(exc):
+            raise
+        return error_response(database_unavailable(), rid)
     report["key_id"] = principal.key_id
     response = render(report, fmt)
     response.headers["x-request-id"] = rid

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import itertools
 import logging
@@ -21,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from tiergate.gateway import feedback, pipeline
 from tiergate.gateway.auth import MASTER
+from tiergate.gateway.db.engine import database_unavailable, database_unreachable
 from tiergate.gateway.errors import (
     GatewayError,
     MethodNotAllowed,
@@ -118,18 +120,36 @@ async def _call(request: Request, endpoint: str) -> Response | RelayResponse:
     rid = request_id(request)
     record = _new_record(rid, endpoint)
     response: Response | RelayResponse
+    failure: GatewayError
     try:
         raw = await read_body(request, res.settings.max_body_bytes)
         if endpoint == "chat":
             response = await pipeline.chat_completion(res, request.headers, raw, record)
         else:
             response = await pipeline.embeddings(res, request.headers, raw, record)
+    except asyncio.CancelledError:
+        # The server stopped waiting for this request (its drain timeout expired). The client gets a 503 it
+        # can retry elsewhere rather than the server's bare 500; the request was settled as it unwound.
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        failure = pipeline.shutting_down()
     except GatewayError as error:
-        refused(res, record, error)
-        response = error_response(error, rid)
-    except Exception:
-        refused(res, record, GatewayError("internal error"))
-        raise
+        failure = error
+    except Exception as exc:
+        if not database_unreachable(exc):
+            await pipeline.settle_failed(res, record, GatewayError("internal error"))
+            refused(res, record, GatewayError("internal error"))
+            raise
+        # A key seen for the first time, a budget counter to rebuild: the database is needed and away.
+        failure = database_unavailable()
+    else:
+        _stamp_overhead(response, record)
+        return response
+    # An error after admission releases the reservation (a no-op when the pipeline settled it already).
+    await pipeline.settle_failed(res, record, failure)
+    refused(res, record, failure)
+    response = error_response(failure, rid)
     _stamp_overhead(response, record)
     return response
 
@@ -210,6 +230,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     rid = request_id(request)
+    if database_unreachable(exc):
+        log.warning(
+            "%s %s: the database is unreachable (%s)", request.method, request.url.path, type(exc).__name__
+        )
+        return error_response(database_unavailable(), rid)
     log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, rid)
     return error_response(GatewayError(f"internal error in the gateway (request {rid})"), rid)
 

@@ -159,6 +159,9 @@ class KeyCache:
         wanted = list(digests)
         try:
             fresh = await self._load(ApiKey.key_hash.in_(wanted))  # type: ignore[attr-defined]
+        except Exception as exc:  # the database is away: keep serving what we have, re-read it later
+            log.warning("re-reading a cached key failed (it is served as cached): %s", exc.__class__.__name__)
+            return
         finally:
             self._stale.difference_update(wanted)
         self._store(wanted, fresh)

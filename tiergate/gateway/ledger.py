@@ -2,15 +2,21 @@
 
 `sink` (a records.Sink) turns a finished call into a row and queues it; `run` writes batches of up to
 `ledger_batch_size` rows, at least every `ledger_flush_s`. A batch that cannot be written after
-`ledger_retries` attempts (the database is away) is appended to a spill file, and spill files are replayed
-at the next start - every row carries its own id and inserts ignore rows already there, so a batch written
-twice is harmless. A full queue also spills (counted in `stats`), it never drops. `aclose` drains.
+`ledger_retries` attempts (the database is away) is appended to a spill file. Spill files are replayed at
+start and then every `REPLAY_EVERY_S` while any exist (so once the database is back, without a restart) -
+every row carries its own id and inserts ignore rows already there, so a batch written twice is harmless.
+A full queue also spills (counted in `stats`), it never drops. `aclose` drains.
+
+Several processes may share the spill directory (`--workers`): a replay first claims a file by renaming it,
+then takes its lock, which a writer holds while appending; a writer that finds its file renamed under it
+starts a new one. So no row is appended to a file after it was read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import itertools
 import logging
 import os
@@ -29,6 +35,7 @@ from tiergate.gateway.records import CallRecord
 log = logging.getLogger("tiergate.ledger")
 _STOP: dict[str, Any] = {}  # queued by `stop`: wakes the writer, which then finishes what is queued
 SPILL_GLOB = "tiergate-ledger-spill-*.jsonl"
+REPLAY_EVERY_S = 5.0
 _TABLE = LedgerEntry.__table__  # type: ignore[attr-defined]
 
 
@@ -159,35 +166,78 @@ class LedgerWriter:
 
     def _spill(self, rows: list[dict[str, Any]]) -> None:
         self._spill_dir.mkdir(parents=True, exist_ok=True)
-        with open(self._spill_file, "ab") as out:
-            out.write(b"".join(orjson.dumps(r) + b"\n" for r in rows))
-            out.flush()
-            os.fsync(out.fileno())
+        data = b"".join(orjson.dumps(r) + b"\n" for r in rows)
+        while True:
+            with open(self._spill_file, "ab") as out:
+                fcntl.flock(out, fcntl.LOCK_EX)
+                try:
+                    if os.fstat(out.fileno()).st_ino != os.stat(self._spill_file).st_ino:
+                        continue  # claimed by a replay between our open and our lock: write a new file
+                except FileNotFoundError:
+                    continue
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+                break
         self.stats.spilled += len(rows)
         log.error(
-            "%d ledger rows spilled to %s; they are replayed at the next start", len(rows), self._spill_file
+            "%d ledger rows spilled to %s; they are written once the database is back",
+            len(rows),
+            self._spill_file,
         )
 
+    def _claim(self, path: Path) -> tuple[Path, list[dict[str, Any]]] | None:
+        """Take a spill file for replay: renamed (so nothing is appended to it any more), then read."""
+        claimed = path.with_name(f"tiergate-ledger-spill-replaying-{os.urandom(4).hex()}.jsonl")
+        try:
+            os.rename(path, claimed)
+        except FileNotFoundError:  # another process claimed it first
+            return None
+        with open(claimed, "rb") as spilled:
+            fcntl.flock(spilled, fcntl.LOCK_EX)  # a writer that opened it before the rename has finished
+            data = spilled.read()
+        return claimed, [orjson.loads(line) for line in data.splitlines() if line.strip()]
+
     async def replay(self) -> int:
-        """Write the rows of earlier spill files (this directory's) and remove the files."""
+        """Write the rows of this directory's spill files (this process's own included) and remove them.
+
+        Raises when the database is still away; a file whose rows were not all written stays for the next try.
+        """
         total = 0
         for path in sorted(self._spill_dir.glob(SPILL_GLOB)):
-            if path == self._spill_file:
+            taken = self._claim(path)
+            if taken is None:
                 continue
-            rows = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+            claimed, rows = taken
             for i in range(0, len(rows), self._batch_size):
                 await self._insert(rows[i : i + self._batch_size])
-            path.unlink(missing_ok=True)
+            claimed.unlink(missing_ok=True)
             total += len(rows)
-        self.stats.replayed += total
+            self.stats.replayed += len(rows)
         if total:
             log.warning("replayed %d spilled ledger rows", total)
         return total
 
+    def spilled_files(self) -> int:
+        return sum(1 for _ in self._spill_dir.glob(SPILL_GLOB)) if self._spill_dir.is_dir() else 0
+
+    async def replay_periodically(self) -> None:
+        """While spill files exist, try to write them every `REPLAY_EVERY_S` (until the database is back)."""
+        while True:
+            await asyncio.sleep(REPLAY_EVERY_S)
+            if not self.spilled_files():
+                continue
+            try:
+                await self.replay()
+            except Exception as exc:  # the database is still away: keep the files, try again later
+                log.warning("replaying spilled ledger rows failed (will retry): %s", exc.__class__.__name__)
+
     async def _next_batch(self) -> list[dict[str, Any]]:
-        # Rows are gathered into `_writing` as they leave the queue, so that `flush` and `spill_pending`
-        # see them while the batch is still filling.
-        rows = self._writing = [] if self._stopping else [await self._queue.get()]
+        # Rows taken off the queue are in `_writing` at once: `flush` waits for them, `spill_pending` saves them.
+        rows: list[dict[str, Any]] = []
+        self._writing = rows
+        if not self._stopping:
+            rows.append(await self._queue.get())
         deadline = time.monotonic() + self._flush_s
         while len(rows) < self._batch_size:
             try:
@@ -206,7 +256,7 @@ class LedgerWriter:
     async def run(self) -> None:
         """Write batches until `stop`, then what is still queued; never cancelled in the middle of a batch."""
         while True:
-            rows = await self._next_batch()
+            rows = self._writing = await self._next_batch()
             if rows:
                 await self._write(rows)
             self._writing = []

@@ -147,6 +147,11 @@ class BudgetStore(Protocol):
     async def aclose(self) -> None: ...
 
 
+def _uncount(checks: list[RateCheck], windows: list[dict[int, int]], bucket: int) -> None:
+    for c, window in zip(checks, windows, strict=True):
+        window[bucket] -= c.cost
+
+
 class LocalLimiter:
     """One process: windows in memory (atomic: nothing awaits between check and count), budgets in SQL."""
 
@@ -177,10 +182,15 @@ class LocalLimiter:
         budgets = budget_checks(limits, now_s)
         ticket = new_ticket(limits, now_s, tokens, reserve_nano, budgets)
         if budgets:
-            refused = await self._budgets.reserve(ticket.reservation_id, ticket.budgets, reserve_nano, now_s)
+            try:
+                refused = await self._budgets.reserve(
+                    ticket.reservation_id, ticket.budgets, reserve_nano, now_s
+                )
+            except BaseException:  # the budget store failed (database away): nothing stays counted
+                _uncount(checks, windows, now_bucket)
+                raise
             if refused is not None:
-                for c, window in zip(checks, windows, strict=True):
-                    window[now_bucket] -= c.cost
+                _uncount(checks, windows, now_bucket)
                 raise budget_refusal(budgets[refused])
         return ticket
 

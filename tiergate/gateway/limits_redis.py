@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from redis.asyncio import Redis
@@ -135,7 +136,7 @@ return 1
 
 # Counters outlive their period by a day, so a request admitted just before midnight settles on its row.
 _PERIOD_GRACE_S = 86_400
-_SETTLE_RETRIES = 5
+_SETTLE_RETRY_MAX_S = 2.0  # while Redis is away, a settlement is retried at least this often
 
 
 class RedisLimiter:
@@ -188,6 +189,8 @@ class RedisLimiter:
         checks = rate_checks(limits, tokens)
         budgets = budget_checks(limits, now_s)
         ticket = new_ticket(limits, now_s, tokens, reserve_nano, budgets)
+        if not checks and not budgets:  # nothing to count: no round trip, and no dependency on Redis
+            return ticket
         keys = [f"{self._prefix}rl:{c.scope}:{c.unit}" for c in checks]
         args: list[Any] = [int(now_s * 1000), bucket_of(now_s), WINDOW_S // BUCKET_S, len(checks)]
         for c in checks:
@@ -250,10 +253,14 @@ class RedisLimiter:
 
     async def _retry(self, keys: list[str], args: list[int | str]) -> None:
         # A retry applies only while its reservation is still held: the first attempt may have run with its
-        # reply lost, and applying it twice would count the cost twice.
+        # reply lost, and applying it twice would count the cost twice. Past the reservation's TTL it would
+        # be a no-op, so retrying stops there.
         args = [*args[:-1], 0]
-        for attempt in range(_SETTLE_RETRIES):
-            await asyncio.sleep(0.2 * 2**attempt)
+        deadline = time.monotonic() + self._ttl_ms / 1000
+        attempt = 0
+        while time.monotonic() < deadline:
+            await asyncio.sleep(min(_SETTLE_RETRY_MAX_S, 0.2 * 2**attempt))
+            attempt += 1
             try:
                 await self._settle(keys=keys, args=args)
                 return
@@ -262,6 +269,12 @@ class RedisLimiter:
         log.error("settlement %s could not be written to Redis; the ledger still has it", args[3])
 
     async def aclose(self) -> None:
+        if self._retries:
+            log.error(
+                "%d settlement(s) not yet written to Redis at shutdown: their reservations expire after the "
+                "reservation TTL and their cost is missing from Redis's budget counters (the ledger has it)",
+                len(self._retries),
+            )
         for task in list(self._retries):
             task.cancel()
         await asyncio.gather(*self._retries, return_exceptions=True)

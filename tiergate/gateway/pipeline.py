@@ -8,7 +8,9 @@
 Routing precedes admission because the reservation is priced on the deployments the plan may use; routing is
 a lookup in memory (plus, for domain routing, one embedding in a worker thread). Admission precedes the cache
 so that rate limits also bound cache hits. Every admitted request is settled exactly once - answered, served
-from the cache, failed or cancelled - so its reservation is released and the ledger gets one row for it.
+from the cache, failed or cancelled - so its reservation is released and the ledger gets one row for it
+(`Accounting.settle` enforces once; an admitted request is registered, so a shutdown settles it even if its
+own path never gets there).
 
 Each step is a function with explicit arguments so that tests can drive it without a server; `app.py` only
 reads the request, calls `chat_completion` or `embeddings`, and turns errors into OpenAI-shaped responses.
@@ -138,46 +140,39 @@ async def settle(
     await _finish(res, record, record.prompt_tokens + record.completion_tokens)
 
 
+def shutting_down() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "the gateway is shutting down and stopped this request before it was answered; retry it",
+        code="shutting_down",
+    )
+
+
 async def _finish(res: Resources, record: CallRecord, tokens: int) -> None:
     """Release the reservation against what was used (`tokens` upstream, `record.cost_nano`); record it."""
-    await _release(res, record, tokens)
-    for sink in res.sinks:
-        sink(record)
-
-
-async def _release(res: Resources, record: CallRecord, tokens: int) -> None:
-    record.latency_s = time.perf_counter() - record.started_perf
-    if record.ticket is not None:
-        await res.limiter.settle(record.ticket, tokens=tokens, cost_nano=record.cost_nano)
+    await res.accounting.settle(record, tokens, res.sinks)
 
 
 async def settle_failed(res: Resources, record: CallRecord, error: GatewayError) -> None:
     """An admitted request that got no answer: nothing spent, the reservation released, one ledger row.
 
-    Only the ledger hears of it here; the error response's refusal hooks (metrics, access log, tracing) run
-    in the app, as for every error, so nothing counts it twice.
+    Nothing happens for a request that was not admitted or is already settled.
     """
-    record.outcome, record.status_code, record.error = "error", error.status, error.message
-    await _release(res, record, 0)
-    res.accounting.ledger.sink(record)
+    await res.accounting.settle_failed(record, error)
 
 
 async def _ask_upstream(
     res: Resources, record: CallRecord, trail: Attempted, call: Callable[[], Awaitable[T]]
 ) -> T:
-    """`call()`, settling the request as failed when it raises (so its reservation is never left held)."""
+    """`call()`, settling the request as failed when it raises (so its reservation is never left held).
+
+    A cancellation (the server stopping after its drain timeout) is settled too: the settlement runs in a
+    task of its own, which the cancellation cannot reach, and the app's shutdown waits for it.
+    """
     try:
         return await call()
-    except GatewayError as error:
+    except (GatewayError, asyncio.CancelledError) as exc:
         _trail(record, trail)
-        await settle_failed(res, record, error)
-        raise
-    except asyncio.CancelledError:
-        # The server is stopping: settle in a task of its own, which this cancellation cannot reach.
-        _trail(record, trail)
-        pending = asyncio.ensure_future(settle_failed(res, record, ServiceUnavailable("the gateway stopped")))
-        res.accounting.settling.add(pending)
-        pending.add_done_callback(res.accounting.settling.discard)
+        await settle_failed(res, record, exc if isinstance(exc, GatewayError) else shutting_down())
         raise
 
 
@@ -281,6 +276,7 @@ async def chat_completion(
         plan = await route_chat(res, principal, request, headers, query)
     record.route_reason, record.domain, record.query_vector = plan.reason, plan.domain, query.vector()
     record.ticket = await admit(res, principal, plan, request)
+    res.accounting.admitted(record)
     key = exact_cache_key(res, principal, request, plan, wants)
     if key is not None and wants.lookup and res.cache is not None:
         with record.phase("cache"):
@@ -403,6 +399,7 @@ async def embeddings(res: Resources, headers: Mapping[str, str], raw: bytes, rec
     with record.phase("route"):
         plan = route(res, principal, request.model)
     record.ticket = await admit(res, principal, plan, request)
+    res.accounting.admitted(record)
     trail = Attempted()
     with record.phase("upstream"):
         answer = await _ask_upstream(

@@ -72,6 +72,7 @@ class CallRecord:
     kind: str = "request"  # request | evaluation (the learning loop's shadow and judge calls)
     # What admission counted and reserved (None: no limits apply); settlement releases exactly that.
     ticket: Ticket | None = field(default=None, repr=False)
+    settled: bool = field(default=False, repr=False)  # set once, by the settlement that writes the ledger row
     # The request and answer, for consumers that keep content (traces, cache); never logged by default.
     request_body: dict[str, Any] | None = field(default=None, repr=False)
     _answer: dict[str, Any] | None = field(default=None, repr=False)

@@ -7,16 +7,29 @@ chosen here: aiosqlite for SQLite and asyncpg for PostgreSQL.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from tiergate.gateway.errors import ServiceUnavailable
 from tiergate.gateway.settings import ConfigError
 
 # aiosqlite logs every statement with its parameters at DEBUG: row values (trace content) must not reach logs.
 logging.getLogger("aiosqlite").setLevel(logging.INFO)
+# What a database that cannot be reached right now raises - refused or reset connections, timeouts, a pool
+# with no connection to give, a server starting or shutting down - as opposed to a bad statement.
+_UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    exc.OperationalError,
+    exc.InterfaceError,
+    exc.DisconnectionError,
+    exc.TimeoutError,
+)
+_ASYNCPG_UNREACHABLE = ("PostgresConnectionError", "InterfaceError", "CannotConnectNowError")
 
 
 def async_url(url: str) -> str:
@@ -58,6 +71,28 @@ def redact(url: str) -> str:
         netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
         return urlunsplit(parts._replace(netloc=netloc))
     return url
+
+
+def database_error_types() -> tuple[type[Exception], ...]:
+    """Every exception type a database call may raise (for handlers that then ask `database_unreachable`)."""
+    asyncpg = sys.modules.get("asyncpg.exceptions")
+    extra = (asyncpg.PostgresError, asyncpg.InterfaceError) if asyncpg is not None else ()
+    return (OSError, TimeoutError, exc.SQLAlchemyError, *extra)
+
+
+def database_unreachable(error: BaseException) -> bool:
+    if isinstance(error, _UNREACHABLE):
+        return True
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    asyncpg = sys.modules.get("asyncpg.exceptions")  # not loaded: not an asyncpg error (SQLite installs)
+    return asyncpg is not None and isinstance(
+        error, tuple(getattr(asyncpg, name) for name in _ASYNCPG_UNREACHABLE)
+    )
+
+
+def database_unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable("the database is unreachable; try again shortly", code="database_unavailable")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
