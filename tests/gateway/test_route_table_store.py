@@ -134,7 +134,10 @@ async def test_a_replica_installs_what_another_wrote_and_survives_an_unreachable
     reader = SqlRouteTableStore(engines[1])
     await refresh_or_keep(reader, router)
     assert router.snapshot.table.version == 1 and router.snapshot.table.routes == {"general": "ta"}
-    await engines[1].dispose()
-    broken = SqlRouteTableStore(open_engine("postgresql://nobody@127.0.0.1:9/none"))
-    await refresh_or_keep(broken, router)  # logs, does not raise: the installed table keeps serving
+    unreachable = open_engine("postgresql://nobody@127.0.0.1:9/none")
+    try:
+        # Logs, does not raise: the installed table keeps serving.
+        await refresh_or_keep(SqlRouteTableStore(unreachable), router)
+    finally:
+        await unreachable.dispose()
     assert router.snapshot.table.version == 1
