@@ -4,6 +4,7 @@ upstreams mocked. Paraphrases are served, close queries that ask something else 
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -315,8 +316,25 @@ async def test_a_failing_store_is_a_miss_not_an_error(tmp_path: Path) -> None:
         def broken(*_: Any) -> Any:
             raise RuntimeError("chroma is down")
 
-        semantic._nearest = broken  # type: ignore[method-assign]
+        semantic._nearest = broken  # type: ignore[method-assign,assignment]
         r = await post(client, ask(PARAPHRASE))
+    assert r.status_code == 200 and r.headers["x-tiergate-cache"] == "miss"
+    assert semantic.errors == 1 and route.call_count == 2
+
+
+async def test_a_stuck_store_is_a_miss_after_the_lookup_timeout(tmp_path: Path) -> None:
+    router = respx.Router()
+    route = upstream(router)
+    release = threading.Event()
+    async with gateway(router, config(tmp_path, {"lookup_timeout_s": 0.05})) as (client, _):
+        semantic = resources(client).semantic
+        assert semantic is not None
+        await post(client, ask(ASKED))
+        semantic._nearest = lambda *_: release.wait()  # type: ignore[assignment,method-assign,return-value]
+        try:
+            r = await client.post("/v1/chat/completions", json=ask(PARAPHRASE), headers=AUTH)
+        finally:
+            release.set()
     assert r.status_code == 200 and r.headers["x-tiergate-cache"] == "miss"
     assert semantic.errors == 1 and route.call_count == 2
 

@@ -158,7 +158,11 @@ async def open_resources(
     if settings.cache.any_semantic and embedder is not None:
         client = await asyncio.to_thread(open_client, settings.chroma_url, settings.chroma_path)
         res.semantic = SemanticCache(
-            client, embedder, queue_size=settings.cache.write_queue, prune_s=settings.cache.prune_s
+            client,
+            embedder,
+            queue_size=settings.cache.write_queue,
+            prune_s=settings.cache.prune_s,
+            lookup_timeout_s=settings.cache.lookup_timeout_s,
         )
         queues.append(res.semantic)
     if telemetry.metrics.multiproc_dir is not None:

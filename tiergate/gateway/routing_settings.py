@@ -33,6 +33,7 @@ cache:
     ttl_s: 3600
     domains: {legal: {threshold: 0.96}}   # per inferred domain (when routing infers one)
     prune_s: 60                 # how often expired entries are deleted (global only)
+    lookup_timeout_s: 1.0       # a slower lookup (a stuck Chroma server) is a miss (global only)
   nondeterministic: false       # also cache requests with temperature > 0 and no seed
   write_queue: 10000            # pending cache writes; more are dropped (and counted)
   tenants: {acme: {semantic: {enabled: true}}}
@@ -101,6 +102,7 @@ class CacheSettings:
     max_bytes: int = 64 * 1024 * 1024
     write_queue: int = 10_000
     prune_s: float = 60.0  # how often expired semantic entries are deleted
+    lookup_timeout_s: float = 1.0  # a semantic lookup that takes longer is a miss
 
     def policy_for(self, tenant_id: str | None) -> CachePolicy:
         if tenant_id is not None:
@@ -309,6 +311,7 @@ def _checked_override(raw: Any, where: str) -> dict[str, Any]:
 
 
 _SEMANTIC_KEYS = {"enabled", "threshold", "align_threshold", "ttl_s", "domains"}
+_SEMANTIC_GLOBAL = {"prune_s", "lookup_timeout_s"}  # not per tenant
 
 
 def _cache_policy(raw: Mapping[str, Any], where: str, base: CachePolicy) -> CachePolicy:
@@ -349,9 +352,11 @@ def parse_cache(doc: Any) -> CacheSettings:
     exact = _mapping(raw.get("exact"), "cache.exact")
     _only(exact, {"enabled", "ttl_s", "max_bytes"}, "cache.exact")
     semantic = _mapping(raw.get("semantic"), "cache.semantic")
-    _only(semantic, _SEMANTIC_KEYS | {"prune_s"}, "cache.semantic")
+    _only(semantic, _SEMANTIC_KEYS | _SEMANTIC_GLOBAL, "cache.semantic")
     policy = _cache_policy(
-        {**raw, "semantic": {k: v for k, v in semantic.items() if k != "prune_s"}}, "cache", CachePolicy()
+        {**raw, "semantic": {k: v for k, v in semantic.items() if k not in _SEMANTIC_GLOBAL}},
+        "cache",
+        CachePolicy(),
     )
     tenants: dict[str, CachePolicy] = {}
     for tenant, override in _mapping(raw.get("tenants"), "cache.tenants").items():
@@ -366,4 +371,7 @@ def parse_cache(doc: Any) -> CacheSettings:
         max_bytes=_int(exact.get("max_bytes", 64 * 1024 * 1024), "cache.exact.max_bytes", 1024),
         write_queue=_int(raw.get("write_queue", 10_000), "cache.write_queue", 1),
         prune_s=_num(semantic.get("prune_s", 60.0), "cache.semantic.prune_s", 0.05),
+        lookup_timeout_s=_num(
+            semantic.get("lookup_timeout_s", 1.0), "cache.semantic.lookup_timeout_s", 0.001
+        ),
     )

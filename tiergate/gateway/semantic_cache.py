@@ -15,7 +15,8 @@ misses exactly where it should serve.
 
 Chroma calls block, so they run in a thread pool of their own. Writes go on a bounded queue drained by one
 task (overflow is dropped and counted); expired entries are skipped on read and deleted every `prune_s`.
-A broken Chroma turns into misses (counted), never into failed requests.
+A broken Chroma turns into misses (counted), never into failed requests; so does a slow one: a lookup
+gives up after `lookup_timeout_s` (chromadb's HTTP client has no timeout of its own).
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class SemanticCache:
         *,
         queue_size: int,
         prune_s: float,
+        lookup_timeout_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
@@ -111,6 +113,7 @@ class SemanticCache:
         self._lock = threading.Lock()
         self._queue: asyncio.Queue[SemanticEntry] = asyncio.Queue(queue_size)
         self._prune_s = prune_s
+        self._lookup_timeout_s = lookup_timeout_s
         self.dropped_writes = 0  # writes refused because the queue was full
         self.errors = 0  # Chroma or embedding failures (lookups count as misses, writes are lost)
         self.written = 0
@@ -184,28 +187,35 @@ class SemanticCache:
     ) -> SemanticHit | None:
         """The stored answer to the nearest same-scope query, if similar enough and verified; else None."""
         try:
-            encoded = await query.encoded()
-            found = await self._run(self._nearest, partition, scope, encoded.vector)
-            now = self.clock()
-            candidates = sorted((c for c in found if _fresh(c[2], now, max_age_s)), key=lambda c: -c[0])
-            incoming = Compared.of(query.text, encoded)
-            for similarity, text, meta in candidates:
-                if similarity < policy.threshold:
-                    break
-                stored = Compared.of(text, await self._encoder.aencode(text))
-                decision = await self._run(decide, stored, incoming, policy)
-                if decision.hit:
-                    answer = CachedAnswer(
-                        orjson.loads(meta["answer"]),
-                        meta.get("tier") or None,
-                        meta.get("model") or None,
-                        meta["stored_at"],
-                    )
-                    return SemanticHit(answer, decision)
+            async with asyncio.timeout(self._lookup_timeout_s):
+                return await self._lookup(partition, scope, query, policy, max_age_s)
         except Exception as exc:  # the cache is an optimisation: its failure must not fail the request
             self.errors += 1
             self._forget(partition)
             log.warning("semantic cache lookup failed: %s", exc.__class__.__name__)
+        return None
+
+    async def _lookup(
+        self, partition: str, scope: str, query: Query, policy: SemanticPolicy, max_age_s: float | None
+    ) -> SemanticHit | None:
+        encoded = await query.encoded()
+        found = await self._run(self._nearest, partition, scope, encoded.vector)
+        now = self.clock()
+        candidates = sorted((c for c in found if _fresh(c[2], now, max_age_s)), key=lambda c: -c[0])
+        incoming = Compared.of(query.text, encoded)
+        for similarity, text, meta in candidates:
+            if similarity < policy.threshold:
+                break
+            stored = Compared.of(text, await self._encoder.aencode(text))
+            decision = await self._run(decide, stored, incoming, policy)
+            if decision.hit:
+                answer = CachedAnswer(
+                    orjson.loads(meta["answer"]),
+                    meta.get("tier") or None,
+                    meta.get("model") or None,
+                    meta["stored_at"],
+                )
+                return SemanticHit(answer, decision)
         return None
 
     def put(self, entry: SemanticEntry) -> bool:
