@@ -1,7 +1,7 @@
 """The order of a call, written down once.
 
     authenticate -> parse -> cache options -> route (domain: embedding only when needed)
-      -> admit (rate limits, budget reservation) -> exact cache lookup
+      -> admit (rate limits, budget reservation) -> cache lookup (exact, then semantic)
       -> upstream (retry, fallback, escalate; cascade: verify and escalate weak answers)
       -> settle (usage, cost, release the reservation) -> sinks (ledger, metrics, ...) -> cache store (queued)
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import orjson
@@ -37,21 +37,15 @@ from tiergate.gateway.query import Query
 from tiergate.gateway.records import CallRecord
 from tiergate.gateway.replay import sse_chunks
 from tiergate.gateway.resources import Resources
-from tiergate.gateway.semantic_cache import SemanticEntry
+from tiergate.gateway.response_cache import cache_use, cache_writer, lookup
 from tiergate.gateway.settings import Deployment
 from tiergate.gateway.streaming import RelayResponse, SSEAccumulator, StreamOutcome
 from tiergate.gateway.upstream import Answer, Attempted
 from tiergate.policies.cache import (
     CACHE_FIELD,
     CacheControlError,
-    CachePolicy,
     CacheRequest,
-    cacheable,
-    exact_key,
     parse_cache_request,
-    partition,
-    semantic_scope,
-    storable,
 )
 from tiergate.policies.pricing import cost_nano
 from tiergate.policies.routing import RoutePlan, resolve, restrict, visible_models
@@ -207,85 +201,6 @@ async def route_chat(
     return _checked(res, principal, request.model, plan)
 
 
-@dataclass(frozen=True, slots=True)
-class CacheUse:
-    """Where a request may be looked up and stored: its exact key and its semantic scope (None: not used)."""
-
-    policy: CachePolicy
-    partition: str
-    exact: str | None
-    scope: str | None  # the semantic cache's `semantic_scope`
-
-
-def cache_use(
-    res: Resources,
-    principal: Principal,
-    request: ChatRequest,
-    plan: RoutePlan,
-    wants: CacheRequest,
-    query: Query,
-) -> CacheUse | None:
-    """Which caches this request uses, or None; decides nothing that costs an embedding."""
-    if not (wants.lookup or wants.store):
-        return None
-    policy = res.settings.cache.policy_for(principal.tenant_id)
-    if not cacheable(request.body, policy):
-        return None
-    part = partition(principal.kind, principal.tenant_id, principal.key_id)
-    route = ";".join(f"{t.tier}={','.join(t.deployments)}" for t in plan.targets) + (
-        ":v" if plan.verify else ""
-    )
-    exact = (
-        f"{part}:{exact_key(part, route, request.body)}" if res.cache is not None and policy.exact else None
-    )
-    semantic = res.semantic is not None and policy.semantic and query.only_text
-    scope = semantic_scope(route, query.context_hash, request.body) if semantic else None
-    if exact is None and scope is None:
-        return None
-    return CacheUse(policy, part, exact, scope)
-
-
-def _cache_writer(
-    res: Resources, use: CacheUse | None, wants: CacheRequest, query: Query, answer: Answer
-) -> Callable[[dict[str, Any]], None] | None:
-    if use is None or not wants.store:
-        return None
-    cache, semantic = res.cache, res.semantic
-
-    def store(doc: dict[str, Any]) -> None:
-        if not storable(doc):
-            return
-        if use.exact is not None and cache is not None:
-            entry = {"answer": doc, "tier": answer.tier, "model": answer.deployment.model}
-            cache.put(use.exact, entry, wants.ttl_s or use.policy.exact_ttl_s)
-        if use.scope is not None and semantic is not None:
-            ttl_s = wants.ttl_s or use.policy.semantic_ttl_s
-            semantic.put(
-                SemanticEntry(
-                    use.partition, use.scope, query.text, doc, answer.tier, answer.deployment.model, ttl_s
-                )
-            )
-
-    return store
-
-
-async def _lookup(
-    res: Resources, use: CacheUse, wants: CacheRequest, query: Query, domain: str | None
-) -> tuple[CachedAnswer, str, dict[str, str]] | None:
-    """Exact first, then semantic: (the stored answer, which cache, headers to add), or None."""
-    if use.exact is not None and res.cache is not None:
-        hit = await res.cache.get(use.exact, wants.max_age_s)
-        if hit is not None:
-            return hit, "exact", {}
-    if use.scope is not None and res.semantic is not None:
-        policy = use.policy.semantic_policy(domain)
-        found = await res.semantic.lookup(use.partition, use.scope, query, policy, wants.max_age_s)
-        if found is not None:
-            similarity = {"x-tiergate-cache-similarity": f"{found.decision.similarity:.4f}"}
-            return found.answer, "semantic", similarity
-    return None
-
-
 async def _replay(
     res: Resources,
     request: ChatRequest,
@@ -339,7 +254,7 @@ async def chat_completion(
     use = cache_use(res, principal, request, plan, wants, query)
     if use is not None and wants.lookup:
         with record.phase("cache"):
-            found = await _lookup(res, use, wants, query, plan.domain)
+            found = await lookup(res, use, wants, query, plan.domain)
         if found is not None:
             hit, kind, extra = found
             return await _replay(res, request, hit, record, kind, extra)
@@ -370,7 +285,7 @@ async def chat_completion(
             )
     _trail(record, trail)
     _record_answer(record, answer, trail, plan)
-    store = _cache_writer(res, use, wants, query, answer)
+    store = cache_writer(res, use, wants, query, answer)
     if request.stream and doc is None:
         return _relay(res, request, answer, trail, record, store, spent)
     if doc is None:
