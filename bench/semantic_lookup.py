@@ -11,7 +11,8 @@ together. Prints p50/p95/mean in milliseconds.
 The query asks for the 4 nearest entries and keeps those whose context hash matches, rather than passing
 the context as a Chroma `where` filter: on this machine the filter made each query ~6 ms slower
 (`--where` measures that variant). Missing a same-context entry that ranks below 4 others is a miss, the
-safe side for a cache.
+safe side for a cache. The gateway uses the `--where` variant all the same: with the faster one, a question
+asked under several system prompts crowds out the entry of the right one (tests/gateway/test_semantic_cache.py).
 """
 
 from __future__ import annotations

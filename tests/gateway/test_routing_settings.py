@@ -9,6 +9,7 @@ import pytest
 from tiergate.gateway.settings import ConfigError, parse_settings
 from tiergate.policies.cache import CachePolicy
 from tiergate.policies.routing import RoutingPolicy
+from tiergate.policies.semantic import SemanticPolicy
 
 
 def parse(**doc: Any) -> Any:
@@ -80,6 +81,34 @@ def test_a_full_cache_section() -> None:
     assert c.policy_for("acme") == CachePolicy(False, 60, False, 0.95, 120, True) and not c.any_semantic
 
 
+def test_the_semantic_cache_with_overrides_per_tenant_and_domain() -> None:
+    s = parse(
+        cache={
+            "semantic": {
+                "enabled": True,
+                "align_threshold": 0.3,
+                "domains": {"legal": {"threshold": 0.97}},
+                "prune_s": 5,
+            },
+            "tenants": {
+                "acme": {"semantic": {"threshold": 0.95}},
+                "globex": {"semantic": {"enabled": False}},
+            },
+        }
+    )
+    c = s.cache
+    assert c.any_semantic and c.prune_s == 5
+    assert c.policy.semantic_policy(None) == SemanticPolicy(threshold=0.91, align_threshold=0.3)
+    assert (
+        c.policy.semantic_policy("legal").threshold == 0.97
+        and c.policy.semantic_policy("code").threshold == 0.91
+    )
+    acme = c.policy_for("acme")
+    assert acme.semantic and acme.semantic_policy("code").threshold == 0.95
+    assert acme.semantic_policy("legal").threshold == 0.97  # inherited: the domain's own threshold wins
+    assert not c.policy_for("globex").semantic
+
+
 @pytest.mark.parametrize(
     ("doc", "field"),
     [
@@ -104,8 +133,22 @@ def test_a_full_cache_section() -> None:
         ({"cache": {"semantic": {"threshold": 1.5}}}, "cache.semantic.threshold"),
         ({"cache": {"tenants": {"acme": {"write_queue": 5}}}}, "cache.tenants.acme"),
         ({"cache": {"size": 5}}, "cache"),
-        ({"cache": {"semantic": {"enabled": True}}}, "cache.semantic.enabled"),
-        ({"cache": {"tenants": {"acme": {"semantic": {"enabled": True}}}}}, "cache.semantic.enabled"),
+        ({"cache": {"semantic": {"threshold": "high"}}}, "cache.semantic.threshold"),
+        (
+            {"cache": {"tenants": {"acme": {"semantic": {"threshold": -0.1}}}}},
+            "cache.tenants.acme.semantic.threshold",
+        ),
+        ({"cache": {"semantic": {"align_threshold": 2}}}, "cache.semantic.align_threshold"),
+        ({"cache": {"semantic": {"enabled": "on"}}}, "cache.semantic.enabled"),
+        ({"cache": {"semantic": {"ttl_s": 0}}}, "cache.semantic.ttl_s"),
+        (
+            {"cache": {"semantic": {"domains": {"legal": {"threshold": 1.2}}}}},
+            "cache.semantic.domains.legal.threshold",
+        ),
+        ({"cache": {"semantic": {"domains": {"legal": 0.95}}}}, "cache.semantic.domains.legal"),
+        ({"cache": {"semantic": {"prune_s": 0}}}, "cache.semantic.prune_s"),
+        ({"cache": {"semantic": {"verify": False}}}, "cache.semantic"),
+        ({"cache": {"tenants": {"acme": {"semantic": {"prune_s": 5}}}}}, "cache.tenants.acme.semantic"),
     ],
 )
 def test_bad_values_name_the_field(doc: dict[str, Any], field: str) -> None:

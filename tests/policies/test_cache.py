@@ -1,4 +1,4 @@
-"""Exact-cache decisions: keys, what is cacheable, and the request's cache options."""
+"""Response-cache decisions: keys and semantic scopes, what is cacheable, and the request's cache options."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from tiergate.policies.cache import (
     fresh,
     parse_cache_request,
     partition,
+    semantic_scope,
     storable,
 )
+from tiergate.policies.semantic import SemanticPolicy
 
 BODY: dict[str, Any] = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
 
@@ -135,3 +137,26 @@ def test_storable(finishes: list[str | None], expected: bool) -> None:
 def test_fresh() -> None:
     assert fresh(100.0, 150.0, 60.0, None) and not fresh(100.0, 160.0, 60.0, None)
     assert not fresh(100.0, 150.0, 60.0, 10.0) and fresh(100.0, 105.0, 60.0, 10.0)
+
+
+def test_the_semantic_scope_is_everything_but_the_compared_message() -> None:
+    body = {"model": "auto", "messages": [{"role": "user", "content": "a"}], "temperature": 0}
+    scope = semantic_scope("student=a", "ctx", body)
+    same = [
+        semantic_scope("student=a", "ctx", {**body, "messages": [{"role": "user", "content": "b"}]}),
+        semantic_scope("student=a", "ctx", {**body, "model": "student", "user": "u", "stream": True}),
+    ]
+    different = [
+        semantic_scope("teacher=t", "ctx", body),
+        semantic_scope("student=a", "other", body),
+        semantic_scope("student=a", "ctx", {**body, "max_tokens": 5}),
+        semantic_scope("student=a", "ctx", {**body, "tools": []}),
+    ]
+    assert all(s == scope for s in same) and all(s != scope for s in different)
+
+
+def test_semantic_thresholds_per_domain_fall_back_to_the_tenants() -> None:
+    policy = CachePolicy(semantic_threshold=0.93, semantic_domains={"legal": 0.97})
+    assert policy.semantic_policy(None).threshold == 0.93 and policy.semantic_policy("code").threshold == 0.93
+    assert policy.semantic_policy("legal").threshold == 0.97
+    assert CachePolicy().semantic_policy(None) == SemanticPolicy()  # the tuned defaults

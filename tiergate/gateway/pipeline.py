@@ -1,7 +1,7 @@
 """The order of a call, written down once.
 
     authenticate -> parse -> cache options -> route (domain: embedding only when needed)
-      -> admit (rate limits, budget reservation) -> exact cache lookup
+      -> admit (rate limits, budget reservation) -> cache lookup (exact, then semantic)
       -> upstream (retry, fallback, escalate; cascade: verify and escalate weak answers)
       -> settle (usage, cost, release the reservation) -> sinks (ledger, metrics, ...) -> cache store (queued)
 
@@ -37,6 +37,7 @@ from tiergate.gateway.query import Query
 from tiergate.gateway.records import CallRecord
 from tiergate.gateway.replay import sse_chunks
 from tiergate.gateway.resources import Resources
+from tiergate.gateway.response_cache import cache_use, cache_writer, lookup
 from tiergate.gateway.settings import Deployment
 from tiergate.gateway.streaming import RelayResponse, SSEAccumulator, StreamOutcome
 from tiergate.gateway.upstream import Answer, Attempted
@@ -44,11 +45,7 @@ from tiergate.policies.cache import (
     CACHE_FIELD,
     CacheControlError,
     CacheRequest,
-    cacheable,
-    exact_key,
     parse_cache_request,
-    partition,
-    storable,
 )
 from tiergate.policies.pricing import cost_nano
 from tiergate.policies.routing import RoutePlan, resolve, restrict, visible_models
@@ -204,40 +201,16 @@ async def route_chat(
     return _checked(res, principal, request.model, plan)
 
 
-def exact_cache_key(
-    res: Resources, principal: Principal, request: ChatRequest, plan: RoutePlan, wants: CacheRequest
-) -> str | None:
-    """The request's key in the exact cache, or None when the cache is not to be used for it."""
-    if res.cache is None or not (wants.lookup or wants.store):
-        return None
-    policy = res.settings.cache.policy_for(principal.tenant_id)
-    if not policy.exact or not cacheable(request.body, policy):
-        return None
-    part = partition(principal.kind, principal.tenant_id, principal.key_id)
-    route = ";".join(f"{t.tier}={','.join(t.deployments)}" for t in plan.targets) + (
-        ":v" if plan.verify else ""
-    )
-    return f"{part}:{exact_key(part, route, request.body)}"
-
-
-def _cache_writer(
-    res: Resources, principal: Principal, key: str | None, wants: CacheRequest, answer: Answer
-) -> Callable[[dict[str, Any]], None] | None:
-    cache = res.cache
-    if key is None or cache is None or not wants.store:
-        return None
-    ttl_s = wants.ttl_s or res.settings.cache.policy_for(principal.tenant_id).exact_ttl_s
-
-    def store(doc: dict[str, Any]) -> None:
-        if storable(doc):
-            cache.put(key, {"answer": doc, "tier": answer.tier, "model": answer.deployment.model}, ttl_s)
-
-    return store
-
-
-async def _replay(res: Resources, request: ChatRequest, hit: CachedAnswer, record: CallRecord) -> Response:
+async def _replay(
+    res: Resources,
+    request: ChatRequest,
+    hit: CachedAnswer,
+    record: CallRecord,
+    kind: str = "exact",
+    extra: Mapping[str, str] | None = None,
+) -> Response:
     """A cache hit, in the shape the client asked for; billed at zero upstream cost."""
-    record.cache = "exact"
+    record.cache = kind
     record.tier, record.model, record.answer = hit.tier, hit.model, hit.answer
     record.prompt_tokens, record.completion_tokens = _usage(hit.answer) or (0, 0)
     record.usage_source = "cache"
@@ -246,7 +219,8 @@ async def _replay(res: Resources, request: ChatRequest, hit: CachedAnswer, recor
         "x-request-id": record.request_id,
         "x-tiergate-tier": hit.tier or "none",
         "x-tiergate-model": hit.model or "",
-        "x-tiergate-cache": "exact",
+        "x-tiergate-cache": kind,
+        **(extra or {}),
     }
     if request.stream:
         body, headers["content-type"] = (
@@ -277,12 +251,13 @@ async def chat_completion(
     record.route_reason, record.domain, record.query_vector = plan.reason, plan.domain, query.vector()
     record.ticket = await admit(res, principal, plan, request)
     res.accounting.admitted(record)
-    key = exact_cache_key(res, principal, request, plan, wants)
-    if key is not None and wants.lookup and res.cache is not None:
+    use = cache_use(res, principal, request, plan, wants, query)
+    if use is not None and wants.lookup:
         with record.phase("cache"):
-            hit = await res.cache.get(key, wants.max_age_s)
-        if hit is not None:
-            return await _replay(res, request, hit, record)
+            found = await lookup(res, use, wants, query, plan.domain)
+        if found is not None:
+            hit, kind, extra = found
+            return await _replay(res, request, hit, record, kind, extra)
     trail = Attempted()
     use_cascade = plan.verify and (not request.stream or res.settings.routing.cascade.streams)
     if plan.verify and not use_cascade:
@@ -310,7 +285,7 @@ async def chat_completion(
             )
     _trail(record, trail)
     _record_answer(record, answer, trail, plan)
-    store = _cache_writer(res, principal, key, wants, answer)
+    store = cache_writer(res, use, wants, query, answer)
     if request.stream and doc is None:
         return _relay(res, request, answer, trail, record, store, spent)
     if doc is None:

@@ -38,10 +38,24 @@ def split_last_user(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str,
     return "", list(messages)
 
 
+def _only_text(messages: list[dict[str, Any]]) -> bool:
+    """The last user message is all text: an image or audio part (which `text` leaves out) changes the question."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            return isinstance(content, str) or (
+                isinstance(content, list)
+                and all(isinstance(p, dict) and p.get("type") == "text" for p in content)
+            )
+    return False
+
+
 class Query:
     def __init__(self, messages: list[dict[str, Any]], encoder: Encoder | None) -> None:
         text, context = split_last_user(messages)
         self.text: str = text
+        # Whether `text` is the whole question, so that comparing it by meaning compares the questions.
+        self.only_text = bool(text.strip()) and _only_text(messages)
         self._context: list[dict[str, Any]] = context
         self.turns = sum(1 for m in messages if m.get("role") == "user")
         self._encoder = encoder

@@ -21,6 +21,7 @@ from tiergate.gateway.providers.via_litellm import LiteLLMProvider
 from tiergate.gateway.records import Refusal, Sink
 from tiergate.gateway.route_table import RouteTableStore, SqlRouteTableStore, keep_fresh, refresh_or_keep
 from tiergate.gateway.router import Router
+from tiergate.gateway.semantic_cache import SemanticCache, open_client
 from tiergate.gateway.settings import Deployment, Settings
 from tiergate.gateway.telemetry import Telemetry, open_telemetry
 from tiergate.gateway.tokens import TokenCounter
@@ -73,6 +74,7 @@ class Resources:
     # The versions of the route table, in the accounting database: shared by replicas, kept across restarts.
     route_tables: RouteTableStore
     cache: ResponseCache | None = None  # None: no tenant has the exact cache on
+    semantic: SemanticCache | None = None  # None: no tenant has the semantic cache on
     embedder: Embedder | None = None  # loaded only when a configured feature needs embeddings
     sinks: list[Sink] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
@@ -97,6 +99,8 @@ class Resources:
         await asyncio.gather(*self.background, return_exceptions=True)
         if self.cache is not None:
             await self.cache.aclose()
+        if self.semantic is not None:  # before the embedder: queued writes still embed their query
+            await self.semantic.aclose()
         if self.embedder is not None:
             self.embedder.close()
         await self.accounting.aclose()
@@ -153,6 +157,16 @@ async def open_resources(
     )
     if res.cache is not None:
         queues.append(res.cache)
+    if settings.cache.any_semantic and embedder is not None:
+        client = await asyncio.to_thread(open_client, settings.chroma_url, settings.chroma_path)
+        res.semantic = SemanticCache(
+            client,
+            embedder,
+            queue_size=settings.cache.write_queue,
+            prune_s=settings.cache.prune_s,
+            lookup_timeout_s=settings.cache.lookup_timeout_s,
+        )
+        queues.append(res.semantic)
     if telemetry.metrics.multiproc_dir is not None:
         res.background.append(asyncio.ensure_future(telemetry.refresh_periodically()))
     # The newest version before the first request; then every refresh_s in the background.

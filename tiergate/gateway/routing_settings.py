@@ -26,7 +26,14 @@ routing:
     acme: {strategy: rules, rules: [...]}
 cache:
   exact: {enabled: true, ttl_s: 3600, max_bytes: 67108864}
-  semantic: {enabled: false, threshold: 0.9, ttl_s: 3600}
+  semantic:                     # on an exact miss: the nearest earlier query, if verified (Chroma)
+    enabled: false
+    threshold: 0.91             # minimum cosine between the two queries' sentence vectors
+    align_threshold: 0.20       # the verifier's minimum cosine between a leftover word and its partner
+    ttl_s: 3600
+    domains: {legal: {threshold: 0.96}}   # per inferred domain (when routing infers one)
+    prune_s: 60                 # how often expired entries are deleted (global only)
+    lookup_timeout_s: 1.0       # a slower lookup (a stuck Chroma server) is a miss (global only)
   nondeterministic: false       # also cache requests with temperature > 0 and no seed
   write_queue: 10000            # pending cache writes; more are dropped (and counted)
   tenants: {acme: {semantic: {enabled: true}}}
@@ -94,6 +101,8 @@ class CacheSettings:
     tenants: Mapping[str, CachePolicy] = field(default_factory=dict)
     max_bytes: int = 64 * 1024 * 1024
     write_queue: int = 10_000
+    prune_s: float = 60.0  # how often expired semantic entries are deleted
+    lookup_timeout_s: float = 1.0  # a semantic lookup that takes longer is a miss
 
     def policy_for(self, tenant_id: str | None) -> CachePolicy:
         if tenant_id is not None:
@@ -301,10 +310,14 @@ def _checked_override(raw: Any, where: str) -> dict[str, Any]:
     return override
 
 
+_SEMANTIC_KEYS = {"enabled", "threshold", "align_threshold", "ttl_s", "domains"}
+_SEMANTIC_GLOBAL = {"prune_s", "lookup_timeout_s"}  # not per tenant
+
+
 def _cache_policy(raw: Mapping[str, Any], where: str, base: CachePolicy) -> CachePolicy:
     exact = _mapping(raw.get("exact"), f"{where}.exact")
     semantic = _mapping(raw.get("semantic"), f"{where}.semantic")
-    _only(semantic, {"enabled", "threshold", "ttl_s"}, f"{where}.semantic")
+    _only(semantic, _SEMANTIC_KEYS, f"{where}.semantic")
     changes: dict[str, Any] = {}
     if "enabled" in exact:
         changes["exact"] = _bool(exact["enabled"], f"{where}.exact.enabled")
@@ -314,8 +327,20 @@ def _cache_policy(raw: Mapping[str, Any], where: str, base: CachePolicy) -> Cach
         changes["semantic"] = _bool(semantic["enabled"], f"{where}.semantic.enabled")
     if "threshold" in semantic:
         changes["semantic_threshold"] = _num(semantic["threshold"], f"{where}.semantic.threshold", 0.0, 1.0)
+    if "align_threshold" in semantic:
+        changes["semantic_align_threshold"] = _num(
+            semantic["align_threshold"], f"{where}.semantic.align_threshold", -1.0, 1.0
+        )
     if "ttl_s" in semantic:
         changes["semantic_ttl_s"] = _num(semantic["ttl_s"], f"{where}.semantic.ttl_s", 1)
+    if "domains" in semantic:
+        domains = {}
+        for name, value in _mapping(semantic["domains"], f"{where}.semantic.domains").items():
+            spot = f"{where}.semantic.domains.{name}"
+            value = _mapping(value, spot)
+            _only(value, {"threshold"}, spot)
+            domains[str(name)] = _num(value.get("threshold"), f"{spot}.threshold", 0.0, 1.0)
+        changes["semantic_domains"] = domains
     if "nondeterministic" in raw:
         changes["nondeterministic"] = _bool(raw["nondeterministic"], f"{where}.nondeterministic")
     return replace(base, **changes)
@@ -326,7 +351,13 @@ def parse_cache(doc: Any) -> CacheSettings:
     _only(raw, {"exact", "semantic", "nondeterministic", "write_queue", "tenants"}, "cache")
     exact = _mapping(raw.get("exact"), "cache.exact")
     _only(exact, {"enabled", "ttl_s", "max_bytes"}, "cache.exact")
-    policy = _cache_policy(raw, "cache", CachePolicy())
+    semantic = _mapping(raw.get("semantic"), "cache.semantic")
+    _only(semantic, _SEMANTIC_KEYS | _SEMANTIC_GLOBAL, "cache.semantic")
+    policy = _cache_policy(
+        {**raw, "semantic": {k: v for k, v in semantic.items() if k not in _SEMANTIC_GLOBAL}},
+        "cache",
+        CachePolicy(),
+    )
     tenants: dict[str, CachePolicy] = {}
     for tenant, override in _mapping(raw.get("tenants"), "cache.tenants").items():
         where = f"cache.tenants.{tenant}"
@@ -334,12 +365,13 @@ def parse_cache(doc: Any) -> CacheSettings:
         _only(override, {"exact", "semantic", "nondeterministic"}, where)
         _only(_mapping(override.get("exact"), f"{where}.exact"), {"enabled", "ttl_s"}, f"{where}.exact")
         tenants[str(tenant)] = _cache_policy(override, where, policy)
-    if policy.semantic or any(p.semantic for p in tenants.values()):
-        # Refused rather than ignored: an operator who turns it on must not believe it is working.
-        raise SectionError("cache.semantic.enabled: the semantic cache is not available in this build yet")
     return CacheSettings(
         policy=policy,
         tenants=tenants,
         max_bytes=_int(exact.get("max_bytes", 64 * 1024 * 1024), "cache.exact.max_bytes", 1024),
         write_queue=_int(raw.get("write_queue", 10_000), "cache.write_queue", 1),
+        prune_s=_num(semantic.get("prune_s", 60.0), "cache.semantic.prune_s", 0.05),
+        lookup_timeout_s=_num(
+            semantic.get("lookup_timeout_s", 1.0), "cache.semantic.lookup_timeout_s", 0.001
+        ),
     )

@@ -3,16 +3,22 @@
 The exact key is a hash of the tenant's partition, the resolved route and every request field that can
 change the answer. Rather than listing the fields that matter (and silently missing a vendor's new one),
 it lists the few that cannot change the answer and hashes all others, canonically (sorted keys).
+
+The semantic cache compares the last user message by meaning; everything else must match exactly. That
+"everything else" is its scope: the route, the conversation around the query (`context_hash`) and the same
+answer-changing fields, so a paraphrase is served only under the same system prompt, turns and parameters.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from tiergate.policies.semantic import SemanticPolicy
 
 # Fields that do not change the answer's content: how it is delivered, who asks, bookkeeping.
 NOT_ANSWER_CHANGING = frozenset(
@@ -20,6 +26,7 @@ NOT_ANSWER_CHANGING = frozenset(
      "prompt_cache_key", "safety_identifier"}
 )  # fmt: skip
 MAX_TTL_S = 30 * 86_400
+_SEMANTIC_DEFAULTS = SemanticPolicy()  # the tuned thresholds (docs/semantic-cache.md)
 CACHE_FIELD = "cache"  # the request-body field (`extra_body={"cache": {...}}`) with per-request options
 _BODY_OPTIONS = {"no_cache": bool, "no_store": bool, "ttl_s": int, "max_age_s": int}
 
@@ -39,10 +46,20 @@ class CachePolicy:
     exact: bool = True
     exact_ttl_s: float = 3600.0
     semantic: bool = False
-    semantic_threshold: float = 0.9
+    semantic_threshold: float = _SEMANTIC_DEFAULTS.threshold
     semantic_ttl_s: float = 3600.0
     # Also cache requests that sample (temperature > 0 and no seed): the tenant accepts repeated answers.
     nondeterministic: bool = False
+    semantic_align_threshold: float = _SEMANTIC_DEFAULTS.align_threshold
+    # Thresholds of the domains that need a different one (the domain routing inferred for the query).
+    semantic_domains: Mapping[str, float] = field(default_factory=dict)
+
+    def semantic_policy(self, domain: str | None) -> SemanticPolicy:
+        """The decision's knobs for a query of `domain` (None: routing inferred none)."""
+        threshold = (
+            self.semantic_domains.get(domain, self.semantic_threshold) if domain else self.semantic_threshold
+        )
+        return SemanticPolicy(threshold=threshold, align_threshold=self.semantic_align_threshold)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +147,13 @@ def exact_key(partition_id: str, route: str, body: Mapping[str, Any]) -> str:
     fields = {k: v for k, v in body.items() if k not in NOT_ANSWER_CHANGING}
     canonical = orjson.dumps([partition_id, route, fields], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
+
+
+def semantic_scope(route: str, context_hash: str, body: Mapping[str, Any]) -> str:
+    """Names what must match exactly for a semantic hit: route, conversation context, answer-changing fields."""
+    fields = {k: v for k, v in body.items() if k not in NOT_ANSWER_CHANGING and k != "messages"}
+    canonical = orjson.dumps([route, context_hash, fields], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()[:32]
 
 
 def storable(answer: Mapping[str, Any]) -> bool:
