@@ -215,3 +215,60 @@ def test_promotion_needs_two_tiers_below_the_unknown_tier(tmp_path: Any) -> None
     routing = dataclasses.replace(settings.routing, policy=one_tier)
     with pytest.raises(promote.PromoteError, match="at least two configured tiers"):
         promote.ladder_for(dataclasses.replace(settings, routing=routing))
+
+
+async def test_the_periodic_task_logs_a_failure_and_runs_again_next_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="tiergate.promote")
+    runs: list[str] = []
+    sleeps: list[float] = []
+
+    async def run_once() -> Any:
+        runs.append("run")
+        if len(runs) == 1:
+            raise RuntimeError("database went away")
+        if len(runs) == 2:
+            raise VersionConflict(7)
+        raise asyncio.CancelledError  # the gateway shutting down ends the task
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    with pytest.raises(asyncio.CancelledError):
+        await promote.periodically(run_once, 30.0, sleep=sleep)
+    assert len(runs) == 3 and sleeps == [30.0, 30.0, 30.0]
+    assert "promote run failed" in caplog.text and "database went away" in caplog.text
+    assert "another writer landed first" in caplog.text
+
+
+async def test_the_gateway_runs_the_job_in_the_background_and_serves_what_it_wrote(
+    sqlite_url: str,
+) -> None:
+    from tests.admin.conftest import config, serve
+
+    await migrate.upgrade(sqlite_url)
+    engine = open_engine(sqlite_url)
+    try:
+        await seed(engine, "billing", requests=100, verdicts={"as_good": 60}, ts_ms=NOW_MS)
+    finally:
+        await engine.dispose()
+    settings = config(
+        sqlite_url,
+        routing={"strategy": "promotion", "refresh_s": 0.05},
+        learning={"promote": {"enabled": True, "interval_s": 0.05, "clusters": 1, "quality": 0.9,
+                              "window_days": 36500}},
+    )  # fmt: skip
+    async with serve(settings) as served:
+        store, router = served.res.route_tables, served.res.router
+        deadline = asyncio.get_running_loop().time() + 30
+        while router.snapshot.table.version == 0:
+            assert asyncio.get_running_loop().time() < deadline, "no route table written"
+            await asyncio.sleep(0.02)
+        stored = await store.get()
+        assert stored is not None and stored.author == "promote"
+        assert set(router.snapshot.table.routes.values()) == {"student"}
+        assert router.snapshot.names == tuple(stored.doc.centroids)
+        # Nothing changes on the next runs: no further version.
+        await asyncio.sleep(0.3)
+        assert await store.latest_version() == stored.version == 1

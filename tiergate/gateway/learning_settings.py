@@ -268,7 +268,7 @@ def _promote(raw: dict[str, Any]) -> PromoteSettings:
     )
     return PromoteSettings(
         enabled=enabled,
-        interval_s=_number(raw.get("interval_s", d.interval_s), f"{where}.interval_s", 1.0),
+        interval_s=_number(raw.get("interval_s", d.interval_s), f"{where}.interval_s", 0.01),
         window_days=_number(raw.get("window_days", d.window_days), f"{where}.window_days", 0.001),
         promotion=promotion,
         quality=_optional(raw, "quality", lambda v: _number(v, f"{where}.quality", 0.0, 1.0)),
