@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 from bench.harness import profile
 from bench.harness.load import chat_body, run_wrk
 from bench.harness.procs import Server, cpu_seconds, free_port, rss_bytes, start
-from bench.harness.scenario import Scenario, Workload, fill
+from bench.harness.scenario import Scenario, ScenarioError, Workload, fill
 from bench.harness.ttft import TTFT, measure_ttft
 from bench.harness.upstream import SSE_PATH
 
@@ -88,6 +89,28 @@ def check_scenario(scenario: Scenario, values: Mapping[str, str]) -> str | None:
     return "check failed: " + (output[-1] if output else f"exit code {done.returncode}")
 
 
+def run_setup(scenario: Scenario, values: dict[str, str], cwd: Path) -> None:
+    """Run the scenario's setup commands; each JSON object printed adds its fields to `values`."""
+    where = scenario.source.name
+    env = {**os.environ, **{k: fill(v, values, f"{where}:bench.env") for k, v in scenario.env.items()}}
+    for n, command in enumerate(scenario.setup, start=1):
+        args = [fill(a, values, f"{where}:bench.setup[{n - 1}]") for a in command]
+        done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
+        if done.returncode != 0:
+            output = (done.stderr.strip() or done.stdout.strip()).splitlines()
+            raise ScenarioError(
+                f"{where}: setup command {n} failed: " + (output[-1] if output else f"exit {done.returncode}")
+            )
+        try:
+            printed = json.loads(done.stdout) if done.stdout.strip() else {}
+        except json.JSONDecodeError:
+            printed = {}
+        if isinstance(printed, dict):
+            for field, value in printed.items():
+                if isinstance(value, str | int | float) and not isinstance(value, bool):
+                    values[f"SETUP{n}_{field.upper()}"] = str(value)
+
+
 def _measure(
     server: Server, url: str, workload: Workload, connections: int, env: Mapping[str, str], options: Options
 ) -> Measurement:
@@ -158,6 +181,7 @@ def run_scenario(
     else:
         if config is not None and scenario.process_config is not None:
             config.write_text(fill(scenario.process_config, values, where))
+        run_setup(scenario, values, workdir)
         base = f"http://127.0.0.1:{port}"
         server = start(
             scenario.name,

@@ -17,7 +17,7 @@ import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PLACEHOLDERS = ("UPSTREAM", "PORT", "CONFIG", "PYTHON", "REPO", "LITELLM_PYTHON", "WORKDIR")
-_PLACEHOLDER = re.compile(r"\$\{([A-Z_]+)\}")
+_PLACEHOLDER = re.compile(r"\$\{([A-Z0-9_]+)\}")
 
 
 class ScenarioError(ValueError):
@@ -56,6 +56,9 @@ class Scenario:
     env: Mapping[str, str]
     key: str | None
     check: tuple[str, ...] | None  # a command that must succeed, else the scenario is skipped with its output
+    # Commands run in order after the config is written, before the process starts (e.g. creating a key);
+    # the fields of the JSON object the n-th prints become ${SETUPn_FIELD} for later commands and `key`.
+    setup: tuple[tuple[str, ...], ...]
     startup_timeout_s: float
     workloads: tuple[Workload, ...]
     targets: Targets
@@ -149,6 +152,7 @@ def parse_scenario(text: str, source: Path) -> Scenario:
         "env",
         "key",
         "check",
+        "setup",
         "startup_timeout_s",
         "workloads",
         "targets",
@@ -166,6 +170,9 @@ def parse_scenario(text: str, source: Path) -> Scenario:
     if len({w.name for w in workloads}) != len(workloads):
         raise ScenarioError(f"{where}: workload names must be unique")
     env = _get(bench, "env", dict, f"{where}:bench", {})
+    setup = _get(bench, "setup", list, f"{where}:bench", [])
+    if not all(isinstance(c, list) and c for c in setup):
+        raise ScenarioError(f"{where}: bench.setup must be a list of commands (non-empty lists)")
     # The rest of the file is the process's config; its `${NAME}` placeholders are filled in at run time.
     process_config = yaml.safe_dump(doc, sort_keys=False) if doc else None
     return Scenario(
@@ -178,6 +185,7 @@ def parse_scenario(text: str, source: Path) -> Scenario:
         env={str(k): str(v) for k, v in env.items()},
         key=_get(bench, "key", str, f"{where}:bench"),
         check=tuple(str(a) for a in check) if check else None,
+        setup=tuple(tuple(str(a) for a in c) for c in setup),
         startup_timeout_s=float(_get(bench, "startup_timeout_s", (int, float), f"{where}:bench", 60)),
         workloads=tuple(workloads),
         targets=_targets(bench.get("targets"), f"{where}:bench.targets"),

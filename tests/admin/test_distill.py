@@ -123,6 +123,9 @@ def test_every_domain_exported_valid_filtered_and_deduplicated(cfg: str, tmp_pat
 
 def test_one_domain_and_the_same_seed_give_the_same_files(cfg: str, tmp_path: Path) -> None:
     first = distill(cfg, tmp_path / "a", "--domain", "math", "--seed", "7", "--validation-fraction", "0.34")
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"routes": {"math": "student"}}))
+    assert main(["route-table", "put", str(table), "--config", cfg]) == 0
     again = distill(cfg, tmp_path / "b", "--domain", "math", "--seed", "7", "--validation-fraction", "0.34")
     assert set(first["domains"]) == {"math"} and first["domain"] == "math"
     assert not (tmp_path / "a" / "code").exists()
@@ -134,6 +137,8 @@ def test_one_domain_and_the_same_seed_give_the_same_files(cfg: str, tmp_path: Pa
     ):
         assert (tmp_path / "a" / "math" / name).read_text() == (tmp_path / "b" / "math" / name).read_text()
     assert first["domains"] == again["domains"] and first["domains"]["math"]["validation"] == 1
+    # The manifest names the route table in force at export time.
+    assert first["source_route_table_version"] is None and again["source_route_table_version"] == 1
 
 
 def test_arguments_are_checked(cfg: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""The versioned route table through the admin API, and its pickup by a running gateway."""
+"""The versioned route table through the admin API, kept in the database, and its pickup by a running gateway."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,21 +18,39 @@ from tests.gateway.conftest import AUTH, completion, settings
 from tests.gateway.test_response_cache import TenantKeys
 from tests.gateway.test_routing_strategies import CountingEncoder
 from tiergate.admin.server import create_server
+from tiergate.gateway.db import migrate
 from tiergate.gateway.route_table import RouteTableDoc
 
 E0 = [1.0] + [0.0] * 383  # the CountingEncoder embeds every text as e0
 E1 = [0.0, 1.0] + [0.0] * 382
 
 
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    """The test's own SQLite file, or its own PostgreSQL database when the test asks for `postgres`."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return sqlite_url
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
 @asynccontextmanager
-async def server(refresh_s: float = 60.0) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+async def server(
+    database_url: str, spill_dir: Path, refresh_s: float = 60.0
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     router = respx.Router(assert_all_called=False)
     router.post("http://up-a/v1/chat/completions").mock(
         return_value=Response(200, json=completion("small-a"))
     )
     router.post("http://up-t/v1/chat/completions").mock(return_value=Response(200, json=completion("big")))
+    if not database_url.startswith("sqlite"):
+        await migrate.upgrade(database_url)
+    # Everything the gateway writes goes under the test's own directory, never into the working directory.
     config = settings(
-        routing={"strategy": "promotion", "refresh_s": refresh_s}, cache={"exact": {"enabled": False}}
+        database_url=database_url,
+        accounting={"spill_dir": str(spill_dir)},
+        routing={"strategy": "promotion", "refresh_s": refresh_s},
+        cache={"exact": {"enabled": False}},
     )
     app = create_server(config, upstream_transport=httpx.MockTransport(router.handler), rng=random.Random(0))
     async with app.router.lifespan_context(app):
@@ -50,8 +69,8 @@ async def tier(client: httpx.AsyncClient) -> str:
     return r.headers["x-tiergate-tier"]
 
 
-async def test_put_get_history_and_rollback() -> None:
-    async with server() as (client, _):
+async def test_put_get_history_and_rollback(database_url: str, tmp_path: Path) -> None:
+    async with server(database_url, tmp_path) as (client, _):
         assert await tier(client) == "teacher"  # no table: every domain is unknown
         first = await client.put(
             "/admin/route-table",
@@ -83,8 +102,8 @@ async def test_put_get_history_and_rollback() -> None:
         assert [h["version"] for h in history] == [4, 3, 2, 1] and history[-1]["note"] == "promote billing"
 
 
-async def test_a_domain_far_from_every_centroid_is_general() -> None:
-    async with server() as (client, _):
+async def test_a_domain_far_from_every_centroid_is_general(database_url: str, tmp_path: Path) -> None:
+    async with server(database_url, tmp_path) as (client, _):
         await client.put(
             "/admin/route-table",
             json={"routes": {"billing": "student"}, "centroids": {"billing": E1}},
@@ -112,17 +131,17 @@ async def test_a_domain_far_from_every_centroid_is_general() -> None:
     ],
 )
 async def test_bad_writes_are_refused_and_change_nothing(
-    method: str, path: str, body: Any, status: int, param: str
+    method: str, path: str, body: Any, status: int, param: str, database_url: str, tmp_path: Path
 ) -> None:
-    async with server() as (client, res):
+    async with server(database_url, tmp_path) as (client, res):
         await client.put("/admin/route-table", json={"routes": {"billing": "student"}}, headers=AUTH)
         r = await client.request(method, path, json=body, headers=AUTH)
         assert r.status_code == status and r.json()["error"]["param"] == param
         assert await res.route_tables.latest_version() == 1 and res.router.snapshot.table.version == 1
 
 
-async def test_only_the_master_key_may_use_it() -> None:
-    async with server() as (client, res):
+async def test_only_the_master_key_may_use_it(database_url: str, tmp_path: Path) -> None:
+    async with server(database_url, tmp_path) as (client, res):
         res.auth = TenantKeys()
         assert (await client.get("/admin/route-table")).status_code == 401
         denied = await client.put(
@@ -131,8 +150,10 @@ async def test_only_the_master_key_may_use_it() -> None:
         assert denied.status_code == 403 and await res.route_tables.latest_version() == 0
 
 
-async def test_a_running_gateway_picks_up_a_version_another_replica_wrote() -> None:
-    async with server(refresh_s=0.05) as (client, res):
+async def test_a_running_gateway_picks_up_a_version_another_replica_wrote(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with server(database_url, tmp_path, refresh_s=0.05) as (client, res):
         assert await tier(client) == "teacher"
         # Another replica's write: straight into the shared store, not through this replica's API.
         await res.route_tables.append(
@@ -143,3 +164,20 @@ async def test_a_running_gateway_picks_up_a_version_another_replica_wrote() -> N
             assert asyncio.get_running_loop().time() < deadline, "the new version was not picked up"
             await asyncio.sleep(0.02)
         assert await tier(client) == "student"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+async def test_a_written_version_survives_a_restart(database_url: str, tmp_path: Path) -> None:
+    async with server(database_url, tmp_path) as (client, _):
+        r = await client.put(
+            "/admin/route-table",
+            json={"routes": {"billing": "student"}, "centroids": {"billing": E0}, "note": "keep me"},
+            headers=AUTH,
+        )
+        assert r.status_code == 201
+    async with server(database_url, tmp_path) as (client, res):
+        # Installed at startup, before the first request: no poll needed.
+        assert res.router.snapshot.table.version == 1 and await tier(client) == "student"
+        current = (await client.get("/admin/route-table", headers=AUTH)).json()
+        assert current["version"] == current["serving_version"] == 1
+        assert current["note"] == "keep me" and current["centroids"]["billing"] == E0

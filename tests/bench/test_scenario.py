@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from bench.harness.runner import run_setup
 from bench.harness.scenario import CONFIG_DIR, ScenarioError, fill, load_scenarios, parse_scenario
 from tiergate.gateway.settings import parse_settings
 
@@ -49,6 +51,7 @@ def test_a_file_without_process_config_measures_the_upstream_itself() -> None:
         ("bench: {workloads: [{name: a}, {name: a}]}\n", "unique"),
         ("bench: {workloads: [{name: a, speed: 3}]}\n", "unknown field(s) speed"),
         ("bench: {workloads: [{name: a}], targets: {max_rss_mb: big}}\n", "max_rss_mb has the wrong type"),
+        ("bench: {workloads: [{name: a}], setup: [[]]}\n", "bench.setup must be a list of commands"),
         ("bench: [\n", "not valid YAML"),
     ],
 )
@@ -78,3 +81,43 @@ def test_the_gateway_scenario_is_a_valid_tiergate_config() -> None:
     assert settings.master_key == gateway.key
     assert not settings.access_log
     assert {d.tier for d in settings.deployments} >= {w.model for w in gateway.workloads}
+
+
+def _with_setup(*commands: list[str]) -> str:
+    return yaml.safe_dump({"bench": {"workloads": [{"name": "chat"}], "setup": list(commands)}})
+
+
+def test_setup_commands_run_in_order_and_their_json_fields_become_placeholders(tmp_path: Path) -> None:
+    text = _with_setup(
+        ["${PYTHON}", "-c", "print('{\"id\": \"ten_1\", \"n\": 3, \"ok\": true}')"],
+        ["${PYTHON}", "-c", "import sys, json; print(json.dumps({'key': 'k-' + sys.argv[1]}))", "${SETUP1_ID}"],
+    )
+    values = {"PYTHON": sys.executable}
+    run_setup(parse_scenario(text, Path("s.yaml")), values, tmp_path)
+    assert values["SETUP1_ID"] == "ten_1" and values["SETUP1_N"] == "3" and "SETUP1_OK" not in values
+    assert values["SETUP2_KEY"] == "k-ten_1"
+
+
+def test_a_failing_setup_command_stops_the_scenario_with_its_output(tmp_path: Path) -> None:
+    text = _with_setup(["${PYTHON}", "-c", "import sys; sys.exit('no tenant with id x')"])
+    with pytest.raises(ScenarioError, match="setup command 1 failed: no tenant with id x"):
+        run_setup(parse_scenario(text, Path("s.yaml")), {"PYTHON": sys.executable}, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["gateway-keys-sqlite", "gateway-keys-redis"])
+def test_the_key_scenarios_create_a_virtual_key_with_every_limit_on(name: str, tmp_path: Path) -> None:
+    scenario = next(s for s in load_scenarios(CONFIG_DIR) if s.name == name)
+    assert scenario.process_config is not None and scenario.key == "${SETUP2_KEY}"
+    config = tmp_path / "config.yaml"
+    values = {
+        "UPSTREAM": "http://127.0.0.1:1", "WORKDIR": str(tmp_path), "PORT": "1", "PYTHON": sys.executable,
+        "REPO": str(CONFIG_DIR.parent.parent), "CONFIG": str(config),
+    }  # fmt: skip
+    config.write_text(fill(scenario.process_config, values, name))
+    # Setup talks to the database only (SQLite here), never to Redis: it runs before the gateway starts.
+    run_setup(scenario, values, tmp_path)
+    key = fill(scenario.key, values, name)
+    assert key.startswith("sk-tg-") and values["SETUP2_TENANT_ID"] == values["SETUP1_ID"]
+    assert all(values.get(f"SETUP2_{limit}") for limit in ("RPM", "TPM", "BUDGET_USD"))
+    settings = parse_settings(yaml.safe_load(config.read_text()), env=scenario.env)
+    assert (settings.redis_url is not None) == name.endswith("redis")

@@ -45,9 +45,9 @@ async def test_answered_calls_are_counted_with_tokens_cost_latency_and_overhead(
         sum(r.latency_s for r in records)
     )
     assert metric(m, "tiergate_gateway_overhead_seconds_count", endpoint="chat") == 3
-    assert metric(m, "tiergate_gateway_overhead_seconds_sum", endpoint="chat") == pytest.approx(
-        sum(r.overhead_s for r in records)
-    )
+    # Measured from the call's arrival in the app to its response handed over: at least the handler's share.
+    overhead = metric(m, "tiergate_gateway_overhead_seconds_sum", endpoint="chat")
+    assert sum(r.overhead_s for r in records) <= overhead < sum(r.latency_s for r in records) + 0.5
     assert metric(m, "tiergate_cache_lookups_total", endpoint="chat", result="miss") == 3
     assert metric(m, "tiergate_refusals_total") == 0
 

@@ -7,7 +7,8 @@
                                              (default: the version before the newest)
 
 Writes are append-only. `base_version` makes a write conditional (409 when the table moved on). The replica
-that took the write installs it at once; the others pick it up within `routing.refresh_s`.
+that took the write installs it at once; the others pick it up within `routing.refresh_s`. `put` and
+`rollback` are also what `tiergate route-table` runs against the database directly.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from tiergate.gateway.embeddings import DIMENSIONS
 from tiergate.gateway.errors import BadRequest, GatewayError, NotFound, PermissionDenied
 from tiergate.gateway.jsonbody import parse_object
 from tiergate.gateway.resources import Resources
-from tiergate.gateway.route_table import StoredRouteTable, VersionConflict, install
-from tiergate.policies.route_table import RouteTableError, parse_route_table
+from tiergate.gateway.route_table import RouteTableStore, StoredRouteTable, VersionConflict, install
+from tiergate.policies.route_table import RouteTableDoc, RouteTableError, parse_route_table
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # 10,000 domains with centroids fit
 
@@ -36,7 +37,7 @@ class Conflict(GatewayError):
     code = "version_conflict"
 
 
-def _shown(stored: StoredRouteTable) -> dict[str, Any]:
+def shown(stored: StoredRouteTable) -> dict[str, Any]:
     return {
         "version": stored.version,
         "created_ms": stored.created_ms,
@@ -74,56 +75,61 @@ async def _dispatch(request: Request, res: Resources) -> Response:
     if request.method == "GET" and path == "":
         stored = await store.get()
         serving = router.snapshot.table
-        current = (
-            _shown(stored) if stored else {"version": 0, "routes": dict(serving.routes), "centroids": {}}
-        )
+        current = shown(stored) if stored else {"version": 0, "routes": dict(serving.routes), "centroids": {}}
         return _json({**current, "serving_version": serving.version})
     if request.method == "GET" and path == "/history":
         limit = request.query_params.get("limit", "20")
         if not limit.isdigit() or not 1 <= int(limit) <= 1000:
             raise BadRequest("'limit' must be an integer between 1 and 1000", param="limit")
-        return _json({"data": [_shown(s) for s in await store.history(int(limit))]})
-    body = (
-        parse_object(await read_body(request, MAX_BODY_BYTES))
-        if path == ""
-        else await _optional_body(request)
-    )
+        return _json({"data": [shown(s) for s in await store.history(int(limit))]})
+    raw = await read_body(request, MAX_BODY_BYTES)
     if path == "":
-        try:
-            doc = parse_route_table(body, DIMENSIONS)
-        except RouteTableError as exc:
-            raise BadRequest(str(exc), param=exc.param) from None
-        base = body.get("base_version")
-        if base is not None and (isinstance(base, bool) or not isinstance(base, int)):
-            raise BadRequest("'base_version' must be an integer", param="base_version")
+        stored = await put(store, parse_object(raw), author="master")
     else:
-        target = body.get("to_version")
-        latest = await store.latest_version()
-        if target is None:
-            target = latest - 1
-        if isinstance(target, bool) or not isinstance(target, int):
-            raise BadRequest("'to_version' must be an integer", param="to_version")
-        if target < 1:
-            raise BadRequest("there is no earlier version to roll back to", param="to_version")
-        older = await store.get(target)
-        if older is None:
-            raise NotFound(
-                f"route table version {target} does not exist", param="to_version", code="version_not_found"
-            )
-        doc, base = older.doc, latest
+        body = parse_object(raw) if raw.strip() else {}
+        stored = await rollback(store, body.get("to_version"), author="master")
+    install(router, stored)
+    return _json(shown(stored), status=201)
+
+
+async def put(store: RouteTableStore, body: dict[str, Any], *, author: str) -> StoredRouteTable:
+    """Validate a route-table document and write it as the next version (conditional on `base_version`)."""
     try:
-        stored = await store.append(doc, author="master", base_version=base)
+        doc = parse_route_table(body, DIMENSIONS)
+    except RouteTableError as exc:
+        raise BadRequest(str(exc), param=exc.param) from None
+    base = body.get("base_version")
+    if base is not None and (isinstance(base, bool) or not isinstance(base, int)):
+        raise BadRequest("'base_version' must be an integer", param="base_version")
+    return await _append(store, doc, author, base)
+
+
+async def rollback(store: RouteTableStore, target: Any, *, author: str) -> StoredRouteTable:
+    """Write the content of version `target` (None: the one before the newest) as the next version."""
+    latest = await store.latest_version()
+    if target is None:
+        target = latest - 1
+    if isinstance(target, bool) or not isinstance(target, int):
+        raise BadRequest("'to_version' must be an integer", param="to_version")
+    if target < 1:
+        raise BadRequest("there is no earlier version to roll back to", param="to_version")
+    older = await store.get(target)
+    if older is None:
+        raise NotFound(
+            f"route table version {target} does not exist", param="to_version", code="version_not_found"
+        )
+    return await _append(store, older.doc, author, latest)
+
+
+async def _append(
+    store: RouteTableStore, doc: RouteTableDoc, author: str, base: int | None
+) -> StoredRouteTable:
+    try:
+        return await store.append(doc, author=author, base_version=base)
     except VersionConflict as exc:
         raise Conflict(
             f"the route table moved on to version {exc.latest}; re-read it and retry", param="base_version"
         ) from None
-    install(router, stored)
-    return _json(_shown(stored), status=201)
-
-
-async def _optional_body(request: Request) -> dict[str, Any]:
-    raw = await read_body(request, MAX_BODY_BYTES)
-    return parse_object(raw) if raw.strip() else {}
 
 
 def routes() -> list[Route]:

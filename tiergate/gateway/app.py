@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from tiergate.gateway import feedback, pipeline
 from tiergate.gateway.auth import MASTER
@@ -84,11 +85,37 @@ def _resources(request: Request) -> Resources:
     return request.app.state.resources  # type: ignore[no-any-return]
 
 
-def _new_record(rid: str, endpoint: str) -> CallRecord:
-    return CallRecord(
+def _new_record(request: Request, rid: str, endpoint: str) -> CallRecord:
+    record = CallRecord(
         request_id=rid, endpoint=endpoint, principal=MASTER, requested_model="", started_at=time.time(),
-        started_perf=time.perf_counter(),
+        started_perf=request.scope.get(_ARRIVED) or time.perf_counter(),
     )  # fmt: skip
+    request.scope[_RECORD] = record
+    return record
+
+
+_ARRIVED = "tiergate.arrived"  # scope keys: when the call entered the app, and its record
+_RECORD = "tiergate.record"
+
+
+class GatewayApp(Starlette):
+    """The app, timed from the moment a call enters it to the moment its response has been handed over.
+
+    That span minus the upstream wait is what the overhead histogram reports: it includes routing, reading
+    the body and writing the response, which the handler alone cannot see.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        scope[_ARRIVED] = time.perf_counter()
+        await super().__call__(scope, receive, send)
+        record: CallRecord | None = scope.get(_RECORD)
+        if record is not None and record.status_code == 200 and record.outcome != "refused":
+            self.state.resources.telemetry.metrics.observe_overhead(
+                record.endpoint, time.perf_counter() - scope[_ARRIVED] - record.upstream_s
+            )
 
 
 def refused(res: Resources, record: CallRecord, error: GatewayError) -> None:
@@ -118,7 +145,7 @@ def _stamp_overhead(response: Response | RelayResponse, record: CallRecord) -> N
 async def _call(request: Request, endpoint: str) -> Response | RelayResponse:
     res = _resources(request)
     rid = request_id(request)
-    record = _new_record(rid, endpoint)
+    record = _new_record(request, rid, endpoint)
     response: Response | RelayResponse
     failure: GatewayError
     try:
@@ -288,7 +315,7 @@ def create_app(
         finally:
             await res.aclose()
 
-    return Starlette(
+    return GatewayApp(
         routes=[*routes(), *extra_routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},

@@ -80,14 +80,13 @@ def multiprocess_dir(env: Mapping[str, str] | None = None) -> str | None:
 class _Series:
     """The children of one label combination, resolved once: `.labels()` costs more than the update."""
 
-    __slots__ = ("cache", "cost", "duration", "input", "output", "overhead", "requests", "ttft")
+    __slots__ = ("cache", "cost", "duration", "input", "output", "requests", "ttft")
 
     def __init__(self, m: Metrics, key: tuple[str, ...]) -> None:
         endpoint, tenant, tier, model, status, outcome, cache, stream = key
         by_tenant = (tenant,) if m.tenant_label else ()
         self.requests = m.requests.labels(endpoint, *by_tenant, tier, model, status, outcome)
         self.duration = m.duration.labels(endpoint, tier, model)
-        self.overhead = m.overhead.labels(endpoint)
         self.ttft = m.ttft.labels(tier, model) if stream == "stream" else None
         self.input = m.tokens.labels(*by_tenant, tier, model, "input")
         self.output = m.tokens.labels(*by_tenant, tier, model, "output")
@@ -128,6 +127,7 @@ class Metrics:
         self._refresh_lock = threading.Lock()
         self._series: dict[tuple[str, ...], _Series] = {}
         self._refused: dict[tuple[str, ...], tuple[Counter, ...]] = {}
+        self._overhead: dict[str, Histogram] = {}
         if multiproc_dir is None:
             self.registry.register(_Refresher(self.refresh))
         tenant = ("tenant",) if tenant_label else ()
@@ -141,7 +141,9 @@ class Metrics:
             ("endpoint", "tier", "model"), buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.overhead = Histogram(
-            "tiergate_gateway_overhead_seconds", "Answered calls: duration minus the time spent waiting on the upstream.",
+            "tiergate_gateway_overhead_seconds",
+            "Answered calls: from the request's arrival in the app to the last byte of its response handed to the "
+            "server, minus the time spent waiting on upstreams.",
             ("endpoint",), buckets=_OVERHEAD_BUCKETS, registry=r,
         )  # fmt: skip
         self.ttft = Histogram(
@@ -193,7 +195,6 @@ class Metrics:
             series = self._series[key] = _Series(self, key)
         series.requests.inc()
         series.duration.observe(record.latency_s)
-        series.overhead.observe(record.overhead_s)
         series.cache.inc()
         if record.ttft_s is not None and series.ttft is not None:
             series.ttft.observe(record.ttft_s)
@@ -207,6 +208,13 @@ class Metrics:
             self._failures(record)
         if record.outcome == "upstream_broken" and record.deployment_id:
             self.upstream_errors.labels(record.deployment_id, "stream_broken").inc()
+
+    def observe_overhead(self, endpoint: str, seconds: float) -> None:
+        """An answered call's overhead, once its response has been sent (the app measures it, see app.py)."""
+        child = self._overhead.get(endpoint)
+        if child is None:
+            child = self._overhead[endpoint] = self.overhead.labels(endpoint)
+        child.observe(max(0.0, seconds))
 
     def refusal(self, record: CallRecord, error: GatewayError) -> None:
         tenant = (record.principal.tenant_id or "") if self.tenant_label else ""

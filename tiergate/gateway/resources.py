@@ -19,7 +19,7 @@ from tiergate.gateway.providers import Provider
 from tiergate.gateway.providers.openai_compat import OpenAICompatible
 from tiergate.gateway.providers.via_litellm import LiteLLMProvider
 from tiergate.gateway.records import Refusal, Sink
-from tiergate.gateway.route_table import MemoryRouteTableStore, RouteTableStore, keep_fresh, refresh
+from tiergate.gateway.route_table import RouteTableStore, SqlRouteTableStore, keep_fresh, refresh_or_keep
 from tiergate.gateway.router import Router
 from tiergate.gateway.settings import Deployment, Settings
 from tiergate.gateway.telemetry import Telemetry, open_telemetry
@@ -70,9 +70,10 @@ class Resources:
     telemetry: Telemetry
     accounting: Accounting
     router: Router
+    # The versions of the route table, in the accounting database: shared by replicas, kept across restarts.
+    route_tables: RouteTableStore
     cache: ResponseCache | None = None  # None: no tenant has the exact cache on
     embedder: Embedder | None = None  # loaded only when a configured feature needs embeddings
-    route_tables: RouteTableStore = field(default_factory=MemoryRouteTableStore)
     sinks: list[Sink] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
     # Every bounded background queue registers here, so its depth and drops are exported as metrics.
@@ -146,6 +147,7 @@ async def open_resources(
         refusals=list(telemetry.refusals),
         queues=queues,
         router=router,
+        route_tables=SqlRouteTableStore(accounting.engine),
         cache=_open_cache(settings),
         embedder=embedder,
     )
@@ -154,7 +156,7 @@ async def open_resources(
     if telemetry.metrics.multiproc_dir is not None:
         res.background.append(asyncio.ensure_future(telemetry.refresh_periodically()))
     # The newest version before the first request; then every refresh_s in the background.
-    await refresh(res.route_tables, router)
+    await refresh_or_keep(res.route_tables, router)
     res.background.append(
         asyncio.ensure_future(keep_fresh(res.route_tables, router, settings.routing.refresh_s))
     )

@@ -4,8 +4,9 @@ Versions are append-only (a rollback writes a new version with an older content)
 what was served when. Every replica polls the store's newest version number every `routing.refresh_s`
 seconds and installs a newer table without a restart; a request sees either the old or the new table.
 
-`RouteTableStore` is the seam to storage. `MemoryRouteTableStore` serves one process (the embedded default
-and tests); a database-backed store shared by replicas implements the same four methods.
+`RouteTableStore` is the seam to storage; `SqlRouteTableStore` keeps the versions in the gateway's database
+(the SQLite file of the embedded default, or the PostgreSQL that replicas share), so they survive restarts.
+The table is global: one history for every tenant.
 """
 
 from __future__ import annotations
@@ -14,8 +15,13 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+from sqlalchemy import Row, func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tiergate.gateway.db.models import RouteTableVersion
 from tiergate.gateway.router import Router
 from tiergate.policies.route_table import RouteTableDoc
 from tiergate.policies.routing import RouteTable
@@ -53,30 +59,75 @@ class RouteTableStore(Protocol):
         """The newest versions first."""
 
 
-class MemoryRouteTableStore:
-    def __init__(self) -> None:
-        self._versions: list[StoredRouteTable] = []
-        self._lock = asyncio.Lock()
+class SqlRouteTableStore:
+    """The `route_tables` table of the gateway's database (SQLite or PostgreSQL), shared by its replicas.
+
+    A writer numbers its version newest + 1; when another writer took that number first, the primary key
+    refuses the row and the write is a `VersionConflict` (or, unconditional, is numbered again).
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
 
     async def latest_version(self) -> int:
-        return self._versions[-1].version if self._versions else 0
+        async with self._engine.connect() as conn:
+            # MAX over the primary key: one index lookup on both databases.
+            return int((await conn.execute(select(func.max(_TABLE.c.version)))).scalar_one() or 0)
 
     async def get(self, version: int | None = None) -> StoredRouteTable | None:
-        if version is None:
-            return self._versions[-1] if self._versions else None
-        return self._versions[version - 1] if 0 < version <= len(self._versions) else None
+        query = select(_TABLE).order_by(_TABLE.c.version.desc()).limit(1)
+        if version is not None:
+            query = select(_TABLE).where(_TABLE.c.version == version)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        return None if row is None else _stored(row)
 
     async def append(self, doc: RouteTableDoc, *, author: str, base_version: int | None) -> StoredRouteTable:
-        async with self._lock:
-            latest = len(self._versions)
+        for _ in range(_UNCONDITIONAL_ATTEMPTS):
+            latest = await self.latest_version()
             if base_version is not None and base_version != latest:
                 raise VersionConflict(latest)
             stored = StoredRouteTable(latest + 1, doc, int(time.time() * 1000), author)
-            self._versions.append(stored)
+            try:
+                async with self._engine.begin() as conn:
+                    await conn.execute(
+                        insert(_TABLE).values(
+                            version=stored.version,
+                            doc=doc.as_json(),
+                            created_ms=stored.created_ms,
+                            author=author,
+                        )
+                    )
+            except IntegrityError:  # another writer took this version number first
+                if base_version is not None:
+                    raise VersionConflict(await self.latest_version()) from None
+                continue
             return stored
+        raise VersionConflict(await self.latest_version())
 
     async def history(self, limit: int) -> list[StoredRouteTable]:
-        return list(reversed(self._versions[-limit:]))
+        query = select(_TABLE).order_by(_TABLE.c.version.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            return [_stored(row) for row in (await conn.execute(query)).all()]
+
+
+_TABLE = RouteTableVersion.__table__  # type: ignore[attr-defined]
+# An unconditional write that keeps losing the race to other writers gives up (a conflict) after this many.
+_UNCONDITIONAL_ATTEMPTS = 5
+
+
+def _stored(row: Row[Any]) -> StoredRouteTable:
+    doc = row.doc
+    return StoredRouteTable(
+        version=row.version,
+        doc=RouteTableDoc(
+            dict(doc["routes"]),
+            {name: tuple(vector) for name, vector in (doc.get("centroids") or {}).items()},
+            doc.get("note") or "",
+        ),
+        created_ms=row.created_ms,
+        author=row.author,
+    )
 
 
 def install(router: Router, stored: StoredRouteTable) -> None:
@@ -96,11 +147,16 @@ async def refresh(store: RouteTableStore, router: Router) -> bool:
     return True
 
 
+async def refresh_or_keep(store: RouteTableStore, router: Router) -> None:
+    """`refresh`, but a storage hiccup only logs: the table in force keeps serving, the next poll tries again."""
+    try:
+        await refresh(store, router)
+    except Exception as exc:
+        log.warning("route table refresh failed: %s", exc)
+
+
 async def keep_fresh(store: RouteTableStore, router: Router, interval_s: float) -> None:
-    """The background task of every replica: poll, install, never die of a storage hiccup."""
+    """The background task of every replica: poll and install, never dying of a storage hiccup."""
     while True:
-        try:
-            await refresh(store, router)
-        except Exception as exc:  # the table in force keeps serving; the next poll tries again
-            log.warning("route table refresh failed: %s", exc)
         await asyncio.sleep(interval_s)
+        await refresh_or_keep(store, router)

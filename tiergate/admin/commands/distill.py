@@ -16,14 +16,16 @@ def cmd(args: argparse.Namespace) -> int:
         return fail("--validation-fraction must be at least 0 and below 1")
     from tiergate.admin.jobs.distill import Filtered, sources, write_export
     from tiergate.gateway.embeddings import Embedder
+    from tiergate.gateway.route_table import SqlRouteTableStore
 
     domain = None if args.all else args.domain
     filtered = Filtered()
 
     async def work(settings: Any, engine: Any) -> Any:
-        return await sources(engine, domain=domain, tenant_id=args.tenant, filtered=filtered)
+        rows = await sources(engine, domain=domain, tenant_id=args.tenant, filtered=filtered)
+        return rows, await SqlRouteTableStore(engine).latest_version()
 
-    found = run(args, work)
+    found, route_table_version = run(args, work)
     embedder = Embedder()
     try:
         manifest = write_export(
@@ -35,8 +37,8 @@ def cmd(args: argparse.Namespace) -> int:
             tenant_id=args.tenant,
             validation_fraction=args.validation_fraction,
             seed=args.seed,
-            # Route tables are kept in memory by each gateway in this version: no stored version to name.
-            route_table_version=None,
+            # The version in force when the data was exported (None: no version written yet).
+            route_table_version=route_table_version or None,
         )
     finally:
         embedder.close()

@@ -1,4 +1,4 @@
-"""Tenants, virtual keys, budget counters and the cost ledger."""
+"""Tenants, virtual keys, budget counters, the cost ledger and the route table's versions."""
 
 from __future__ import annotations
 
@@ -97,3 +97,18 @@ class LedgerEntry(SQLModel, table=True):
     status: str = Field(max_length=32)  # ok | error | client_disconnected | upstream_broken
     status_code: int = 200
     usage_source: str = Field(default="upstream", max_length=16)
+
+
+class RouteTableVersion(SQLModel, table=True):
+    """One version of the global route table; rows are only ever added (a rollback adds an old content).
+
+    The writer numbers the row (newest + 1): the primary key is what makes two replicas writing at once
+    end with one version and one conflict, instead of two tables claiming the same number.
+    """
+
+    __tablename__ = "route_tables"
+
+    version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    doc: dict[str, Any] = Field(sa_type=JSON)  # {"routes", "centroids", "note"}
+    created_ms: int = Field(sa_type=BigInteger)
+    author: str = Field(max_length=200)
