@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.admin.promote_rows import NOW_MS, promote_settings, seed
 from tiergate.admin.jobs import promote
+from tiergate.admin.route_tables import rollback
 from tiergate.gateway.db import migrate
 from tiergate.gateway.db.engine import open_engine
-from tiergate.gateway.route_table import MemoryRouteTableStore, StoredRouteTable, VersionConflict
+from tiergate.gateway.route_table import SqlRouteTableStore, StoredRouteTable, VersionConflict
 from tiergate.policies.route_table import RouteTableDoc
 
 
@@ -41,7 +42,7 @@ async def test_promotes_the_domain_where_the_student_agrees_and_keeps_the_other(
 ) -> None:
     await seed(engine, "billing", requests=100, verdicts={"as_good": 60})
     await seed(engine, "code", requests=100, verdicts={"as_good": 40, "worse": 20})
-    store = MemoryRouteTableStore()
+    store = SqlRouteTableStore(engine)
     outcome = await promote.run(engine, store, promote_settings(database_url), now_ms=NOW_MS)
     assert outcome.written is not None and outcome.written.version == 1
     assert outcome.written.author == "promote"
@@ -77,7 +78,7 @@ async def test_no_promotion_without_the_evidence_and_no_new_version_when_nothing
 ) -> None:
     await seed(engine, "billing", requests=100, verdicts={"as_good": 20})  # too few verdicts
     await seed(engine, "code", requests=100, verdicts={"as_good": 30, "worse": 30})  # too often worse
-    store = MemoryRouteTableStore()
+    store = SqlRouteTableStore(engine)
     settings = promote_settings(database_url)
     first = await promote.run(engine, store, settings, now_ms=NOW_MS)
     assert not first.plan.decisions
@@ -93,7 +94,7 @@ async def test_domain_ids_and_names_survive_a_second_run_on_more_traffic(
 ) -> None:
     await seed(engine, "billing", requests=80, verdicts={"as_good": 10})
     await seed(engine, "code", requests=80)
-    store = MemoryRouteTableStore()
+    store = SqlRouteTableStore(engine)
     settings = promote_settings(database_url)
     first = (await promote.run(engine, store, settings, now_ms=NOW_MS)).written
     assert first is not None
@@ -112,7 +113,7 @@ async def test_demotes_when_monitoring_shows_the_budget_broken(
 ) -> None:
     await seed(engine, "billing", requests=100, verdicts={"as_good": 60})
     await seed(engine, "code", requests=100)
-    store = MemoryRouteTableStore()
+    store = SqlRouteTableStore(engine)
     settings = promote_settings(database_url)
     promoted = (await promote.run(engine, store, settings, now_ms=NOW_MS)).written
     assert promoted is not None
@@ -132,7 +133,7 @@ async def test_demotes_when_monitoring_shows_the_budget_broken(
 
 async def test_dry_run_writes_nothing(engine: AsyncEngine, database_url: str) -> None:
     await seed(engine, "billing", requests=100, verdicts={"as_good": 60})
-    store = MemoryRouteTableStore()
+    store = SqlRouteTableStore(engine)
     outcome = await promote.run(engine, store, promote_settings(database_url), dry_run=True, now_ms=NOW_MS)
     assert outcome.plan.decisions and outcome.written is None and await store.latest_version() == 0
     assert outcome.as_json()["dry_run"] and outcome.as_json()["decisions"][0]["action"] == "promote"
@@ -143,7 +144,7 @@ async def test_the_budget_comes_from_feedback_on_the_incumbent_when_not_configur
 ) -> None:
     settings = promote_settings(database_url, quality=None)
     await seed(engine, "billing", requests=100, verdicts={"as_good": 60})
-    store = MemoryRouteTableStore()
+    store = SqlRouteTableStore(engine)
     # No feedback: the incumbent's quality is unknown, so its lower bound is 0 and no loss fits.
     unknown = await promote.run(engine, store, settings, dry_run=True, now_ms=NOW_MS)
     assert unknown.plan.budget == 0 and not unknown.plan.decisions
@@ -157,7 +158,7 @@ async def test_evidence_older_than_the_window_is_not_read(engine: AsyncEngine, d
     old = NOW_MS - 40 * 86_400_000
     await seed(engine, "billing", requests=100, verdicts={"as_good": 60}, ts_ms=old)
     outcome = await promote.run(
-        engine, MemoryRouteTableStore(), promote_settings(database_url), now_ms=NOW_MS
+        engine, SqlRouteTableStore(engine), promote_settings(database_url), now_ms=NOW_MS
     )
     assert outcome.built.counts == {"traces": 0, "embedded": 0, "verdicts": 0, "feedback": 0}
     assert outcome.written is None
@@ -168,23 +169,26 @@ async def test_rollback_through_the_store_restores_the_earlier_version(
 ) -> None:
     await seed(engine, "billing", requests=100, verdicts={"as_good": 20})
     await seed(engine, "code", requests=100)
-    store = MemoryRouteTableStore()
+    store = SqlRouteTableStore(engine)
     settings = promote_settings(database_url)
     first = (await promote.run(engine, store, settings, now_ms=NOW_MS)).written
     await seed(engine, "billing", requests=60, verdicts={"as_good": 50}, seed=4, ts_ms=NOW_MS - 1000)
     second = (await promote.run(engine, store, settings, now_ms=NOW_MS)).written
     assert first is not None and second is not None and second.doc.routes != first.doc.routes
-    back = await store.append(first.doc, author="master", base_version=2)
-    assert back.version == 3 and (await store.get()) is not None
+    back = await rollback(store, 1, author="master")
+    assert back.version == 3
     restored = await store.get()
-    assert restored is not None and restored.doc.routes == first.doc.routes
+    assert restored is not None and restored.doc == first.doc  # names and centroids too
+    # The next run decides from the restored version: the evidence still supports the promotion.
+    again = await promote.run(engine, store, settings, now_ms=NOW_MS)
+    assert again.base_version == 3 and [d.action for d in again.plan.decisions] == ["promote"]
 
 
-class RacingStore(MemoryRouteTableStore):
+class RacingStore(SqlRouteTableStore):
     """Another writer lands a version just before each of the job's first `races` writes."""
 
-    def __init__(self, races: int) -> None:
-        super().__init__()
+    def __init__(self, engine: AsyncEngine, races: int) -> None:
+        super().__init__(engine)
         self.races = races
 
     async def append(self, doc: RouteTableDoc, *, author: str, base_version: int | None) -> StoredRouteTable:
@@ -199,12 +203,11 @@ async def test_a_concurrent_write_makes_the_job_decide_again_on_top_of_it(
 ) -> None:
     await seed(engine, "billing", requests=100, verdicts={"as_good": 60})
     settings = promote_settings(database_url)
-    store = RacingStore(races=1)
-    outcome = await promote.run(engine, store, settings, now_ms=NOW_MS)
-    assert outcome.written is not None and outcome.written.version == 2 and outcome.base_version == 1
+    with pytest.raises(VersionConflict):  # a writer landing before every attempt wins in the end
+        await promote.run(engine, RacingStore(engine, races=3), settings, now_ms=NOW_MS)
+    outcome = await promote.run(engine, RacingStore(engine, races=1), settings, now_ms=NOW_MS)
+    assert outcome.written is not None and outcome.written.version == 5 and outcome.base_version == 4
     assert outcome.written.doc.routes["other"] == "teacher"  # a hand-written route is kept as it was
-    with pytest.raises(VersionConflict):
-        await promote.run(engine, RacingStore(races=3), settings, now_ms=NOW_MS)
 
 
 def test_promotion_needs_two_tiers_below_the_unknown_tier(tmp_path: Any) -> None:

@@ -45,7 +45,7 @@ def cmd(args: argparse.Namespace) -> int:
     from tiergate.gateway.route_table import VersionConflict
 
     async def work(settings: Any, engine: Any) -> Any:
-        store = promote.open_store(settings, engine)
+        store = promote.open_store(engine)
         return await promote.run(engine, store, settings, dry_run=args.dry_run)
 
     try:

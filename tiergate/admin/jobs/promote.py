@@ -29,7 +29,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tiergate.admin.jobs.promote_evidence import Built, Window, build, ladder_of, load, summarize
 from tiergate.gateway.resources import build_catalog
-from tiergate.gateway.route_table import RouteTableStore, StoredRouteTable, VersionConflict
+from tiergate.gateway.route_table import (
+    RouteTableStore,
+    SqlRouteTableStore,
+    StoredRouteTable,
+    VersionConflict,
+)
 from tiergate.gateway.settings import Settings
 from tiergate.policies import domains as dom
 from tiergate.policies.promotion import Plan, changelog, gap_estimates, plan, sampling_fraction
@@ -101,6 +106,11 @@ class Outcome:
             "domains": self.domains,
             "note": self.note,
         }
+
+
+def open_store(engine: AsyncEngine) -> RouteTableStore:
+    """The route tables every gateway of this database serves."""
+    return SqlRouteTableStore(engine)
 
 
 def ladder_for(settings: Settings) -> list[str]:
