@@ -95,7 +95,9 @@ def run_setup(scenario: Scenario, values: dict[str, str], cwd: Path) -> None:
     env = {**os.environ, **{k: fill(v, values, f"{where}:bench.env") for k, v in scenario.env.items()}}
     for n, command in enumerate(scenario.setup, start=1):
         args = [fill(a, values, f"{where}:bench.setup[{n - 1}]") for a in command]
-        done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
+        done = subprocess.run(
+            args, env=env, cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+        )
         if done.returncode != 0:
             output = (done.stderr.strip() or done.stdout.strip()).splitlines()
             raise ScenarioError(

@@ -122,6 +122,8 @@ async def test_a_domain_far_from_every_centroid_is_general(database_url: str, tm
         ("PUT", "/admin/route-table", {"routes": {}, "centroids": {"x": [1.0, 2.0]}}, 400, "centroids.x"),
         ("PUT", "/admin/route-table", {"routes": {}, "centroids": {"x": [0.0] * 384}}, 400, "centroids.x"),
         ("PUT", "/admin/route-table", {"routes": {}, "extra": 1}, 400, "extra"),
+        ("PUT", "/admin/route-table", {"routes": {}, "names": {"d1": ""}}, 400, "names.d1"),
+        ("PUT", "/admin/route-table", {"routes": {}, "names": ["d1"]}, 400, "names"),
         ("PUT", "/admin/route-table", {"routes": {}, "base_version": 7}, 409, "base_version"),
         ("POST", "/admin/route-table/rollback", {}, 400, "to_version"),  # nothing to roll back to
         ("POST", "/admin/route-table/rollback", {"to_version": 9}, 404, "to_version"),

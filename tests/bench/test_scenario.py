@@ -89,8 +89,13 @@ def _with_setup(*commands: list[str]) -> str:
 
 def test_setup_commands_run_in_order_and_their_json_fields_become_placeholders(tmp_path: Path) -> None:
     text = _with_setup(
-        ["${PYTHON}", "-c", "print('{\"id\": \"ten_1\", \"n\": 3, \"ok\": true}')"],
-        ["${PYTHON}", "-c", "import sys, json; print(json.dumps({'key': 'k-' + sys.argv[1]}))", "${SETUP1_ID}"],
+        ["${PYTHON}", "-c", 'print(\'{"id": "ten_1", "n": 3, "ok": true}\')'],
+        [
+            "${PYTHON}",
+            "-c",
+            "import sys, json; print(json.dumps({'key': 'k-' + sys.argv[1]}))",
+            "${SETUP1_ID}",
+        ],
     )
     values = {"PYTHON": sys.executable}
     run_setup(parse_scenario(text, Path("s.yaml")), values, tmp_path)

@@ -50,6 +50,26 @@ def test_fractions_per_domain_and_candidate_and_tenant_overrides() -> None:
     assert settings.shadow.any_active
 
 
+def test_promote_defaults_are_the_replays_and_can_be_set() -> None:
+    from tiergate.policies.promotion import ENOUGH, EXPLORE, MONITOR, PromotionConfig
+
+    default = learning(None).promote
+    assert not default.enabled and default.promotion == PromotionConfig()
+    assert (default.explore, default.monitor, default.enough) == (EXPLORE, MONITOR, ENOUGH)
+    assert default.quality is None and default.promotion.quality_budget == 0.05
+    given = learning(
+        {"promote": {"enabled": True, "interval_s": 600, "quality_budget": 0.02, "alpha": 0.1,
+                     "min_samples": 50, "quality": 0.8, "clusters": 12, "window_days": 7}}
+    ).promote  # fmt: skip
+    assert given.enabled and given.interval_s == 600 and given.window_days == 7
+    assert (given.promotion.quality_budget, given.promotion.alpha, given.promotion.min_samples) == (
+        0.02,
+        0.1,
+        50,
+    )
+    assert given.quality == 0.8 and given.clusters == 12
+
+
 @pytest.mark.parametrize(
     ("section", "message"),
     [
@@ -73,6 +93,13 @@ def test_fractions_per_domain_and_candidate_and_tenant_overrides() -> None:
         ),
         ({"models": {"refresh_s": 0}}, "learning.models.refresh_s must be >= 0.05"),
         ({"replay": {}}, "learning: unknown field(s) replay"),
+        ({"promote": {"enabled": "yes"}}, "learning.promote.enabled must be true or false"),
+        ({"promote": {"quality_budget": 1}}, "learning.promote.alpha must be in (0, 0.5) and"),
+        ({"promote": {"alpha": 0}}, "learning.promote.alpha must be in (0, 0.5) and"),
+        ({"promote": {"quality": 1.5}}, "learning.promote.quality must be between 0.0 and 1.0"),
+        ({"promote": {"clusters": 0}}, "learning.promote.clusters must be an integer >= 1"),
+        ({"promote": {"interval_s": 0}}, "learning.promote.interval_s must be >= 0.01"),
+        ({"promote": {"budget": 0.1}}, "learning.promote: unknown field(s) budget"),
     ],
 )
 def test_errors_name_the_field(section: Any, message: str) -> None:

@@ -90,7 +90,22 @@ def create_server(
 ) -> Starlette:
     """The gateway with its control plane: what `tiergate serve` runs."""
     return create_app(
-        settings, upstream_transport=upstream_transport, rng=rng, extra_routes=control_plane_routes()
+        settings,
+        upstream_transport=upstream_transport,
+        rng=rng,
+        extra_routes=control_plane_routes(),
+        background=[promote_periodically] if settings.learning.promote.enabled else [],
+    )
+
+
+async def promote_periodically(res: Resources) -> None:
+    """`learning.promote.enabled`: this gateway runs the promote job every `interval_s` on its own database
+    and route-table store. Every replica may; the conditional write lets one of them land per version."""
+    from tiergate.admin.jobs import promote
+
+    await promote.periodically(
+        lambda: promote.run(res.accounting.engine, res.route_tables, res.settings),
+        res.settings.learning.promote.interval_s,
     )
 
 

@@ -9,9 +9,9 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -289,11 +289,13 @@ def create_app(
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     rng: random.Random | None = None,
     extra_routes: Sequence[BaseRoute] = (),
+    background: Sequence[Callable[[Resources], Coroutine[Any, Any, None]]] = (),
 ) -> Starlette:
     """The gateway as an ASGI app. `upstream_transport` replaces the network (tests: respx, MockTransport).
 
     `extra_routes` are served beside the data plane (the admin API and `/v1/usage`, added by
-    `tiergate.admin.server`, since the gateway never imports the control plane).
+    `tiergate.admin.server`, since the gateway never imports the control plane); `background` tasks are
+    started with the resources and cancelled at shutdown (the periodic promote job).
     """
     settings = with_known_prices(settings)
 
@@ -303,6 +305,7 @@ def create_app(
             log.warning("%s", notice)
         res = await open_resources(settings, upstream_transport=upstream_transport, rng=rng)
         app.state.resources = res
+        res.background.extend(asyncio.ensure_future(task(res)) for task in background)
         # Everything made so far lives as long as the process: moving it out of the collector's reach keeps
         # full collections short (they ran into tens of ms and showed up in the p99 latency).
         gc.collect()

@@ -22,6 +22,20 @@ learning:
       ten_abc: {fraction: 0.1, daily_budget_usd: 5}    # judge_tier and daily_budget_usd
   models:
     refresh_s: 10               # how often registered models are re-read from the database
+  promote:                      # `tiergate promote`, and the same job run by the gateway itself
+    enabled: false              # true: every gateway runs it every interval_s (one write lands per version)
+    interval_s: 3600
+    window_days: 30             # evidence (verdicts, feedback, traces) of this many days back
+    quality_budget: 0.05        # allowed loss versus the most capable routed tier, over all traffic
+    alpha: 0.05                 # one-sided error of the bounds (confidence 1 - alpha)
+    min_samples: 30             # verdicts a domain needs at a step before it can be promoted
+    quality: null               # the incumbent's quality when known (0..1); null: from its feedback
+    clusters: null              # domains to discover (null: grows with the traces)
+    max_traces: 50000           # newest traces with embeddings clustered per run
+    explore: 0.3                # shadow share an unpromoted domain needs while its verdicts are short
+    monitor: 0.03               # ... once it has `enough`, and of promoted traffic
+    enough: 200
+    seed: 0
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ from typing import Any
 
 from tiergate.gateway.routing_settings import SectionError
 from tiergate.policies.pricing import nano
+from tiergate.policies.promotion import ENOUGH, EXPLORE, MONITOR, PromotionConfig
 from tiergate.policies.shadow import CANDIDATE_MODES
 from tiergate.policies.tiers import TIERS, is_tier
 
@@ -89,10 +104,28 @@ class ShadowSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PromoteSettings:
+    """The promote job: how often, over what evidence, and the decision's parameters (`PromotionConfig`)."""
+
+    enabled: bool = False
+    interval_s: float = 3600.0
+    window_days: float = 30.0
+    promotion: PromotionConfig = field(default_factory=PromotionConfig)
+    quality: float | None = None
+    clusters: int | None = None
+    max_traces: int = 50_000
+    explore: float = EXPLORE
+    monitor: float = MONITOR
+    enough: int = ENOUGH
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class LearningSettings:
     traces: TraceSettings = field(default_factory=TraceSettings)
     shadow: ShadowSettings = field(default_factory=ShadowSettings)
     models_refresh_s: float = 10.0
+    promote: PromoteSettings = field(default_factory=PromoteSettings)
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -207,13 +240,55 @@ def _shadow(raw: dict[str, Any]) -> ShadowSettings:
     )
 
 
+_PROMOTE_KEYS = {
+    "enabled", "interval_s", "window_days", "quality_budget", "alpha", "min_samples", "quality", "clusters",
+    "max_traces", "explore", "monitor", "enough", "seed",
+}  # fmt: skip
+
+
+def _optional(raw: Mapping[str, Any], name: str, parse: Any) -> Any:
+    return None if raw.get(name) is None else parse(raw[name])
+
+
+def _promote(raw: dict[str, Any]) -> PromoteSettings:
+    where = "learning.promote"
+    _only(raw, _PROMOTE_KEYS, where)
+    d, p = PromoteSettings(), PromotionConfig()
+    enabled = raw.get("enabled", d.enabled)
+    if not isinstance(enabled, bool):
+        raise SectionError(f"{where}.enabled must be true or false")
+    alpha = _number(raw.get("alpha", p.alpha), f"{where}.alpha", 0.0, 0.5)
+    budget = _number(raw.get("quality_budget", p.quality_budget), f"{where}.quality_budget", 0.0, 1.0)
+    if not 0 < alpha < 0.5 or not 0 < budget < 1:
+        raise SectionError(f"{where}.alpha must be in (0, 0.5) and {where}.quality_budget in (0, 1)")
+    promotion = PromotionConfig(
+        quality_budget=budget,
+        alpha=alpha,
+        min_samples=_integer(raw.get("min_samples", p.min_samples), f"{where}.min_samples", 1),
+    )
+    return PromoteSettings(
+        enabled=enabled,
+        interval_s=_number(raw.get("interval_s", d.interval_s), f"{where}.interval_s", 0.01),
+        window_days=_number(raw.get("window_days", d.window_days), f"{where}.window_days", 0.001),
+        promotion=promotion,
+        quality=_optional(raw, "quality", lambda v: _number(v, f"{where}.quality", 0.0, 1.0)),
+        clusters=_optional(raw, "clusters", lambda v: _integer(v, f"{where}.clusters", 1)),
+        max_traces=_integer(raw.get("max_traces", d.max_traces), f"{where}.max_traces", 1),
+        explore=_number(raw.get("explore", d.explore), f"{where}.explore", 0.0, 1.0),
+        monitor=_number(raw.get("monitor", d.monitor), f"{where}.monitor", 0.0, 1.0),
+        enough=_integer(raw.get("enough", d.enough), f"{where}.enough", 1),
+        seed=_integer(raw.get("seed", d.seed), f"{where}.seed", 0),
+    )
+
+
 def parse_learning(doc: Any) -> LearningSettings:
     raw = _mapping(doc, "learning")
-    _only(raw, {"traces", "shadow", "models"}, "learning")
+    _only(raw, {"traces", "shadow", "models", "promote"}, "learning")
     models = _mapping(raw.get("models"), "learning.models")
     _only(models, {"refresh_s"}, "learning.models")
     return LearningSettings(
         traces=_traces(_mapping(raw.get("traces"), "learning.traces")),
         shadow=_shadow(_mapping(raw.get("shadow"), "learning.shadow")),
         models_refresh_s=_number(models.get("refresh_s", 10.0), "learning.models.refresh_s", 0.05),
+        promote=_promote(_mapping(raw.get("promote"), "learning.promote")),
     )

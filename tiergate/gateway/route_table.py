@@ -124,6 +124,7 @@ def _stored(row: Row[Any]) -> StoredRouteTable:
             dict(doc["routes"]),
             {name: tuple(vector) for name, vector in (doc.get("centroids") or {}).items()},
             doc.get("note") or "",
+            dict(doc.get("names") or {}),
         ),
         created_ms=row.created_ms,
         author=row.author,

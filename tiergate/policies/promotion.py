@@ -45,8 +45,8 @@ False-promotion control
       per dollar given up, until U <= B. Promoted domains are otherwise kept (no churn on noise).
 
 The live `tiergate promote` job and `tiergate replay` call the same functions: `estimate_quality` for Q,
-`plan` for the decisions, `sampling_fraction` for the shadow rate per (domain, candidate), and `changelog`
-for the human-readable record. Pure: no I/O, no clocks, no randomness.
+`fill_costs` for each domain's cost per tier, `plan` for the decisions, `sampling_fraction` for the shadow
+rate per (domain, candidate), and `changelog` for the human-readable record. Pure: no I/O, no clocks, no randomness.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ from tiergate.policies.promotion_stats import (
     Verdicts,
     domain_z,
     estimate_quality,
+    fill_costs,
     gap_estimates,
     ladder_steps,
     posteriors,
@@ -76,6 +77,9 @@ from tiergate.policies.promotion_stats import (
 from tiergate.policies.tiers import tier_rank
 
 __all__ = [
+    "ENOUGH",
+    "EXPLORE",
+    "MONITOR",
     "Decision",
     "DomainEvidence",
     "Feedback",
@@ -87,6 +91,7 @@ __all__ = [
     "changelog",
     "domain_z",
     "estimate_quality",
+    "fill_costs",
     "gap_estimates",
     "plan",
     "sampling_fraction",
@@ -336,6 +341,12 @@ def plan(
         loss_bound=table.current(),
         quality=quality,
     )
+
+
+# Defaults of the shadow shares `sampling_fraction` hands out, shared by replay and the live job's settings.
+EXPLORE = 0.3  # share of an unpromoted domain's requests while its evidence is short
+MONITOR = 0.03  # share once it has `ENOUGH` verdicts, and of promoted traffic
+ENOUGH = 200  # verdicts per (domain, candidate) before exploration slows to the monitoring share
 
 
 def sampling_fraction(samples: int, promoted: bool, *, explore: float, monitor: float, enough: int) -> float:

@@ -169,6 +169,31 @@ def estimate_quality(
     return Quality(estimate, max(0.0, estimate - z * math.sqrt(var)), calibrated + disagreements)
 
 
+def fill_costs(
+    ladder: Sequence[str], observed: Mapping[str, float | None], overall: Mapping[str, float | None]
+) -> dict[str, float]:
+    """Each tier's mean cost per request on one domain: its own where observed, else over every domain.
+
+    A tier never called anywhere takes the cost of the tier above it, so moving down to it saves nothing
+    (and is never chosen) until it has been seen; when no tier above is known either, the most capable
+    known one's. With nothing known at all every cost is 0.
+    """
+
+    def known(value: float | None) -> bool:
+        return value is not None and math.isfinite(value)
+
+    costs: dict[str, float | None] = {}
+    for tier in ladder:
+        own = observed.get(tier)
+        costs[tier] = own if known(own) else overall.get(tier)
+    for k in range(len(ladder) - 2, -1, -1):
+        if not known(costs[ladder[k]]):
+            costs[ladder[k]] = costs[ladder[k + 1]]
+    found = [c for c in costs.values() if c is not None and math.isfinite(c)]
+    top = found[-1] if found else 0.0
+    return {t: c if c is not None and math.isfinite(c) else top for t, c in costs.items()}
+
+
 def ladder_steps(tiers: Sequence[str]) -> list[tuple[str, str]]:
     ordered = sorted(tiers, key=tier_rank)
     return [(ordered[i], ordered[i + 1]) for i in range(len(ordered) - 1)]

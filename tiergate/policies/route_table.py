@@ -2,7 +2,11 @@
 
 {"routes": {"billing": "student", "code": "ta"},        domain -> cheapest tier proven good enough
  "centroids": {"billing": [0.01, ...]},                  optional: unit vectors naming the domains
+ "names": {"d3": "invoice / refund / card"},             optional: readable names of domain ids
  "note": "promote billing after replay #12"}             optional
+
+`names` is kept by `tiergate promote` for every domain id it has ever issued, retired ones included, so
+that names survive re-clustering and an id is never handed out twice.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import Any
 from tiergate.policies.tiers import TIERS, is_tier
 
 MAX_DOMAINS = 10_000
+MAX_NAME = 200
+MAX_NOTE = 20_000  # a promote run's changelog: a line per decision, up to a few hundred
 
 
 class RouteTableError(ValueError):
@@ -28,12 +34,14 @@ class RouteTableDoc:
     routes: Mapping[str, str]
     centroids: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     note: str = ""
+    names: Mapping[str, str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "routes": dict(self.routes),
             "centroids": {k: list(v) for k, v in self.centroids.items()},
             "note": self.note,
+            "names": dict(self.names),
         }
 
 
@@ -41,7 +49,7 @@ def parse_route_table(doc: Any, dimensions: int) -> RouteTableDoc:
     """Validate a document; raises RouteTableError naming the offending field."""
     if not isinstance(doc, dict):
         raise RouteTableError("the route table must be a JSON object", "body")
-    unknown = set(doc) - {"routes", "centroids", "note", "base_version"}
+    unknown = set(doc) - {"routes", "centroids", "names", "note", "base_version"}
     if unknown:
         raise RouteTableError(f"unknown field(s) {', '.join(sorted(unknown))}", sorted(unknown)[0])
     routes = doc.get("routes")
@@ -69,7 +77,15 @@ def parse_route_table(doc: Any, dimensions: int) -> RouteTableDoc:
         if not any(vector):
             raise RouteTableError(f"{where} must not be the zero vector", where)
         centroids[name] = tuple(float(x) for x in vector)
+    names = doc.get("names") or {}
+    if not isinstance(names, dict) or len(names) > MAX_DOMAINS:
+        raise RouteTableError(f"'names' must be an object of at most {MAX_DOMAINS} domain names", "names")
+    for name, readable in names.items():
+        if not isinstance(readable, str) or not 0 < len(readable) <= MAX_NAME:
+            raise RouteTableError(
+                f"names.{name} must be a string of 1 to {MAX_NAME} characters", f"names.{name}"
+            )
     note = doc.get("note") or ""
-    if not isinstance(note, str) or len(note) > 1000:
-        raise RouteTableError("'note' must be a string of at most 1000 characters", "note")
-    return RouteTableDoc(dict(routes), centroids, note)
+    if not isinstance(note, str) or len(note) > MAX_NOTE:
+        raise RouteTableError(f"'note' must be a string of at most {MAX_NOTE} characters", "note")
+    return RouteTableDoc(dict(routes), centroids, note, dict(names))

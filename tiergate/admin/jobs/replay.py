@@ -38,6 +38,7 @@ from tiergate.policies.promotion import (
     Verdicts,
     changelog,
     estimate_quality,
+    fill_costs,
     plan,
     sampling_fraction,
 )
@@ -73,6 +74,11 @@ class _Traces:
     step: np.ndarray  # candidate tier index of an evaluation, -1 if none
     verdict: np.ndarray  # incumbent score - candidate score sign: +1 worse, 0 same, -1 better
     calibrated: np.ndarray  # incumbent's score revealed (judge called), nan otherwise
+
+
+def _mean(values: np.ndarray) -> float | None:
+    """Mean of the finite entries (the calls made), None when there are none."""
+    return float(np.nanmean(values)) if np.isfinite(values).any() else None
 
 
 def _embedding_domains(vectors: np.ndarray, domain_set: dom.DomainSet) -> list[str]:
@@ -184,21 +190,12 @@ class _Replay:
         t = self.traces
         names = {d.id: d.name for d in self.domain_set.domains}
         domains = self.domain_of[:seen]
-        global_cost = {
-            k: float(np.nanmean(v[:seen])) if np.isfinite(v[:seen]).any() else np.nan
-            for k, v in t.cost.items()
-        }
+        overall = {self.tiers[k]: _mean(t.cost[k][:seen]) for k in range(len(self.ladder))}
         out = []
         for domain in sorted(set(domains.tolist())):
             rows = np.flatnonzero(domains == domain)
-            costs: dict[str, float] = {}
-            for k in range(len(self.ladder)):
-                observed = t.cost[k][rows]
-                mean = float(np.nanmean(observed)) if np.isfinite(observed).any() else global_cost[k]
-                costs[self.tiers[k]] = mean
-            for k in range(1, len(self.ladder)):  # a tier never called anywhere saves nothing yet
-                if not np.isfinite(costs[self.tiers[k - 1]]):
-                    costs[self.tiers[k - 1]] = costs[self.tiers[k]]
+            observed = {self.tiers[k]: _mean(t.cost[k][rows]) for k in range(len(self.ladder))}
+            costs = fill_costs(self.ladder, observed, overall)
             verdicts: dict[tuple[str, str], Verdicts] = {}
             for k in range(len(self.ladder) - 1):
                 v = t.verdict[rows[t.step[rows] == k]]

@@ -1,0 +1,266 @@
+"""`tiergate promote`: the learning loop's decision on live evidence, written as a new route-table version.
+
+One run:
+1. reads the newest route-table version and the evidence window (`learning.promote.window_days` back):
+   traces with their embeddings, shadow verdicts, feedback (`promote_evidence.load`);
+2. re-discovers the domains from the embeddings, keeping the previous ids and names, and gathers each
+   domain's traffic, costs, verdicts and feedback (`promote_evidence.build`, in a worker thread);
+3. decides with `tiergate.policies.promotion.plan`, the function `tiergate replay` calls;
+4. writes a new version when a domain moved or the set of domains changed, conditional on the version it
+   read (`base_version`): its routes, the fresh centroids, the names, and the changelog as its note.
+   Nothing is written when nothing changed, nor on a dry run.
+
+Several writers (replicas running the periodic task, a CronJob) cannot both land on one version: the write
+is conditional, and the loser re-reads and decides again on the new version (or, in the periodic task,
+leaves it to the next interval). No lock is needed: a run that loses has only spent CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tiergate.admin.jobs.promote_evidence import Built, Window, build, ladder_of, load, summarize
+from tiergate.gateway.resources import build_catalog
+from tiergate.gateway.route_table import (
+    RouteTableStore,
+    SqlRouteTableStore,
+    StoredRouteTable,
+    VersionConflict,
+)
+from tiergate.gateway.settings import Settings
+from tiergate.policies import domains as dom
+from tiergate.policies.promotion import Plan, changelog, gap_estimates, plan, sampling_fraction
+from tiergate.policies.route_table import MAX_NOTE, RouteTableDoc
+from tiergate.policies.tiers import above
+
+log = logging.getLogger("tiergate.promote")
+
+AUTHOR = "promote"
+DAY_MS = 86_400_000
+
+
+class PromoteError(Exception):
+    """The job cannot run as configured, or could not write; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One run: what it read, decided and (unless a dry run or nothing changed) wrote."""
+
+    base_version: int
+    written: StoredRouteTable | None
+    plan: Plan
+    built: Built
+    note: str
+    since_ms: int
+    dry_run: bool
+    domains: list[dict[str, Any]]  # the evidence per domain, as the report shows it
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.plan.decisions or self.built.new_domains or self.built.retired)
+
+    def as_json(self) -> dict[str, Any]:
+        p = self.plan
+        return {
+            "dry_run": self.dry_run,
+            "since_ms": self.since_ms,
+            "base_version": self.base_version,
+            "written_version": self.written.version if self.written else None,
+            "changed": self.changed,
+            "quality": {
+                "estimate": p.quality.estimate,
+                "lower": p.quality.lower,
+                "samples": p.quality.samples,
+            },
+            "budget": p.budget,
+            "loss_estimate": p.loss_estimate,
+            "loss_bound": p.loss_bound,
+            "decisions": [
+                {
+                    "action": d.action,
+                    "domain": d.domain,
+                    "name": d.name,
+                    "from": d.from_tier,
+                    "to": d.to_tier,
+                    "samples": d.samples,
+                    "worse_rate": d.worse_rate,
+                    "better_rate": d.better_rate,
+                    "gap": d.gap,
+                    "bound": d.bound,
+                    "saving_usd": d.saving,
+                }
+                for d in p.decisions
+            ],
+            "new_domains": list(self.built.new_domains),
+            "retired_domains": list(self.built.retired),
+            "rows": self.built.counts,
+            "domains": self.domains,
+            "note": self.note,
+        }
+
+
+def open_store(engine: AsyncEngine) -> RouteTableStore:
+    """The route tables every gateway of this database serves."""
+    return SqlRouteTableStore(engine)
+
+
+def ladder_for(settings: Settings) -> list[str]:
+    """The tiers promotion moves domains between: configured ones up to where unknown domains go."""
+    configured = build_catalog(settings).configured_tiers
+    wanted = settings.routing.policy.unknown_tier
+    baseline = (
+        wanted
+        if wanted in configured
+        else next(iter(above(configured, wanted)), configured[-1] if configured else None)
+    )
+    ladder = ladder_of(configured, baseline) if baseline else []
+    if len(ladder) < 2:
+        raise PromoteError(
+            "promotion needs at least two configured tiers at or below "
+            f"routing.unknown_tier ({wanted}); configured: {', '.join(configured) or 'none'}"
+        )
+    return ladder
+
+
+def _note(outcome_plan: Plan, built: Built, base: StoredRouteTable | None, since_ms: int) -> str:
+    lines = [
+        f"tiergate promote on v{base.version if base else 0}: evidence since {_iso(since_ms)} "
+        f"({built.counts['traces']} traces, {built.counts['verdicts']} verdicts, "
+        f"{built.counts['feedback']} feedback)",
+        changelog(outcome_plan),
+    ]
+    names = built.names
+    lines += [f"new domain {names.get(d, d)} [{d}]" for d in built.new_domains]
+    old_routes = base.doc.routes if base else {}
+    lines += [
+        f"retired domain {names.get(d, d)} [{d}] (was {old_routes.get(d, 'unrouted')})" for d in built.retired
+    ]
+    note = "\n".join(lines)
+    if len(note) > MAX_NOTE:
+        note = note[: MAX_NOTE - 40].rsplit("\n", 1)[0] + "\n... (truncated)"
+    return note
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+def new_doc(previous: RouteTableDoc | None, result: Plan, built: Built, note: str) -> RouteTableDoc:
+    """The next version: managed domains as decided, other hand-written routes kept as they were."""
+    managed = {d.id for d in built.domain_set.domains} | set(built.retired) | {dom.GENERAL}
+    kept = {d: t for d, t in (previous.routes if previous else {}).items() if d not in managed}
+    return RouteTableDoc(
+        routes={**kept, **result.routes},
+        centroids={d.id: tuple(float(x) for x in d.centroid) for d in built.domain_set.domains},
+        note=note,
+        names=built.names,
+    )
+
+
+async def run(
+    engine: AsyncEngine,
+    store: RouteTableStore,
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    now_ms: int | None = None,
+    retries: int = 2,
+) -> Outcome:
+    """One promote run (see the module docstring); a concurrent write makes it decide again on the new
+    version, up to `retries` times, then raises VersionConflict."""
+    config = settings.learning.promote
+    ladder = ladder_for(settings)
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    since_ms = now_ms - int(config.window_days * DAY_MS)
+    window = await load(engine, since_ms, config.max_traces)
+    for attempt in range(retries + 1):
+        base = await store.get()
+        outcome = await asyncio.to_thread(_decide, window, base, ladder, settings, since_ms, dry_run)
+        if dry_run or not outcome.changed:
+            return outcome
+        doc = new_doc(base.doc if base else None, outcome.plan, outcome.built, outcome.note)
+        try:
+            written = await store.append(doc, author=AUTHOR, base_version=outcome.base_version)
+        except VersionConflict:
+            if attempt == retries:
+                raise
+            log.info("route table moved on while deciding; deciding again on the new version")
+            continue
+        log.info("route table version %d written:\n%s", written.version, outcome.note)
+        return dataclasses.replace(outcome, written=written)
+    raise AssertionError("unreachable")
+
+
+def _decide(
+    window: Window,
+    base: StoredRouteTable | None,
+    ladder: Sequence[str],
+    settings: Settings,
+    since_ms: int,
+    dry_run: bool,
+) -> Outcome:
+    config = settings.learning.promote
+    built = build(
+        window,
+        base.doc if base else None,
+        ladder,
+        floor=settings.routing.domains.floor,
+        clusters=config.clusters,
+        seed=config.seed,
+        quality=config.quality,
+        alpha=config.promotion.alpha,
+    )
+    result = plan(built.evidence, ladder, built.quality, config.promotion)
+    note = _note(result, built, base, since_ms)
+    gaps = gap_estimates(built.evidence, ladder, config.promotion)
+    domains = summarize(built, gaps, _shadow_fractions(built, result, ladder, settings))
+    return Outcome(base.version if base else 0, None, result, built, note, since_ms, dry_run, domains)
+
+
+def _shadow_fractions(
+    built: Built, result: Plan, ladder: Sequence[str], settings: Settings
+) -> dict[str, float]:
+    """The share of each domain's requests to shadow at its next step (`sampling_fraction`), for the report:
+    exploring below an unpromoted domain's tier, monitoring a promoted one (the tier above serving)."""
+    config = settings.learning.promote
+    out = {}
+    for e in built.evidence:
+        tier = result.routes.get(e.domain, e.tier)
+        promoted = tier != ladder[-1]
+        k = ladder.index(tier)
+        step = (tier, ladder[k + 1]) if promoted else (ladder[k - 1], tier)
+        samples = e.verdicts[step].n if step in e.verdicts else 0
+        out[e.domain] = sampling_fraction(
+            samples, promoted, explore=config.explore, monitor=config.monitor, enough=config.enough
+        )
+    return out
+
+
+async def periodically(
+    run_once: Callable[[], Awaitable[Outcome]],
+    interval_s: float,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """The gateway's background task: a run every `interval_s`, off the request path; a failed run is logged
+    and the next interval tries again, a run that lost the conditional write to another replica is left to it."""
+    while True:
+        await sleep(interval_s)
+        try:
+            outcome = await run_once()
+        except VersionConflict as exc:
+            log.info("promote: another writer landed first (%s); next run in %.0f s", exc, interval_s)
+        except Exception:
+            log.exception("promote run failed; next run in %.0f s", interval_s)
+        else:
+            if outcome.written is None:
+                log.info("promote: nothing changed (route table v%d)", outcome.base_version)
