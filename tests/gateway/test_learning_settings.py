@@ -85,7 +85,9 @@ def test_promote_defaults_are_the_replays_and_can_be_set() -> None:
         ({"fraction": 0.1, "route_table": False}, 0.3, 0.1),  # not following the table
     ],
 )
-def test_precedence_of_shadow_fractions(shadow: dict[str, Any], explore: float | None, expected: float) -> None:
+def test_precedence_of_shadow_fractions(
+    shadow: dict[str, Any], explore: float | None, expected: float
+) -> None:
     policy = learning({"shadow": shadow}).shadow.policy
     assert policy.fraction_for("billing", "student", explore) == expected
 
