@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 import respx
 from httpx import Response
 from sqlalchemy import select
@@ -43,7 +44,7 @@ class Encoder(CountingEncoder):
         return np.eye(len(texts), 384, dtype=np.float32)
 
 
-def config(database_url: str, spill_dir: Path) -> Any:
+def config(database_url: str, spill_dir: Path, shadow: dict[str, Any] | None = None) -> Any:
     tiers = {
         "student": [{"model": "small-a", "api_base": "http://up-a/v1", "input_cost_per_mtok": 1, "output_cost_per_mtok": 2}],
         "teacher": [{"model": "big", "api_base": "http://up-t/v1", "input_cost_per_mtok": 10, "output_cost_per_mtok": 20}],
@@ -57,18 +58,24 @@ def config(database_url: str, spill_dir: Path) -> Any:
         routing={"strategy": "promotion", "refresh_s": 60},
         cache={"exact": {"enabled": False}},
         # No static shadow fraction: every comparison below is one the route table asked for.
-        learning={"traces": {"content": "full"}, "promote": {"clusters": 1, "quality": 0.9}},
+        learning={
+            "traces": {"content": "full"},
+            "shadow": shadow or {},
+            "promote": {"clusters": 1, "quality": 0.9},
+        },
     )
 
 
 @asynccontextmanager
-async def gateway(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Any, Any]]:
+async def gateway(
+    database_url: str, tmp_path: Path, shadow: dict[str, Any] | None = None
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any, Any]]:
     router = respx.Router(assert_all_called=False)
     # The promoted student says something else than the teacher, and the judge prefers the teacher's answer.
     router.post(STUDENT).mock(return_value=Response(200, json=completion("small-a", "Venus, answer C")))
     router.post(TEACHER).mock(return_value=Response(200, json=completion("big", "Jupiter, answer B")))
     router.post(JUDGE).mock(side_effect=judge_prefers("Jupiter"))
-    settings_ = config(database_url, tmp_path)
+    settings_ = config(database_url, tmp_path, shadow)
     app = create_server(
         settings_, upstream_transport=httpx.MockTransport(router.handler), rng=random.Random(0)
     )
@@ -148,3 +155,44 @@ async def test_a_monitoring_sample_is_served_by_the_incumbent_and_its_verdicts_d
         assert all([await ask(client, i) == "teacher" for i in more])
         _, evaluations = await settled(res)
     assert {e.request_id for e in evaluations} - monitored == explored and explored
+
+
+@pytest.mark.parametrize(
+    "shadow",
+    [
+        {"route_table": False},  # the tenant does not follow the table's shares
+        {"candidate": "none", "fraction": 1.0},  # compares nothing
+        {"daily_budget_usd": 0.0},  # no evaluation budget: an incumbent's answer nobody compares
+    ],
+)
+async def test_no_monitoring_sample_for_a_tenant_that_would_not_compare_it(
+    shadow: dict[str, Any], sqlite_url: str, tmp_path: Path
+) -> None:
+    async with gateway(sqlite_url, tmp_path, shadow) as (client, res, _):
+        await client.put(
+            "/admin/route-table",
+            json={"routes": {"billing": "student"}, "centroids": {"billing": E0},
+                  "sampling": {"billing": {"monitor": 1.0, "incumbent": "teacher"}}},
+            headers=AUTH,
+        )  # fmt: skip
+        assert [await ask(client, f"r-{i}") for i in range(5)] == ["student"] * 5
+        if res.learning.shadow is not None:
+            await res.learning.shadow.drain()
+            assert res.learning.shadow.stats.sampled == 0
+
+
+async def test_monitoring_stops_when_the_days_evaluation_budget_is_spent(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    # The first sample's shadow call alone (200,000 nano-USD at the student's price) spends the cap.
+    async with gateway(sqlite_url, tmp_path, {"daily_budget_usd": 0.0001}) as (client, res, _):
+        await client.put(
+            "/admin/route-table",
+            json={"routes": {"billing": "student"}, "centroids": {"billing": E0},
+                  "sampling": {"billing": {"monitor": 1.0, "incumbent": "teacher"}}},
+            headers=AUTH,
+        )  # fmt: skip
+        assert await ask(client, "r-0") == "teacher"
+        await res.learning.shadow.drain()
+        # Back to the promoted tier: no incumbent answers that nobody could afford to compare.
+        assert [await ask(client, f"r-{i}") for i in range(1, 4)] == ["student"] * 3
