@@ -5,7 +5,7 @@ version's exploring share then drives the shadow sampler."""
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from tests.gateway.test_routing_strategies import CountingEncoder
 from tests.gateway.test_shadow import judge_prefers
 from tiergate.admin.jobs import promote
 from tiergate.admin.server import create_server
+from tiergate.gateway.auth import MASTER, Principal
 from tiergate.gateway.db.learning import Evaluation, Trace
 from tiergate.gateway.route_table import refresh
 from tiergate.policies.route_table import Sampling
@@ -196,3 +197,39 @@ async def test_monitoring_stops_when_the_days_evaluation_budget_is_spent(
         await res.learning.shadow.drain()
         # Back to the promoted tier: no incumbent answers that nobody could afford to compare.
         assert [await ask(client, f"r-{i}") for i in range(1, 4)] == ["student"] * 3
+
+
+class RestrictedKeys:
+    """Every key may use only `allowed`; the master key stays the master (for the admin API)."""
+
+    def __init__(self, allowed: frozenset[str]) -> None:
+        self.allowed = allowed
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        if headers.get("authorization") == AUTH["authorization"]:
+            return MASTER
+        return Principal("key", tenant_id="acme", key_id="acme-1", allowed_models=self.allowed)
+
+
+@pytest.mark.parametrize("allowed", [{"student"}, {"student", "supervisor"}])
+async def test_a_key_that_may_not_use_the_incumbent_takes_no_monitoring_sample(
+    allowed: set[str], sqlite_url: str, tmp_path: Path
+) -> None:
+    async with gateway(sqlite_url, tmp_path) as (client, res, _):
+        await client.put(
+            "/admin/route-table",
+            json={"routes": {"billing": "student"}, "centroids": {"billing": E0},
+                  "sampling": {"billing": {"monitor": 1.0, "incumbent": "teacher"}}},
+            headers=AUTH,
+        )  # fmt: skip
+        res.auth = RestrictedKeys(frozenset(allowed))
+        for i in range(3):
+            r = await client.post(
+                "/v1/chat/completions",
+                json={"model": "auto", "messages": [{"role": "user", "content": QUESTION}]},
+                headers={"authorization": "Bearer k-acme-1", "x-request-id": f"r-{i}"},
+            )
+            # Served by the promoted tier it may use, not refused, and not by a tier above the incumbent.
+            assert r.status_code == 200 and r.headers["x-tiergate-tier"] == "student"
+        await res.learning.shadow.drain()
+        assert res.learning.shadow.stats.sampled == 0

@@ -202,9 +202,15 @@ async def route_chat(
     query: Query,
     request_id: str,
 ) -> RoutePlan:
-    plan = await res.router.plan(
-        principal, request, headers, query, res.tokens, res.upstream.health, request_id
-    )
+    router, health = res.router, res.upstream.health
+    plan = await router.plan(principal, request, headers, query, res.tokens, health, request_id)
+    if plan is not None and plan.monitor is not None:
+        allowed = _allowed(res, principal, plan, request.model)
+        if allowed is None or allowed.targets[0] != plan.targets[0]:
+            # The key may not use the incumbent: its requests are not monitoring samples.
+            plan = await router.plan(
+                principal, request, headers, query, res.tokens, health, request_id, monitoring=False
+            )
     return _checked(res, principal, request.model, plan)
 
 

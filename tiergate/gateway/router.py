@@ -93,7 +93,10 @@ class Router:
         tokens: TokenCounter,
         health: Mapping[str, Health],
         request_id: str,
+        *,
+        monitoring: bool = True,
     ) -> RoutePlan | None:
+        """The plan for one request; `monitoring` False: never a monitoring sample."""
         if request.model != AUTO:
             # A pure function of the name for the router's lifetime: computed once per configured name (unknown
             # names are not kept, so callers cannot grow the table).
@@ -122,7 +125,7 @@ class Router:
             headers=headers,
         )
         # Asked only when the table has shares: most requests pay nothing for monitoring.
-        monitoring = bool(snap.table.sampling) and self.monitors(principal.tenant_id)
+        monitoring = monitoring and bool(snap.table.sampling) and self.monitors(principal.tenant_id)
         plan = decide(
             RouteRequest(
                 self.catalog, policy, self.escalation, features, domain, snap.table, health, time.monotonic(),
