@@ -15,7 +15,7 @@ from tiergate.admin.route_tables import rollback
 from tiergate.gateway.db import migrate
 from tiergate.gateway.db.engine import open_engine
 from tiergate.gateway.route_table import SqlRouteTableStore, StoredRouteTable, VersionConflict
-from tiergate.policies.route_table import RouteTableDoc
+from tiergate.policies.route_table import RouteTableDoc, Sampling
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -50,6 +50,11 @@ async def test_promotes_the_domain_where_the_student_agrees_and_keeps_the_other(
     billing, code = domain_named(doc, "invoice"), domain_named(doc, "function")
     assert doc.routes == {billing: "student", code: "teacher"}
     assert set(doc.centroids) == {billing, code} and len(doc.centroids[billing]) == 384
+    # The shares the gateways follow: billing's monitoring sample served by the teacher; code explored at
+    # the exploring share, having fewer than `enough` verdicts.
+    assert doc.sampling == {billing: Sampling(0.03, "teacher"), code: Sampling(0.3)}
+    stored = await store.get()
+    assert stored is not None and stored.doc == doc  # read back as written, shares included
     ((decision),) = outcome.plan.decisions
     assert (decision.domain, decision.from_tier, decision.to_tier, decision.samples) == (
         billing,
@@ -129,6 +134,38 @@ async def test_demotes_when_monitoring_shows_the_budget_broken(
     assert f"demote {promoted.doc.names[billing]} [{billing}]: student -> teacher; 120 verdicts" in (
         outcome.written.doc.note
     )
+
+
+async def test_a_new_version_when_only_a_share_changed(engine: AsyncEngine, database_url: str) -> None:
+    settings = promote_settings(database_url, enough=30, min_samples=1000)  # nothing can be promoted
+    await seed(engine, "billing", requests=100, verdicts={"as_good": 20})
+    await seed(engine, "code", requests=100)
+    store = SqlRouteTableStore(engine)
+    first = (await promote.run(engine, store, settings, now_ms=NOW_MS)).written
+    assert first is not None
+    billing = domain_named(first.doc, "invoice")
+    assert first.doc.sampling[billing] == Sampling(0.3)
+    # Billing reaches `enough` verdicts: exploration slows to the monitoring share, routes unchanged.
+    await seed(engine, "billing", requests=20, verdicts={"as_good": 20}, seed=5, ts_ms=NOW_MS - 1000)
+    second = await promote.run(engine, store, settings, now_ms=NOW_MS)
+    assert not second.plan.decisions and second.sampling_changed
+    assert second.written is not None and second.written.doc.routes == first.doc.routes
+    assert second.written.doc.sampling[billing] == Sampling(0.03)
+    assert "shadow shares (sampling) updated" in second.written.doc.note
+    assert second.as_json()["sampling"][billing] == {"explore": 0.03}
+    third = await promote.run(engine, store, settings, now_ms=NOW_MS)
+    assert third.written is None and not third.changed
+
+
+async def test_hand_written_routes_keep_their_shares(engine: AsyncEngine, database_url: str) -> None:
+    store = SqlRouteTableStore(engine)
+    mine = {"vip": Sampling(0.1, "supervisor")}
+    await store.append(RouteTableDoc({"vip": "teacher"}, sampling=mine), author="master", base_version=None)
+    await seed(engine, "billing", requests=100, verdicts={"as_good": 60})
+    written = (await promote.run(engine, store, promote_settings(database_url), now_ms=NOW_MS)).written
+    assert written is not None and written.doc.routes["vip"] == "teacher"
+    assert written.doc.sampling["vip"] == mine["vip"]
+    assert set(written.doc.sampling) == set(written.doc.routes)  # and a share for every domain it decided
 
 
 async def test_dry_run_writes_nothing(engine: AsyncEngine, database_url: str) -> None:

@@ -40,7 +40,15 @@ def test_put_show_history_and_rollback(
     first = tmp_path / "v1.json"
     first.write_text(json.dumps({"routes": {"billing": "student"}, "centroids": {"billing": E0}}))
     second = tmp_path / "v2.yaml"
-    second.write_text(yaml.safe_dump({"routes": {"billing": "teacher", "code": "ta"}, "note": "from yaml"}))
+    second.write_text(
+        yaml.safe_dump(
+            {
+                "routes": {"billing": "teacher", "code": "ta"},
+                "note": "from yaml",
+                "sampling": {"billing": {"explore": 0.3}, "code": {"monitor": 0.05, "incumbent": "teacher"}},
+            }
+        )
+    )
     assert (
         main(["route-table", "put", str(first), "--note", "promote billing", "--config", cfg, "--json"]) == 0
     )
@@ -53,6 +61,7 @@ def test_put_show_history_and_rollback(
     assert main(["route-table", "show", "--config", cfg]) == 0
     shown = capsys.readouterr().out
     assert "version 2" in shown and "from yaml" in shown and "code" in shown and "ta" in shown
+    assert "explore 0.3" in shown and "monitor 0.05 (teacher serves)" in shown
     assert main(["route-table", "show", "--version", "1", "--config", cfg, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["routes"] == {"billing": "student"}
     assert main(["route-table", "rollback", "--config", cfg, "--json"]) == 0
@@ -81,6 +90,11 @@ def test_put_show_history_and_rollback(
         ("t.yml", "- billing", "the route table must be an object"),
         ("t.json", '{"routes": {"billing": "intern"}}', "routes.billing: must be one of"),
         ("t.json", '{"routes": {}, "centroids": {"x": [1.0]}}', "centroids.x must be a list of 384"),
+        (
+            "t.json",
+            '{"routes": {}, "sampling": {"x": {"explore": 2}}}',
+            "sampling.x.explore must be a number",
+        ),
         ("t.json", '{"routes": {}, "color": "red"}', "unknown field(s) color"),
         (None, "", "No such file"),
     ],

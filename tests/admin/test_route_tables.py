@@ -20,6 +20,7 @@ from tests.gateway.test_routing_strategies import CountingEncoder
 from tiergate.admin.server import create_server
 from tiergate.gateway.db import migrate
 from tiergate.gateway.route_table import RouteTableDoc
+from tiergate.policies.route_table import Sampling
 
 E0 = [1.0] + [0.0] * 383  # the CountingEncoder embeds every text as e0
 E1 = [0.0, 1.0] + [0.0] * 382
@@ -124,6 +125,21 @@ async def test_a_domain_far_from_every_centroid_is_general(database_url: str, tm
         ("PUT", "/admin/route-table", {"routes": {}, "extra": 1}, 400, "extra"),
         ("PUT", "/admin/route-table", {"routes": {}, "names": {"d1": ""}}, 400, "names.d1"),
         ("PUT", "/admin/route-table", {"routes": {}, "names": ["d1"]}, 400, "names"),
+        (
+            "PUT",
+            "/admin/route-table",
+            {"routes": {}, "sampling": {"x": {"explore": 2}}},
+            400,
+            "sampling.x.explore",
+        ),
+        (
+            "PUT",
+            "/admin/route-table",
+            {"routes": {"billing": "teacher"}, "sampling": {"billing": {"monitor": 0.1, "incumbent": "ta"}}},
+            400,
+            "sampling.billing.incumbent",
+        ),
+        ("PUT", "/admin/route-table", {"routes": {}, "sampling": {"x": {"share": 0.1}}}, 400, "sampling.x"),
         ("PUT", "/admin/route-table", {"routes": {}, "base_version": 7}, 409, "base_version"),
         ("POST", "/admin/route-table/rollback", {}, 400, "to_version"),  # nothing to roll back to
         ("POST", "/admin/route-table/rollback", {"to_version": 9}, 404, "to_version"),
@@ -169,15 +185,27 @@ async def test_a_running_gateway_picks_up_a_version_another_replica_wrote(
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 async def test_a_written_version_survives_a_restart(database_url: str, tmp_path: Path) -> None:
     async with server(database_url, tmp_path) as (client, _):
+        # No monitoring share for billing: its requests are all the student's, so `tier` is deterministic.
+        sampling = {"billing": {"monitor": 0.0, "incumbent": "teacher"}, "code": {"explore": 0.3}}
         r = await client.put(
             "/admin/route-table",
-            json={"routes": {"billing": "student"}, "centroids": {"billing": E0}, "note": "keep me"},
+            json={
+                "routes": {"billing": "student", "code": "teacher"},
+                "centroids": {"billing": E0},
+                "note": "keep me",
+                "sampling": sampling,
+            },
             headers=AUTH,
         )
-        assert r.status_code == 201
+        assert r.status_code == 201 and r.json()["sampling"] == sampling
     async with server(database_url, tmp_path) as (client, res):
         # Installed at startup, before the first request: no poll needed.
         assert res.router.snapshot.table.version == 1 and await tier(client) == "student"
         current = (await client.get("/admin/route-table", headers=AUTH)).json()
         assert current["version"] == current["serving_version"] == 1
         assert current["note"] == "keep me" and current["centroids"]["billing"] == E0
+        assert current["sampling"] == sampling
+        assert res.router.snapshot.table.sampling == {
+            "billing": Sampling(0.0, "teacher"),
+            "code": Sampling(0.3),
+        }

@@ -13,11 +13,15 @@ def learning(section: Any) -> Any:
     return parse_settings({"learning": section}, env={}).learning
 
 
-def test_defaults_trace_redacted_for_30_days_and_shadow_nothing() -> None:
+def test_defaults_trace_redacted_for_30_days_and_shadow_only_what_the_route_table_asks() -> None:
     settings = learning(None)
     assert settings.traces.enabled and settings.traces.content == "redacted"
     assert settings.traces.retention_days == 30
-    assert not settings.shadow.any_active
+    # The evaluator runs, following the route table's shares; without them it shadows nothing.
+    policy = settings.shadow.policy
+    assert settings.shadow.any_active and policy.follows_table
+    assert policy.fraction_for("billing", "student") == 0.0
+    assert policy.fraction_for("billing", "student", explore=0.3) == 0.3
     assert (
         settings.shadow.policy.candidate == "next_cheaper"
         and settings.shadow.policy.judge_tier == "supervisor"
@@ -71,6 +75,44 @@ def test_promote_defaults_are_the_replays_and_can_be_set() -> None:
 
 
 @pytest.mark.parametrize(
+    ("shadow", "explore", "expected"),
+    [
+        ({}, None, 0.0),  # nothing set: off
+        ({"fraction": 0.1}, None, 0.1),  # the table has no share for the domain: the config's fraction
+        ({"fraction": 0.1}, 0.3, 0.3),  # the table's share wins over the fraction ...
+        ({"fraction": 0.1, "domains": {"billing": {"student": 0.02}}}, 0.3, 0.02),  # ... not over `domains`
+        ({"fraction": 0.1, "domains": {"billing": {"ta": 0.02}}}, 0.3, 0.3),  # another tier's setting
+        ({"fraction": 0.1, "route_table": False}, 0.3, 0.1),  # not following the table
+    ],
+)
+def test_precedence_of_shadow_fractions(
+    shadow: dict[str, Any], explore: float | None, expected: float
+) -> None:
+    policy = learning({"shadow": shadow}).shadow.policy
+    assert policy.fraction_for("billing", "student", explore) == expected
+
+
+@pytest.mark.parametrize(
+    ("shadow", "follows", "active"),
+    [
+        ({}, True, True),
+        ({"route_table": False}, False, False),
+        ({"route_table": False, "fraction": 0.1}, False, True),
+        ({"candidate": "none"}, False, False),  # compares nothing: takes no monitoring samples either
+        ({"daily_budget_usd": 0}, False, False),
+    ],
+)
+def test_which_policies_follow_the_route_table(shadow: dict[str, Any], follows: bool, active: bool) -> None:
+    settings = learning({"shadow": shadow}).shadow
+    assert settings.policy.follows_table is follows and settings.any_active is active
+
+
+def test_a_tenant_can_opt_out_of_the_route_tables_shares() -> None:
+    settings = learning({"shadow": {"tenants": {"acme": {"route_table": False}}}}).shadow
+    assert settings.policy_for("other").follows_table and not settings.policy_for("acme").follows_table
+
+
+@pytest.mark.parametrize(
     ("section", "message"),
     [
         ({"traces": {"content": "some"}}, "learning.traces.content must be one of full, redacted, none"),
@@ -86,6 +128,7 @@ def test_promote_defaults_are_the_replays_and_can_be_set() -> None:
             "learning.shadow.candidate must be one of next_cheaper, none or a tier",
         ),
         ({"shadow": {"judge_tier": "boss"}}, "learning.shadow.judge_tier must be one of"),
+        ({"shadow": {"route_table": "yes"}}, "learning.shadow.route_table must be true or false"),
         ({"shadow": {"daily_budget_usd": -1}}, "learning.shadow.daily_budget_usd must be between"),
         (
             {"shadow": {"tenants": {"acme": {"seed": 3}}}},

@@ -7,7 +7,9 @@ import re
 import pytest
 
 from tiergate.policies.retry import Health
+from tiergate.policies.route_table import Sampling
 from tiergate.policies.routing import (
+    MONITOR_KEY,
     STRATEGIES,
     Catalog,
     EscalationPolicy,
@@ -18,6 +20,7 @@ from tiergate.policies.routing import (
     Rule,
     decide,
 )
+from tiergate.policies.shadow import drawn
 
 CATALOG = Catalog(
     tiers={"student": ("s1",), "ta": ("a1",), "teacher": ("t1",), "supervisor": ("p1",)},
@@ -152,6 +155,81 @@ def test_promotion(
 def test_promotion_to_an_unconfigured_tier_goes_to_the_next_more_capable_one() -> None:
     plan = decide(RouteRequest(NO_TA, RoutingPolicy("promotion"), domain="code", table=TABLE))
     assert plan is not None and [t.tier for t in plan.targets] == ["supervisor"]
+
+
+MONITORED = RouteTable(
+    version=8,
+    routes={"billing": "student", "code": "ta", "legal": "teacher"},
+    sampling={
+        "billing": Sampling(1.0, "teacher"),  # every request a monitoring sample
+        "code": Sampling(0.0, "teacher"),  # none
+        "legal": Sampling(1.0),  # exploring: a shadow share, not routing's business
+    },
+)
+
+
+@pytest.mark.parametrize(
+    ("domain", "catalog", "monitoring", "targets", "monitor", "reason"),
+    [
+        (
+            "billing", CATALOG, True, ["teacher", "supervisor"], "student",
+            "promotion: domain billing -> student (route table v8); teacher serves: monitoring sample",
+        ),
+        ("billing", CATALOG, False, ["student", "ta", "teacher", "supervisor"], None, "billing -> student"),
+        ("code", CATALOG, True, ["ta", "teacher", "supervisor"], None, "domain code -> ta (route table v8)"),
+        ("legal", CATALOG, True, ["teacher", "supervisor"], None, "domain legal -> teacher (route table v8)"),
+        # The incumbent is not configured: the nearest more capable tier serves the sample.
+        ("billing", NO_TA, True, ["supervisor"], "student", "supervisor serves: monitoring sample"),
+    ],
+)  # fmt: skip
+def test_a_promoted_domains_monitoring_sample_is_served_by_the_incumbent(
+    domain: str,
+    catalog: Catalog,
+    monitoring: bool,
+    targets: list[str],
+    monitor: str | None,
+    reason: str,
+) -> None:
+    r = RouteRequest(
+        catalog,
+        RoutingPolicy("promotion"),
+        domain=domain,
+        table=MONITORED,
+        request_id="r1",
+        monitoring=monitoring,
+    )
+    plan = decide(r)
+    assert plan is not None and [t.tier for t in plan.targets] == targets
+    assert plan.monitor == monitor and reason in plan.reason
+
+
+def test_no_sample_when_the_routed_and_the_incumbent_tier_are_served_alike() -> None:
+    # Neither ta nor teacher is configured here: both would be served by the supervisor, nothing to compare.
+    table = RouteTable(1, {"code": "ta"}, {"code": Sampling(1.0, "teacher")})
+    plan = decide(
+        RouteRequest(NO_TA, RoutingPolicy("promotion"), domain="code", table=table, monitoring=True)
+    )
+    assert plan is not None and plan.monitor is None and "monitoring" not in plan.reason
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_the_monitoring_share_is_a_seeded_draw_per_request_id(seed: int) -> None:
+    table = RouteTable(1, {"billing": "student"}, {"billing": Sampling(0.25, "teacher")})
+
+    def monitored(request_id: str) -> bool:
+        r = RouteRequest(
+            CATALOG, RoutingPolicy("promotion"), domain="billing", table=table,
+            request_id=request_id, monitoring=True, seed=seed,
+        )  # fmt: skip
+        plan = decide(r)
+        assert plan is not None
+        return plan.monitor is not None
+
+    ids = [f"req-{i}" for i in range(2000)]
+    picked = [i for i in ids if monitored(i)]
+    assert 400 < len(picked) < 600  # about a quarter
+    assert picked == [i for i in ids if monitored(i)]  # the same requests again: every replica agrees
+    assert picked == [i for i in ids if drawn(seed, i, MONITOR_KEY, 0.25)]
 
 
 @pytest.mark.parametrize(

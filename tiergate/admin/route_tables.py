@@ -2,7 +2,8 @@
 
     GET  /admin/route-table                  the newest version, and the version this replica serves
     GET  /admin/route-table/history?limit=N  the newest versions first
-    PUT  /admin/route-table                  {"routes", "centroids"?, "note"?, "base_version"?} -> a new version
+    PUT  /admin/route-table                  {"routes", "centroids"?, "names"?, "sampling"?, "note"?,
+                                              "base_version"?} -> a new version
     POST /admin/route-table/rollback         {"to_version"?} -> a new version with that content
                                              (default: the version before the newest)
 

@@ -65,6 +65,10 @@ class EvaluationBudget:
     async def allows(self, tenant_id: str | None, cap_nano: int) -> bool:
         return await self.spent(tenant_id) < cap_nano
 
+    def known_below(self, tenant_id: str | None, cap_nano: int) -> bool:
+        """`allows` on what this replica last knew, without reading the ledger: for the request path."""
+        return self._spent.get((tenant_id, utc_day(self._clock())), 0) < cap_nano
+
     def add(self, tenant_id: str | None, cost_nano: int) -> None:
         key = (tenant_id, utc_day(self._clock()))
         self._spent[key] = self._spent.get(key, 0) + cost_nano

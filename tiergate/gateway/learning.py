@@ -2,7 +2,8 @@
 
     registered models (read before the first request, then every `learning.models.refresh_s`)
     -> trace writer (a sink and a refusal hook; its queue is exported as `traces`)
-    -> shadow evaluator (a sink, only when some tenant's shadow fraction is above zero; queue `shadow`)
+    -> shadow evaluator (a sink, only when some tenant is shadowed: a fraction above zero, or following the
+       route table's shares; queue `shadow`); it tells the router which tenants take monitoring samples
 
 Closing drains in dependency order: queued evaluations first (they still call upstreams and book spend
 in the ledger), then the traces, all before the accounting closes the database.
@@ -80,6 +81,7 @@ async def open_learning(res: Resources) -> Learning:
             count=lambda outcome: counter.labels(outcome).inc(),
         )
         res.sinks.append(shadow.sink)
+        res.router.monitors = shadow.monitors
         res.queues.append(shadow)
         shadow.start()
     return learning

@@ -9,17 +9,19 @@ learning:
     flush_s: 0.2                # a partial batch waits at most this long
     queue_size: 10000           # traces waiting to be written; more are dropped (and counted)
   shadow:
-    fraction: 0.0               # share of answered requests shadowed per (domain, candidate tier): off by default
+    fraction: 0.0               # share of answered requests shadowed per (domain, candidate tier), where
+                                # neither `domains` nor the route table sets one: off by default
     domains: {billing: {student: 0.2}}   # per domain and candidate tier
     candidate: next_cheaper     # next_cheaper | none | a tier name (always that tier, when cheaper)
     registered: true            # also shadow registered candidate models (`tiergate models register`)
     judge_tier: supervisor      # asked on a disagreement (the most capable configured tier when absent)
     daily_budget_usd: 1.0       # per tenant per UTC day, shadow and judge calls together
+    route_table: true           # follow the route table's `sampling` shares (`tiergate promote` writes them)
     seed: 0                     # sampling is a seeded draw per request id: reproducible
     queue_size: 1000            # sampled requests waiting; more are dropped (and counted)
     concurrency: 2              # evaluations running at once
     tenants:                    # per-tenant overrides of fraction, domains, candidate, registered,
-      ten_abc: {fraction: 0.1, daily_budget_usd: 5}    # judge_tier and daily_budget_usd
+      ten_abc: {fraction: 0.1, daily_budget_usd: 5}    # judge_tier, daily_budget_usd and route_table
   models:
     refresh_s: 10               # how often registered models are re-read from the database
   promote:                      # `tiergate promote`, and the same job run by the gateway itself
@@ -52,6 +54,15 @@ from tiergate.policies.tiers import TIERS, is_tier
 
 CONTENT_POLICIES = ("full", "redacted", "none")
 
+# Which share of a domain's requests is shadowed at a candidate tier (`ShadowPolicy.fraction_for`), first
+# that applies:
+#   1. `domains.<domain>.<tier>` of the tenant's policy: the config overrides the learning loop;
+#   2. the route table's `sampling.<domain>.explore` (when `route_table` is on): the share `tiergate promote`
+#      computed from the domain's evidence;
+#   3. `fraction`.
+# A promoted domain's `sampling.<domain>.monitor` share is not a shadow fraction: routing serves that share
+# by the incumbent, and each such request is shadowed at the promoted tier (`ShadowEvaluator.sink`).
+
 
 @dataclass(frozen=True, slots=True)
 class TraceSettings:
@@ -73,16 +84,30 @@ class ShadowPolicy:
     registered: bool = True
     judge_tier: str = "supervisor"
     daily_budget_nano: int = nano(1.0)
+    route_table: bool = True
 
-    def fraction_for(self, domain: str | None, tier: str) -> float:
+    def fraction_for(self, domain: str | None, tier: str, explore: float | None = None) -> float:
+        """The share shadowed at `tier` on `domain`; `explore` is the route table's share for the domain
+        (see the precedence above)."""
         per_domain = self.domains.get(domain) if domain is not None else None
         if per_domain is not None and tier in per_domain:
             return per_domain[tier]
+        if explore is not None and self.route_table:
+            return explore
         return self.fraction
 
     @property
+    def follows_table(self) -> bool:
+        """Whether the route table's shares (exploring and monitoring) apply to this tenant's traffic."""
+        return self.route_table and self.candidate != "none" and self.daily_budget_nano > 0
+
+    @property
     def active(self) -> bool:
-        return self.fraction > 0 or any(f > 0 for d in self.domains.values() for f in d.values())
+        return (
+            self.follows_table
+            or self.fraction > 0
+            or any(f > 0 for d in self.domains.values() for f in d.values())
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +209,9 @@ def _traces(raw: dict[str, Any]) -> TraceSettings:
     )
 
 
-_POLICY_KEYS = {"fraction", "domains", "candidate", "registered", "judge_tier", "daily_budget_usd"}
+_POLICY_KEYS = {
+    "fraction", "domains", "candidate", "registered", "judge_tier", "daily_budget_usd", "route_table"
+}  # fmt: skip
 
 
 def _shadow_policy(raw: Mapping[str, Any], where: str, base: ShadowPolicy) -> ShadowPolicy:
@@ -207,10 +234,11 @@ def _shadow_policy(raw: Mapping[str, Any], where: str, base: ShadowPolicy) -> Sh
                 f"{where}.candidate must be one of {', '.join(CANDIDATE_MODES)} or a tier ({', '.join(TIERS)})"
             )
         changes["candidate"] = candidate
-    if "registered" in raw:
-        if not isinstance(raw["registered"], bool):
-            raise SectionError(f"{where}.registered must be true or false")
-        changes["registered"] = raw["registered"]
+    for flag in ("registered", "route_table"):
+        if flag in raw:
+            if not isinstance(raw[flag], bool):
+                raise SectionError(f"{where}.{flag} must be true or false")
+            changes[flag] = raw[flag]
     if "judge_tier" in raw:
         changes["judge_tier"] = _tier(raw["judge_tier"], f"{where}.judge_tier")
     if "daily_budget_usd" in raw:

@@ -195,9 +195,22 @@ def cache_options(headers: Mapping[str, str], request: ChatRequest) -> tuple[Cac
 
 
 async def route_chat(
-    res: Resources, principal: Principal, request: ChatRequest, headers: Mapping[str, str], query: Query
+    res: Resources,
+    principal: Principal,
+    request: ChatRequest,
+    headers: Mapping[str, str],
+    query: Query,
+    request_id: str,
 ) -> RoutePlan:
-    plan = await res.router.plan(principal, request, headers, query, res.tokens, res.upstream.health)
+    router, health = res.router, res.upstream.health
+    plan = await router.plan(principal, request, headers, query, res.tokens, health, request_id)
+    if plan is not None and plan.monitor is not None:
+        allowed = _allowed(res, principal, plan, request.model)
+        if allowed is None or allowed.targets[0] != plan.targets[0]:
+            # The key may not use the incumbent: its requests are not monitoring samples.
+            plan = await router.plan(
+                principal, request, headers, query, res.tokens, health, request_id, monitoring=False
+            )
     return _checked(res, principal, request.model, plan)
 
 
@@ -247,8 +260,9 @@ async def chat_completion(
     record.request_body = request.body
     query = Query(request.messages, res.embedder)
     with record.phase("route"):
-        plan = await route_chat(res, principal, request, headers, query)
+        plan = await route_chat(res, principal, request, headers, query, record.request_id)
     record.route_reason, record.domain, record.query_vector = plan.reason, plan.domain, query.vector()
+    record.monitor = plan.monitor
     record.ticket = await admit(res, principal, plan, request)
     res.accounting.admitted(record)
     use = cache_use(res, principal, request, plan, wants, query)

@@ -67,6 +67,7 @@ class CallRecord:
     upstream_errors: tuple[tuple[str, str], ...] = ()
     route_reason: str = ""
     domain: str | None = None  # the query's domain, when routing inferred one
+    monitor: str | None = None  # a monitoring sample: the promoted tier the shadow evaluator compares
     cache: str = "miss"
     phases: list[Phase] = field(default_factory=list, repr=False)
     kind: str = "request"  # request | evaluation (the learning loop's shadow and judge calls)

@@ -132,7 +132,7 @@ async def open_resources(
     queues: list[QueueStats] = []
     telemetry = open_telemetry(settings, upstream=upstream, queues=queues)
     catalog = build_catalog(settings)
-    router = Router(settings.routing, catalog, settings.escalation)
+    router = Router(settings.routing, catalog, settings.escalation, seed=settings.learning.shadow.seed)
     embedder = None
     if settings.routing.any_needs_domain or settings.cache.any_semantic:
         embedder = await asyncio.to_thread(Embedder)

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tiergate.gateway.db.models import RouteTableVersion
 from tiergate.gateway.router import Router
-from tiergate.policies.route_table import RouteTableDoc
+from tiergate.policies.route_table import RouteTableDoc, parse_sampling
 from tiergate.policies.routing import RouteTable
 
 log = logging.getLogger("tiergate.route_table")
@@ -118,13 +118,15 @@ _UNCONDITIONAL_ATTEMPTS = 5
 
 def _stored(row: Row[Any]) -> StoredRouteTable:
     doc = row.doc
+    routes = dict(doc["routes"])
     return StoredRouteTable(
         version=row.version,
         doc=RouteTableDoc(
-            dict(doc["routes"]),
+            routes,
             {name: tuple(vector) for name, vector in (doc.get("centroids") or {}).items()},
             doc.get("note") or "",
             dict(doc.get("names") or {}),
+            parse_sampling(doc.get("sampling"), routes),  # absent in versions written before it existed
         ),
         created_ms=row.created_ms,
         author=row.author,
@@ -132,7 +134,8 @@ def _stored(row: Row[Any]) -> StoredRouteTable:
 
 
 def install(router: Router, stored: StoredRouteTable) -> None:
-    router.install(RouteTable(stored.version, dict(stored.doc.routes)), stored.doc.centroids)
+    doc = stored.doc
+    router.install(RouteTable(stored.version, dict(doc.routes), dict(doc.sampling)), doc.centroids)
 
 
 async def refresh(store: RouteTableStore, router: Router) -> bool:

@@ -4,13 +4,17 @@ The decision itself is pure (`policies.routing`); this module gathers its inputs
 request's features (prompt tokens only when a rule needs them), the query's domain (an embedding only when
 the policy needs it), the route table in force and the deployments' health. A new route-table version is
 installed by swapping one immutable snapshot, so a request sees either the old table or the new one.
+
+Monitoring samples (a promoted domain's share served by its incumbent) are only drawn for tenants the
+shadow evaluator will compare them for (`monitors`, set by the evaluator when it starts): an incumbent's
+answer nobody compares would only cost more.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -48,11 +52,19 @@ class Snapshot:
 _SIZE_TOKENIZER = "gpt-4o"
 
 
+def _never(tenant_id: str | None) -> bool:
+    return False
+
+
 class Router:
-    def __init__(self, settings: RoutingSettings, catalog: Catalog, escalation: EscalationPolicy) -> None:
+    def __init__(
+        self, settings: RoutingSettings, catalog: Catalog, escalation: EscalationPolicy, *, seed: int = 0
+    ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.escalation = escalation
+        self.seed = seed  # of the monitoring draw (`learning.shadow.seed`)
+        self.monitors: Callable[[str | None], bool] = _never
         self._named: dict[str, RoutePlan] = {}  # plans of tier aliases and deployment names
         self.seed_centroids: dict[str, np.ndarray] = {}
         self.snapshot = Snapshot(RouteTable(0, dict(settings.route_table)))
@@ -80,7 +92,11 @@ class Router:
         query: Query,
         tokens: TokenCounter,
         health: Mapping[str, Health],
+        request_id: str,
+        *,
+        monitoring: bool = True,
     ) -> RoutePlan | None:
+        """The plan for one request; `monitoring` False: never a monitoring sample."""
         if request.model != AUTO:
             # A pure function of the name for the router's lifetime: computed once per configured name (unknown
             # names are not kept, so callers cannot grow the table).
@@ -108,15 +124,16 @@ class Router:
             tenant_id=principal.tenant_id,
             headers=headers,
         )
+        # Asked only when the table has shares: most requests pay nothing for monitoring.
+        monitoring = monitoring and bool(snap.table.sampling) and self.monitors(principal.tenant_id)
         plan = decide(
             RouteRequest(
-                self.catalog, policy, self.escalation, features, domain, snap.table, health, time.monotonic()
+                self.catalog, policy, self.escalation, features, domain, snap.table, health, time.monotonic(),
+                request_id, monitoring, self.seed,
             )
-        )
+        )  # fmt: skip
         if plan is not None and domain is not None:
-            plan = RoutePlan(
-                plan.targets, f"{plan.reason} [similarity {similarity:.2f}]", plan.verify, domain
-            )
+            plan = replace(plan, reason=f"{plan.reason} [similarity {similarity:.2f}]", domain=domain)
         return plan
 
 

@@ -1,7 +1,8 @@
 """Shadow evaluation: after a request is answered, the same request goes to a cheaper candidate, in the
 background, and the two answers are compared.
 
-    sink (request path: a seeded draw per request and candidate, then one put on a bounded queue)
+    sink (request path: a seeded draw per request and candidate, then one put on a bounded queue; a
+          monitoring sample, drawn by routing, is queued with its promoted tier as the candidate)
       -> worker: daily evaluation budget? -> candidate call -> cheap agreement check (normalised final
          answers; answer embeddings when the embedder is loaded) -> on disagreement, budget permitting,
          the judge tier pairwise, both orders -> one `evaluations` row; every call booked as evaluation spend
@@ -42,7 +43,7 @@ from tiergate.policies.judge import JUDGE_VERSION, combine, judge_messages, pars
 from tiergate.policies.pricing import cost_nano
 from tiergate.policies.routing import RoutePlan, Target
 from tiergate.policies.shadow import Candidate, candidates, sampled
-from tiergate.policies.tiers import TIERS
+from tiergate.policies.tiers import TIERS, tier_rank
 
 if TYPE_CHECKING:
     from tiergate.gateway.resources import Resources
@@ -155,14 +156,33 @@ class ShadowEvaluator:
         policy = self._settings.policy_for(record.principal.tenant_id)
         if not policy.active or not record.request_body:
             return
+        if record.monitor is not None:
+            # The incumbent served a promoted domain's request: the comparison routing drew it for, and no other
+            # (escalated past the incumbent, it would not be the step promotion watches).
+            if policy.follows_table and tier_rank(record.tier) > tier_rank(record.monitor):
+                self._put(Job(record, Candidate(record.monitor), policy))
+            return
+        explore = None
+        if record.domain is not None and policy.route_table:
+            entry = self._res.router.snapshot.table.sampling.get(record.domain)
+            explore = entry.share if entry is not None and entry.incumbent is None else None
         for candidate in self._candidates(record.tier, policy):
-            fraction = policy.fraction_for(record.domain, candidate.tier)
+            fraction = policy.fraction_for(record.domain, candidate.tier, explore)
             if sampled(self._settings.seed, record.request_id, candidate, fraction):
-                try:
-                    self._queue.put_nowait(Job(record, candidate, policy))
-                    self.stats.sampled += 1
-                except asyncio.QueueFull:
-                    self.stats.overflowed += 1
+                self._put(Job(record, candidate, policy))
+
+    def _put(self, job: Job) -> None:
+        try:
+            self._queue.put_nowait(job)
+            self.stats.sampled += 1
+        except asyncio.QueueFull:
+            self.stats.overflowed += 1
+
+    def monitors(self, tenant_id: str | None) -> bool:
+        """Whether routing may draw a monitoring sample for the tenant: it follows the route table and, as far
+        as this replica knows without a round trip, has evaluation budget left today (`evaluate` checks again)."""
+        policy = self._settings.policy_for(tenant_id)
+        return policy.follows_table and self.budget.known_below(tenant_id, policy.daily_budget_nano)
 
     def _candidates(self, served: str, policy: ShadowPolicy) -> tuple[Candidate, ...]:
         """`policies.shadow.candidates`, remembered until the catalog or the registered models change."""

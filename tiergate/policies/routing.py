@@ -8,7 +8,9 @@ strategy the policy names (`decide`, strategies registered in `STRATEGIES`):
 
     fixed      the policy's tier (default: the cheapest configured), escalating on errors
     rules      the first matching rule's tier (ordered rules over request features), else `default_tier`
-    promotion  the route table's tier for the query's domain; unknown domains go to `unknown_tier` (teacher)
+    promotion  the route table's tier for the query's domain; unknown domains go to `unknown_tier` (teacher).
+               A promoted domain's monitoring share (the table's `sampling`) is served by its incumbent
+               instead, a seeded draw per request id, and the plan names the routed tier to shadow
     cascade    the cheapest candidate tier first; each answer is verified and a weak one escalates
 """
 
@@ -20,9 +22,12 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from tiergate.policies.retry import Health
-from tiergate.policies.tiers import TIERS, above, is_tier, ordered
+from tiergate.policies.route_table import Sampling
+from tiergate.policies.shadow import drawn
+from tiergate.policies.tiers import TIERS, above, is_tier, ordered, tier_rank
 
 AUTO = "auto"
+MONITOR_KEY = "monitor"  # the monitoring draw's key: independent of the shadow sampler's per-candidate draws
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +55,7 @@ class RoutePlan:
     reason: str
     verify: bool = False  # cascade: a weak answer of a target escalates to the next one, not only an error
     domain: str | None = None  # the query's domain, when the decision needed one
+    monitor: str | None = None  # a monitoring sample: the promoted tier to shadow against the incumbent
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +228,7 @@ class RouteTable:
 
     version: int = 0
     routes: Mapping[str, str] = field(default_factory=dict)
+    sampling: Mapping[str, Sampling] = field(default_factory=dict)  # shadow shares per domain
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +243,9 @@ class RouteRequest:
     table: RouteTable = field(default_factory=RouteTable)
     health: Mapping[str, Health] = field(default_factory=dict)
     now: float = 0.0
+    request_id: str = ""
+    monitoring: bool = False  # whether this request may be a monitoring sample (its tenant is shadowed)
+    seed: int = 0  # of the monitoring draw
 
 
 def _configured_at_or_above(catalog: Catalog, tier: str) -> str | None:
@@ -292,7 +302,20 @@ def _promotion(r: RouteRequest) -> RoutePlan | None:
         return _plan_from(
             r, r.policy.unknown_tier, f"promotion: domain {domain} not in route table v{r.table.version}"
         )
-    return _plan_from(r, tier, f"promotion: domain {domain} -> {tier} (route table v{r.table.version})")
+    reason = f"promotion: domain {domain} -> {tier} (route table v{r.table.version})"
+    sampling = r.table.sampling.get(domain)
+    if r.monitoring and sampling is not None and sampling.incumbent is not None:
+        routed = _configured_at_or_above(r.catalog, tier)
+        incumbent = _configured_at_or_above(r.catalog, sampling.incumbent)
+        if (
+            routed is not None
+            and incumbent is not None
+            and tier_rank(incumbent) > tier_rank(routed)
+            and drawn(r.seed, r.request_id, MONITOR_KEY, sampling.share)
+        ):
+            plan = _plan_from(r, incumbent, f"{reason}; {incumbent} serves: monitoring sample")
+            return None if plan is None else replace(plan, monitor=routed)
+    return _plan_from(r, tier, reason)
 
 
 def _cascade(r: RouteRequest) -> RoutePlan | None:

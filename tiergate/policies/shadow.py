@@ -62,11 +62,17 @@ def candidates(
     return tuple(out)
 
 
-def sampled(seed: int, request_id: str, candidate: Candidate, fraction: float) -> bool:
-    """A seeded, reproducible draw per (request id, candidate): the same request is sampled on every replica."""
+def drawn(seed: int, request_id: str, key: str, fraction: float) -> bool:
+    """A seeded, reproducible draw per (request id, key): the same request is drawn on every replica, and
+    draws under different keys are independent."""
     if fraction <= 0:
         return False
     if fraction >= 1:
         return True
-    digest = hashlib.blake2b(f"{seed}:{request_id}:{candidate.key}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{seed}:{request_id}:{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64 < fraction
+
+
+def sampled(seed: int, request_id: str, candidate: Candidate, fraction: float) -> bool:
+    """Whether a request is shadowed by `candidate`: a `drawn` per (request id, candidate)."""
+    return drawn(seed, request_id, candidate.key, fraction)

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from tiergate.admin.direct import add_config, fail, output, run
+from tiergate.policies.route_table import Sampling
 
 HISTORY_COLUMNS = ["version", "created_at", "author", "domains", "note"]
-ROUTE_COLUMNS = ["domain", "tier", "centroid"]
+ROUTE_COLUMNS = ["domain", "tier", "centroid", "shadow"]
 
 
 def load_document(path: str) -> dict[str, Any]:
@@ -100,11 +101,24 @@ def cmd(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"version {one.version}  {iso(one.created_ms)}  by {one.author}  {one.doc.note}".rstrip())
     rows = [
-        {"domain": d, "tier": t, "centroid": "yes" if d in one.doc.centroids else "-"}
+        {
+            "domain": d,
+            "tier": t,
+            "centroid": "yes" if d in one.doc.centroids else "-",
+            "shadow": _share(one.doc.sampling.get(d)),
+        }
         for d, t in sorted(one.doc.routes.items())
     ]
     output(args, described(one), rows, ROUTE_COLUMNS)
     return 0
+
+
+def _share(sampling: Sampling | None) -> str:
+    if sampling is None:
+        return "-"
+    if sampling.incumbent is None:
+        return f"explore {sampling.share:g}"
+    return f"monitor {sampling.share:g} ({sampling.incumbent} serves)"
 
 
 def _positive(text: str) -> int:

@@ -6,8 +6,12 @@ One run:
 2. re-discovers the domains from the embeddings, keeping the previous ids and names, and gathers each
    domain's traffic, costs, verdicts and feedback (`promote_evidence.build`, in a worker thread);
 3. decides with `tiergate.policies.promotion.plan`, the function `tiergate replay` calls;
-4. writes a new version when a domain moved or the set of domains changed, conditional on the version it
-   read (`base_version`): its routes, the fresh centroids, the names, and the changelog as its note.
+4. computes each domain's shadow share (`sampling_fraction`, as `tiergate replay` does): a promoted
+   domain's monitoring share, served by the tier above it (the incumbent) while the promoted tier is shadowed,
+   and an unpromoted domain's exploring share at the next cheaper tier;
+5. writes a new version when a domain moved, the set of domains changed or a share changed, conditional on
+   the version it read (`base_version`): its routes, the fresh centroids, the names, the shares (`sampling`,
+   which the gateways' routing and shadow sampler follow) and the changelog as its note.
    Nothing is written when nothing changed, nor on a dry run.
 
 Several writers (replicas running the periodic task, a CronJob) cannot both land on one version: the write
@@ -21,7 +25,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +42,7 @@ from tiergate.gateway.route_table import (
 from tiergate.gateway.settings import Settings
 from tiergate.policies import domains as dom
 from tiergate.policies.promotion import Plan, changelog, gap_estimates, plan, sampling_fraction
-from tiergate.policies.route_table import MAX_NOTE, RouteTableDoc
+from tiergate.policies.route_table import MAX_NOTE, RouteTableDoc, Sampling
 from tiergate.policies.tiers import above
 
 log = logging.getLogger("tiergate.promote")
@@ -63,10 +67,14 @@ class Outcome:
     since_ms: int
     dry_run: bool
     domains: list[dict[str, Any]]  # the evidence per domain, as the report shows it
+    sampling: dict[str, Sampling]  # the shadow shares of the domains decided on
+    sampling_changed: bool  # differ from the base version's
 
     @property
     def changed(self) -> bool:
-        return bool(self.plan.decisions or self.built.new_domains or self.built.retired)
+        return bool(
+            self.plan.decisions or self.built.new_domains or self.built.retired or self.sampling_changed
+        )
 
     def as_json(self) -> dict[str, Any]:
         p = self.plan
@@ -100,6 +108,7 @@ class Outcome:
                 }
                 for d in p.decisions
             ],
+            "sampling": {d: s.as_json() for d, s in self.sampling.items()},
             "new_domains": list(self.built.new_domains),
             "retired_domains": list(self.built.retired),
             "rows": self.built.counts,
@@ -131,7 +140,9 @@ def ladder_for(settings: Settings) -> list[str]:
     return ladder
 
 
-def _note(outcome_plan: Plan, built: Built, base: StoredRouteTable | None, since_ms: int) -> str:
+def _note(
+    outcome_plan: Plan, built: Built, base: StoredRouteTable | None, since_ms: int, sampling_changed: bool
+) -> str:
     lines = [
         f"tiergate promote on v{base.version if base else 0}: evidence since {_iso(since_ms)} "
         f"({built.counts['traces']} traces, {built.counts['verdicts']} verdicts, "
@@ -144,6 +155,8 @@ def _note(outcome_plan: Plan, built: Built, base: StoredRouteTable | None, since
     lines += [
         f"retired domain {names.get(d, d)} [{d}] (was {old_routes.get(d, 'unrouted')})" for d in built.retired
     ]
+    if sampling_changed:
+        lines.append("shadow shares (sampling) updated")
     note = "\n".join(lines)
     if len(note) > MAX_NOTE:
         note = note[: MAX_NOTE - 40].rsplit("\n", 1)[0] + "\n... (truncated)"
@@ -154,15 +167,23 @@ def _iso(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
 
 
-def new_doc(previous: RouteTableDoc | None, result: Plan, built: Built, note: str) -> RouteTableDoc:
-    """The next version: managed domains as decided, other hand-written routes kept as they were."""
+def new_doc(
+    previous: RouteTableDoc | None,
+    result: Plan,
+    built: Built,
+    note: str,
+    sampling: Mapping[str, Sampling],
+) -> RouteTableDoc:
+    """The next version: managed domains as decided, other hand-written routes (and their shares) kept."""
     managed = {d.id for d in built.domain_set.domains} | set(built.retired) | {dom.GENERAL}
     kept = {d: t for d, t in (previous.routes if previous else {}).items() if d not in managed}
+    kept_sampling = {d: s for d, s in (previous.sampling if previous else {}).items() if d in kept}
     return RouteTableDoc(
         routes={**kept, **result.routes},
         centroids={d.id: tuple(float(x) for x in d.centroid) for d in built.domain_set.domains},
         note=note,
         names=built.names,
+        sampling={**kept_sampling, **sampling},
     )
 
 
@@ -187,7 +208,7 @@ async def run(
         outcome = await asyncio.to_thread(_decide, window, base, ladder, settings, since_ms, dry_run)
         if dry_run or not outcome.changed:
             return outcome
-        doc = new_doc(base.doc if base else None, outcome.plan, outcome.built, outcome.note)
+        doc = new_doc(base.doc if base else None, outcome.plan, outcome.built, outcome.note, outcome.sampling)
         try:
             written = await store.append(doc, author=AUTHOR, base_version=outcome.base_version)
         except VersionConflict:
@@ -220,17 +241,23 @@ def _decide(
         alpha=config.promotion.alpha,
     )
     result = plan(built.evidence, ladder, built.quality, config.promotion)
-    note = _note(result, built, base, since_ms)
+    sampling = shadow_sampling(built, result, ladder, settings)
+    previous = base.doc.sampling if base else {}
+    sampling_changed = any(previous.get(d) != s for d, s in sampling.items())
+    note = _note(result, built, base, since_ms, sampling_changed)
     gaps = gap_estimates(built.evidence, ladder, config.promotion)
-    domains = summarize(built, gaps, _shadow_fractions(built, result, ladder, settings))
-    return Outcome(base.version if base else 0, None, result, built, note, since_ms, dry_run, domains)
+    domains = summarize(built, gaps, {d: s.share for d, s in sampling.items()})
+    return Outcome(
+        base.version if base else 0, None, result, built, note, since_ms, dry_run, domains, sampling,
+        sampling_changed,
+    )  # fmt: skip
 
 
-def _shadow_fractions(
+def shadow_sampling(
     built: Built, result: Plan, ladder: Sequence[str], settings: Settings
-) -> dict[str, float]:
-    """The share of each domain's requests to shadow at its next step (`sampling_fraction`), for the report:
-    exploring below an unpromoted domain's tier, monitoring a promoted one (the tier above serving)."""
+) -> dict[str, Sampling]:
+    """Each domain's shadow share at its next step (`sampling_fraction`): monitoring a promoted domain, the
+    tier above it (the incumbent) serving the share, or exploring below an unpromoted one."""
     config = settings.learning.promote
     out = {}
     for e in built.evidence:
@@ -239,9 +266,10 @@ def _shadow_fractions(
         k = ladder.index(tier)
         step = (tier, ladder[k + 1]) if promoted else (ladder[k - 1], tier)
         samples = e.verdicts[step].n if step in e.verdicts else 0
-        out[e.domain] = sampling_fraction(
+        share = sampling_fraction(
             samples, promoted, explore=config.explore, monitor=config.monitor, enough=config.enough
         )
+        out[e.domain] = Sampling(share, step[1] if promoted else None)
     return out
 
 
