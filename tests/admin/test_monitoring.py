@@ -61,7 +61,7 @@ def config(database_url: str, spill_dir: Path, shadow: dict[str, Any] | None = N
         # No static shadow fraction: every comparison below is one the route table asked for.
         learning={
             "traces": {"content": "full"},
-            "shadow": shadow or {},
+            "shadow": {"route_table": True, **(shadow or {})},
             "promote": {"clusters": 1, "quality": 0.9},
         },
     )

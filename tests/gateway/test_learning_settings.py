@@ -13,15 +13,17 @@ def learning(section: Any) -> Any:
     return parse_settings({"learning": section}, env={}).learning
 
 
-def test_defaults_trace_redacted_for_30_days_and_shadow_only_what_the_route_table_asks() -> None:
+def test_defaults_trace_redacted_for_30_days_and_shadow_nothing() -> None:
     settings = learning(None)
     assert settings.traces.enabled and settings.traces.content == "redacted"
     assert settings.traces.retention_days == 30
-    # The evaluator runs, following the route table's shares; without them it shadows nothing.
+    # Shadowing spends money: nothing runs until a fraction is given or the route table's shares are followed.
     policy = settings.shadow.policy
-    assert settings.shadow.any_active and policy.follows_table
+    assert not settings.shadow.any_active and not policy.follows_table
     assert policy.fraction_for("billing", "student") == 0.0
-    assert policy.fraction_for("billing", "student", explore=0.3) == 0.3
+    assert policy.fraction_for("billing", "student", explore=0.3) == 0.0
+    follows = learning({"shadow": {"route_table": True}}).shadow.policy
+    assert follows.follows_table and follows.fraction_for("billing", "student", explore=0.3) == 0.3
     assert (
         settings.shadow.policy.candidate == "next_cheaper"
         and settings.shadow.policy.judge_tier == "supervisor"
@@ -79,10 +81,18 @@ def test_promote_defaults_are_the_replays_and_can_be_set() -> None:
     [
         ({}, None, 0.0),  # nothing set: off
         ({"fraction": 0.1}, None, 0.1),  # the table has no share for the domain: the config's fraction
-        ({"fraction": 0.1}, 0.3, 0.3),  # the table's share wins over the fraction ...
-        ({"fraction": 0.1, "domains": {"billing": {"student": 0.02}}}, 0.3, 0.02),  # ... not over `domains`
-        ({"fraction": 0.1, "domains": {"billing": {"ta": 0.02}}}, 0.3, 0.3),  # another tier's setting
-        ({"fraction": 0.1, "route_table": False}, 0.3, 0.1),  # not following the table
+        ({"fraction": 0.1, "route_table": True}, 0.3, 0.3),  # the table's share wins over the fraction ...
+        (
+            {"fraction": 0.1, "route_table": True, "domains": {"billing": {"student": 0.02}}},
+            0.3,
+            0.02,
+        ),  # ... not
+        (
+            {"fraction": 0.1, "route_table": True, "domains": {"billing": {"ta": 0.02}}},
+            0.3,
+            0.3,
+        ),  # over `domains`
+        ({"fraction": 0.1}, 0.3, 0.1),  # not following the table (the default)
     ],
 )
 def test_precedence_of_shadow_fractions(
@@ -95,11 +105,11 @@ def test_precedence_of_shadow_fractions(
 @pytest.mark.parametrize(
     ("shadow", "follows", "active"),
     [
-        ({}, True, True),
-        ({"route_table": False}, False, False),
-        ({"route_table": False, "fraction": 0.1}, False, True),
-        ({"candidate": "none"}, False, False),  # compares nothing: takes no monitoring samples either
-        ({"daily_budget_usd": 0}, False, False),
+        ({}, False, False),
+        ({"route_table": True}, True, True),
+        ({"fraction": 0.1}, False, True),
+        ({"route_table": True, "candidate": "none"}, False, False),  # compares nothing: no monitoring samples
+        ({"route_table": True, "daily_budget_usd": 0}, False, False),
     ],
 )
 def test_which_policies_follow_the_route_table(shadow: dict[str, Any], follows: bool, active: bool) -> None:
@@ -107,8 +117,10 @@ def test_which_policies_follow_the_route_table(shadow: dict[str, Any], follows: 
     assert settings.policy.follows_table is follows and settings.any_active is active
 
 
-def test_a_tenant_can_opt_out_of_the_route_tables_shares() -> None:
-    settings = learning({"shadow": {"tenants": {"acme": {"route_table": False}}}}).shadow
+def test_a_tenant_can_opt_in_or_out_of_the_route_tables_shares() -> None:
+    settings = learning({"shadow": {"tenants": {"acme": {"route_table": True}}}}).shadow
+    assert settings.policy_for("acme").follows_table and not settings.policy_for("other").follows_table
+    settings = learning({"shadow": {"route_table": True, "tenants": {"acme": {"route_table": False}}}}).shadow
     assert settings.policy_for("other").follows_table and not settings.policy_for("acme").follows_table
 
 

@@ -16,7 +16,7 @@ learning:
     registered: true            # also shadow registered candidate models (`tiergate models register`)
     judge_tier: supervisor      # asked on a disagreement (the most capable configured tier when absent)
     daily_budget_usd: 1.0       # per tenant per UTC day, shadow and judge calls together
-    route_table: true           # follow the route table's `sampling` shares (`tiergate promote` writes them)
+    route_table: false          # true: follow the route table's `sampling` shares (`tiergate promote` writes them)
     seed: 0                     # sampling is a seeded draw per request id: reproducible
     queue_size: 1000            # sampled requests waiting; more are dropped (and counted)
     concurrency: 2              # evaluations running at once
@@ -84,7 +84,7 @@ class ShadowPolicy:
     registered: bool = True
     judge_tier: str = "supervisor"
     daily_budget_nano: int = nano(1.0)
-    route_table: bool = True
+    route_table: bool = False  # opt-in: once on, every `tiergate promote` run can start spending
 
     def fraction_for(self, domain: str | None, tier: str, explore: float | None = None) -> float:
         """The share shadowed at `tier` on `domain`; `explore` is the route table's share for the domain
