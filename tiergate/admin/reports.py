@@ -6,7 +6,9 @@ which is exactly the sum of that formula over the group's requests. The differen
 routing and caching saved. Evaluation spend (shadow and judge calls of the learning loop, ledger rows of
 kind `evaluation`) is reported in its own columns - `evaluation_calls` and `evaluation_cost_usd` - and
 counted neither in `requests` nor in `cost_usd`: it is the learning loop's spend, capped per tenant per day
-by `learning.shadow.daily_budget_usd`, not the clients' (whose budgets it never touches).
+by `learning.shadow.daily_budget_usd`, not the clients' (whose budgets it never touches). Likewise the
+calls that embed queries for domain inference when `routing.domains.embeddings` names a deployment (kind
+`routing`): `routing_calls` and `routing_cost_usd`, the gateway's own spend, under the tenant it served.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ COLUMNS = (
     "cost_usd",
     "cache_hits",
     "cost_if_teacher_usd",
+    "routing_calls",
+    "routing_cost_usd",
     "evaluation_calls",
     "evaluation_cost_usd",
 )
@@ -68,7 +72,7 @@ class ReportQuery:
 
 async def cost_report(engine: AsyncEngine, settings: Settings, query: ReportQuery) -> dict[str, Any]:
     t = LedgerEntry.__table__.c  # type: ignore[attr-defined]
-    is_request = t.kind == "request"
+    is_request, is_evaluation, is_routing = t.kind == "request", t.kind == "evaluation", t.kind == "routing"
     group = t[GROUPS[query.group_by]] if query.group_by else None
 
     def total(column: Any) -> Any:
@@ -80,8 +84,10 @@ async def cost_report(engine: AsyncEngine, settings: Settings, query: ReportQuer
         total(t.completion_tokens),
         total(t.cost_nano),
         func.coalesce(func.sum(case(((is_request & (t.cache != "miss")), 1), else_=0)), 0),
-        func.coalesce(func.sum(case((is_request, 0), else_=t.cost_nano)), 0),
-        func.coalesce(func.sum(case((is_request, 0), else_=1)), 0),
+        func.coalesce(func.sum(case((is_evaluation, t.cost_nano), else_=0)), 0),
+        func.coalesce(func.sum(case((is_evaluation, 1), else_=0)), 0),
+        func.coalesce(func.sum(case((is_routing, t.cost_nano), else_=0)), 0),
+        func.coalesce(func.sum(case((is_routing, 1), else_=0)), 0),
     ]
     statement = select(*([group] if group is not None else []), *figures)
     if query.start_ms is not None:
@@ -100,16 +106,16 @@ async def cost_report(engine: AsyncEngine, settings: Settings, query: ReportQuer
     out = []
     for row in rows:
         values = tuple(row[1:]) if group is not None else tuple(row)
-        if group is None and values[0] == 0 and values[6] == 0:
+        if group is None and values[0] == 0 and values[6] == 0 and values[8] == 0:
             continue
         entry = _row(*(int(v) for v in values), teacher=teacher)
         if group is not None:
             entry = {query.group_by or "": row[0], **entry}
         out.append(entry)
     totals = (
-        _row(*(sum(int(r[c]) for r in _raw(out)) for c in range(7)), teacher=teacher)
+        _row(*(sum(int(r[c]) for r in _raw(out)) for c in range(9)), teacher=teacher)
         if out
-        else _row(0, 0, 0, 0, 0, 0, 0, teacher=teacher)
+        else _row(0, 0, 0, 0, 0, 0, 0, 0, 0, teacher=teacher)
     )
     return {
         "object": "cost_report",
@@ -140,6 +146,8 @@ def _row(
     hits: int,
     evaluation: int,
     evaluation_calls: int,
+    routing: int,
+    routing_calls: int,
     *,
     teacher: Price | None,
 ) -> dict[str, Any]:
@@ -150,9 +158,21 @@ def _row(
         "cost_usd": usd(cost),
         "cache_hits": hits,
         "cost_if_teacher_usd": usd(cost_nano(teacher, prompt, completion)) if teacher is not None else None,
+        "routing_calls": routing_calls,
+        "routing_cost_usd": usd(routing),
         "evaluation_calls": evaluation_calls,
         "evaluation_cost_usd": usd(evaluation),
-        "_raw": (requests, prompt, completion, cost, hits, evaluation, evaluation_calls),
+        "_raw": (
+            requests,
+            prompt,
+            completion,
+            cost,
+            hits,
+            evaluation,
+            evaluation_calls,
+            routing,
+            routing_calls,
+        ),
     }
 
 

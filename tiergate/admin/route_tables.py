@@ -22,11 +22,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tiergate.gateway.app import error_response, read_body, request_id
-from tiergate.gateway.embeddings import DIMENSIONS
 from tiergate.gateway.errors import BadRequest, GatewayError, NotFound, PermissionDenied
 from tiergate.gateway.jsonbody import parse_object
 from tiergate.gateway.resources import Resources
 from tiergate.gateway.route_table import RouteTableStore, StoredRouteTable, VersionConflict, install
+from tiergate.gateway.router import CentroidMismatch, check_centroids
 from tiergate.policies.route_table import RouteTableDoc, RouteTableError, parse_route_table
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # 10,000 domains with centroids fit
@@ -85,27 +85,34 @@ async def _dispatch(request: Request, res: Resources) -> Response:
         return _json({"data": [shown(s) for s in await store.history(int(limit))]})
     raw = await read_body(request, MAX_BODY_BYTES)
     if path == "":
-        stored = await put(store, parse_object(raw), author="master")
+        stored = await put(store, parse_object(raw), author="master", dimensions=router.dimensions)
     else:
         body = parse_object(raw) if raw.strip() else {}
-        stored = await rollback(store, body.get("to_version"), author="master")
+        stored = await rollback(store, body.get("to_version"), author="master", dimensions=router.dimensions)
     install(router, stored)
     return _json(shown(stored), status=201)
 
 
-async def put(store: RouteTableStore, body: dict[str, Any], *, author: str) -> StoredRouteTable:
-    """Validate a route-table document and write it as the next version (conditional on `base_version`)."""
+async def put(
+    store: RouteTableStore, body: dict[str, Any], *, author: str, dimensions: int
+) -> StoredRouteTable:
+    """Validate a route-table document and write it as the next version (conditional on `base_version`).
+
+    `dimensions` is the domain embedder's (`routing.domains.dimensions`): centroids of another length were
+    made by another embedding model and are refused."""
     try:
-        doc = parse_route_table(body, DIMENSIONS)
+        doc = parse_route_table(body, dimensions)
     except RouteTableError as exc:
-        raise BadRequest(str(exc), param=exc.param) from None
+        raise BadRequest(
+            f"{exc} (the dimension of the configured domain embedder)", param=exc.param
+        ) from None
     base = body.get("base_version")
     if base is not None and (isinstance(base, bool) or not isinstance(base, int)):
         raise BadRequest("'base_version' must be an integer", param="base_version")
     return await _append(store, doc, author, base)
 
 
-async def rollback(store: RouteTableStore, target: Any, *, author: str) -> StoredRouteTable:
+async def rollback(store: RouteTableStore, target: Any, *, author: str, dimensions: int) -> StoredRouteTable:
     """Write the content of version `target` (None: the one before the newest) as the next version."""
     latest = await store.latest_version()
     if target is None:
@@ -119,6 +126,10 @@ async def rollback(store: RouteTableStore, target: Any, *, author: str) -> Store
         raise NotFound(
             f"route table version {target} does not exist", param="to_version", code="version_not_found"
         )
+    try:
+        check_centroids(older.doc.centroids, dimensions)
+    except CentroidMismatch as exc:
+        raise BadRequest(f"version {target} cannot be served: {exc}", param="to_version") from None
     return await _append(store, older.doc, author, latest)
 
 

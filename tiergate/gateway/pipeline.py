@@ -258,7 +258,12 @@ async def chat_completion(
     record.requested_model, record.stream = request.model, request.stream
     wants, request = cache_options(headers, request)
     record.request_body = request.body
-    query = Query(request.messages, res.embedder)
+    domains = res.domain_embedder
+    query = Query(
+        request.messages,
+        res.embedder,
+        domains.bound(principal, record.request_id) if domains is not None else None,
+    )
     with record.phase("route"):
         plan = await route_chat(res, principal, request, headers, query, record.request_id)
     record.route_reason, record.domain, record.query_vector = plan.reason, plan.domain, query.vector()

@@ -70,7 +70,8 @@ class CallRecord:
     monitor: str | None = None  # a monitoring sample: the promoted tier the shadow evaluator compares
     cache: str = "miss"
     phases: list[Phase] = field(default_factory=list, repr=False)
-    kind: str = "request"  # request | evaluation (the learning loop's shadow and judge calls)
+    # request | evaluation (the learning loop's shadow and judge calls) | routing (domain embeddings)
+    kind: str = "request"
     # What admission counted and reserved (None: no limits apply); settlement releases exactly that.
     ticket: Ticket | None = field(default=None, repr=False)
     settled: bool = field(default=False, repr=False)  # set once, by the settlement that writes the ledger row

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tiergate.gateway.accounting import Accounting, open_accounting
 from tiergate.gateway.auth import Principal, VirtualKeyAuth
 from tiergate.gateway.cache import CacheBackend, MemoryBackend, RedisBackend, ResponseCache
+from tiergate.gateway.domain_embeddings import EmbeddingUnavailable, UpstreamEmbedder
 from tiergate.gateway.embeddings import Embedder
 from tiergate.gateway.learning import Learning, open_learning
 from tiergate.gateway.limits import Limiter
@@ -33,6 +35,7 @@ from tiergate.policies.routing import Catalog
 if TYPE_CHECKING:
     import httpx
 
+log = logging.getLogger("tiergate.resources")
 ReadinessCheck = Callable[[], Awaitable[str | None]]
 """Returns None when the dependency is reachable, else what is wrong."""
 
@@ -76,6 +79,8 @@ class Resources:
     cache: ResponseCache | None = None  # None: no tenant has the exact cache on
     semantic: SemanticCache | None = None  # None: no tenant has the semantic cache on
     embedder: Embedder | None = None  # loaded only when a configured feature needs embeddings
+    # Domain inference by an embeddings deployment (routing.domains.embeddings); None: by `embedder`.
+    domain_embedder: UpstreamEmbedder | None = None
     sinks: list[Sink] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
     # Every bounded background queue registers here, so its depth and drops are exported as metrics.
@@ -133,10 +138,12 @@ async def open_resources(
     telemetry = open_telemetry(settings, upstream=upstream, queues=queues)
     catalog = build_catalog(settings)
     router = Router(settings.routing, catalog, settings.escalation, seed=settings.learning.shadow.seed)
+    remote = settings.routing.domains.embeddings
     embedder = None
-    if settings.routing.any_needs_domain or settings.cache.any_semantic:
+    if (settings.routing.any_needs_domain and remote is None) or settings.cache.any_semantic:
         embedder = await asyncio.to_thread(Embedder)
-        await _seed_domains(router, embedder)
+    if remote is None and embedder is not None:
+        router.seed(await _seed_centroids(router, embedder.aembed))
     res = Resources(
         settings=settings,
         catalog=catalog,
@@ -157,6 +164,12 @@ async def open_resources(
     )
     if res.cache is not None:
         queues.append(res.cache)
+    if remote is not None and settings.routing.any_needs_domain:
+        res.domain_embedder = UpstreamEmbedder(
+            remote, upstream, catalog, res.provider, accounting.ledger.sink, tokens
+        )
+        if router.settings.domains.seeds and not await _try_seeding(router, res.domain_embedder):
+            res.background.append(asyncio.ensure_future(_keep_seeding(router, res.domain_embedder)))
     if settings.cache.any_semantic and embedder is not None:
         client = await asyncio.to_thread(open_client, settings.chroma_url, settings.chroma_path)
         res.semantic = SemanticCache(
@@ -193,8 +206,28 @@ def _open_cache(settings: Settings) -> ResponseCache | None:
     return ResponseCache(backend, queue_size=config.write_queue)
 
 
-async def _seed_domains(router: Router, embedder: Embedder) -> None:
+async def _seed_centroids(router: Router, embed: Callable[[list[str]], Awaitable[Any]]) -> dict[str, Any]:
     """Centroids of the domains the config names by example prompts."""
-    for name, examples in router.settings.domains.seeds.items():
-        router.seed_centroids[name] = centroid(await embedder.aembed(list(examples)))
-    router.install(router.snapshot.table, {})
+    return {
+        name: centroid(await embed(list(examples)))
+        for name, examples in router.settings.domains.seeds.items()
+    }
+
+
+async def _try_seeding(router: Router, embedder: UpstreamEmbedder) -> bool:
+    """The seeds embedded by the domain deployment; False (logged) when it failed."""
+    try:
+        router.seed(await _seed_centroids(router, embedder.aembed))
+    except EmbeddingUnavailable as exc:
+        log.warning("domain seeds not embedded (%s); retrying every %g s", exc, router.settings.refresh_s)
+        return False
+    return True
+
+
+async def _keep_seeding(router: Router, embedder: UpstreamEmbedder) -> None:
+    """Retry the seeds until they are embedded: the gateway serves meanwhile, with the route table's own
+    centroids only (a start does not wait for, nor fail on, an embeddings deployment that is down)."""
+    while True:
+        await asyncio.sleep(router.settings.refresh_s)
+        if await _try_seeding(router, embedder):
+            return

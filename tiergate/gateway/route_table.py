@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tiergate.gateway.db.models import RouteTableVersion
-from tiergate.gateway.router import Router
+from tiergate.gateway.router import CentroidMismatch, Router
 from tiergate.policies.route_table import RouteTableDoc, parse_sampling
 from tiergate.policies.routing import RouteTable
 
@@ -139,14 +139,22 @@ def install(router: Router, stored: StoredRouteTable) -> None:
 
 
 async def refresh(store: RouteTableStore, router: Router) -> bool:
-    """Install the store's newest version when it differs from the one served; True when it did."""
+    """Install the store's newest version when it differs from the one served; True when it did.
+
+    A version whose centroids are not in the domain embedder's space is refused (logged once): the table in
+    force keeps serving until a newer version arrives."""
     latest = await store.latest_version()
-    if latest == 0 or latest == router.snapshot.table.version:
+    if latest == 0 or latest in (router.snapshot.table.version, router.refused_version):
         return False
     stored = await store.get(latest)
     if stored is None:
         return False
-    install(router, stored)
+    try:
+        install(router, stored)
+    except CentroidMismatch as exc:
+        router.refused_version = latest
+        log.error("route table version %d refused: %s", latest, exc)
+        return False
     log.info("route table version %d installed", stored.version)
     return True
 

@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 
 from tiergate.gateway.auth import Principal
+from tiergate.gateway.domain_embeddings import EmbeddingUnavailable
 from tiergate.gateway.jsonbody import ChatRequest
 from tiergate.gateway.query import Query
 from tiergate.gateway.routing_settings import RoutingSettings
 from tiergate.gateway.tokens import TokenCounter
-from tiergate.policies.domain_match import nearest_domain, stack
+from tiergate.policies.domain_match import GENERAL, nearest_domain, stack
 from tiergate.policies.retry import Health
 from tiergate.policies.routing import (
     AUTO,
@@ -48,6 +49,21 @@ class Snapshot:
     matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
 
 
+class CentroidMismatch(ValueError):
+    """A route table's centroids are not in the space of the configured domain embedder."""
+
+
+def check_centroids(centroids: Mapping[str, Sequence[float] | np.ndarray], dimensions: int) -> None:
+    """Raise CentroidMismatch naming the first centroid whose length is not `dimensions`."""
+    for name, vector in centroids.items():
+        if len(vector) != dimensions:
+            raise CentroidMismatch(
+                f"centroid {name!r} has {len(vector)} dimensions but the domain embedder gives {dimensions} "
+                "(routing.domains.embeddings): centroids made with another embedding model cannot be compared; "
+                "write a table without centroids, or run `tiergate promote` on traces embedded by this one"
+            )
+
+
 # Rules are about the prompt's size, not a price: one tokenizer for every deployment is close enough.
 _SIZE_TOKENIZER = "gpt-4o"
 
@@ -63,11 +79,14 @@ class Router:
         self.settings = settings
         self.catalog = catalog
         self.escalation = escalation
-        self.seed = seed  # of the monitoring draw (`learning.shadow.seed`)
+        self.monitor_seed = seed  # of the monitoring draw (`learning.shadow.seed`)
         self.monitors: Callable[[str | None], bool] = _never
         self._named: dict[str, RoutePlan] = {}  # plans of tier aliases and deployment names
+        self.dimensions = settings.domains.dimensions
         self.seed_centroids: dict[str, np.ndarray] = {}
         self.snapshot = Snapshot(RouteTable(0, dict(settings.route_table)))
+        self._centroids: Mapping[str, Sequence[float] | np.ndarray] = {}
+        self.refused_version = 0  # the newest stored version refused for its centroids (0: none)
         self.install(self.snapshot.table, {})
 
     def use_catalog(self, catalog: Catalog) -> None:
@@ -75,14 +94,28 @@ class Router:
         self.catalog, self._named = catalog, {}
 
     def install(self, table: RouteTable, centroids: Mapping[str, Sequence[float] | np.ndarray]) -> None:
-        """Serve `table` from now on; `centroids` (from the table's version) win over the config's seeds."""
-        names, matrix = stack({**self.seed_centroids, **centroids})
-        self.snapshot = Snapshot(table, names, matrix)
+        """Serve `table` from now on; `centroids` (from the table's version) win over the config's seeds.
 
-    async def domain(self, query: Query) -> tuple[str, float]:
+        Raises CentroidMismatch (and keeps serving the table in force) when a centroid's length is not the
+        domain embedder's."""
+        check_centroids(centroids, self.dimensions)
+        names, matrix = stack({**self.seed_centroids, **centroids})
+        self.snapshot, self._centroids = Snapshot(table, names, matrix), centroids
+
+    def seed(self, centroids: Mapping[str, np.ndarray]) -> None:
+        """Add the config's seed centroids under the table in force (whose own centroids still win)."""
+        self.seed_centroids.update(centroids)
+        self.install(self.snapshot.table, self._centroids)
+
+    async def domain(self, query: Query) -> tuple[str, float, str | None]:
+        """(domain, similarity, why the query could not be embedded: then the domain is `general`)."""
         snap = self.snapshot
-        encoded = await query.encoded()
-        return nearest_domain(encoded.vector, snap.names, snap.matrix, self.settings.domains.floor)
+        try:
+            vector = await query.domain_vector()
+        except EmbeddingUnavailable as exc:
+            return GENERAL, 0.0, str(exc)
+        name, similarity = nearest_domain(vector, snap.names, snap.matrix, self.settings.domains.floor)
+        return name, similarity, None
 
     async def plan(
         self,
@@ -108,9 +141,9 @@ class Router:
             return plan
         policy = self.settings.policy_for(principal.tenant_id)
         snap = self.snapshot
-        domain = None
+        domain, similarity, failure = None, 0.0, None
         if policy.needs_domain:
-            domain, similarity = await self.domain(query)
+            domain, similarity, failure = await self.domain(query)
         prompt_tokens = 0
         if policy.needs_prompt_tokens:
             await tokens.ready(_SIZE_TOKENIZER)
@@ -129,11 +162,12 @@ class Router:
         plan = decide(
             RouteRequest(
                 self.catalog, policy, self.escalation, features, domain, snap.table, health, time.monotonic(),
-                request_id, monitoring, self.seed,
+                request_id, monitoring, self.monitor_seed,
             )
         )  # fmt: skip
         if plan is not None and domain is not None:
-            plan = replace(plan, reason=f"{plan.reason} [similarity {similarity:.2f}]", domain=domain)
+            note = f"domain embedding failed: {failure}" if failure else f"similarity {similarity:.2f}"
+            plan = replace(plan, reason=f"{plan.reason} [{note}]", domain=domain)
         return plan
 
 

@@ -15,6 +15,11 @@ routing:
   domains:                      # domain inference (promotion, semantic cache)
     floor: 0.5                  # below this similarity to every centroid: `general`
     seed: {billing: ["How do I update my card?", ...]}
+    embeddings:                 # default: the local MiniLM; else an embeddings deployment (by name or tier)
+      deployment: embed-small
+      dimensions: 1536          # what it returns; route-table centroids must have as many
+      cache_size: 4096          # embeddings of identical texts kept (LRU)
+      timeout_s: 2.0            # a slower embedding (retries included): the query is `general`
   cascade:
     tiers: [student, teacher]   # candidates (default: every configured tier)
     verifiers: [truncated, refusal, json, tool_args, logprob]
@@ -46,6 +51,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from tiergate.gateway.embeddings import DIMENSIONS as LOCAL_DIMENSIONS
 from tiergate.policies.cache import CachePolicy
 from tiergate.policies.routing import STRATEGIES, RoutingPolicy, Rule
 from tiergate.policies.tiers import TIERS, is_tier
@@ -71,9 +77,25 @@ class CascadeSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DomainEmbeddings:
+    """Domain inference by an upstream embeddings deployment instead of the local model."""
+
+    deployment: str  # a deployment name or a tier
+    dimensions: int
+    cache_size: int = 4096
+    timeout_s: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class DomainSettings:
     floor: float = 0.5
     seeds: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    embeddings: DomainEmbeddings | None = None  # None: the local MiniLM
+
+    @property
+    def dimensions(self) -> int:
+        """The length of query vectors and route-table centroids."""
+        return self.embeddings.dimensions if self.embeddings is not None else LOCAL_DIMENSIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,20 +307,40 @@ def parse_routing(doc: Any) -> RoutingSettings:
         for domain, tier in _mapping(raw.get("route_table"), "routing.route_table").items()
     }
     domains_raw = _mapping(raw.get("domains"), "routing.domains")
-    _only(domains_raw, {"floor", "seed"}, "routing.domains")
+    _only(domains_raw, {"floor", "seed", "embeddings"}, "routing.domains")
     seeds = {
         str(name): _strings(examples, f"routing.domains.seed.{name}")
         for name, examples in _mapping(domains_raw.get("seed"), "routing.domains.seed").items()
     }
+    embeddings = None
+    if domains_raw.get("embeddings") is not None:
+        embeddings = _embeddings(_mapping(domains_raw["embeddings"], "routing.domains.embeddings"))
     return RoutingSettings(
         policy=policy,
         tenants=tenants,
         cascade=_cascade(_mapping(raw.get("cascade"), "routing.cascade"), "routing.cascade"),
         domains=DomainSettings(
-            _num(domains_raw.get("floor", 0.5), "routing.domains.floor", -1.0, 1.0), seeds
+            _num(domains_raw.get("floor", 0.5), "routing.domains.floor", -1.0, 1.0), seeds, embeddings
         ),
         route_table=table,
         refresh_s=_num(raw.get("refresh_s", 2.0), "routing.refresh_s", 0.05),
+    )
+
+
+def _embeddings(raw: Mapping[str, Any]) -> DomainEmbeddings:
+    where = "routing.domains.embeddings"
+    _only(raw, {"deployment", "dimensions", "cache_size", "timeout_s"}, where)
+    if not isinstance(raw.get("deployment"), str) or not raw["deployment"]:
+        raise SectionError(f"{where}.deployment must name an embeddings deployment (a model name or a tier)")
+    if "dimensions" not in raw:
+        raise SectionError(
+            f"{where}.dimensions is required: the length of the vectors the deployment returns"
+        )
+    return DomainEmbeddings(
+        raw["deployment"],
+        _int(raw["dimensions"], f"{where}.dimensions", 1),
+        _int(raw.get("cache_size", 4096), f"{where}.cache_size", 1),
+        _num(raw.get("timeout_s", 2.0), f"{where}.timeout_s", 0.001),
     )
 
 

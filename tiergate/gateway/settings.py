@@ -19,6 +19,7 @@ import yaml
 from tiergate.gateway.learning_settings import LearningSettings, parse_learning
 from tiergate.gateway.routing_settings import (
     CacheSettings,
+    DomainEmbeddings,
     RoutingSettings,
     SectionError,
     parse_cache,
@@ -347,6 +348,7 @@ def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: st
         learning = parse_learning(doc.get("learning"))
     except SectionError as exc:
         raise ConfigError(str(exc)) from None
+    _check_domain_embeddings(routing.domains.embeddings, deployments)
     accounting = _accounting(_typed(doc.get("accounting") or {}, dict, "accounting"))
     master_key = _resolve(doc.get("master_key"), "master_key", env)
     if master_key is not None:
@@ -380,6 +382,16 @@ def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: st
         log_prompts=_typed(doc.get("log_prompts", False), bool, "log_prompts"),
         source=source,
     )
+
+
+def _check_domain_embeddings(config: DomainEmbeddings | None, deployments: list[dict[str, Any]]) -> None:
+    if config is None:
+        return
+    if not any(config.deployment in (d["name"], d["tier"]) for d in deployments):
+        raise ConfigError(
+            f"routing.domains.embeddings.deployment: {config.deployment!r} is neither a configured model name "
+            "nor a configured tier"
+        )
 
 
 def _accounting(raw: dict[str, Any]) -> AccountingPolicy:

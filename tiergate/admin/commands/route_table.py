@@ -65,13 +65,14 @@ def cmd(args: argparse.Namespace) -> int:
 
     async def work(settings: Any, engine: Any) -> list[StoredRouteTable | None]:
         store = SqlRouteTableStore(engine)
+        dimensions = settings.routing.domains.dimensions
         if args.action == "show":
             return [await store.get(args.version)]
         if args.action == "history":
             return list(await store.history(args.limit))
         if args.action == "put":
-            return [await route_tables.put(store, body, author="cli")]
-        return [await route_tables.rollback(store, args.to, author="cli")]
+            return [await route_tables.put(store, body, author="cli", dimensions=dimensions)]
+        return [await route_tables.rollback(store, args.to, author="cli", dimensions=dimensions)]
 
     try:
         found = run(args, work)

@@ -2,7 +2,11 @@
 
 One run:
 1. reads the newest route-table version and the evidence window (`learning.promote.window_days` back):
-   traces with their embeddings, shadow verdicts, feedback (`promote_evidence.load`);
+   traces with their embeddings, shadow verdicts, feedback (`promote_evidence.load`). The embeddings are
+   the vectors routing compared with the centroids (the local MiniLM, or the deployment
+   `routing.domains.embeddings` names), so the new centroids are in the space the gateway routes in;
+   vectors of another length (an earlier embedder) are left out, and a table whose centroids are of
+   another length is refused;
 2. re-discovers the domains from the embeddings, keeping the previous ids and names, and gathers each
    domain's traffic, costs, verdicts and feedback (`promote_evidence.build`, in a worker thread);
 3. decides with `tiergate.policies.promotion.plan`, the function `tiergate replay` calls;
@@ -39,6 +43,7 @@ from tiergate.gateway.route_table import (
     StoredRouteTable,
     VersionConflict,
 )
+from tiergate.gateway.router import CentroidMismatch, check_centroids
 from tiergate.gateway.settings import Settings
 from tiergate.policies import domains as dom
 from tiergate.policies.promotion import Plan, changelog, gap_estimates, plan, sampling_fraction
@@ -202,9 +207,14 @@ async def run(
     ladder = ladder_for(settings)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     since_ms = now_ms - int(config.window_days * DAY_MS)
-    window = await load(engine, since_ms, config.max_traces)
+    window = in_space(await load(engine, since_ms, config.max_traces), settings.routing.domains.dimensions)
     for attempt in range(retries + 1):
         base = await store.get()
+        if base is not None:
+            try:
+                check_centroids(base.doc.centroids, settings.routing.domains.dimensions)
+            except CentroidMismatch as exc:
+                raise PromoteError(f"route table v{base.version}: {exc}") from None
         outcome = await asyncio.to_thread(_decide, window, base, ladder, settings, since_ms, dry_run)
         if dry_run or not outcome.changed:
             return outcome
@@ -219,6 +229,17 @@ async def run(
         log.info("route table version %d written:\n%s", written.version, outcome.note)
         return dataclasses.replace(outcome, written=written)
     raise AssertionError("unreachable")
+
+
+def in_space(window: Window, dimensions: int) -> Window:
+    """The window with the embeddings of another model dropped: the traces store the vector routing used,
+    so after `routing.domains.embeddings` changed, older traces hold vectors that cannot be clustered with
+    the new ones; they count by the domain they recorded."""
+    traces = [
+        t if t.vector is None or len(t.vector) == dimensions else dataclasses.replace(t, vector=None)
+        for t in window.traces
+    ]
+    return dataclasses.replace(window, traces=traces)
 
 
 def _decide(

@@ -81,7 +81,9 @@ class LedgerEntry(SQLModel, table=True):
     day: str = Field(max_length=10)  # UTC date of ts_ms, for grouping by day on any database
     tenant_id: str | None = Field(default=None, max_length=40)
     key_id: str | None = Field(default=None, max_length=40)
-    kind: str = Field(default="request", max_length=16)  # request | evaluation (shadow and judge calls)
+    kind: str = Field(
+        default="request", max_length=16
+    )  # request | evaluation (shadow, judge) | routing (domain embeddings)
     endpoint: str = Field(max_length=16)
     requested_model: str = Field(max_length=200)
     tier: str | None = Field(default=None, max_length=16)
