@@ -36,7 +36,7 @@ cache:
     lookup_timeout_s: 1.0       # a slower lookup (a stuck Chroma server) is a miss (global only)
   nondeterministic: false       # also cache requests with temperature > 0 and no seed
   write_queue: 10000            # pending cache writes; more are dropped (and counted)
-  tenants: {acme: {semantic: {enabled: true}}}
+  tenants: {acme: {semantic: {enabled: true}}}   # the admin API's tenant `cache` overrides these
 """
 
 from __future__ import annotations
