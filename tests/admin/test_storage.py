@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,10 @@ async def test_migrations_then_keys_budgets_ledger_and_reports(database_url: str
             await migrate.check(database_url)
         assert await migrate.upgrade(database_url) == (None, migrate.head())
     async with serve(config(database_url)) as s:
-        tenant = await s.new_tenant(budget_usd=0.0001)  # 100,000 nano: 5 requests at 20,000
+        # 100,000 nano: 5 requests at 20,000; the cache override is a JSON column (migration 0004)
+        tenant = await s.new_tenant(budget_usd=0.0001, cache={"semantic": {"threshold": 0.95}})
+        got = await s.client.get(f"/admin/tenants/{tenant['id']}", headers=ADMIN)
+        assert got.json()["cache"] == {"semantic": {"threshold": 0.95}}
         key = await s.new_key(tenant["id"])
         results = await asyncio.gather(*(s.chat(key["key"], max_tokens=5) for _ in range(12)))
         statuses = [r.status_code for r in results]
@@ -80,3 +84,34 @@ def test_a_database_at_head_is_not_migrated_and_alembic_is_never_imported(tmp_pa
         check=True,
     )
     assert done.stdout.split() == ["True", "False"]
+
+
+async def test_the_migrations_build_the_models_schema_and_the_newest_one_downgrades(
+    database_url: str,
+) -> None:
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy.engine import Connection
+
+    from tiergate.gateway.db.engine import open_engine
+    from tiergate.gateway.db.schema import metadata
+
+    def differences(connection: Connection) -> list[Any]:
+        return list(compare_metadata(MigrationContext.configure(connection), metadata))
+
+    def downgrade(connection: Connection) -> None:
+        config = migrate._config()
+        config.attributes["connection"] = connection
+        command.downgrade(config, "-1")
+
+    await migrate.upgrade(database_url)
+    engine = open_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            assert await conn.run_sync(differences) == []
+            await conn.run_sync(downgrade)
+    finally:
+        await engine.dispose()
+    head = migrate.head()
+    assert await migrate.upgrade(database_url) == (str(int(head) - 1).zfill(4), head)

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from tiergate.gateway.routing_settings import SectionError
 from tiergate.gateway.settings import ConfigError, parse_settings
 from tiergate.policies.cache import CachePolicy
 from tiergate.policies.routing import RoutingPolicy
@@ -155,3 +156,40 @@ def test_bad_values_name_the_field(doc: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse(**doc)
     assert field in str(info.value)
+
+
+def test_an_admin_api_override_goes_over_the_configs_tenant_policy_field_by_field() -> None:
+    c = parse(
+        cache={
+            "exact": {"ttl_s": 100},
+            "semantic": {"enabled": True, "threshold": 0.9},
+            "tenants": {"acme": {"exact": {"ttl_s": 200}, "semantic": {"threshold": 0.95}}},
+        }
+    ).cache
+    acme = c.with_override("acme", {"exact": {"enabled": False}, "semantic": {"ttl_s": 60}})
+    # admin API > `cache.tenants` > global: fields the override leaves out come from the config's tenant
+    assert acme == CachePolicy(False, 200, True, 0.95, 60)
+    assert c.with_override("other", {"nondeterministic": True}) == CachePolicy(
+        True, 100, True, 0.9, 3600, True
+    )
+    assert c.with_override("acme", {}) == c.policy_for("acme")
+
+
+@pytest.mark.parametrize(
+    ("config", "override", "field"),
+    [
+        ({}, {"semantic": {"enabled": True}}, "cache.semantic.enabled"),
+        ({"exact": {"enabled": False}}, {"exact": {"enabled": True}}, "cache.exact.enabled"),
+    ],
+)
+def test_an_override_cannot_turn_on_a_cache_the_config_did_not_open(
+    config: dict[str, Any], override: dict[str, Any], field: str
+) -> None:
+    c = parse(cache=config).cache
+    with pytest.raises(SectionError, match="in the config") as info:
+        c.check_override("acme", override)
+    assert info.value.where == field
+    # Once the config opens it (for any tenant), the override may turn it on for another.
+    kind = field.split(".")[1]
+    opened = parse(cache={**config, "tenants": {"globex": {kind: {"enabled": True}}}}).cache
+    opened.check_override("acme", override)

@@ -113,7 +113,7 @@ def create_admin_app() -> FastAPI:
 
     @app.post("/tenants", response_model=TenantOut, status_code=201)
     async def create_tenant(body: TenantCreate, res: Admin) -> Any:
-        return store.tenant_out(await store.create_tenant(res.accounting.engine, body))
+        return store.tenant_out(await store.create_tenant(res.accounting.engine, body, res.settings.cache))
 
     @app.get("/tenants", response_model=dict[str, Any])
     async def list_tenants(res: Admin) -> Any:
@@ -126,7 +126,7 @@ def create_admin_app() -> FastAPI:
 
     @app.patch("/tenants/{tenant_id}", response_model=TenantOut)
     async def update_tenant(tenant_id: str, body: TenantUpdate, res: Admin) -> Any:
-        tenant = await store.update_tenant(res.accounting.engine, tenant_id, body)
+        tenant = await store.update_tenant(res.accounting.engine, tenant_id, body, res.settings.cache)
         await res.accounting.announce(tenant_ids=[tenant_id])
         return store.tenant_out(tenant)
 

@@ -11,6 +11,12 @@ Period = Literal["daily", "weekly", "monthly", "total"]
 TraceContent = Literal["full", "redacted", "none"]
 _MAX_USD = 1e9  # a billion dollars: anything above is a typo, and stays exact in nano-USD integers
 _MAX_RATE = 10**12
+_CACHE_DOC = (
+    "this tenant's response-cache policy, over the config's (`cache.tenants.<id>`, else global), field by"
+    " field: {exact: {enabled, ttl_s}, semantic: {enabled, threshold, align_threshold, ttl_s, domains},"
+    " nondeterministic}; the same fields and bounds as `cache.tenants` in the config"
+)
+_CACHE_EXAMPLE = {"exact": {"enabled": False}, "semantic": {"threshold": 0.95, "ttl_s": 600}}
 
 
 class _Strict(BaseModel):
@@ -38,6 +44,8 @@ class TenantCreate(_Strict):
     trace_retention_days: int | None = Field(
         default=None, ge=1, le=36_500, description="days traces are kept (null: the config's default)"
     )
+    # Its fields are checked by the config's own parser (`CacheSettings.check_override`), not here.
+    cache: dict[str, Any] | None = Field(default=None, description=_CACHE_DOC, examples=[_CACHE_EXAMPLE])
 
     _check_models = field_validator("allowed_models")(_models)
 
@@ -57,6 +65,11 @@ class TenantUpdate(_Strict):
     )
     trace_retention_days: int | None = Field(
         default=None, ge=1, le=36_500, description="days traces are kept (null: the config's default)"
+    )
+    cache: dict[str, Any] | None = Field(
+        default=None,
+        description=_CACHE_DOC + "; replaces the previous override, null removes it",
+        examples=[_CACHE_EXAMPLE],
     )
 
     _check_models = field_validator("allowed_models")(_models)
@@ -121,6 +134,7 @@ class TenantOut(BaseModel):
     metadata: dict[str, Any] | None
     trace_content: TraceContent | None
     trace_retention_days: int | None
+    cache: dict[str, Any] | None = Field(description="the override of the config's cache policy, as set")
     created_at: str
     updated_at: str
 

@@ -18,6 +18,7 @@ from tiergate.admin.schemas import KeyCreate, KeyOut, KeyUpdate, TenantCreate, T
 from tiergate.gateway.db.models import ApiKey, Tenant
 from tiergate.gateway.errors import BadRequest, GatewayError
 from tiergate.gateway.keys import hash_key, new_key, now_ms, visible_prefix
+from tiergate.gateway.routing_settings import CacheSettings, SectionError
 from tiergate.policies.pricing import nano, usd
 
 
@@ -54,7 +55,7 @@ def tenant_out(t: Tenant) -> TenantOut:
         id=t.id, name=t.name, budget_usd=_usd(t.budget_nano), budget_period=t.budget_period,  # type: ignore[arg-type]
         rpm=t.rpm, tpm=t.tpm, allowed_models=t.allowed_models, metadata=t.meta,
         trace_content=t.trace_content, trace_retention_days=t.trace_retention_days,  # type: ignore[arg-type]
-        created_at=iso(t.created_ms) or "", updated_at=iso(t.updated_ms) or "",
+        cache=t.cache, created_at=iso(t.created_ms) or "", updated_at=iso(t.updated_ms) or "",
     )  # fmt: skip
 
 
@@ -88,7 +89,18 @@ def _limits(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def create_tenant(engine: AsyncEngine, body: TenantCreate) -> Tenant:
+def _check_cache(config: CacheSettings, tenant_id: str | None, override: Any) -> None:
+    if override is None:
+        return
+    try:
+        config.check_override(tenant_id, override)
+    except SectionError as exc:
+        raise BadRequest(str(exc), param=exc.where, code="invalid_value") from None
+
+
+async def create_tenant(engine: AsyncEngine, body: TenantCreate, cache: CacheSettings) -> Tenant:
+    """`cache`: the config's cache settings, which a tenant's `cache` override is checked against."""
+    _check_cache(cache, None, body.cache)
     stamp = now_ms()
     values = _limits(body.model_dump())
     if values.get("budget_nano") is not None and values.get("budget_period") is None:
@@ -116,10 +128,13 @@ async def list_tenants(engine: AsyncEngine) -> list[Tenant]:
         return list(rows.scalars())
 
 
-async def update_tenant(engine: AsyncEngine, tenant_id: str, body: TenantUpdate) -> Tenant:
+async def update_tenant(
+    engine: AsyncEngine, tenant_id: str, body: TenantUpdate, cache: CacheSettings
+) -> Tenant:
     changes = _limits(body.model_dump(exclude_unset=True))
     if changes.get("name", "") is None:
         raise BadRequest("'name' cannot be removed", param="name")
+    _check_cache(cache, tenant_id, changes.get("cache"))
     async with AsyncSession(engine, expire_on_commit=False) as session:
         tenant = await session.get(Tenant, tenant_id)
         if tenant is None or tenant.deleted_ms is not None:

@@ -289,7 +289,9 @@ async def open_accounting(settings: Settings) -> Accounting:
             await redis.aclose()
         await engine.dispose()
         raise
-    keys = KeyCache(engine, refresh_s=policy.key_refresh_s, max_age_s=policy.key_cache_ttl_s)
+    keys = KeyCache(
+        engine, refresh_s=policy.key_refresh_s, max_age_s=policy.key_cache_ttl_s, cache=settings.cache
+    )
     accounting = Accounting(settings, engine, keys, ledger, limiter, redis)
     accounting.ledger_task = asyncio.ensure_future(ledger.run())
     accounting.tasks.append(asyncio.ensure_future(keys.run()))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from tiergate.gateway.errors import Unauthorized
 from tiergate.gateway.keys import KEY_PREFIX, KeyCache, Limits, hash_key
+from tiergate.policies.cache import CachePolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,8 @@ class Principal:
     tenant_allowed_models: frozenset[str] | None = None
     limits: Limits | None = None  # None: nothing limits this caller (the master key)
     trace_content: str | None = None  # the tenant's trace content policy (None: the config's default)
+    # The tenant's cache policy with its admin-API override (None: the config's policy for the tenant).
+    cache: CachePolicy | None = None
 
 
 MASTER = Principal("master")
@@ -87,4 +90,5 @@ class VirtualKeyAuth(MasterKeyAuth):
             tenant_allowed_models=info.tenant_allowed_models,
             limits=info.limits,
             trace_content=info.trace_content,
+            cache=info.cache,
         )

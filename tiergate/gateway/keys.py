@@ -21,7 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import col
 
 from tiergate.gateway.db.models import ApiKey, Tenant
+from tiergate.gateway.routing_settings import CacheSettings, SectionError
 from tiergate.policies.budget import Budget
+from tiergate.policies.cache import CachePolicy
 
 log = logging.getLogger("tiergate.keys")
 
@@ -77,13 +79,28 @@ class KeyInfo:
     expires_ms: int | None
     revoked: bool  # the key was revoked or its tenant deleted
     trace_content: str | None = None  # the tenant's trace content policy (None: the config's default)
+    # The tenant's admin-API cache override resolved over the config's policy (None: no override).
+    cache: CachePolicy | None = None
 
 
 def _budget(nano: int | None, period: str | None) -> Budget | None:
     return Budget(nano, period or "monthly") if nano is not None else None
 
 
-def key_info(key: ApiKey, tenant: Tenant) -> KeyInfo:
+def _tenant_cache(tenant: Tenant, config: CacheSettings) -> CachePolicy | None:
+    if tenant.cache is None:
+        return None
+    try:
+        return config.with_override(tenant.id, tenant.cache)
+    except SectionError as exc:
+        # Checked when written, but a row written under other rules must not lock the tenant's keys out.
+        log.warning(
+            "tenant %s: its cache override is ignored (%s); the config's policy applies", tenant.id, exc
+        )
+        return None
+
+
+def key_info(key: ApiKey, tenant: Tenant, config: CacheSettings) -> KeyInfo:
     limits = Limits(
         key_scope=f"k:{key.id}",
         tenant_scope=f"t:{tenant.id}",
@@ -103,14 +120,18 @@ def key_info(key: ApiKey, tenant: Tenant) -> KeyInfo:
         expires_ms=key.expires_ms,
         revoked=key.revoked_ms is not None or tenant.deleted_ms is not None,
         trace_content=tenant.trace_content,
+        cache=_tenant_cache(tenant, config),
     )
 
 
 class KeyCache:
     """Key hash -> KeyInfo, filled on first sight and kept fresh in the background."""
 
-    def __init__(self, engine: AsyncEngine, *, refresh_s: float, max_age_s: float) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, refresh_s: float, max_age_s: float, cache: CacheSettings
+    ) -> None:
         self._engine = engine
+        self._cache = cache
         self._refresh_s = refresh_s
         self._max_age_s = max_age_s
         self._entries: dict[str, tuple[KeyInfo | None, float]] = {}
@@ -153,7 +174,7 @@ class KeyCache:
         query = select(ApiKey, Tenant).join(Tenant, Tenant.id == ApiKey.tenant_id).where(*conditions)  # type: ignore[arg-type]
         async with AsyncSession(self._engine) as session:
             rows = (await session.execute(query)).all()
-            return {key.key_hash: key_info(key, tenant) for key, tenant in rows}
+            return {key.key_hash: key_info(key, tenant, self._cache) for key, tenant in rows}
 
     async def _reload_hashes(self, digests: Iterable[str]) -> None:
         wanted = list(digests)

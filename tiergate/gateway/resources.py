@@ -196,7 +196,7 @@ async def open_resources(
 
 def _open_cache(settings: Settings) -> ResponseCache | None:
     config = settings.cache
-    if not config.policy.exact and not any(p.exact for p in config.tenants.values()):
+    if not config.any_exact:
         return None
     backend: CacheBackend = (
         RedisBackend(settings.redis_url, settings.redis_prefix)

@@ -49,7 +49,10 @@ def cache_use(
     """Which caches this request uses, or None; decides nothing that costs an embedding."""
     if not (wants.lookup or wants.store):
         return None
-    policy = res.settings.cache.policy_for(principal.tenant_id)
+    # Admin API override > the config's `cache.tenants` > global; the override came with the key, no query.
+    policy = principal.cache
+    if policy is None:
+        policy = res.settings.cache.policy_for(principal.tenant_id)
     if not cacheable(request.body, policy):
         return None
     part = partition(principal.kind, principal.tenant_id, principal.key_id)

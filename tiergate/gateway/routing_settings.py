@@ -41,7 +41,7 @@ cache:
     lookup_timeout_s: 1.0       # a slower lookup (a stuck Chroma server) is a miss (global only)
   nondeterministic: false       # also cache requests with temperature > 0 and no seed
   write_queue: 10000            # pending cache writes; more are dropped (and counted)
-  tenants: {acme: {semantic: {enabled: true}}}
+  tenants: {acme: {semantic: {enabled: true}}}   # the admin API's tenant `cache` overrides these
 """
 
 from __future__ import annotations
@@ -59,7 +59,14 @@ from tiergate.policies.verifiers import DEFAULT_REFUSALS, VERIFIERS, VerifierCon
 
 
 class SectionError(ValueError):
-    """A field of the routing or cache section is wrong; settings.py turns it into a ConfigError."""
+    """A field of the routing or cache section is wrong; settings.py turns it into a ConfigError.
+
+    `where` names the field (`cache.semantic.threshold`) when known: the admin API answers with it as `param`.
+    """
+
+    def __init__(self, message: str, where: str | None = None) -> None:
+        super().__init__(message)
+        self.where = where
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,27 +134,54 @@ class CacheSettings:
     lookup_timeout_s: float = 1.0  # a semantic lookup that takes longer is a miss
 
     def policy_for(self, tenant_id: str | None) -> CachePolicy:
+        """The config's policy for the tenant: `cache.tenants.<id>` over the global one."""
         if tenant_id is not None:
             return self.tenants.get(tenant_id, self.policy)
         return self.policy
+
+    def with_override(self, tenant_id: str, override: Any) -> CachePolicy:
+        """The admin API's override of a tenant, field by field over `policy_for`; raises SectionError."""
+        return tenant_cache_policy(override, "cache", self.policy_for(tenant_id))
+
+    def check_override(self, tenant_id: str | None, override: Any) -> None:
+        """Raises SectionError if the admin API may not store `override` for the tenant.
+
+        Beyond its fields, an override cannot turn on a cache this gateway did not open at startup: which
+        caches exist (the semantic one loads an embedder and opens Chroma) is decided by the config alone.
+        """
+        policy = tenant_cache_policy(override, "cache", self.policy_for(tenant_id))
+        if policy.exact and not self.any_exact:
+            raise SectionError(_UNOPENED.format(kind="exact"), "cache.exact.enabled")
+        if policy.semantic and not self.any_semantic:
+            raise SectionError(_UNOPENED.format(kind="semantic"), "cache.semantic.enabled")
+
+    @property
+    def any_exact(self) -> bool:
+        return self.policy.exact or any(p.exact for p in self.tenants.values())
 
     @property
     def any_semantic(self) -> bool:
         return self.policy.semantic or any(p.semantic for p in self.tenants.values())
 
 
+_UNOPENED = (
+    "cache.{kind}.enabled: the {kind} cache is off everywhere in this gateway's config, so it was not opened;"
+    " enable cache.{kind} in the config (globally or for one tenant under cache.tenants) and restart first"
+)
+
+
 def _mapping(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise SectionError(f"{where} must be a mapping")
+        raise SectionError(f"{where} must be a mapping", where)
     return value
 
 
 def _only(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
     unknown = set(raw) - allowed
     if unknown:
-        raise SectionError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        raise SectionError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}", where)
 
 
 def _tier(value: Any, where: str) -> str:
@@ -158,15 +192,16 @@ def _tier(value: Any, where: str) -> str:
 
 def _bool(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
-        raise SectionError(f"{where} must be true or false")
+        raise SectionError(f"{where} must be true or false", where)
     return value
 
 
 def _num(value: Any, where: str, lo: float | None = None, hi: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SectionError(f"{where} must be a number")
+        raise SectionError(f"{where} must be a number", where)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise SectionError(f"{where} must be between {lo} and {hi}")
+        bounds = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+        raise SectionError(f"{where} must be {bounds}", where)
     return float(value)
 
 
@@ -388,6 +423,17 @@ def _cache_policy(raw: Mapping[str, Any], where: str, base: CachePolicy) -> Cach
     return replace(base, **changes)
 
 
+def tenant_cache_policy(raw: Any, where: str, base: CachePolicy) -> CachePolicy:
+    """One tenant's override (`cache.tenants.<id>` in the config, or `cache` in the admin API) over `base`.
+
+    The single check of both, so the config and the API accept the same fields within the same bounds.
+    """
+    override = _mapping(raw, where)
+    _only(override, {"exact", "semantic", "nondeterministic"}, where)
+    _only(_mapping(override.get("exact"), f"{where}.exact"), {"enabled", "ttl_s"}, f"{where}.exact")
+    return _cache_policy(override, where, base)
+
+
 def parse_cache(doc: Any) -> CacheSettings:
     raw = _mapping(doc, "cache")
     _only(raw, {"exact", "semantic", "nondeterministic", "write_queue", "tenants"}, "cache")
@@ -400,13 +446,10 @@ def parse_cache(doc: Any) -> CacheSettings:
         "cache",
         CachePolicy(),
     )
-    tenants: dict[str, CachePolicy] = {}
-    for tenant, override in _mapping(raw.get("tenants"), "cache.tenants").items():
-        where = f"cache.tenants.{tenant}"
-        override = _mapping(override, where)
-        _only(override, {"exact", "semantic", "nondeterministic"}, where)
-        _only(_mapping(override.get("exact"), f"{where}.exact"), {"enabled", "ttl_s"}, f"{where}.exact")
-        tenants[str(tenant)] = _cache_policy(override, where, policy)
+    tenants = {
+        str(tenant): tenant_cache_policy(override, f"cache.tenants.{tenant}", policy)
+        for tenant, override in _mapping(raw.get("tenants"), "cache.tenants").items()
+    }
     return CacheSettings(
         policy=policy,
         tenants=tenants,

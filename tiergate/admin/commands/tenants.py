@@ -27,23 +27,26 @@ def cmd(args: argparse.Namespace) -> int:
     from tiergate.admin.schemas import TenantCreate, TenantUpdate
     from tiergate.gateway.errors import GatewayError
 
+    cache: dict[str, Any] = {}
+    if getattr(args, "cache", None) is not None:
+        try:
+            cache["cache"] = json.loads(args.cache)  # `null` too: it removes the override
+        except json.JSONDecodeError:
+            return fail("--cache: not valid JSON")
+
     async def work(settings: Any, engine: Any) -> Any:
         if args.action == "create":
             meta = json.loads(args.metadata) if args.metadata else None
-            return [
-                store.tenant_out(
-                    await store.create_tenant(
-                        engine, TenantCreate(name=args.name, metadata=meta, **fields(args, LIMITS))
-                    )
-                )
-            ]
+            new = TenantCreate(name=args.name, metadata=meta, **fields(args, LIMITS), **cache)
+            return [store.tenant_out(await store.create_tenant(engine, new, settings.cache))]
         if args.action == "list":
             return [store.tenant_out(t) for t in await store.list_tenants(engine)]
         if args.action == "show":
             return [store.tenant_out(await store.get_tenant(engine, args.id))]
         if args.action == "update":
             changes = fields(args, (*LIMITS, "name"))
-            tenant = await store.update_tenant(engine, args.id, TenantUpdate(**changes))
+            update = TenantUpdate(**changes, **cache)
+            tenant = await store.update_tenant(engine, args.id, update, settings.cache)
             await announce(settings, tenant_ids=[args.id])
             return [store.tenant_out(tenant)]
         await store.delete_tenant(engine, args.id)
@@ -93,6 +96,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     delete.add_argument("id")
     for p, clearable in ((create, False), (update, True)):
         add_trace_policy(p, clearable=clearable)
+        p.add_argument("--cache", metavar="JSON",
+                       help='override of the config\'s cache policy, e.g. \'{"exact": {"enabled": false}}\''
+                       + ("; replaces the previous one, null removes it" if clearable else ""))  # fmt: skip
     for p in (create, listing, show, update, delete):
         add_config(p)
         p.set_defaults(func=cmd)

@@ -24,6 +24,9 @@ class Tenant(SQLModel, table=True):
     # config's `learning.traces` defaults.
     trace_content: str | None = Field(default=None, max_length=10)
     trace_retention_days: int | None = Field(default=None)
+    # The admin API's override of the config's cache policy, as sent: {exact, semantic, nondeterministic}
+    # (checked by `CacheSettings.check_override`); None: the config's policy for this tenant.
+    cache: dict[str, Any] | None = Field(default=None, sa_type=JSON)
     created_ms: int = Field(sa_type=BigInteger)
     updated_ms: int = Field(sa_type=BigInteger, index=True)
     # Deleted tenants stay, so that their ledger entries keep a name in reports; their keys stop working.
