@@ -27,9 +27,15 @@ def cmd(args: argparse.Namespace) -> int:
     from tiergate.admin.schemas import TenantCreate, TenantUpdate
     from tiergate.gateway.errors import GatewayError
 
+    meta = None
+    if getattr(args, "metadata", None):
+        try:
+            meta = json.loads(args.metadata)
+        except json.JSONDecodeError as exc:
+            return fail(f"--metadata: not valid JSON ({exc})")
+
     async def work(settings: Any, engine: Any) -> Any:
         if args.action == "create":
-            meta = json.loads(args.metadata) if args.metadata else None
             return [
                 store.tenant_out(
                     await store.create_tenant(
