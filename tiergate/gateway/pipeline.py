@@ -99,6 +99,8 @@ def answer_headers(request_id: str, answer: Answer, trail: Attempted, content_ty
         "x-request-id": request_id,
         "x-tiergate-tier": answer.tier or "none",
         "x-tiergate-model": answer.deployment.model,
+        # The model alone does not say which of two deployments of it answered (e.g. two regions).
+        "x-tiergate-deployment": answer.deployment.id,
         "x-tiergate-cache": "miss",
     }
     if trail.escalations:
