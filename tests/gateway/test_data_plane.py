@@ -8,6 +8,7 @@ import respx
 from httpx import ConnectTimeout, Request, Response
 
 from tests.gateway.conftest import AUTH, MASTER, chat, completion, gateway, settings, sse
+from tests.gateway.test_response_cache import flush
 
 
 def _json(request: Request) -> dict:  # type: ignore[type-arg]
@@ -342,3 +343,57 @@ async def test_every_deployment_throttling_is_a_429_with_retry_after() -> None:
         r = await client.post("/v1/chat/completions", json=chat("small-a"), headers=AUTH)
     assert r.status_code == 429 and r.headers["retry-after"] == "7"
     assert r.json()["error"]["code"] == "rate_limit_exceeded"
+
+
+async def test_the_deployment_that_answered_is_named_even_between_two_of_one_model() -> None:
+    router = respx.Router()
+    for host in ("up-a", "up-b"):
+        router.post(f"http://{host}/v1/chat/completions").mock(
+            side_effect=lambda request, host=host: Response(
+                200,
+                content=sse(
+                    {"id": "c", "model": "small", "choices": [{"index": 0, "delta": {"content": host}}]}
+                )
+                if _json(request).get("stream")
+                else orjson.dumps(completion("small", content=host)),
+            )
+        )
+    router.post("http://up-e/v1/embeddings").mock(
+        return_value=Response(200, json={"object": "list", "data": [], "usage": {"prompt_tokens": 1}})
+    )
+    same = {"model": "small", "input_cost_per_mtok": 1, "output_cost_per_mtok": 2}
+    config = settings(
+        tiers={"student": [{**same, "api_base": "http://up-a/v1"}, {**same, "api_base": "http://up-b/v1"}]},
+        upstream={"load_balance": "round_robin", "max_retries": 0},
+        cache={"exact": {"enabled": False}},
+    )
+    async with gateway(router, config) as (client, _):
+        first = await client.post("/v1/chat/completions", json=chat("student"), headers=AUTH)
+        second = await client.post("/v1/chat/completions", json=chat("student", stream=True), headers=AUTH)
+        embedded = await client.post("/v1/embeddings", json={"model": "embedder", "input": "x"}, headers=AUTH)
+    answered = {("up-a" if "up-a" in r.text else "up-b"): r.headers for r in (first, second)}
+    assert answered["up-a"]["x-tiergate-deployment"] == "student/small#0"
+    assert answered["up-b"]["x-tiergate-deployment"] == "student/small#1"
+    assert all(
+        h["x-tiergate-model"] == "small" and h["x-tiergate-tier"] == "student" for h in answered.values()
+    )
+    assert embedded.headers["x-tiergate-deployment"] == "untiered/embedder#2"
+
+
+async def test_cache_hits_name_no_deployment_and_models_carry_a_request_id() -> None:
+    router = respx.Router()
+    router.post("http://up-a/v1/chat/completions").mock(
+        return_value=Response(200, json=completion("small-a"))
+    )
+    config = settings(cache={"exact": {"enabled": True}})
+    async with gateway(router, config) as (client, _):
+        answered = await client.post("/v1/chat/completions", json=chat("student", seed=1), headers=AUTH)
+        await flush(client)
+        hit = await client.post("/v1/chat/completions", json=chat("student", seed=1), headers=AUTH)
+        listed = await client.get("/v1/models", headers={**AUTH, "x-request-id": "req-models-1"})
+        fresh = await client.get("/v1/models", headers=AUTH)
+        refused = await client.get("/v1/models")
+    assert answered.headers["x-tiergate-deployment"] == "student/small-a#0"
+    assert hit.headers["x-tiergate-cache"] == "exact" and "x-tiergate-deployment" not in hit.headers
+    assert listed.status_code == 200 and listed.headers["x-request-id"] == "req-models-1"
+    assert fresh.headers["x-request-id"] and refused.status_code == 401 and refused.headers["x-request-id"]

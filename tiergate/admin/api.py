@@ -1,7 +1,8 @@
 """The admin API under /admin: tenants, keys and cost reports, for the master key only.
 
-Built with FastAPI for request validation and the OpenAPI document (/admin/openapi.json); errors leave in
-OpenAI's shape like everywhere else in the gateway. Bodies over `accounting.admin_max_body_bytes` are
+Built with FastAPI for request validation and the OpenAPI document (/admin/openapi.json), which also
+describes the route-table endpoints (plain Starlette routes in `tiergate.admin.route_tables`); errors leave
+in OpenAI's shape like everywhere else in the gateway. Bodies over `accounting.admin_max_body_bytes` are
 refused before they are read.
 """
 
@@ -20,11 +21,17 @@ from tiergate.admin import reports, store, traces
 from tiergate.admin.mount import RESOURCES
 from tiergate.admin.schemas import (
     Deleted,
+    ErrorBody,
     KeyCreate,
     KeyCreated,
     KeyOut,
     KeyRotate,
     KeyUpdate,
+    RouteTableCurrent,
+    RouteTableHistory,
+    RouteTablePut,
+    RouteTableRollback,
+    RouteTableVersion,
     TenantCreate,
     TenantOut,
     TenantUpdate,
@@ -208,7 +215,85 @@ def create_admin_app() -> FastAPI:
         data, more = await traces.list_traces(res.accounting.engine, query, limit)
         return {"object": "list", "data": data, "has_more": more}
 
+    def document() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            add_route_table_paths(FastAPI.openapi(app))  # builds and caches the generated document
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = document  # type: ignore[method-assign]
     return app
+
+
+_ERRORS = {
+    400: "Invalid request (OpenAI-shaped error)",
+    401: "No or an unknown key",
+    403: "A virtual key: the admin API takes the master key only",
+    404: "No such version",
+    409: "`base_version` is no longer the newest version",
+    413: "The body is too large",
+}
+
+
+def add_route_table_paths(doc: dict[str, Any]) -> None:
+    """Describe the route-table endpoints (served before the /admin mount) in the generated document."""
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    models = (RouteTablePut, RouteTableRollback, RouteTableVersion, RouteTableCurrent, RouteTableHistory)
+    for model in (*models, ErrorBody):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+
+    def content(model: type[Any]) -> dict[str, Any]:
+        return {
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
+        }
+
+    def operation(
+        op_id: str, summary: str, ok: int, out: type[Any], errors: tuple[int, ...], **extra: Any
+    ) -> dict[str, Any]:
+        responses = {str(ok): {"description": "Successful Response", **content(out)}}
+        for status in (*errors, 401, 403):
+            responses[str(status)] = {"description": _ERRORS[status], **content(ErrorBody)}
+        return {
+            "summary": summary,
+            "operationId": op_id,
+            "tags": ["route table"],
+            "responses": responses,
+            **extra,
+        }
+
+    limit = {
+        "name": "limit", "in": "query", "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20},
+    }  # fmt: skip
+    doc["paths"].update(
+        {
+            "/route-table": {
+                "get": operation(
+                    "get_route_table", "The newest version, and the version this replica serves",
+                    200, RouteTableCurrent, (),
+                ),
+                "put": operation(
+                    "put_route_table", "Write a new version (conditional on base_version)",
+                    201, RouteTableVersion, (400, 409, 413),
+                    requestBody={"required": True, **content(RouteTablePut)},
+                ),
+            },
+            "/route-table/history": {
+                "get": operation(
+                    "route_table_history", "The newest versions first", 200, RouteTableHistory, (400,),
+                    parameters=[limit],
+                ),
+            },
+            "/route-table/rollback": {
+                "post": operation(
+                    "rollback_route_table", "A new version with an earlier version's content",
+                    201, RouteTableVersion, (400, 404, 409, 413),
+                    requestBody={"required": False, **content(RouteTableRollback)},
+                ),
+            },
+        }
+    )  # fmt: skip
 
 
 def report_query(

@@ -163,3 +163,66 @@ class KeyCreated(KeyOut):
 class Deleted(BaseModel):
     id: str
     deleted: bool = True
+
+
+# The route-table endpoints are plain Starlette routes (tiergate.admin.route_tables, validated by
+# tiergate.policies.route_table); these models only describe them in the admin API's OpenAPI document.
+Tier = Literal["student", "ta", "teacher", "supervisor"]
+
+
+class RouteTablePut(_Strict):
+    routes: dict[str, Tier] = Field(description="domain -> the cheapest tier proven good enough for it")
+    centroids: dict[str, list[float]] | None = Field(
+        default=None, description="domain -> unit vector (384 finite numbers, not all zero) naming it"
+    )
+    names: dict[str, str] | None = Field(default=None, description="readable names of domain ids")
+    note: str | None = Field(default=None, max_length=20_000)
+    base_version: int | None = Field(
+        default=None, description="write only if this is still the newest version (else 409)"
+    )
+
+
+class RouteTableRollback(_Strict):
+    to_version: int | None = Field(
+        default=None, ge=1, description="the version whose content to restore (default: the one before)"
+    )
+
+
+class RouteTableVersion(BaseModel):
+    version: int
+    created_ms: int
+    author: str
+    routes: dict[str, Tier]
+    centroids: dict[str, list[float]]
+    note: str
+    names: dict[str, str]
+
+
+class RouteTableCurrent(BaseModel):
+    """The newest version (version 0 and the configured routes while none is stored)."""
+
+    version: int
+    created_ms: int | None = None
+    author: str | None = None
+    routes: dict[str, Tier]
+    centroids: dict[str, list[float]]
+    note: str | None = None
+    names: dict[str, str] | None = None
+    serving_version: int = Field(description="the version this replica routes by")
+
+
+class RouteTableHistory(BaseModel):
+    data: list[RouteTableVersion] = Field(description="the newest versions first")
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """Every error of the gateway, in OpenAI's shape."""
+
+    error: ErrorDetail

@@ -40,7 +40,7 @@ from tiergate.gateway.resources import Resources
 from tiergate.gateway.response_cache import cache_use, cache_writer, lookup
 from tiergate.gateway.settings import Deployment
 from tiergate.gateway.streaming import RelayResponse, SSEAccumulator, StreamOutcome
-from tiergate.gateway.upstream import Answer, Attempted
+from tiergate.gateway.upstream import EMBEDDINGS_FAULTS, Answer, Attempted
 from tiergate.policies.cache import (
     CACHE_FIELD,
     CacheControlError,
@@ -48,7 +48,8 @@ from tiergate.policies.cache import (
     parse_cache_request,
 )
 from tiergate.policies.pricing import cost_nano
-from tiergate.policies.routing import RoutePlan, resolve, restrict, visible_models
+from tiergate.policies.routing import AUTO, RoutePlan, resolve, restrict, visible_models
+from tiergate.policies.tiers import is_tier
 
 JSON = "application/json"
 T = TypeVar("T")
@@ -98,6 +99,8 @@ def answer_headers(request_id: str, answer: Answer, trail: Attempted, content_ty
         "x-request-id": request_id,
         "x-tiergate-tier": answer.tier or "none",
         "x-tiergate-model": answer.deployment.model,
+        # The model alone does not say which of two deployments of it answered (e.g. two regions).
+        "x-tiergate-deployment": answer.deployment.id,
         "x-tiergate-cache": "miss",
     }
     if trail.escalations:
@@ -391,7 +394,7 @@ async def embeddings(res: Resources, headers: Mapping[str, str], raw: bytes, rec
     record.request_body = request.body
     record.endpoint = "embeddings"
     with record.phase("route"):
-        plan = route(res, principal, request.model)
+        plan = embeddings_route(res, principal, request.model)
     record.ticket = await admit(res, principal, plan, request)
     res.accounting.admitted(record)
     trail = Attempted()
@@ -405,7 +408,7 @@ async def embeddings(res: Resources, headers: Mapping[str, str], raw: bytes, rec
                 lambda d: res.provider(d).embeddings(d, request),
                 stream=False,
                 trail=trail,
-                may_escalate=escalation_guard(res, record.ticket),
+                faults=EMBEDDINGS_FAULTS,
             ),
         )
     _trail(record, trail)
@@ -420,6 +423,32 @@ async def embeddings(res: Resources, headers: Mapping[str, str], raw: bytes, rec
 
     await settle(res, record, answer.deployment, (usage[0], 0) if usage else None, count)
     return Response(answer.body, headers=answer_headers(record.request_id, answer, trail, JSON))
+
+
+def embeddings_route(res: Resources, principal: Principal, model: str) -> RoutePlan:
+    """Embeddings name a deployment: `auto` and the tier aliases route chat completions over chat models.
+
+    Only the named deployment(s) answer - never an escalation to a chat tier.
+    """
+    if model == AUTO or is_tier(model):
+        names = [
+            name
+            for name, ids in res.catalog.names.items()
+            if all(res.catalog.deployment_tier.get(i) is None for i in ids) and _may_use(res, principal, name)
+        ]
+        choices = (
+            f"one of: {', '.join(names)}"
+            if names
+            else "none is configured: add one under `models:` in the config"
+        )
+        raise BadRequest(
+            f"'{model}' routes chat completions over the tiers; embeddings need an embeddings deployment "
+            f"named in 'model' ({choices})",
+            param="model",
+            code="model_not_supported",
+        )
+    plan = route(res, principal, model)
+    return replace(plan, targets=plan.targets[:1])
 
 
 def models(res: Resources, principal: Principal) -> Response:

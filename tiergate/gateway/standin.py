@@ -2,6 +2,15 @@
 
 Every answer says it comes from a stand-in, so nobody mistakes the demo for a real model. It honours the
 parts of the protocol the gateway relays (streaming with usage, tools, JSON mode, `n`, embeddings).
+
+Where the label goes without breaking what the client asked for:
+- plain text and JSON mode: in the content;
+- tool calls: in the assistant message's `content`, which OpenAI allows beside `tool_calls`; the arguments
+  stay valid for the function's schema, so they get no extra field (apps call `fn(**arguments)`) - only
+  their unconstrained strings say "[stand-in ...]";
+- `json_schema`: a `stand_in` field when the schema allows additional properties (JSON Schema's default;
+  not with `additionalProperties: false` or `strict`), and the same labelled strings. A schema with neither is answered unlabelled
+  inside; the `standin-*` model name still marks it.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
-def _example(schema: Any) -> Any:
+def _example(schema: Any, label: str) -> Any:
     """A value that satisfies a (simple) JSON schema, for tool arguments and JSON-schema answers."""
     if not isinstance(schema, dict):
         return "example"
@@ -40,17 +49,33 @@ def _example(schema: Any) -> Any:
         return schema["enum"][0]
     if kind == "object" or "properties" in schema:
         props = schema.get("properties") or {}
-        return {name: _example(sub) for name, sub in props.items()}
+        return {name: _example(sub, label) for name, sub in props.items()}
     if kind == "array":
-        return [_example(schema.get("items"))]
+        return [_example(schema.get("items"), label)]
     if kind in ("integer", "number"):
         return 1
     if kind == "boolean":
         return True
+    if kind in (None, "string") and not {"format", "pattern", "maxLength"} & schema.keys():
+        return f"{label} example"
     return "example"
 
 
-def _reply(body: dict[str, Any], model: str) -> tuple[str | None, list[dict[str, Any]] | None]:
+def _schema_answer(spec: dict[str, Any], label: str) -> Any:
+    schema = spec.get("schema")
+    value = _example(schema, label)
+    # Strict mode forbids properties the schema does not name, whatever `additionalProperties` says.
+    open_object = (
+        isinstance(schema, dict)
+        and schema.get("additionalProperties", True) is not False
+        and not spec.get("strict")
+    )
+    if isinstance(value, dict) and open_object and "stand_in" not in value:
+        value["stand_in"] = label
+    return value
+
+
+def _reply(body: dict[str, Any], model: str) -> tuple[str, list[dict[str, Any]] | None]:
     label = f"[stand-in {model.removeprefix(PREFIX)} model, not a real LLM]"
     tools = body.get("tools") or []
     choice = body.get("tool_choice")
@@ -61,9 +86,9 @@ def _reply(body: dict[str, Any], model: str) -> tuple[str | None, list[dict[str,
             function = next(
                 (t["function"] for t in tools if t.get("function", {}).get("name") == wanted), function
             )
-        arguments = orjson.dumps(_example(function.get("parameters"))).decode()
+        arguments = orjson.dumps(_example(function.get("parameters"), label)).decode()
         call_id = "call_" + hashlib.sha1(arguments.encode()).hexdigest()[:12]
-        return None, [
+        return label, [
             {
                 "id": call_id,
                 "type": "function",
@@ -73,7 +98,7 @@ def _reply(body: dict[str, Any], model: str) -> tuple[str | None, list[dict[str,
     question = _last_user_text(body.get("messages") or [])
     fmt = body.get("response_format") or {}
     if fmt.get("type") == "json_schema":
-        value = _example((fmt.get("json_schema") or {}).get("schema"))
+        value = _schema_answer(fmt.get("json_schema") or {}, label)
         return orjson.dumps(value).decode(), None
     if fmt.get("type") == "json_object":
         return orjson.dumps({"stand_in": label, "you_asked": question}).decode(), None
@@ -90,7 +115,7 @@ async def chat(request: Request) -> Response:
     content, tool_calls = _reply(body, model)
     n = int(body.get("n") or 1)
     prompt_tokens = _tokens(orjson.dumps(body.get("messages")).decode())
-    completion_tokens = _tokens(content or orjson.dumps(tool_calls).decode()) * n
+    completion_tokens = _tokens(content + (orjson.dumps(tool_calls).decode() if tool_calls else "")) * n
     usage = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -132,6 +157,8 @@ async def chat(request: Request) -> Response:
     async def events() -> AsyncIterator[bytes]:
         for i in range(n):
             yield frame([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+            for word in content.split(" "):
+                yield frame([{"index": i, "delta": {"content": word + " "}, "finish_reason": None}])
             if tool_calls:
                 yield frame(
                     [
@@ -142,9 +169,6 @@ async def chat(request: Request) -> Response:
                         }
                     ]
                 )
-            else:
-                for word in (content or "").split(" "):
-                    yield frame([{"index": i, "delta": {"content": word + " "}, "finish_reason": None}])
             yield frame([{"index": i, "delta": {}, "finish_reason": finish}])
         if include_usage:
             yield frame([], usage=usage)

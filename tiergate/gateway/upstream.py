@@ -23,6 +23,9 @@ from tiergate.policies.routing import RoutePlan, Target, prefer_healthy
 
 # Upstream answers that mean "this deployment is misconfigured", not "the request is wrong": try the next one.
 _DEPLOYMENT_FAULTS = frozenset({401, 403, 404})
+# On /embeddings a 404 most often means "this model has no embeddings" (a chat model was named): the caller's
+# mistake, relayed as it is. Counting it would cool down a deployment that serves its chat traffic well.
+EMBEDDINGS_FAULTS = frozenset({401, 403})
 
 
 @dataclass
@@ -94,11 +97,13 @@ class UpstreamClient:
         stream: bool,
         trail: Attempted,
         may_escalate: Callable[[Target, int], Awaitable[bool]] | None = None,
+        faults: frozenset[int] = _DEPLOYMENT_FAULTS,
     ) -> Answer:
         """The first good answer along the plan, or the error the caller should see.
 
         `may_escalate` is asked before each escalation (the budget must hold the pricier tier); False ends
-        the search with the failures so far.
+        the search with the failures so far. `faults`: the 4xx statuses that blame the deployment (counted
+        towards its cooldown, next deployment); any other 4xx is relayed to the caller at once.
         """
         rotation = self._rotation if self._policy.load_balance == "round_robin" else 0
         self._rotation += 1
@@ -145,7 +150,7 @@ class UpstreamClient:
                         trail.failures.append(f"{deployment.id}: HTTP {status}")
                         trail.errors.append((deployment.id, str(status)))
                         if not is_retryable_status(status):
-                            if status in _DEPLOYMENT_FAULTS:
+                            if status in faults:
                                 self._failed(deployment, time.monotonic())
                                 break  # next deployment: this one's key, model or URL is wrong
                             raise UpstreamRejected(status, error_body)

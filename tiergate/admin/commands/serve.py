@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -189,7 +190,10 @@ Press Ctrl+C to stop.""",
     async def run() -> None:
         await asyncio.gather(standin.serve(), gateway.serve())
 
-    asyncio.run(run())
+    # Ctrl+C is how the demo stops: both servers have shut down gracefully by the time uvicorn hands the
+    # signal on to asyncio, which turns it into KeyboardInterrupt (a traceback, if not suppressed).
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
     return 0
 
 

@@ -31,12 +31,17 @@ def cmd(args: argparse.Namespace) -> int:
     if getattr(args, "cache", None) is not None:
         try:
             cache["cache"] = json.loads(args.cache)  # `null` too: it removes the override
-        except json.JSONDecodeError:
-            return fail("--cache: not valid JSON")
+        except json.JSONDecodeError as exc:
+            return fail(f"--cache: not valid JSON ({exc})")
+    meta = None
+    if getattr(args, "metadata", None):
+        try:
+            meta = json.loads(args.metadata)
+        except json.JSONDecodeError as exc:
+            return fail(f"--metadata: not valid JSON ({exc})")
 
     async def work(settings: Any, engine: Any) -> Any:
         if args.action == "create":
-            meta = json.loads(args.metadata) if args.metadata else None
             new = TenantCreate(name=args.name, metadata=meta, **fields(args, LIMITS), **cache)
             return [store.tenant_out(await store.create_tenant(engine, new, settings.cache))]
         if args.action == "list":
