@@ -11,8 +11,9 @@ together. Prints p50/p95/mean in milliseconds.
 The query asks for the 4 nearest entries and keeps those whose context hash matches, rather than passing
 the context as a Chroma `where` filter: on this machine the filter made each query ~6 ms slower
 (`--where` measures that variant). Missing a same-context entry that ranks below 4 others is a miss, the
-safe side for a cache. The gateway uses the `--where` variant all the same: with the faster one, a question
-asked under several system prompts crowds out the entry of the right one (tests/gateway/test_semantic_cache.py).
+safe side for a cache. The gateway asks this way first and repeats the query with the filter only when the
+nearest entries are all close enough but of other contexts (a question asked under several system prompts),
+so that such a crowd never hides the entry it should serve (tiergate/gateway/semantic_cache.py).
 """
 
 from __future__ import annotations

@@ -354,3 +354,59 @@ async def test_a_domain_may_demand_a_higher_threshold(tmp_path: Path) -> None:
         r = await post(client, ask(PARAPHRASE))
     assert records[1].domain == "python" and 0.91 < records[0].query_vector @ records[1].query_vector < 0.999
     assert r.headers["x-tiergate-cache"] == "miss" and route.call_count == 2
+
+
+async def test_chroma_is_asked_with_a_scope_filter_only_when_other_scopes_crowd_the_nearest(
+    tmp_path: Path,
+) -> None:
+    router = respx.Router()
+    upstream(router)
+    async with gateway(router, config(tmp_path)) as (client, _):
+        semantic = resources(client).semantic
+        assert semantic is not None
+        asked: list[dict[str, Any] | None] = []
+        query = semantic._query
+
+        def counted(collection: Any, vector: Any, where: dict[str, Any] | None) -> Any:
+            asked.append(where)
+            return query(collection, vector, where)
+
+        semantic._query = counted  # type: ignore[method-assign]
+        await post(client, ask(ASKED, system="Answer in Python 2."))
+        hit = await post(client, ask(PARAPHRASE, system="Answer in Python 2."))
+        # The first lookup found no collection yet; the paraphrase's settled on the unfiltered query.
+        assert hit.headers["x-tiergate-cache"] == "semantic" and asked == [None]
+        for n in range(4):  # the same question under four other system prompts: the four nearest entries
+            await post(client, ask(PARAPHRASE, system=f"Answer in Python {n + 3}."))
+        asked.clear()
+        crowded = await post(client, ask(PARAPHRASE, system="Answer in Python 2.", user="another"))
+    assert crowded.headers["x-tiergate-cache"] == "semantic"
+    assert asked[0] is None and asked[1] is not None and len(asked) == 2
+
+
+async def test_queued_writes_share_one_chroma_call(tmp_path: Path) -> None:
+    router = respx.Router()
+    upstream(router)
+    things = ("numbers", "strings", "tuples", "dates")
+    async with gateway(router, config(tmp_path)) as (client, _):
+        semantic = resources(client).semantic
+        assert semantic is not None
+        calls: list[int] = []
+        upsert, gate = semantic._upsert, threading.Event()
+
+        def held(partition: str, rows: list[Any], now: float) -> None:
+            calls.append(len(rows))
+            gate.wait(10)  # the first write holds the writer while the other requests queue theirs
+            upsert(partition, rows, now)
+
+        semantic._upsert = held  # type: ignore[method-assign]
+        for thing in things:
+            r = await client.post(
+                "/v1/chat/completions", json=ask(f"How do I sort {thing} in Go?"), headers=AUTH
+            )
+            assert r.headers["x-tiergate-cache"] == "miss"
+        gate.set()
+        await semantic.flush()
+        again = await post(client, ask("How can I sort dates in Go?"))
+    assert sum(calls) == len(things) and len(calls) <= 2
+    assert again.headers["x-tiergate-cache"] == "semantic"
