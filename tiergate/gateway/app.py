@@ -32,6 +32,7 @@ from tiergate.gateway.errors import (
     PermissionDenied,
     ServiceUnavailable,
 )
+from tiergate.gateway.http_protocol import ARRIVED
 from tiergate.gateway.prices import with_known_prices
 from tiergate.gateway.records import CallRecord
 from tiergate.gateway.resources import Resources, open_resources
@@ -88,33 +89,33 @@ def _resources(request: Request) -> Resources:
 def _new_record(request: Request, rid: str, endpoint: str) -> CallRecord:
     record = CallRecord(
         request_id=rid, endpoint=endpoint, principal=MASTER, requested_model="", started_at=time.time(),
-        started_perf=request.scope.get(_ARRIVED) or time.perf_counter(),
+        started_perf=request.scope.get(ARRIVED) or time.perf_counter(),
     )  # fmt: skip
     request.scope[_RECORD] = record
     return record
 
 
-_ARRIVED = "tiergate.arrived"  # scope keys: when the call entered the app, and its record
-_RECORD = "tiergate.record"
+_RECORD = "tiergate.record"  # scope key of the call's record
 
 
 class GatewayApp(Starlette):
-    """The app, timed from the moment a call enters it to the moment its response has been handed over.
+    """The app, timed from the moment a call arrived (its first bytes read, see `http_protocol`; else its
+    entry into the app) to the moment its response has been handed over.
 
-    That span minus the upstream wait is what the overhead histogram reports: it includes routing, reading
-    the body and writing the response, which the handler alone cannot see.
+    That span minus the upstream wait is what the overhead histogram reports: it includes parsing, routing,
+    reading the body and writing the response, which the handler alone cannot see.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        scope[_ARRIVED] = time.perf_counter()
+        scope.setdefault(ARRIVED, time.perf_counter())
         await super().__call__(scope, receive, send)
         record: CallRecord | None = scope.get(_RECORD)
         if record is not None and record.status_code == 200 and record.outcome != "refused":
             self.state.resources.telemetry.metrics.observe_overhead(
-                record.endpoint, time.perf_counter() - scope[_ARRIVED] - record.upstream_s
+                record.endpoint, time.perf_counter() - scope[ARRIVED] - record.upstream_s
             )
 
 
