@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -9,14 +10,33 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 import respx
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tiergate.admin.server import create_server
+from tiergate.gateway.db import migrate
+from tiergate.gateway.db.engine import open_engine
 from tiergate.gateway.resources import Resources
 from tiergate.gateway.settings import Settings, parse_settings
 
 MASTER = "sk-admin-master"
 ADMIN = {"authorization": f"Bearer {MASTER}"}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    """Both databases, migrated (a module may define its own)."""
+    url: str = sqlite_url if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    asyncio.run(migrate.upgrade(url))
+    return url
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = open_engine(database_url)
+    yield engine
+    await engine.dispose()
 
 
 def config(database_url: str, **overrides: Any) -> Settings:

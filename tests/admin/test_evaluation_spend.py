@@ -3,7 +3,6 @@ columns, and never against the tenant's request budget (which still binds the te
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import httpx
@@ -11,7 +10,6 @@ import pytest
 from sqlalchemy import select
 
 from tests.admin.conftest import ADMIN, config, serve
-from tiergate.gateway.db import migrate
 from tiergate.gateway.db.learning import Evaluation
 
 
@@ -32,14 +30,6 @@ def answers(request: httpx.Request) -> httpx.Response:
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
     })  # fmt: skip
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    """Both databases, migrated (a gateway on PostgreSQL only checks the schema)."""
-    url: str = sqlite_url if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    asyncio.run(migrate.upgrade(url))
-    return url
 
 
 async def test_evaluation_spend_is_reported_apart_and_spares_the_request_budget(database_url: str) -> None:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.admin.learning_rows import evaluation, feedback, trace, write
@@ -17,22 +13,6 @@ from tiergate.admin.evidence import (
     feedback_stats,
     verdict_rows,
 )
-from tiergate.gateway.db import migrate
-from tiergate.gateway.db.engine import open_engine
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    url: str = sqlite_url if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    asyncio.run(migrate.upgrade(url))
-    return url
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = open_engine(database_url)
-    yield engine
-    await engine.dispose()
 
 
 async def test_verdicts_count_agreements_as_same_and_skip_what_gave_no_evidence(engine: AsyncEngine) -> None:

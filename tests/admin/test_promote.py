@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,20 +16,6 @@ from tiergate.gateway.db.engine import open_engine
 from tiergate.gateway.embeddings import DIMENSIONS
 from tiergate.gateway.route_table import SqlRouteTableStore, StoredRouteTable, VersionConflict
 from tiergate.policies.route_table import RouteTableDoc, Sampling
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    url: str = sqlite_url if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    asyncio.run(migrate.upgrade(url))
-    return url
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = open_engine(database_url)
-    yield engine
-    await engine.dispose()
 
 
 def domain_named(doc: RouteTableDoc, word: str) -> str:

@@ -15,7 +15,6 @@ import yaml
 from tests.admin.promote_rows import seed
 from tiergate.admin.cli import main
 from tiergate.admin.jobs import promote
-from tiergate.gateway.db import migrate
 from tiergate.gateway.db.engine import open_engine
 from tiergate.gateway.route_table import StoredRouteTable
 
@@ -27,13 +26,6 @@ def _deployment(model: str, price: float) -> dict[str, Any]:
         "input_cost_per_mtok": price,
         "output_cost_per_mtok": price,
     }
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    url: str = sqlite_url if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    asyncio.run(migrate.upgrade(url))
-    return url
 
 
 @pytest.fixture

@@ -24,14 +24,6 @@ from tiergate.gateway.db.engine import open_engine
 from tiergate.gateway.db.learning import Evaluation, Feedback, Trace
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    """Both databases, migrated."""
-    url: str = sqlite_url if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    asyncio.run(migrate.upgrade(url))
-    return url
-
-
 async def test_a_tenant_states_its_content_policy_and_retention(sqlite_url: str) -> None:
     async with serve(config(sqlite_url)) as s:
         tenant = await s.new_tenant(trace_content="full", trace_retention_days=7)

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from tests.support import free_port
+from tests.support import free_port, until
 from tiergate.admin.commands.serve import _uvicorn_kwargs
 from tiergate.gateway.http_protocol import ARRIVED, ArrivalStampingProtocol
 from tiergate.gateway.settings import parse_settings
@@ -31,8 +31,7 @@ async def test_every_request_on_a_connection_carries_its_own_arrival_before_the_
     )
     task = asyncio.create_task(server.serve())
     try:
-        while not server.started:
-            await asyncio.sleep(0.01)
+        await until(lambda: server.started, what="the server to start")
         # One client: its requests share one keep-alive connection.
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             before = time.perf_counter()
