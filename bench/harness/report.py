@@ -184,17 +184,7 @@ def headline(
     return out
 
 
-SWEEP_COLUMNS = (
-    "scenario",
-    "workload",
-    "conns",
-    "req/s",
-    "(min-max)",
-    "p50 ms",
-    "p99 ms",
-    "CPU µs/req",
-    "errors",
-)
+SWEEP_COLUMNS = (*HEADLINE_COLUMNS[: HEADLINE_COLUMNS.index("CPU µs/req") + 1], "errors")
 
 
 def sweep(rows: Sequence[Row]) -> list[list[str]]:

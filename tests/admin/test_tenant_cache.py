@@ -13,7 +13,8 @@ import yaml
 
 from tests.admin.conftest import ADMIN, Served, config, serve
 from tiergate.admin.cli import main
-from tiergate.gateway.routing_settings import SectionError, parse_cache
+from tiergate.gateway.cache_settings import parse_cache
+from tiergate.gateway.config_fields import SectionError
 
 OVERRIDE = {"exact": {"ttl_s": 60}, "semantic": {"threshold": 0.95}}
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tiergate.gateway.routing_settings import SectionError
+from tiergate.gateway.config_fields import SectionError
 from tiergate.gateway.settings import ConfigError, parse_settings
 from tiergate.policies.cache import CachePolicy
 from tiergate.policies.routing import RoutingPolicy

@@ -15,10 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import col
 
 from tiergate.admin.schemas import KeyCreate, KeyOut, KeyUpdate, TenantCreate, TenantOut, TenantUpdate
+from tiergate.gateway.cache_settings import CacheSettings
+from tiergate.gateway.config_fields import SectionError
 from tiergate.gateway.db.models import ApiKey, Tenant
 from tiergate.gateway.errors import BadRequest, GatewayError
 from tiergate.gateway.keys import hash_key, new_key, now_ms, visible_prefix
-from tiergate.gateway.routing_settings import CacheSettings, SectionError
 from tiergate.policies.pricing import nano, usd
 
 

@@ -20,8 +20,9 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import col
 
+from tiergate.gateway.cache_settings import CacheSettings
+from tiergate.gateway.config_fields import SectionError
 from tiergate.gateway.db.models import ApiKey, Tenant
-from tiergate.gateway.routing_settings import CacheSettings, SectionError
 from tiergate.policies.budget import Budget
 from tiergate.policies.cache import CachePolicy
 

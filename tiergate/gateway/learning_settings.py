@@ -46,7 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tiergate.gateway.routing_settings import SectionError
+from tiergate.gateway.config_fields import SectionError, integer, mapping, number, only, tier
 from tiergate.policies.pricing import nano
 from tiergate.policies.promotion import ENOUGH, EXPLORE, MONITOR, PromotionConfig
 from tiergate.policies.shadow import CANDIDATE_MODES
@@ -153,45 +153,9 @@ class LearningSettings:
     promote: PromoteSettings = field(default_factory=PromoteSettings)
 
 
-def _mapping(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise SectionError(f"{where} must be a mapping")
-    return value
-
-
-def _only(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = set(raw) - allowed
-    if unknown:
-        raise SectionError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-
-
-def _number(value: Any, where: str, lo: float, hi: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SectionError(f"{where} must be a number")
-    if value < lo or (hi is not None and value > hi):
-        raise SectionError(
-            f"{where} must be between {lo} and {hi}" if hi is not None else f"{where} must be >= {lo}"
-        )
-    return float(value)
-
-
-def _integer(value: Any, where: str, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise SectionError(f"{where} must be an integer >= {lo}")
-    return value
-
-
-def _tier(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not is_tier(value):
-        raise SectionError(f"{where} must be one of {', '.join(TIERS)}")
-    return value
-
-
 def _traces(raw: dict[str, Any]) -> TraceSettings:
     where = "learning.traces"
-    _only(raw, set(TraceSettings.__dataclass_fields__), where)
+    only(raw, set(TraceSettings.__dataclass_fields__), where)
     d = TraceSettings()
     enabled = raw.get("enabled", d.enabled)
     if not isinstance(enabled, bool):
@@ -202,10 +166,10 @@ def _traces(raw: dict[str, Any]) -> TraceSettings:
     return TraceSettings(
         enabled=enabled,
         content=content,
-        retention_days=_integer(raw.get("retention_days", d.retention_days), f"{where}.retention_days", 1),
-        batch_size=_integer(raw.get("batch_size", d.batch_size), f"{where}.batch_size", 1),
-        flush_s=_number(raw.get("flush_s", d.flush_s), f"{where}.flush_s", 0.001),
-        queue_size=_integer(raw.get("queue_size", d.queue_size), f"{where}.queue_size", 1),
+        retention_days=integer(raw.get("retention_days", d.retention_days), f"{where}.retention_days", 1),
+        batch_size=integer(raw.get("batch_size", d.batch_size), f"{where}.batch_size", 1),
+        flush_s=number(raw.get("flush_s", d.flush_s), f"{where}.flush_s", 0.001),
+        queue_size=integer(raw.get("queue_size", d.queue_size), f"{where}.queue_size", 1),
     )
 
 
@@ -217,14 +181,14 @@ _POLICY_KEYS = {
 def _shadow_policy(raw: Mapping[str, Any], where: str, base: ShadowPolicy) -> ShadowPolicy:
     changes: dict[str, Any] = {}
     if "fraction" in raw:
-        changes["fraction"] = _number(raw["fraction"], f"{where}.fraction", 0.0, 1.0)
+        changes["fraction"] = number(raw["fraction"], f"{where}.fraction", 0.0, 1.0)
     if "domains" in raw:
         domains: dict[str, dict[str, float]] = {}
-        for domain, tiers in _mapping(raw["domains"], f"{where}.domains").items():
+        for domain, tiers in mapping(raw["domains"], f"{where}.domains").items():
             at = f"{where}.domains.{domain}"
             domains[str(domain)] = {
-                _tier(tier, f"{at}.{tier}"): _number(value, f"{at}.{tier}", 0.0, 1.0)
-                for tier, value in _mapping(tiers, at).items()
+                tier(name, f"{at}.{name}"): number(value, f"{at}.{name}", 0.0, 1.0)
+                for name, value in mapping(tiers, at).items()
             }
         changes["domains"] = domains
     if "candidate" in raw:
@@ -240,31 +204,31 @@ def _shadow_policy(raw: Mapping[str, Any], where: str, base: ShadowPolicy) -> Sh
                 raise SectionError(f"{where}.{flag} must be true or false")
             changes[flag] = raw[flag]
     if "judge_tier" in raw:
-        changes["judge_tier"] = _tier(raw["judge_tier"], f"{where}.judge_tier")
+        changes["judge_tier"] = tier(raw["judge_tier"], f"{where}.judge_tier")
     if "daily_budget_usd" in raw:
         changes["daily_budget_nano"] = nano(
-            _number(raw["daily_budget_usd"], f"{where}.daily_budget_usd", 0.0, 1e9)
+            number(raw["daily_budget_usd"], f"{where}.daily_budget_usd", 0.0, 1e9)
         )
     return replace(base, **changes)
 
 
 def _shadow(raw: dict[str, Any]) -> ShadowSettings:
     where = "learning.shadow"
-    _only(raw, _POLICY_KEYS | {"seed", "queue_size", "concurrency", "tenants"}, where)
+    only(raw, _POLICY_KEYS | {"seed", "queue_size", "concurrency", "tenants"}, where)
     policy = _shadow_policy(raw, where, ShadowPolicy())
     tenants = {}
-    for tenant, override in _mapping(raw.get("tenants"), f"{where}.tenants").items():
+    for tenant, override in mapping(raw.get("tenants"), f"{where}.tenants").items():
         at = f"{where}.tenants.{tenant}"
-        override = _mapping(override, at)
-        _only(override, _POLICY_KEYS, at)
+        override = mapping(override, at)
+        only(override, _POLICY_KEYS, at)
         tenants[str(tenant)] = _shadow_policy(override, at, policy)
     d = ShadowSettings()
     return ShadowSettings(
         policy=policy,
         tenants=tenants,
-        seed=_integer(raw.get("seed", d.seed), f"{where}.seed", 0),
-        queue_size=_integer(raw.get("queue_size", d.queue_size), f"{where}.queue_size", 1),
-        concurrency=_integer(raw.get("concurrency", d.concurrency), f"{where}.concurrency", 1),
+        seed=integer(raw.get("seed", d.seed), f"{where}.seed", 0),
+        queue_size=integer(raw.get("queue_size", d.queue_size), f"{where}.queue_size", 1),
+        concurrency=integer(raw.get("concurrency", d.concurrency), f"{where}.concurrency", 1),
     )
 
 
@@ -280,43 +244,43 @@ def _optional(raw: Mapping[str, Any], name: str, parse: Any) -> Any:
 
 def _promote(raw: dict[str, Any]) -> PromoteSettings:
     where = "learning.promote"
-    _only(raw, _PROMOTE_KEYS, where)
+    only(raw, _PROMOTE_KEYS, where)
     d, p = PromoteSettings(), PromotionConfig()
     enabled = raw.get("enabled", d.enabled)
     if not isinstance(enabled, bool):
         raise SectionError(f"{where}.enabled must be true or false")
-    alpha = _number(raw.get("alpha", p.alpha), f"{where}.alpha", 0.0, 0.5)
-    budget = _number(raw.get("quality_budget", p.quality_budget), f"{where}.quality_budget", 0.0, 1.0)
+    alpha = number(raw.get("alpha", p.alpha), f"{where}.alpha", 0.0, 0.5)
+    budget = number(raw.get("quality_budget", p.quality_budget), f"{where}.quality_budget", 0.0, 1.0)
     if not 0 < alpha < 0.5 or not 0 < budget < 1:
         raise SectionError(f"{where}.alpha must be in (0, 0.5) and {where}.quality_budget in (0, 1)")
     promotion = PromotionConfig(
         quality_budget=budget,
         alpha=alpha,
-        min_samples=_integer(raw.get("min_samples", p.min_samples), f"{where}.min_samples", 1),
+        min_samples=integer(raw.get("min_samples", p.min_samples), f"{where}.min_samples", 1),
     )
     return PromoteSettings(
         enabled=enabled,
-        interval_s=_number(raw.get("interval_s", d.interval_s), f"{where}.interval_s", 0.01),
-        window_days=_number(raw.get("window_days", d.window_days), f"{where}.window_days", 0.001),
+        interval_s=number(raw.get("interval_s", d.interval_s), f"{where}.interval_s", 0.01),
+        window_days=number(raw.get("window_days", d.window_days), f"{where}.window_days", 0.001),
         promotion=promotion,
-        quality=_optional(raw, "quality", lambda v: _number(v, f"{where}.quality", 0.0, 1.0)),
-        clusters=_optional(raw, "clusters", lambda v: _integer(v, f"{where}.clusters", 1)),
-        max_traces=_integer(raw.get("max_traces", d.max_traces), f"{where}.max_traces", 1),
-        explore=_number(raw.get("explore", d.explore), f"{where}.explore", 0.0, 1.0),
-        monitor=_number(raw.get("monitor", d.monitor), f"{where}.monitor", 0.0, 1.0),
-        enough=_integer(raw.get("enough", d.enough), f"{where}.enough", 1),
-        seed=_integer(raw.get("seed", d.seed), f"{where}.seed", 0),
+        quality=_optional(raw, "quality", lambda v: number(v, f"{where}.quality", 0.0, 1.0)),
+        clusters=_optional(raw, "clusters", lambda v: integer(v, f"{where}.clusters", 1)),
+        max_traces=integer(raw.get("max_traces", d.max_traces), f"{where}.max_traces", 1),
+        explore=number(raw.get("explore", d.explore), f"{where}.explore", 0.0, 1.0),
+        monitor=number(raw.get("monitor", d.monitor), f"{where}.monitor", 0.0, 1.0),
+        enough=integer(raw.get("enough", d.enough), f"{where}.enough", 1),
+        seed=integer(raw.get("seed", d.seed), f"{where}.seed", 0),
     )
 
 
 def parse_learning(doc: Any) -> LearningSettings:
-    raw = _mapping(doc, "learning")
-    _only(raw, {"traces", "shadow", "models", "promote"}, "learning")
-    models = _mapping(raw.get("models"), "learning.models")
-    _only(models, {"refresh_s"}, "learning.models")
+    raw = mapping(doc, "learning")
+    only(raw, {"traces", "shadow", "models", "promote"}, "learning")
+    models = mapping(raw.get("models"), "learning.models")
+    only(models, {"refresh_s"}, "learning.models")
     return LearningSettings(
-        traces=_traces(_mapping(raw.get("traces"), "learning.traces")),
-        shadow=_shadow(_mapping(raw.get("shadow"), "learning.shadow")),
-        models_refresh_s=_number(models.get("refresh_s", 10.0), "learning.models.refresh_s", 0.05),
-        promote=_promote(_mapping(raw.get("promote"), "learning.promote")),
+        traces=_traces(mapping(raw.get("traces"), "learning.traces")),
+        shadow=_shadow(mapping(raw.get("shadow"), "learning.shadow")),
+        models_refresh_s=number(models.get("refresh_s", 10.0), "learning.models.refresh_s", 0.05),
+        promote=_promote(mapping(raw.get("promote"), "learning.promote")),
     )

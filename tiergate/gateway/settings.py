@@ -16,15 +16,10 @@ from typing import Any
 
 import yaml
 
+from tiergate.gateway.cache_settings import CacheSettings, parse_cache
+from tiergate.gateway.config_fields import SectionError
 from tiergate.gateway.learning_settings import LearningSettings, parse_learning
-from tiergate.gateway.routing_settings import (
-    CacheSettings,
-    DomainEmbeddings,
-    RoutingSettings,
-    SectionError,
-    parse_cache,
-    parse_routing,
-)
+from tiergate.gateway.routing_settings import DomainEmbeddings, RoutingSettings, parse_routing
 from tiergate.policies.pricing import Price
 from tiergate.policies.routing import EscalationPolicy
 from tiergate.policies.tiers import TIERS, is_tier
