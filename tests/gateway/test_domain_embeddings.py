@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from tests.admin.conftest import ADMIN, answer, config, serve
-from tests.support import until
+from tests.support import metric, parse_metrics, until
 from tiergate.admin.jobs import promote
 from tiergate.admin.jobs.promote_evidence import TraceRow, Window
 from tiergate.admin.reports import ReportQuery, cost_report
@@ -149,6 +149,11 @@ async def test_a_failing_deployment_routes_as_general_and_the_seeds_are_retried(
         assert (
             "domain embedding failed: embedder: every upstream deployment failed" in records[0].route_reason
         )
+        # The routing call's failed attempts are counted like a client request's, though its record is not.
+        (embedder,) = (d.id for d in s.res.settings.deployments if d.model == "embedder")
+        scraped = parse_metrics((await s.client.get("/metrics", headers=ADMIN)).text)
+        # At least the seeds' call at startup and the query's; the seeds are retried in the background.
+        assert metric(scraped, "tiergate_upstream_errors_total", deployment=embedder, kind="500") >= 2
         upstream.failing = False
         await until(lambda: s.res.router.seed_centroids or None, what="the seeds embedded on a retry")
         again = await s.client.post("/v1/chat/completions", json=ask("refund my card"), headers=ADMIN)

@@ -9,7 +9,7 @@
     tiergate_cache_lookups_total{endpoint,result}                       result: CallRecord.cache (miss, exact...)
     tiergate_escalations_total{from_tier,to_tier}
     tiergate_refusals_total{tenant,reason}                              refused before any upstream call
-    tiergate_upstream_errors_total{deployment,kind}                     kind: HTTP status, timeout, connection...
+    tiergate_upstream_errors_total{deployment,kind}                     every failed attempt, background calls too
     tiergate_upstream_circuit_open{deployment}                          1 while the deployment rests
     tiergate_queue_depth{queue}, tiergate_queue_dropped_total{queue}    every registered background queue
 
@@ -170,7 +170,7 @@ class Metrics:
         )  # fmt: skip
         self.upstream_errors = Counter(
             "tiergate_upstream_errors", "Failed upstream attempts.", ("deployment", "kind"), registry=r
-        )
+        )  # kind: HTTP status, timeout, connection (counted by upstream_error) or stream_broken
         self.circuit_open = Gauge(
             "tiergate_upstream_circuit_open", "1 while a deployment rests after repeated failures (summed over workers).",
             ("deployment",), registry=r, multiprocess_mode="livesum",
@@ -204,8 +204,8 @@ class Metrics:
             series.output.inc(record.completion_tokens)
         if record.cost_nano:
             series.cost.inc(record.cost_nano / 1e9)
-        if record.escalations or record.upstream_errors:
-            self._failures(record)
+        if record.escalations:
+            self._escalated(record)
         if record.outcome == "upstream_broken" and record.deployment_id:
             self.upstream_errors.labels(record.deployment_id, "stream_broken").inc()
 
@@ -228,8 +228,8 @@ class Metrics:
             children = self._refused[key] = self._refusal_children(key)
         for child in children:
             child.inc()
-        if record.escalations or record.upstream_errors:
-            self._failures(record)
+        if record.escalations:
+            self._escalated(record)
 
     def _refusal_children(self, key: tuple[str, ...]) -> tuple[Counter, ...]:
         endpoint, tenant, tier, model, status, outcome, reason = key
@@ -238,13 +238,15 @@ class Metrics:
         # Refused means the gateway said no before trying any upstream (a 502 after retries is not one).
         return (requests, self.refusals.labels(*by_tenant, reason)) if reason else (requests,)
 
-    def _failures(self, record: CallRecord) -> None:
+    def _escalated(self, record: CallRecord) -> None:
         for escalation in record.escalations:
             # "student->teacher: why": the tiers are config names, the reason is free text and stays out.
             source, _, target = escalation.partition(":")[0].partition("->")
             self.escalations.labels(source, target).inc()
-        for deployment, kind in record.upstream_errors:
-            self.upstream_errors.labels(deployment, kind).inc()
+
+    def upstream_error(self, deployment: str, kind: str) -> None:
+        """One failed upstream attempt (UpstreamClient.on_error), of a client's request or a background call."""
+        self.upstream_errors.labels(deployment, kind).inc()
 
     def refresh(self) -> None:
         """Sample circuit breakers and queues into their gauges (on scrape, and periodically per worker)."""

@@ -182,7 +182,6 @@ def _trail(record: CallRecord, trail: Attempted) -> None:
         tuple(trail.escalations),
         trail.upstream_wait_s,
     )
-    record.upstream_errors = tuple(trail.errors)
 
 
 def cache_options(headers: Mapping[str, str], request: ChatRequest) -> tuple[CacheRequest, ChatRequest]:

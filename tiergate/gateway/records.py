@@ -63,8 +63,6 @@ class CallRecord:
     upstream_s: float = 0.0
     attempts: int = 0
     escalations: tuple[str, ...] = ()
-    # (deployment id, kind) of every failed upstream attempt; kind is an HTTP status, "timeout" or "connection".
-    upstream_errors: tuple[tuple[str, str], ...] = ()
     route_reason: str = ""
     domain: str | None = None  # the query's domain, when routing inferred one
     monitor: str | None = None  # a monitoring sample: the promoted tier the shadow evaluator compares

@@ -66,6 +66,7 @@ def open_telemetry(
         queues=queues,
         multiproc_dir=multiproc,
     )
+    upstream.on_error = metrics.upstream_error
     telemetry = Telemetry(metrics, sinks=[metrics.sink], refusals=[metrics.refusal])
     if settings.access_log:
         access = AccessLog(log_prompts=settings.log_prompts)

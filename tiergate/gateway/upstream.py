@@ -35,8 +35,6 @@ class Attempted:
     attempts: int = 0
     escalations: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
-    # (deployment id, kind) per failed attempt, for metrics: kind is the HTTP status, "timeout" or "connection".
-    errors: list[tuple[str, str]] = field(default_factory=list)
     upstream_wait_s: float = 0.0
 
 
@@ -67,11 +65,19 @@ class UpstreamClient:
         self.health: dict[str, Health] = {}
         self._rng = rng or random.Random()
         self._rotation = 0
+        # Called with (deployment id, kind) for every failed attempt, whoever made the call: client requests
+        # and the background calls (shadow, judge, domain embeddings), whose records never reach the metrics.
+        # kind is the HTTP status, "timeout" or "connection".
+        self.on_error: Callable[[str, str], None] | None = None
 
     def add_deployments(self, deployments: Iterable[Deployment]) -> None:
         """Make deployments registered at run time callable (ids are never removed: calls may be in flight)."""
         for d in deployments:
             self._deployments[d.id] = d
+
+    def _error(self, deployment_id: str, kind: str) -> None:
+        if self.on_error is not None:
+            self.on_error(deployment_id, kind)
 
     def _failed(self, deployment: Deployment, now: float) -> bool:
         """Record a failure; True when the deployment is now resting and should not be retried."""
@@ -143,12 +149,12 @@ class UpstreamClient:
                     except TransportError as exc:
                         trail.upstream_wait_s += time.perf_counter() - waited
                         trail.failures.append(f"{deployment.id}: {exc}")
-                        trail.errors.append((deployment.id, "timeout" if exc.timeout else "connection"))
+                        self._error(deployment.id, "timeout" if exc.timeout else "connection")
                         all_timeouts = all_timeouts and exc.timeout
                         all_throttled = False
                     else:
                         trail.failures.append(f"{deployment.id}: HTTP {status}")
-                        trail.errors.append((deployment.id, str(status)))
+                        self._error(deployment.id, str(status))
                         if not is_retryable_status(status):
                             if status in faults:
                                 self._failed(deployment, time.monotonic())
