@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.admin.promote_rows import NOW_MS, promote_settings, seed
@@ -298,3 +300,7 @@ async def test_the_gateway_runs_the_job_in_the_background_and_serves_what_it_wro
         # Nothing changes on the next runs: no further version.
         await asyncio.sleep(0.3)
         assert await store.latest_version() == stored.version == 1
+        # Each run was claimed first (one replica per interval): the claim names this process.
+        async with served.res.accounting.engine.connect() as conn:
+            (holder,) = (await conn.execute(text("SELECT holder FROM job_runs WHERE name = 'promote'"))).one()
+        assert holder.split(":")[1] == str(os.getpid())

@@ -100,12 +100,20 @@ def create_server(
 
 async def promote_periodically(res: Resources) -> None:
     """`learning.promote.enabled`: this gateway runs the promote job every `interval_s` on its own database
-    and route-table store. Every replica may; the conditional write lets one of them land per version."""
-    from tiergate.admin.jobs import promote
+    and route-table store. Every replica schedules it; a claim in the database lets one of them run it per
+    interval, and the conditional write keeps a version right should two runs still overlap."""
+    from tiergate.admin.jobs import lease, promote
 
-    await promote.periodically(
-        lambda: promote.run(res.accounting.engine, res.route_tables, res.settings),
+    engine, interval_s, holder = (
+        res.accounting.engine,
         res.settings.learning.promote.interval_s,
+        lease.holder_name(),
+    )
+    await promote.periodically(
+        lambda: promote.run(engine, res.route_tables, res.settings),
+        interval_s,
+        # A little under the interval, so that this replica's own next wake-up, a few ms early, still runs.
+        claim=lambda: lease.claim(engine, "promote", holder, 0.9 * interval_s),
     )
 
 

@@ -298,13 +298,18 @@ async def periodically(
     run_once: Callable[[], Awaitable[Outcome]],
     interval_s: float,
     *,
+    claim: Callable[[], Awaitable[bool]] | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
     """The gateway's background task: a run every `interval_s`, off the request path; a failed run is logged
-    and the next interval tries again, a run that lost the conditional write to another replica is left to it."""
+    and the next interval tries again, a run that lost the conditional write to another replica is left to it.
+    With `claim` (`lease.claim`), an interval whose run another replica claimed is skipped."""
     while True:
         await sleep(interval_s)
         try:
+            if claim is not None and not await claim():
+                log.debug("promote: another replica ran this interval's job")
+                continue
             outcome = await run_once()
         except VersionConflict as exc:
             log.info("promote: another writer landed first (%s); next run in %.0f s", exc, interval_s)

@@ -131,3 +131,17 @@ class RegisteredModel(SQLModel, table=True):
     status: str = Field(default="candidate", max_length=16)  # candidate | active
     created_ms: int = Field(sa_type=BigInteger)
     updated_ms: int = Field(sa_type=BigInteger, index=True)
+
+
+class JobRun(SQLModel, table=True):
+    """The last claimed run of a periodic job that every replica schedules (`tiergate/admin/jobs/lease.py`).
+
+    One row per job; a replica runs the job only if it moves `started_ms` forward past the gap, in one
+    conditional statement, so one replica per interval does the work.
+    """
+
+    __tablename__ = "job_runs"
+
+    name: str = Field(primary_key=True, max_length=64)
+    holder: str = Field(max_length=200)  # host, pid and a random suffix of the claiming process
+    started_ms: int = Field(sa_type=BigInteger)
