@@ -30,13 +30,21 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
 from bench.cache_eval.run import MIN_RECALL, PRONOUNS, ROOT, _progress, find_qqp
 from tiergate.admin.jobs.cache_eval import Pair, encode_texts, load_pairs, part_of, select
-from tiergate.policies.semantic import Analysis, Query, SemanticPolicy, analyse, similarity, verify
+from tiergate.policies.semantic import (
+    Analysis,
+    Query,
+    Reason,
+    SemanticPolicy,
+    analyse,
+    similarity,
+    verify,
+)
 from tiergate.policies.semantic_align import Alignment
 from tiergate.policies.semantic_text import fold
 
@@ -44,18 +52,8 @@ RESULTS = ROOT / "bench/cache_eval/ceiling.json"
 FLOOR = 0.75  # candidates: pairs at least this close; every method treats the rest as misses
 RECALLS = (0.15, 0.18, 0.20, 0.22, 0.25)
 FOLDS = 5
-REASONS = (
-    "match",
-    "question",
-    "negation",
-    "antonym",
-    "number",
-    "identifier",
-    "quoted",
-    "entity",
-    "order",
-    "unmatched-word",
-)
+# The verifier's verdicts on a pair above the floor (a cosine below the threshold is not one of them).
+REASONS = tuple(r for r in get_args(Reason) if r != "below-threshold")
 HAND_FEATURES = (
     "cosine",
     "align_min",

@@ -139,6 +139,47 @@ async def test_a_replica_without_redis_applies_the_change_at_its_next_key_poll(s
         assert await _cache(two, key) == "miss"
 
 
+async def test_a_purge_stops_serving_the_tenants_cached_answers_and_no_one_elses(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    async with serve(config(sqlite_url)) as s:
+        acme, globex = await s.new_tenant(), await s.new_tenant(name="globex")
+        a, g = (await s.new_key(acme["id"]))["key"], (await s.new_key(globex["id"]))["key"]
+        assert [await _cache(s, a), await _cache(s, a), await _cache(s, g)] == ["miss", "exact", "miss"]
+        r = await s.client.post(f"/admin/tenants/{acme['id']}/cache/purge", headers=ADMIN)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"tenant_id": acme["id"], "cache_epoch": 1}
+        assert [await _cache(s, a), await _cache(s, a)] == ["miss", "exact"]  # stored anew after the purge
+        assert await _cache(s, g) == "exact"
+        shown = (await s.client.get(f"/admin/tenants/{acme['id']}", headers=ADMIN)).json()
+        assert shown["cache_epoch"] == 1 and shown["updated_at"] > acme["updated_at"]
+        # Refused, changing nothing: an unknown tenant, a deleted one, a tenant's own key.
+        await s.client.delete(f"/admin/tenants/{globex['id']}", headers=ADMIN)
+        before = _tenants(tmp_path / "tiergate.db")
+        for tenant_id in ("no-such-tenant", globex["id"]):
+            r = await s.client.post(f"/admin/tenants/{tenant_id}/cache/purge", headers=ADMIN)
+            assert r.status_code == 404 and r.json()["error"]["param"] == "tenant_id"
+        r = await s.client.post(
+            f"/admin/tenants/{acme['id']}/cache/purge", headers={"authorization": f"Bearer {a}"}
+        )
+        assert r.status_code == 401  # the admin API takes the master key only
+        assert _tenants(tmp_path / "tiergate.db") == before
+        paths = (await s.client.get("/admin/openapi.json")).json()["paths"]
+        assert "post" in paths["/tenants/{tenant_id}/cache/purge"]
+
+
+async def test_another_replica_stops_serving_at_its_next_key_poll_after_a_purge(sqlite_url: str) -> None:
+    async with serve(config(sqlite_url)) as one, serve(config(sqlite_url)) as two:
+        tenant = await one.new_tenant()
+        key = (await one.new_key(tenant["id"]))["key"]
+        assert [await _cache(two, key), await _cache(two, key)] == ["miss", "exact"]
+        r = await one.client.post(f"/admin/tenants/{tenant['id']}/cache/purge", headers=ADMIN)
+        assert r.status_code == 200
+        deadline = time.monotonic() + 10  # the replica polls every 0.05 s (key_refresh_s)
+        while await _cache(two, key) == "exact":
+            assert time.monotonic() < deadline, "the other replica kept serving purged answers"
+
+
 def _cli(cfg: Path, *argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, Any]:
     code = main(["tenants", *argv, "--config", str(cfg), "--json"])
     out = capsys.readouterr()
@@ -159,3 +200,7 @@ def test_the_cli_sets_and_removes_the_override(
     assert _cli(cfg, "show", tenant["id"], capsys=capsys)[1]["cache"] == OVERRIDE
     code, tenant = _cli(cfg, "update", tenant["id"], "--cache", "null", capsys=capsys)
     assert code == 0 and tenant["cache"] is None
+    code, tenant = _cli(cfg, "purge-cache", tenant["id"], capsys=capsys)
+    assert code == 0 and tenant["cache_epoch"] == 1
+    code, err = _cli(cfg, "purge-cache", "no-such-tenant", capsys=capsys)
+    assert code == 1 and "no tenant with id 'no-such-tenant'" in err

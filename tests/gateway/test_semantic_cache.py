@@ -4,8 +4,10 @@ upstreams mocked. Paraphrases are served, close queries that ask something else 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from httpx import AsyncClient, Response
 from tests.gateway.conftest import AUTH, completion, gateway, settings, sse
 from tests.gateway.test_response_cache import TenantKeys, key
 from tests.support import metric, parse_metrics
+from tiergate.gateway.auth import Principal
 from tiergate.gateway.embeddings import Encoded
 from tiergate.gateway.resources import Resources
 from tiergate.gateway.semantic_cache import collection_name
@@ -134,6 +137,31 @@ async def test_tenants_have_collections_of_their_own_and_never_share_entries(tmp
         names = {c.name for c in res.semantic.client.list_collections()}
     assert seen == ["miss", "miss", "semantic"] and route.call_count == 2
     assert names == {collection_name("t:acme"), collection_name("t:globex")}
+
+
+async def test_a_purged_tenant_finds_none_of_its_earlier_entries(tmp_path: Path) -> None:
+    class Purgeable(TenantKeys):
+        """acme's cache generation as the key cache would carry it after POST .../cache/purge."""
+
+        epoch = 0
+
+        async def authenticate(self, headers: Mapping[str, str]) -> Principal:
+            principal = await super().authenticate(headers)
+            return dataclasses.replace(principal, cache_epoch=self.epoch)
+
+    router = respx.Router()
+    route = upstream(router)
+    async with gateway(router, config(tmp_path)) as (client, _):
+        res = resources(client)
+        res.auth = keys = Purgeable()
+        seen = [(await post(client, ask(ASKED), key("k-acme-1"))).headers["x-tiergate-cache"]]
+        seen.append((await post(client, ask(PARAPHRASE), key("k-acme-1"))).headers["x-tiergate-cache"])
+        keys.epoch = 1
+        for text in (ASKED, PARAPHRASE):
+            seen.append((await post(client, ask(text), key("k-acme-1"))).headers["x-tiergate-cache"])
+    # After the purge the very question stored before is a miss (neither its exact entry nor its semantic
+    # one is found); what is stored after the purge is served again.
+    assert seen == ["miss", "semantic", "miss", "semantic"] and route.call_count == 2
 
 
 async def test_never_across_system_prompts_earlier_turns_or_parameters(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from tiergate.admin import reports, store, traces
 from tiergate.admin.mount import RESOURCES
 from tiergate.admin.schemas import (
+    CachePurged,
     Deleted,
     ErrorBody,
     KeyCreate,
@@ -136,6 +137,14 @@ def create_admin_app() -> FastAPI:
         tenant = await store.update_tenant(res.accounting.engine, tenant_id, body, res.settings.cache)
         await res.accounting.announce(tenant_ids=[tenant_id])
         return store.tenant_out(tenant)
+
+    @app.post("/tenants/{tenant_id}/cache/purge", response_model=CachePurged)
+    async def purge_cache(tenant_id: str, res: Admin) -> Any:
+        """Stop serving every answer cached for the tenant, exact and semantic, on every replica: its keys
+        move to a new cache generation (at once here, within `key_refresh_s` elsewhere without Redis)."""
+        tenant = await store.purge_cache(res.accounting.engine, tenant_id)
+        await res.accounting.announce(tenant_ids=[tenant_id])
+        return CachePurged(tenant_id=tenant_id, cache_epoch=tenant.cache_epoch)
 
     @app.delete("/tenants/{tenant_id}", response_model=Deleted)
     async def delete_tenant(tenant_id: str, res: Admin) -> Any:

@@ -135,6 +135,7 @@ class TenantOut(BaseModel):
     trace_content: TraceContent | None
     trace_retention_days: int | None
     cache: dict[str, Any] | None = Field(description="the override of the config's cache policy, as set")
+    cache_epoch: int = Field(description="how many times the tenant's cached answers were purged")
     created_at: str
     updated_at: str
 
@@ -163,6 +164,13 @@ class KeyCreated(KeyOut):
 class Deleted(BaseModel):
     id: str
     deleted: bool = True
+
+
+class CachePurged(BaseModel):
+    tenant_id: str
+    cache_epoch: int = Field(
+        description="the tenant's new cache generation; earlier entries are never served"
+    )
 
 
 # The route-table endpoints are plain Starlette routes (tiergate.admin.route_tables, validated by

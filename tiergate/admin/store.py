@@ -56,7 +56,7 @@ def tenant_out(t: Tenant) -> TenantOut:
         id=t.id, name=t.name, budget_usd=_usd(t.budget_nano), budget_period=t.budget_period,  # type: ignore[arg-type]
         rpm=t.rpm, tpm=t.tpm, allowed_models=t.allowed_models, metadata=t.meta,
         trace_content=t.trace_content, trace_retention_days=t.trace_retention_days,  # type: ignore[arg-type]
-        cache=t.cache, created_at=iso(t.created_ms) or "", updated_at=iso(t.updated_ms) or "",
+        cache=t.cache, cache_epoch=t.cache_epoch, created_at=iso(t.created_ms) or "", updated_at=iso(t.updated_ms) or "",
     )  # fmt: skip
 
 
@@ -147,6 +147,20 @@ async def update_tenant(
         tenant.updated_ms = now_ms()
         await session.commit()
     return tenant
+
+
+async def purge_cache(engine: AsyncEngine, tenant_id: str) -> Tenant:
+    """Raise the tenant's cache generation, in one statement (two purges at once raise it twice)."""
+    async with AsyncSession(engine, expire_on_commit=False) as session:
+        raised = await session.execute(
+            update(Tenant)
+            .where(col(Tenant.id) == tenant_id, col(Tenant.deleted_ms).is_(None))
+            .values(cache_epoch=col(Tenant.cache_epoch) + 1, updated_ms=now_ms())
+        )
+        if raised.rowcount != 1:  # type: ignore[attr-defined]
+            raise UnknownId(f"no tenant with id '{tenant_id}'", param="tenant_id")
+        await session.commit()
+    return await get_tenant(engine, tenant_id)
 
 
 async def delete_tenant(engine: AsyncEngine, tenant_id: str) -> None:

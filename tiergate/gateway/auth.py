@@ -25,6 +25,7 @@ class Principal:
     trace_content: str | None = None  # the tenant's trace content policy (None: the config's default)
     # The tenant's cache policy with its admin-API override (None: the config's policy for the tenant).
     cache: CachePolicy | None = None
+    cache_epoch: int = 0  # the tenant's cache generation: entries of an earlier one are never served
 
 
 MASTER = Principal("master")
@@ -91,4 +92,5 @@ class VirtualKeyAuth(MasterKeyAuth):
             limits=info.limits,
             trace_content=info.trace_content,
             cache=info.cache,
+            cache_epoch=info.cache_epoch,
         )

@@ -82,6 +82,7 @@ class KeyInfo:
     trace_content: str | None = None  # the tenant's trace content policy (None: the config's default)
     # The tenant's admin-API cache override resolved over the config's policy (None: no override).
     cache: CachePolicy | None = None
+    cache_epoch: int = 0  # the tenant's cache generation, raised by a purge
 
 
 def _budget(nano: int | None, period: str | None) -> Budget | None:
@@ -122,6 +123,7 @@ def key_info(key: ApiKey, tenant: Tenant, config: CacheSettings) -> KeyInfo:
         revoked=key.revoked_ms is not None or tenant.deleted_ms is not None,
         trace_content=tenant.trace_content,
         cache=_tenant_cache(tenant, config),
+        cache_epoch=tenant.cache_epoch,
     )
 
 

@@ -59,6 +59,8 @@ def cache_use(
     route = ";".join(f"{t.tier}={','.join(t.deployments)}" for t in plan.targets) + (
         ":v" if plan.verify else ""
     )
+    if principal.cache_epoch:  # after a purge: a new generation, under which nothing older is found
+        route += f"@{principal.cache_epoch}"
     exact = (
         f"{part}:{exact_key(part, route, request.body)}" if res.cache is not None and policy.exact else None
     )

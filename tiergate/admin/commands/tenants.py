@@ -54,6 +54,10 @@ def cmd(args: argparse.Namespace) -> int:
             tenant = await store.update_tenant(engine, args.id, update, settings.cache)
             await announce(settings, tenant_ids=[args.id])
             return [store.tenant_out(tenant)]
+        if args.action == "purge-cache":
+            tenant = await store.purge_cache(engine, args.id)
+            await announce(settings, tenant_ids=[args.id])
+            return [store.tenant_out(tenant)]
         await store.delete_tenant(engine, args.id)
         await announce(settings, tenant_ids=[args.id])
         return []
@@ -99,11 +103,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_limits(update, clearable=True)
     delete = actions.add_parser("delete", help="delete a tenant (its keys stop working; its ledger stays)")
     delete.add_argument("id")
+    purge = actions.add_parser("purge-cache", help="stop serving every answer cached for a tenant")
+    purge.add_argument("id")
     for p, clearable in ((create, False), (update, True)):
         add_trace_policy(p, clearable=clearable)
         p.add_argument("--cache", metavar="JSON",
                        help='override of the config\'s cache policy, e.g. \'{"exact": {"enabled": false}}\''
                        + ("; replaces the previous one, null removes it" if clearable else ""))  # fmt: skip
-    for p in (create, listing, show, update, delete):
+    for p in (create, listing, show, update, delete, purge):
         add_config(p)
         p.set_defaults(func=cmd)

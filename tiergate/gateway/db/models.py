@@ -27,6 +27,9 @@ class Tenant(SQLModel, table=True):
     # The admin API's override of the config's cache policy, as sent: {exact, semantic, nondeterministic}
     # (checked by `CacheSettings.check_override`); None: the config's policy for this tenant.
     cache: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    # Raised by a cache purge: every cache key and semantic scope of the tenant includes it, so what was
+    # stored before a purge is never found again (TTL and LRU reclaim the space).
+    cache_epoch: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_ms: int = Field(sa_type=BigInteger)
     updated_ms: int = Field(sa_type=BigInteger, index=True)
     # Deleted tenants stay, so that their ledger entries keep a name in reports; their keys stop working.
