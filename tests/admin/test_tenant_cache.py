@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -10,9 +11,12 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.admin.conftest import ADMIN, Served, config, serve
+from tiergate.admin import store
 from tiergate.admin.cli import main
+from tiergate.admin.schemas import TenantCreate
 from tiergate.gateway.cache_settings import parse_cache
 from tiergate.gateway.config_fields import SectionError
 
@@ -166,6 +170,13 @@ async def test_a_purge_stops_serving_the_tenants_cached_answers_and_no_one_elses
         assert _tenants(tmp_path / "tiergate.db") == before
         paths = (await s.client.get("/admin/openapi.json")).json()["paths"]
         assert "post" in paths["/tenants/{tenant_id}/cache/purge"]
+
+
+async def test_purges_at_once_each_raise_the_epoch(engine: AsyncEngine) -> None:
+    tenant = await store.create_tenant(engine, TenantCreate(name="acme"), parse_cache({}))
+    assert tenant.cache_epoch == 0
+    await asyncio.gather(*(store.purge_cache(engine, tenant.id) for _ in range(5)))
+    assert (await store.get_tenant(engine, tenant.id)).cache_epoch == 5
 
 
 async def test_another_replica_stops_serving_at_its_next_key_poll_after_a_purge(sqlite_url: str) -> None:
