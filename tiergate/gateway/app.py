@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from tiergate.gateway import feedback, pipeline
+from tiergate.gateway import endpoints, feedback, pipeline
 from tiergate.gateway.auth import MASTER
 from tiergate.gateway.db.engine import database_unavailable, database_unreachable
 from tiergate.gateway.errors import (
@@ -154,7 +154,7 @@ async def _call(request: Request, endpoint: str) -> Response | RelayResponse:
         if endpoint == "chat":
             response = await pipeline.chat_completion(res, request.headers, raw, record)
         else:
-            response = await pipeline.embeddings(res, request.headers, raw, record)
+            response = await endpoints.embeddings(res, request.headers, raw, record)
     except asyncio.CancelledError:
         # The server stopped waiting for this request (its drain timeout expired). The client gets a 503 it
         # can retry elsewhere rather than the server's bare 500; the request was settled as it unwound.
@@ -197,7 +197,7 @@ async def models(request: Request) -> Response:
         principal = await res.auth.authenticate(request.headers)
     except GatewayError as error:
         return error_response(error, rid)
-    response = pipeline.models(res, principal)
+    response = endpoints.models(res, principal)
     response.headers["x-request-id"] = rid
     return response
 

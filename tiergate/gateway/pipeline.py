@@ -13,7 +13,8 @@ from the cache, failed or cancelled - so its reservation is released and the led
 own path never gets there).
 
 Each step is a function with explicit arguments so that tests can drive it without a server; `app.py` only
-reads the request, calls `chat_completion` or `embeddings`, and turns errors into OpenAI-shaped responses.
+reads the request, calls `chat_completion` (or `endpoints.embeddings`), and turns errors into OpenAI-shaped
+responses.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from tiergate.gateway.admission import admit, escalation_guard
 from tiergate.gateway.auth import Principal
 from tiergate.gateway.cache import CachedAnswer
 from tiergate.gateway.errors import BadRequest, GatewayError, NotFound, PermissionDenied, ServiceUnavailable
-from tiergate.gateway.jsonbody import ChatRequest, parse_chat, parse_embeddings
+from tiergate.gateway.jsonbody import ChatRequest, parse_chat
 from tiergate.gateway.query import Query
 from tiergate.gateway.records import CallRecord
 from tiergate.gateway.replay import sse_chunks
@@ -40,7 +41,7 @@ from tiergate.gateway.resources import Resources
 from tiergate.gateway.response_cache import cache_use, cache_writer, lookup
 from tiergate.gateway.settings import Deployment
 from tiergate.gateway.streaming import RelayResponse, SSEAccumulator, StreamOutcome
-from tiergate.gateway.upstream import EMBEDDINGS_FAULTS, Answer, Attempted
+from tiergate.gateway.upstream import Answer, Attempted
 from tiergate.policies.cache import (
     CACHE_FIELD,
     CacheControlError,
@@ -48,8 +49,7 @@ from tiergate.policies.cache import (
     parse_cache_request,
 )
 from tiergate.policies.pricing import cost_nano
-from tiergate.policies.routing import AUTO, RoutePlan, resolve, restrict, visible_models
-from tiergate.policies.tiers import is_tier
+from tiergate.policies.routing import RoutePlan, resolve, restrict
 
 JSON = "application/json"
 T = TypeVar("T")
@@ -69,13 +69,13 @@ def _checked(res: Resources, principal: Principal, model: str, plan: RoutePlan |
         raise NotFound(
             f"the model '{model}' does not exist; GET /v1/models lists the models you can use", param="model"
         )
-    allowed = _allowed(res, principal, plan, model)
+    allowed = allowed_plan(res, principal, plan, model)
     if allowed is None:
         raise PermissionDenied(f"this key may not use the model '{model}'", param="model")
     return allowed
 
 
-def _allowed(res: Resources, principal: Principal, plan: RoutePlan, model: str) -> RoutePlan | None:
+def allowed_plan(res: Resources, principal: Principal, plan: RoutePlan, model: str) -> RoutePlan | None:
     """The plan within both the key's and its tenant's `allowed_models`."""
     allowed = restrict(plan, model, res.catalog, principal.allowed_models)
     if allowed is not None and principal.tenant_allowed_models is not None:
@@ -83,7 +83,7 @@ def _allowed(res: Resources, principal: Principal, plan: RoutePlan, model: str) 
     return allowed
 
 
-def _usage(doc: Any) -> tuple[int, int] | None:
+def usage_of(doc: Any) -> tuple[int, int] | None:
     usage = doc.get("usage") if isinstance(doc, dict) else None
     if not isinstance(usage, dict):
         return None
@@ -108,7 +108,7 @@ def answer_headers(request_id: str, answer: Answer, trail: Attempted, content_ty
     return headers
 
 
-def _record_answer(record: CallRecord, answer: Answer, trail: Attempted, plan: RoutePlan) -> None:
+def record_answer(record: CallRecord, answer: Answer, trail: Attempted, plan: RoutePlan) -> None:
     record.tier = answer.tier
     record.deployment_id = answer.deployment.id
     record.model = answer.deployment.model
@@ -160,7 +160,7 @@ async def settle_failed(res: Resources, record: CallRecord, error: GatewayError)
     await res.accounting.settle_failed(record, error)
 
 
-async def _ask_upstream(
+async def ask_upstream(
     res: Resources, record: CallRecord, trail: Attempted, call: Callable[[], Awaitable[T]]
 ) -> T:
     """`call()`, settling the request as failed when it raises (so its reservation is never left held).
@@ -171,12 +171,12 @@ async def _ask_upstream(
     try:
         return await call()
     except (GatewayError, asyncio.CancelledError) as exc:
-        _trail(record, trail)
+        record_trail(record, trail)
         await settle_failed(res, record, exc if isinstance(exc, GatewayError) else shutting_down())
         raise
 
 
-def _trail(record: CallRecord, trail: Attempted) -> None:
+def record_trail(record: CallRecord, trail: Attempted) -> None:
     record.attempts, record.escalations, record.upstream_s = (
         trail.attempts,
         tuple(trail.escalations),
@@ -207,7 +207,7 @@ async def route_chat(
     router, health = res.router, res.upstream.health
     plan = await router.plan(principal, request, headers, query, res.tokens, health, request_id)
     if plan is not None and plan.monitor is not None:
-        allowed = _allowed(res, principal, plan, request.model)
+        allowed = allowed_plan(res, principal, plan, request.model)
         if allowed is None or allowed.targets[0] != plan.targets[0]:
             # The key may not use the incumbent: its requests are not monitoring samples.
             plan = await router.plan(
@@ -227,7 +227,7 @@ async def _replay(
     """A cache hit, in the shape the client asked for; billed at zero upstream cost."""
     record.cache = kind
     record.tier, record.model, record.answer = hit.tier, hit.model, hit.answer
-    record.prompt_tokens, record.completion_tokens = _usage(hit.answer) or (0, 0)
+    record.prompt_tokens, record.completion_tokens = usage_of(hit.answer) or (0, 0)
     record.usage_source = "cache"
     record.cost_nano = 0
     headers = {
@@ -287,12 +287,12 @@ async def chat_completion(
     doc, body, spent = None, b"", 0
     with record.phase("upstream"):
         if use_cascade:
-            outcome = await _ask_upstream(
+            outcome = await ask_upstream(
                 res, record, trail, lambda: cascade.run(res, request, plan, trail, record, guard)
             )
             answer, doc, body, spent = outcome.answer, outcome.doc, outcome.body, outcome.spent_nano
         else:
-            answer = await _ask_upstream(
+            answer = await ask_upstream(
                 res,
                 record,
                 trail,
@@ -304,8 +304,8 @@ async def chat_completion(
                     may_escalate=guard,
                 ),
             )
-    _trail(record, trail)
-    _record_answer(record, answer, trail, plan)
+    record_trail(record, trail)
+    record_answer(record, answer, trail, plan)
     store = cache_writer(res, use, wants, query, answer)
     if request.stream and doc is None:
         return _relay(res, request, answer, trail, record, store, spent)
@@ -316,7 +316,7 @@ async def chat_completion(
         res,
         record,
         answer.deployment,
-        _usage(doc),
+        usage_of(doc),
         lambda: _count_answer(res, request, answer.deployment, doc),
         spent,
     )
@@ -368,7 +368,7 @@ def _relay(
             completion = res.tokens.text(accumulator.text + accumulator.tool_arguments(), model)
             return res.tokens.messages(request.messages, model, request.body.get("tools")), completion
 
-        await settle(res, record, answer.deployment, _usage({"usage": accumulator.usage}), count, spent)
+        await settle(res, record, answer.deployment, usage_of({"usage": accumulator.usage}), count, spent)
         if store is not None and outcome.status == "ok":
             store(accumulator.assembled())
 
@@ -382,86 +382,3 @@ def _relay(
         upstream_wait_s=0.0,
         finish=finish,
     )
-
-
-async def embeddings(res: Resources, headers: Mapping[str, str], raw: bytes, record: CallRecord) -> Response:
-    with record.phase("auth"):
-        principal = await res.auth.authenticate(headers)
-    record.principal = principal
-    request = parse_embeddings(raw)
-    record.requested_model = request.model
-    record.request_body = request.body
-    record.endpoint = "embeddings"
-    with record.phase("route"):
-        plan = embeddings_route(res, principal, request.model)
-    record.ticket = await admit(res, principal, plan, request)
-    res.accounting.admitted(record)
-    trail = Attempted()
-    with record.phase("upstream"):
-        answer = await _ask_upstream(
-            res,
-            record,
-            trail,
-            lambda: res.upstream.call(
-                plan,
-                lambda d: res.provider(d).embeddings(d, request),
-                stream=False,
-                trail=trail,
-                faults=EMBEDDINGS_FAULTS,
-            ),
-        )
-    _trail(record, trail)
-    _record_answer(record, answer, trail, plan)
-    doc = orjson.loads(answer.body)
-    usage = _usage(doc)
-
-    def count() -> tuple[int, int]:
-        value = request.body["input"]
-        texts = [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]
-        return sum(res.tokens.text(t, answer.deployment.model) for t in texts), 0
-
-    await settle(res, record, answer.deployment, (usage[0], 0) if usage else None, count)
-    return Response(answer.body, headers=answer_headers(record.request_id, answer, trail, JSON))
-
-
-def embeddings_route(res: Resources, principal: Principal, model: str) -> RoutePlan:
-    """Embeddings name a deployment: `auto` and the tier aliases route chat completions over chat models.
-
-    Only the named deployment(s) answer - never an escalation to a chat tier.
-    """
-    if model == AUTO or is_tier(model):
-        names = [
-            name
-            for name, ids in res.catalog.names.items()
-            if all(res.catalog.deployment_tier.get(i) is None for i in ids) and _may_use(res, principal, name)
-        ]
-        choices = (
-            f"one of: {', '.join(names)}"
-            if names
-            else "none is configured: add one under `models:` in the config"
-        )
-        raise BadRequest(
-            f"'{model}' routes chat completions over the tiers; embeddings need an embeddings deployment "
-            f"named in 'model' ({choices})",
-            param="model",
-            code="model_not_supported",
-        )
-    plan = route(res, principal, model)
-    return replace(plan, targets=plan.targets[:1])
-
-
-def models(res: Resources, principal: Principal) -> Response:
-    """`GET /v1/models`: `auto`, the tier aliases and the deployment names this caller may use."""
-    names = [
-        m
-        for m in visible_models(res.catalog)
-        if (principal.allowed_models is None and principal.tenant_allowed_models is None)
-        or _may_use(res, principal, m)
-    ]
-    data = [{"id": name, "object": "model", "created": 0, "owned_by": "tiergate"} for name in names]
-    return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
-
-
-def _may_use(res: Resources, principal: Principal, model: str) -> bool:
-    plan = resolve(model, res.catalog, res.settings.escalation)
-    return plan is not None and _allowed(res, principal, plan, model) is not None
