@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,20 +28,17 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tiergate.gateway.db.learning import Evaluation
-from tiergate.gateway.errors import GatewayError, UpstreamFailed
+from tiergate.gateway.errors import GatewayError
 from tiergate.gateway.evaluation_budget import EvaluationBudget
+from tiergate.gateway.evaluation_calls import EvaluationCalls, Reply, answer_text, shadow_request
 from tiergate.gateway.jsonbody import ChatRequest
 from tiergate.gateway.learning_settings import ShadowPolicy, ShadowSettings
 from tiergate.gateway.records import CallRecord
 from tiergate.gateway.registered import ModelRegistry
-from tiergate.gateway.settings import Deployment
 from tiergate.gateway.traces import apply_policy, content_policy, first_choice
 from tiergate.gateway.transport import TransportError
-from tiergate.gateway.upstream import Attempted
 from tiergate.policies.agreement import agreement
 from tiergate.policies.judge import JUDGE_VERSION, combine, judge_messages, parse_winner
-from tiergate.policies.pricing import cost_nano
-from tiergate.policies.routing import RoutePlan, Target
 from tiergate.policies.shadow import Candidate, candidates, sampled
 from tiergate.policies.tiers import TIERS, tier_rank
 
@@ -52,10 +49,6 @@ log = logging.getLogger("tiergate.shadow")
 _TABLE = Evaluation.__table__  # type: ignore[attr-defined]
 JUDGE_MAX_TOKENS = 300
 OUTCOMES = ("agreed", "judged", "no_verdict", "candidate_failed", "judge_failed", "no_judge", "over_budget")
-
-
-Send = Callable[[ChatRequest], Awaitable[tuple[Deployment, bytes]]]
-"""Sends one evaluation request; returns the deployment that answered and its body."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,43 +66,10 @@ class ShadowStats:
     failed: int = 0  # evaluations that raised unexpectedly or whose row could not be written
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """One evaluation call's answer and what it cost."""
-
-    deployment: Deployment
-    doc: dict[str, Any]
-    cost_nano: int
-
-
 def _describe(exc: BaseException) -> str:
     """An error for the logs: gateway errors say what failed; others only their class (their text may quote
     content, e.g. a JSON decoder's)."""
     return exc.message if isinstance(exc, GatewayError) else exc.__class__.__name__
-
-
-def answer_text(message: dict[str, Any] | None) -> str:
-    """What an answer says, as text: its content, then its tool calls (their names and arguments)."""
-    if not message:
-        return ""
-    content = message.get("content")
-    if isinstance(content, list):
-        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    text = content if isinstance(content, str) else ""
-    if message.get("tool_calls"):
-        text += ("\n" if text else "") + orjson.dumps(message["tool_calls"]).decode()
-    return text
-
-
-def shadow_request(body: dict[str, Any]) -> ChatRequest:
-    """The client's request as a candidate or judge receives it: the same body, never streamed."""
-    body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-    n = body.get("n")
-    return ChatRequest(
-        orjson.dumps(body), body, str(body.get("model", "")), body["messages"], False, False,
-        max_tokens if isinstance(max_tokens, int) else None, n if isinstance(n, int) else 1,
-    )  # fmt: skip
 
 
 class ShadowEvaluator:
@@ -133,6 +93,7 @@ class ShadowEvaluator:
         self._count = count
         self._queue: asyncio.Queue[Job] = asyncio.Queue(settings.queue_size)
         self.budget = EvaluationBudget(engine)
+        self._calls = EvaluationCalls(res, registry, self.budget)
         self.stats = ShadowStats()
         self._workers: list[asyncio.Task[None]] = []
         self._cached: dict[tuple[str, str, bool], tuple[Candidate, ...]] = {}
@@ -240,7 +201,7 @@ class ShadowEvaluator:
         request = shadow_request(record.request_body)
         row = self._row(record, candidate)
         try:
-            reply = await self._call(record, candidate, request, self._send_candidate(candidate))
+            reply = await self._calls.call(record, candidate, request, self._calls.candidate(candidate))
         except (GatewayError, TransportError, orjson.JSONDecodeError) as exc:
             log.info(
                 "shadow candidate %s failed for %s: %s", candidate.key, record.request_id, _describe(exc)
@@ -314,9 +275,9 @@ class ShadowEvaluator:
             judge_messages(conversation, offered, served),
             judge_messages(conversation, served, offered),
         )
-        send = self._send_tier(tier)
+        send = self._calls.tier(tier)
         calls = [
-            self._call(record, Candidate(tier), self._judge_request(tier, messages), send)
+            self._calls.call(record, Candidate(tier), self._judge_request(tier, messages), send)
             for messages in orders
         ]
         results = await asyncio.gather(*calls, return_exceptions=True)
@@ -364,70 +325,6 @@ class ShadowEvaluator:
     def _judge_request(tier: str, messages: list[dict[str, str]]) -> ChatRequest:
         body = {"model": tier, "messages": messages, "temperature": 0, "max_tokens": JUDGE_MAX_TOKENS}
         return ChatRequest(orjson.dumps(body), body, tier, messages, False, False, JUDGE_MAX_TOKENS, 1)
-
-    # --- calls -----------------------------------------------------------------------------------------
-
-    def _send_candidate(self, candidate: Candidate) -> Send:
-        if candidate.deployment_id is None:
-            return self._send_tier(candidate.tier)
-        deployment = self._registry.candidates.get(candidate.deployment_id)
-
-        async def send(request: ChatRequest) -> tuple[Deployment, bytes]:
-            if deployment is None:
-                raise UpstreamFailed(f"the registered model {candidate.deployment_id} was removed")
-            response = await self._res.provider(deployment).chat(deployment, request, want_usage_chunk=False)
-            body = await response.read()
-            if response.status != 200:
-                raise UpstreamFailed(f"{deployment.id}: HTTP {response.status}")
-            return deployment, body
-
-        return send
-
-    def _send_tier(self, tier: str) -> Send:
-        async def send(request: ChatRequest) -> tuple[Deployment, bytes]:
-            res = self._res
-            ids = res.catalog.tiers.get(tier)
-            if not ids:
-                raise UpstreamFailed(f"no deployment serves the tier {tier}")
-            answer = await res.upstream.call(
-                RoutePlan((Target(tier, ids),), "shadow evaluation"),
-                lambda d: res.provider(d).chat(d, request, want_usage_chunk=False),
-                stream=False,
-                trail=Attempted(),
-            )
-            return answer.deployment, answer.body
-
-        return send
-
-    async def _call(
-        self, record: CallRecord, candidate: Candidate, request: ChatRequest, send: Send
-    ) -> Reply:
-        """One evaluation call, booked in the ledger as evaluation spend and counted against the daily cap."""
-        started = time.perf_counter()
-        deployment, body = await send(request)
-        doc = orjson.loads(body)
-        if not isinstance(doc, dict):
-            raise orjson.JSONDecodeError("the answer is not a JSON object", body.decode(errors="replace"), 0)
-        usage = doc.get("usage")
-        usage = usage if isinstance(usage, dict) else {}
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)
-        if not isinstance(prompt, int) or not isinstance(completion, int):
-            model = deployment.model
-            await self._res.tokens.ready(
-                model
-            )  # the usage is missing: count locally, the encoding off the loop
-            prompt = self._res.tokens.messages(request.messages, model, request.body.get("tools"))
-            completion = self._res.tokens.text(answer_text(first_choice(doc)[0]), model)
-        cost = cost_nano(deployment.price, prompt, completion)
-        booked = CallRecord(
-            request_id=record.request_id, endpoint="chat", principal=record.principal,
-            requested_model=candidate.tier, started_at=time.time(), kind="evaluation", tier=candidate.tier,
-            deployment_id=deployment.id, model=deployment.model, prompt_tokens=prompt,
-            completion_tokens=completion, cost_nano=cost, latency_s=time.perf_counter() - started,
-        )  # fmt: skip
-        self._res.accounting.ledger.sink(booked)
-        self.budget.add(record.principal.tenant_id, cost)
-        return Reply(deployment, doc, cost)
 
     async def _similarity(self, a: str, b: str) -> float | None:
         embedder = self._res.embedder
