@@ -19,12 +19,12 @@ from tiergate.admin.jobs import promote
 from tiergate.admin.jobs.promote_evidence import TraceRow, Window
 from tiergate.admin.reports import ReportQuery, cost_report
 from tiergate.gateway.auth import MASTER
+from tiergate.gateway.config_fields import ConfigError
 from tiergate.gateway.domain_embeddings import EmbeddingUnavailable, UpstreamEmbedder
 from tiergate.gateway.embeddings import Embedder
 from tiergate.gateway.errors import UpstreamFailed
 from tiergate.gateway.route_table import refresh
 from tiergate.gateway.routing_settings import DomainEmbeddings
-from tiergate.gateway.settings import ConfigError
 from tiergate.policies.route_table import RouteTableDoc
 
 SEEDS = {

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from tiergate.gateway.settings import ConfigError, parse_settings
+from tiergate.gateway.config_fields import ConfigError
+from tiergate.gateway.settings import parse_settings
 
 
 def learning(section: Any) -> Any:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tiergate.gateway.config_fields import SectionError
-from tiergate.gateway.settings import ConfigError, parse_settings
+from tiergate.gateway.config_fields import ConfigError, SectionError
+from tiergate.gateway.settings import parse_settings
 from tiergate.policies.cache import CachePolicy
 from tiergate.policies.routing import RoutingPolicy
 from tiergate.policies.semantic import SemanticPolicy

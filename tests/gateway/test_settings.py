@@ -5,8 +5,9 @@ from typing import Any
 
 import pytest
 
+from tiergate.gateway.config_fields import ConfigError
 from tiergate.gateway.prices import with_known_prices
-from tiergate.gateway.settings import MASTER_KEY_FILE, ConfigError, load_settings, parse_settings
+from tiergate.gateway.settings import MASTER_KEY_FILE, load_settings, parse_settings
 from tiergate.policies.pricing import Price
 
 ENV = {"TIERGATE_MASTER_KEY": "sk-master", "OPENAI_API_KEY": "sk-openai", "GROQ_KEY": "gsk"}

@@ -1,7 +1,7 @@
 """Checks shared by the config sections parsed outside settings.py (`routing`, `cache`, `learning`).
 
-Each raises SectionError naming the field; settings.py turns it into a ConfigError, the admin API into a 400
-whose `param` is that field.
+Each raises SectionError naming the field; settings.py turns it into a ConfigError (the error of the whole
+config, defined here beside it), the admin API into a 400 whose `param` is that field.
 """
 
 from __future__ import annotations
@@ -10,6 +10,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from tiergate.policies.tiers import TIERS, is_tier
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the offending field."""
 
 
 class SectionError(ValueError):

@@ -17,7 +17,15 @@ from typing import Any
 import yaml
 
 from tiergate.gateway.cache_settings import CacheSettings, parse_cache
-from tiergate.gateway.config_fields import SectionError
+from tiergate.gateway.config_fields import ConfigError, SectionError
+from tiergate.gateway.deployment_settings import (
+    OPENAI_API_BASE,
+    deployment,
+    from_litellm,
+    number,
+    resolve,
+    typed,
+)
 from tiergate.gateway.learning_settings import LearningSettings, parse_learning
 from tiergate.gateway.routing_settings import DomainEmbeddings, RoutingSettings, parse_routing
 from tiergate.policies.pricing import Price
@@ -27,7 +35,6 @@ from tiergate.policies.tiers import TIERS, is_tier
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 MASTER_KEY_FILE = "tiergate.master_key"
 DEFAULT_DATABASE_URL = "sqlite:///./tiergate.db"
-OPENAI_API_BASE = "https://api.openai.com/v1"
 # What the embedded default puts on each tier when OPENAI_API_KEY is set.
 DEFAULT_OPENAI_TIERS = {
     "student": "gpt-4o-mini",
@@ -35,10 +42,6 @@ DEFAULT_OPENAI_TIERS = {
     "teacher": "gpt-4o",
     "supervisor": "o1",
 }
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be used; the message names the offending field."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,47 +133,6 @@ class Settings:
         raise KeyError(deployment_id)
 
 
-def _resolve(value: Any, where: str, env: Mapping[str, str]) -> Any:
-    if isinstance(value, str) and value.startswith("env:"):
-        name = value[4:].strip()
-        if name not in env or env[name] == "":
-            raise ConfigError(f"{where} refers to env:{name}, which is not set")
-        return env[name]
-    return value
-
-
-def _typed(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
-    if (
-        isinstance(value, bool)
-        and kind is not bool
-        and bool not in (kind if isinstance(kind, tuple) else (kind,))
-    ):
-        raise ConfigError(f"{where} must be {_kind_name(kind)}, not a boolean")
-    if not isinstance(value, kind):
-        raise ConfigError(f"{where} must be {_kind_name(kind)}, got {type(value).__name__}")
-    return value
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        bool: "true or false",
-        dict: "a mapping",
-        list: "a list",
-    }
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
-def _number(value: Any, where: str, *, minimum: float = 0.0) -> float:
-    number = float(_typed(value, (int, float), where))
-    if number < minimum:
-        raise ConfigError(f"{where} must be >= {minimum}")
-    return number
-
-
 def _choice(value: Any, options: tuple[str, ...], where: str) -> str:
     if value not in options:
         raise ConfigError(f"{where} must be one of {', '.join(options)}")
@@ -180,90 +142,10 @@ def _choice(value: Any, options: tuple[str, ...], where: str) -> str:
 def _port(value: Any, where: str) -> int | None:
     if value is None:
         return None
-    port = _typed(value, int, where)
+    port = typed(value, int, where)
     if not 1 <= port <= 65535:
         raise ConfigError(f"{where} must be a TCP port (1-65535)")
     return int(port)
-
-
-_DEPLOYMENT_KEYS = {
-    "model", "name", "api_base", "api_key", "provider", "input_cost_per_mtok", "output_cost_per_mtok",
-    "timeout_s", "max_output_tokens", "extra_headers", "candidate",
-}  # fmt: skip
-
-
-def _deployment(raw: Any, where: str, tier: str | None, index: int, env: Mapping[str, str]) -> dict[str, Any]:
-    raw = _typed(raw, dict, where)
-    unknown = set(raw) - _DEPLOYMENT_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-    model = _typed(_resolve(raw.get("model"), f"{where}.model", env), str, f"{where}.model")
-    if not model:
-        raise ConfigError(f"{where}.model must not be empty")
-    name = _typed(raw.get("name", model), str, f"{where}.name")
-    out: dict[str, Any] = {
-        "id": f"{tier or 'untiered'}/{name}#{index}",
-        "name": name,
-        "model": model,
-        "tier": tier,
-        "provider": _typed(raw.get("provider", "openai"), str, f"{where}.provider").lower(),
-        "api_base": _typed(
-            _resolve(raw.get("api_base", OPENAI_API_BASE), f"{where}.api_base", env), str, f"{where}.api_base"
-        ).rstrip("/"),
-        "api_key": _resolve(raw.get("api_key"), f"{where}.api_key", env),
-        "timeout_s": _number(raw.get("timeout_s", 60), f"{where}.timeout_s", minimum=0.001),
-        "candidate": _typed(raw.get("candidate", False), bool, f"{where}.candidate"),
-    }
-    if out["api_key"] is not None:
-        _typed(out["api_key"], str, f"{where}.api_key")
-    if "max_output_tokens" in raw:
-        out["max_output_tokens"] = int(
-            _number(raw["max_output_tokens"], f"{where}.max_output_tokens", minimum=1)
-        )
-    headers = _typed(raw.get("extra_headers", {}), dict, f"{where}.extra_headers")
-    out["extra_headers"] = {
-        str(k): str(_resolve(v, f"{where}.extra_headers.{k}", env)) for k, v in headers.items()
-    }
-    if "input_cost_per_mtok" in raw or "output_cost_per_mtok" in raw:
-        out["price"] = Price(
-            _number(raw.get("input_cost_per_mtok", 0), f"{where}.input_cost_per_mtok"),
-            _number(raw.get("output_cost_per_mtok", 0), f"{where}.output_cost_per_mtok"),
-        )
-    return out
-
-
-def _from_litellm(entry: Any, where: str, env: Mapping[str, str]) -> tuple[str | None, dict[str, Any]]:
-    """One `model_list` entry in LiteLLM's format, as a tiergate deployment mapping."""
-    entry = _typed(entry, dict, where)
-    name = _typed(entry.get("model_name"), str, f"{where}.model_name")
-    params = _typed(entry.get("litellm_params"), dict, f"{where}.litellm_params")
-    info = _typed(entry.get("model_info") or {}, dict, f"{where}.model_info")
-    model = _typed(params.get("model"), str, f"{where}.litellm_params.model")
-    provider, _, bare = model.partition("/")
-    if not bare:  # LiteLLM treats an unprefixed model as OpenAI's
-        provider, bare = "openai", model
-    raw: dict[str, Any] = {"name": name, "model": bare, "provider": provider}
-    if "api_base" in params:
-        raw["api_base"] = params["api_base"]
-    elif provider == "anthropic":
-        raw["api_base"] = "https://api.anthropic.com"
-    if "api_key" in params:
-        raw["api_key"] = params["api_key"]
-    if "timeout" in params:
-        raw["timeout_s"] = params["timeout"]
-    if "max_tokens" in info:
-        raw["max_output_tokens"] = info["max_tokens"]
-    for ours, theirs in (
-        ("input_cost_per_mtok", "input_cost_per_token"),
-        ("output_cost_per_mtok", "output_cost_per_token"),
-    ):
-        value = params.get(theirs, info.get(theirs))
-        if value is not None:
-            raw[ours] = _number(value, f"{where}.{theirs}") * 1_000_000
-    tier = info.get("tier")
-    if tier is not None and (not isinstance(tier, str) or not is_tier(tier)):
-        raise ConfigError(f"{where}.model_info.tier must be one of {', '.join(TIERS)}")
-    return tier, raw
 
 
 _TOP_KEYS = {
@@ -279,50 +161,50 @@ LOG_FORMATS = ("text", "json")
 def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: str = "<config>") -> Settings:
     """Build settings from a parsed YAML document; raises ConfigError naming the first bad field."""
     env = os.environ if env is None else env
-    doc = _typed(doc if doc is not None else {}, dict, "the config")
+    doc = typed(doc if doc is not None else {}, dict, "the config")
     unknown = set(doc) - _TOP_KEYS
     if unknown:
         raise ConfigError(f"unknown top-level field(s) {', '.join(sorted(unknown))}")
 
     raws: list[tuple[str | None, dict[str, Any], str]] = []
-    tiers = _typed(doc.get("tiers") or {}, dict, "tiers")
+    tiers = typed(doc.get("tiers") or {}, dict, "tiers")
     for tier, entries in tiers.items():
         if not is_tier(tier):
             raise ConfigError(f"tiers.{tier}: not a tier (use {', '.join(TIERS)})")
-        for i, entry in enumerate(_typed(entries or [], list, f"tiers.{tier}")):
+        for i, entry in enumerate(typed(entries or [], list, f"tiers.{tier}")):
             raws.append((tier, entry, f"tiers.{tier}[{i}]"))
     # Deployments on no tier (embedding models, specialised models): addressed by name only.
-    for i, entry in enumerate(_typed(doc.get("models") or [], list, "models")):
+    for i, entry in enumerate(typed(doc.get("models") or [], list, "models")):
         raws.append((None, entry, f"models[{i}]"))
-    for i, entry in enumerate(_typed(doc.get("model_list") or [], list, "model_list")):
-        tier, raw = _from_litellm(entry, f"model_list[{i}]", env)
+    for i, entry in enumerate(typed(doc.get("model_list") or [], list, "model_list")):
+        tier, raw = from_litellm(entry, f"model_list[{i}]", env)
         raws.append((tier, raw, f"model_list[{i}]"))
 
     deployments = []
     for index, (tier, raw, where) in enumerate(raws):
-        deployments.append(_deployment(raw, where, tier, index, env))
+        deployments.append(deployment(raw, where, tier, index, env))
 
-    upstream_raw = _typed(doc.get("upstream") or {}, dict, "upstream")
+    upstream_raw = typed(doc.get("upstream") or {}, dict, "upstream")
     defaults = UpstreamPolicy()
     upstream = UpstreamPolicy(
         max_retries=int(
-            _number(upstream_raw.get("max_retries", defaults.max_retries), "upstream.max_retries")
+            number(upstream_raw.get("max_retries", defaults.max_retries), "upstream.max_retries")
         ),
-        backoff_base_s=_number(
+        backoff_base_s=number(
             upstream_raw.get("backoff_base_s", defaults.backoff_base_s), "upstream.backoff_base_s"
         ),
-        backoff_max_s=_number(
+        backoff_max_s=number(
             upstream_raw.get("backoff_max_s", defaults.backoff_max_s), "upstream.backoff_max_s"
         ),
         cooldown_failures=int(
-            _number(
+            number(
                 upstream_raw.get("cooldown_failures", defaults.cooldown_failures),
                 "upstream.cooldown_failures",
                 minimum=1,
             )
         ),
-        cooldown_s=_number(upstream_raw.get("cooldown_s", defaults.cooldown_s), "upstream.cooldown_s"),
-        connect_timeout_s=_number(
+        cooldown_s=number(upstream_raw.get("cooldown_s", defaults.cooldown_s), "upstream.cooldown_s"),
+        connect_timeout_s=number(
             upstream_raw.get("connect_timeout_s", defaults.connect_timeout_s),
             "upstream.connect_timeout_s",
             minimum=0.001,
@@ -333,10 +215,10 @@ def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: st
             "upstream.load_balance",
         ),
     )
-    esc_raw = _typed(doc.get("escalation") or {}, dict, "escalation")
+    esc_raw = typed(doc.get("escalation") or {}, dict, "escalation")
     escalation = EscalationPolicy(
-        tier_aliases=_typed(esc_raw.get("tier_aliases", True), bool, "escalation.tier_aliases"),
-        deployments=_typed(esc_raw.get("deployments", False), bool, "escalation.deployments"),
+        tier_aliases=typed(esc_raw.get("tier_aliases", True), bool, "escalation.tier_aliases"),
+        deployments=typed(esc_raw.get("deployments", False), bool, "escalation.deployments"),
     )
     try:
         routing, cache = parse_routing(doc.get("routing")), parse_cache(doc.get("cache"))
@@ -344,20 +226,20 @@ def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: st
     except SectionError as exc:
         raise ConfigError(str(exc)) from None
     _check_domain_embeddings(routing.domains.embeddings, deployments)
-    accounting = _accounting(_typed(doc.get("accounting") or {}, dict, "accounting"))
-    master_key = _resolve(doc.get("master_key"), "master_key", env)
+    accounting = _accounting(typed(doc.get("accounting") or {}, dict, "accounting"))
+    master_key = resolve(doc.get("master_key"), "master_key", env)
     if master_key is not None:
-        _typed(master_key, str, "master_key")
+        typed(master_key, str, "master_key")
     return Settings(
         master_key=master_key,
-        database_url=_typed(
-            _resolve(doc.get("database_url", DEFAULT_DATABASE_URL), "database_url", env), str, "database_url"
+        database_url=typed(
+            resolve(doc.get("database_url", DEFAULT_DATABASE_URL), "database_url", env), str, "database_url"
         ),
-        redis_url=_resolve(doc.get("redis_url"), "redis_url", env),
-        redis_prefix=_typed(doc.get("redis_prefix", "tiergate:"), str, "redis_prefix"),
+        redis_url=resolve(doc.get("redis_url"), "redis_url", env),
+        redis_prefix=typed(doc.get("redis_prefix", "tiergate:"), str, "redis_prefix"),
         accounting=accounting,
-        chroma_url=_resolve(doc.get("chroma_url"), "chroma_url", env),
-        chroma_path=_typed(doc.get("chroma_path", "./tiergate-chroma"), str, "chroma_path"),
+        chroma_url=resolve(doc.get("chroma_url"), "chroma_url", env),
+        chroma_path=typed(doc.get("chroma_path", "./tiergate-chroma"), str, "chroma_path"),
         deployments=tuple(Deployment(**d) for d in deployments),
         upstream=upstream,
         escalation=escalation,
@@ -365,16 +247,16 @@ def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: st
         cache=cache,
         learning=learning,
         max_body_bytes=int(
-            _number(doc.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES), "max_body_bytes", minimum=1024)
+            number(doc.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES), "max_body_bytes", minimum=1024)
         ),
-        access_log=_typed(doc.get("access_log", False), bool, "access_log"),
-        drain_timeout_s=_number(doc.get("drain_timeout_s", 30.0), "drain_timeout_s"),
+        access_log=typed(doc.get("access_log", False), bool, "access_log"),
+        drain_timeout_s=number(doc.get("drain_timeout_s", 30.0), "drain_timeout_s"),
         metrics_port=_port(doc.get("metrics_port"), "metrics_port"),
-        metrics_host=_typed(doc.get("metrics_host", "127.0.0.1"), str, "metrics_host"),
-        metrics_tenant_label=_typed(doc.get("metrics_tenant_label", True), bool, "metrics_tenant_label"),
+        metrics_host=typed(doc.get("metrics_host", "127.0.0.1"), str, "metrics_host"),
+        metrics_tenant_label=typed(doc.get("metrics_tenant_label", True), bool, "metrics_tenant_label"),
         log_level=_choice(str(doc.get("log_level", "info")).lower(), LOG_LEVELS, "log_level"),
         log_format=_choice(doc.get("log_format", "text"), LOG_FORMATS, "log_format"),
-        log_prompts=_typed(doc.get("log_prompts", False), bool, "log_prompts"),
+        log_prompts=typed(doc.get("log_prompts", False), bool, "log_prompts"),
         source=source,
     )
 
@@ -399,11 +281,11 @@ def _accounting(raw: dict[str, Any]) -> AccountingPolicy:
         default = getattr(defaults, name)
         where = f"accounting.{name}"
         if isinstance(default, str):
-            values[name] = _typed(value, str, where)
+            values[name] = typed(value, str, where)
         elif isinstance(default, int):
-            values[name] = int(_number(value, where, minimum=1))
+            values[name] = int(number(value, where, minimum=1))
         else:
-            values[name] = _number(value, where, minimum=0.001)
+            values[name] = number(value, where, minimum=0.001)
     return AccountingPolicy(**values)
 
 

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tiergate.gateway.settings import ConfigError, Settings, load_settings, parse_settings
+from tiergate.gateway.config_fields import ConfigError
+from tiergate.gateway.settings import Settings, load_settings, parse_settings
 from tiergate.policies.tiers import TIERS
 
 
