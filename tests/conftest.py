@@ -74,3 +74,12 @@ def redis_prefix() -> str:
 def sqlite_url(tmp_path: Path) -> str:
     """A SQLite database file of the test's own."""
     return f"sqlite:///{tmp_path}/tiergate.db"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    """Both databases, not migrated: for tests of the migrations themselves or that migrate on their own."""
+    if request.param == "sqlite":
+        return sqlite_url
+    url: str = request.getfixturevalue("postgres_url")
+    return url

@@ -97,6 +97,17 @@ async def ask(client: httpx.AsyncClient, request_id: str) -> str:
     return r.headers["x-tiergate-tier"]
 
 
+async def monitor_billing(client: httpx.AsyncClient) -> None:
+    """billing promoted to the student, every request a monitoring sample served by the teacher."""
+    r = await client.put(
+        "/admin/route-table",
+        json={"routes": {"billing": "student"}, "centroids": {"billing": E0},
+              "sampling": {"billing": {"monitor": 1.0, "incumbent": "teacher"}}},
+        headers=AUTH,
+    )  # fmt: skip
+    assert r.status_code == 201, r.text  # a new version
+
+
 async def settled(res: Any) -> tuple[list[Any], list[Any]]:
     """The traces and evaluations once every queued evaluation, ledger row and trace is written."""
     await res.learning.shadow.drain()
@@ -170,12 +181,7 @@ async def test_no_monitoring_sample_for_a_tenant_that_would_not_compare_it(
     shadow: dict[str, Any], sqlite_url: str, tmp_path: Path
 ) -> None:
     async with gateway(sqlite_url, tmp_path, shadow) as (client, res, _):
-        await client.put(
-            "/admin/route-table",
-            json={"routes": {"billing": "student"}, "centroids": {"billing": E0},
-                  "sampling": {"billing": {"monitor": 1.0, "incumbent": "teacher"}}},
-            headers=AUTH,
-        )  # fmt: skip
+        await monitor_billing(client)
         assert [await ask(client, f"r-{i}") for i in range(5)] == ["student"] * 5
         if res.learning.shadow is not None:
             await res.learning.shadow.drain()
@@ -187,12 +193,7 @@ async def test_monitoring_stops_when_the_days_evaluation_budget_is_spent(
 ) -> None:
     # The first sample's shadow call alone (200,000 nano-USD at the student's price) spends the cap.
     async with gateway(sqlite_url, tmp_path, {"daily_budget_usd": 0.0001}) as (client, res, _):
-        await client.put(
-            "/admin/route-table",
-            json={"routes": {"billing": "student"}, "centroids": {"billing": E0},
-                  "sampling": {"billing": {"monitor": 1.0, "incumbent": "teacher"}}},
-            headers=AUTH,
-        )  # fmt: skip
+        await monitor_billing(client)
         assert await ask(client, "r-0") == "teacher"
         await res.learning.shadow.drain()
         # Back to the promoted tier: no incumbent answers that nobody could afford to compare.
@@ -216,12 +217,7 @@ async def test_a_key_that_may_not_use_the_incumbent_takes_no_monitoring_sample(
     allowed: set[str], sqlite_url: str, tmp_path: Path
 ) -> None:
     async with gateway(sqlite_url, tmp_path) as (client, res, _):
-        await client.put(
-            "/admin/route-table",
-            json={"routes": {"billing": "student"}, "centroids": {"billing": E0},
-                  "sampling": {"billing": {"monitor": 1.0, "incumbent": "teacher"}}},
-            headers=AUTH,
-        )  # fmt: skip
+        await monitor_billing(client)
         res.auth = RestrictedKeys(frozenset(allowed))
         for i in range(3):
             r = await client.post(

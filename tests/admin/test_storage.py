@@ -17,14 +17,6 @@ from tiergate.gateway.db import migrate
 from tiergate.gateway.db.engine import async_url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    if request.param == "sqlite":
-        return sqlite_url
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 def test_plain_urls_get_async_drivers() -> None:
     assert (
         async_url("postgresql://u@h:5432/db?sslmode=require")
@@ -34,12 +26,12 @@ def test_plain_urls_get_async_drivers() -> None:
     assert async_url("sqlite:///./x.db") == "sqlite+aiosqlite:///./x.db"
 
 
-async def test_migrations_then_keys_budgets_ledger_and_reports(database_url: str) -> None:
-    if database_url.startswith("postgresql"):
+async def test_migrations_then_keys_budgets_ledger_and_reports(empty_database_url: str) -> None:
+    if empty_database_url.startswith("postgresql"):
         with pytest.raises(migrate.SchemaBehind, match="tiergate db upgrade"):
-            await migrate.check(database_url)
-        assert await migrate.upgrade(database_url) == (None, migrate.head())
-    async with serve(config(database_url)) as s:
+            await migrate.check(empty_database_url)
+        assert await migrate.upgrade(empty_database_url) == (None, migrate.head())
+    async with serve(config(empty_database_url)) as s:
         # 100,000 nano: 5 requests at 20,000; the cache override is a JSON column (migration 0004)
         tenant = await s.new_tenant(budget_usd=0.0001, cache={"semantic": {"threshold": 0.95}})
         got = await s.client.get(f"/admin/tenants/{tenant['id']}", headers=ADMIN)
@@ -56,7 +48,7 @@ async def test_migrations_then_keys_budgets_ledger_and_reports(database_url: str
         assert report["total"]["cost_usd"] == pytest.approx(statuses.count(200) * 20_000 / 1e9)
         await s.client.delete(f"/admin/keys/{key['id']}", headers=ADMIN)
         assert (await s.chat(key["key"])).status_code == 401
-    await migrate.check(database_url)
+    await migrate.check(empty_database_url)
 
 
 def test_the_head_read_from_the_migration_files_is_alembics() -> None:
@@ -87,7 +79,7 @@ def test_a_database_at_head_is_not_migrated_and_alembic_is_never_imported(tmp_pa
 
 
 async def test_the_migrations_build_the_models_schema_and_the_newest_one_downgrades(
-    database_url: str,
+    empty_database_url: str,
 ) -> None:
     from alembic import command
     from alembic.autogenerate import compare_metadata
@@ -105,8 +97,8 @@ async def test_the_migrations_build_the_models_schema_and_the_newest_one_downgra
         config.attributes["connection"] = connection
         command.downgrade(config, "-1")
 
-    await migrate.upgrade(database_url)
-    engine = open_engine(database_url)
+    await migrate.upgrade(empty_database_url)
+    engine = open_engine(empty_database_url)
     try:
         async with engine.begin() as conn:
             assert await conn.run_sync(differences) == []
@@ -114,4 +106,4 @@ async def test_the_migrations_build_the_models_schema_and_the_newest_one_downgra
     finally:
         await engine.dispose()
     head = migrate.head()
-    assert await migrate.upgrade(database_url) == (str(int(head) - 1).zfill(4), head)
+    assert await migrate.upgrade(empty_database_url) == (str(int(head) - 1).zfill(4), head)

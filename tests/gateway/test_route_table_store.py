@@ -17,19 +17,11 @@ from tiergate.policies.route_table import RouteTableDoc
 E0 = (1.0,) + (0.0,) * 383
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    if request.param == "sqlite":
-        return sqlite_url
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 @pytest.fixture
-async def engines(database_url: str) -> AsyncIterator[tuple[AsyncEngine, AsyncEngine]]:
+async def engines(empty_database_url: str) -> AsyncIterator[tuple[AsyncEngine, AsyncEngine]]:
     """Two engines on one database: two replicas, each with its own connections."""
-    await migrate.upgrade(database_url)
-    pair = (open_engine(database_url), open_engine(database_url))
+    await migrate.upgrade(empty_database_url)
+    pair = (open_engine(empty_database_url), open_engine(empty_database_url))
     try:
         yield pair
     finally:
