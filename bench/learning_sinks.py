@@ -25,13 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
-from tiergate.gateway.auth import Principal
+from tiergate.gateway.accounting.auth import Principal
+from tiergate.gateway.accounting.records import CallRecord, Phase
+from tiergate.gateway.config.learning import ShadowPolicy, ShadowSettings, TraceSettings
 from tiergate.gateway.db.engine import open_engine
 from tiergate.gateway.errors import RateLimited
-from tiergate.gateway.learning_settings import ShadowPolicy, ShadowSettings, TraceSettings
-from tiergate.gateway.records import CallRecord, Phase
-from tiergate.gateway.shadow import ShadowEvaluator
-from tiergate.gateway.traces import TraceWriter, trace_row
+from tiergate.gateway.learning.shadow import ShadowEvaluator
+from tiergate.gateway.learning.trace_writer import TraceWriter, trace_row
 
 PROMPT = (
     "Our invoice INV-2291 was charged twice on the card ending 4242; please refund the duplicate and confirm "

@@ -28,12 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from starlette.responses import Response
 
+from tiergate.gateway.accounting.auth import Principal
+from tiergate.gateway.accounting.records import CallRecord
 from tiergate.gateway.app import _stamp_overhead
-from tiergate.gateway.auth import Principal
 from tiergate.gateway.errors import RateLimited
-from tiergate.gateway.logs import AccessLog, configure_logging
-from tiergate.gateway.metrics import Metrics
-from tiergate.gateway.records import CallRecord
+from tiergate.gateway.telemetry.logs import AccessLog, configure_logging
+from tiergate.gateway.telemetry.metrics import Metrics
 
 
 def _records(n: int = 60) -> list[CallRecord]:
@@ -121,8 +121,8 @@ def _tracing(records: cycle[CallRecord], number: int) -> dict[str, float]:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-        from tiergate.gateway.settings import Settings
-        from tiergate.gateway.tracing import Tracing
+        from tiergate.gateway.config.settings import Settings
+        from tiergate.gateway.telemetry.otel import Tracing
     except ImportError:
         return {}
 

@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness.load import chat_body
 from bench.harness.scenario import CONFIG_DIR, fill, parse_scenario
 from bench.harness.upstream import chat_completion, sse_stream
-from tiergate.gateway.auth import MasterKeyAuth
-from tiergate.gateway.jsonbody import parse_chat, with_fields
+from tiergate.gateway.accounting.auth import MasterKeyAuth
+from tiergate.gateway.config.settings import Settings, parse_settings
+from tiergate.gateway.http.bodies import parse_chat, with_fields
 from tiergate.gateway.resources import build_catalog
-from tiergate.gateway.settings import Settings, parse_settings
-from tiergate.gateway.streaming import SSEAccumulator
+from tiergate.gateway.upstream.relay import SSEAccumulator
 from tiergate.policies.pricing import cost_nano
 from tiergate.policies.routing import prefer_healthy, resolve, restrict
 

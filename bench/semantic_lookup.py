@@ -13,7 +13,7 @@ the context as a Chroma `where` filter: on this machine the filter made each que
 (`--where` measures that variant). Missing a same-context entry that ranks below 4 others is a miss, the
 safe side for a cache. The gateway asks this way first and repeats the query with the filter only when the
 nearest entries are all close enough but of other contexts (a question asked under several system prompts),
-so that such a crowd never hides the entry it should serve (tiergate/gateway/semantic_cache.py).
+so that such a crowd never hides the entry it should serve (tiergate/gateway/cache/semantic.py).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def main() -> int:
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
-    from tiergate.gateway.embeddings import Embedder
+    from tiergate.gateway.routing.local_embeddings import Embedder
 
     pairs: list[dict[str, Any]] = json.loads(gzip.decompress(DATA.read_bytes()))
     stored = list(dict.fromkeys(p["text_a"] for p in pairs[: args.stored]))

@@ -15,7 +15,7 @@ import yaml
 from tests.helm_render import Renderer, TemplateError, render_chart
 from tests.support import ROOT
 from tiergate.admin.cli import build_parser
-from tiergate.gateway.settings import parse_settings
+from tiergate.gateway.config.settings import parse_settings
 
 CHART = ROOT / "helm" / "tiergate"
 DEFAULTS: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())

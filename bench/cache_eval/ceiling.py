@@ -38,7 +38,7 @@ from bench.cache_eval.run import MIN_RECALL, PRONOUNS, ROOT, _progress, find_qqp
 from tiergate.admin.jobs.cache_eval import Pair, encode_texts, load_pairs, part_of, select
 from tiergate.policies.semantic import (
     Analysis,
-    Query,
+    EncodedQuery,
     Reason,
     SemanticPolicy,
     analyse,
@@ -83,7 +83,7 @@ def _persons(a: Analysis) -> frozenset[str]:
     return frozenset(fold(w.text) for w in a.surface.words) & PRONOUNS
 
 
-def features(a: Query, b: Query, xa: Analysis, xb: Analysis) -> np.ndarray:
+def features(a: EncodedQuery, b: EncodedQuery, xa: Analysis, xb: Analysis) -> np.ndarray:
     """HAND_FEATURES of one pair, from what the verifier already computes plus the token states."""
     cosine = similarity(a, b)
     verdict = verify(xa, xb, cosine, SemanticPolicy(threshold=FLOOR))
@@ -116,7 +116,7 @@ def features(a: Query, b: Query, xa: Analysis, xb: Analysis) -> np.ndarray:
     )
 
 
-def candidates(pairs: Sequence[Pair], queries: dict[str, Query]) -> list[Candidate]:
+def candidates(pairs: Sequence[Pair], queries: dict[str, EncodedQuery]) -> list[Candidate]:
     analyses: dict[str, Analysis] = {}
 
     def analysis(text: str) -> Analysis:
@@ -236,7 +236,7 @@ def main() -> int:
         )
         return 0
 
-    from tiergate.gateway.embeddings import Embedder
+    from tiergate.gateway.routing.local_embeddings import Embedder
 
     pairs = select(load_pairs(path), sample=args.sample)
     embedder = Embedder(threads=args.threads, cache_size=1)

@@ -29,7 +29,7 @@ from tiergate.admin.jobs.cache_eval import (
     load_pairs,
     select,
 )
-from tiergate.policies.semantic import Query, SemanticPolicy, analyse
+from tiergate.policies.semantic import EncodedQuery, SemanticPolicy, analyse
 from tiergate.policies.semantic_align import Alignment
 from tiergate.policies.semantic_text import fold, words_of
 
@@ -55,7 +55,7 @@ def find_qqp() -> Path | None:
     return None
 
 
-def kind_of(outcome: Outcome, queries: dict[str, Query]) -> tuple[str, str]:
+def kind_of(outcome: Outcome, queries: dict[str, EncodedQuery]) -> tuple[str, str]:
     """What separates a false hit's two queries, as far as words show it (a rough sort for reading)."""
     a, b = analyse(queries[outcome.pair.text_a]), analyse(queries[outcome.pair.text_b])
     stems_a = Counter(a.surface.words[i].stem for i in a.content)
@@ -75,7 +75,7 @@ def kind_of(outcome: Outcome, queries: dict[str, Query]) -> tuple[str, str]:
     return "a content word replaced by a related one", ", ".join(swaps)
 
 
-def categorise(report: Report, queries: dict[str, Query], examples: int = 6) -> dict[str, Any]:
+def categorise(report: Report, queries: dict[str, EncodedQuery], examples: int = 6) -> dict[str, Any]:
     rows: dict[str, list[dict[str, str]]] = {}
     for outcome in report.false_hits():
         kind, words = kind_of(outcome, queries)
@@ -87,7 +87,7 @@ def categorise(report: Report, queries: dict[str, Query], examples: int = 6) -> 
     }
 
 
-def grid(pairs: list[Pair], queries: dict[str, Query]) -> dict[str, Any]:
+def grid(pairs: list[Pair], queries: dict[str, EncodedQuery]) -> dict[str, Any]:
     """Precision and recall on the tune half over thresholds and word-alignment cosines, and the most
     precise setting whose recall is at least MIN_RECALL: how the defaults were chosen."""
     tune = select(pairs, part="tune")
@@ -183,7 +183,7 @@ def main() -> int:
         print(f"bench/cache_eval: {QQP} not found beside the repository; nothing to measure", file=sys.stderr)
         return 0
 
-    from tiergate.gateway.embeddings import MODEL_ID, Embedder
+    from tiergate.gateway.routing.local_embeddings import MODEL_ID, Embedder
 
     pairs = select(load_pairs(path), sample=args.sample)
     paraphrases, negatives = load_pairs(PARAPHRASES), load_pairs(HARD_NEGATIVES)

@@ -42,7 +42,7 @@ class Question:
 
 
 def _token_counter() -> Callable[[str], int]:
-    from tiergate.gateway.litellm_data import use_bundled_tiktoken_encodings
+    from tiergate.gateway.upstream.litellm_data import use_bundled_tiktoken_encodings
 
     use_bundled_tiktoken_encodings()
     import tiktoken

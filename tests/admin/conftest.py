@@ -15,10 +15,10 @@ import respx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tiergate.admin.server import create_server
+from tiergate.gateway.config.settings import Settings, parse_settings
 from tiergate.gateway.db import migrate
 from tiergate.gateway.db.engine import open_engine
 from tiergate.gateway.resources import Resources
-from tiergate.gateway.settings import Settings, parse_settings
 
 MASTER = "sk-admin-master"
 ADMIN = {"authorization": f"Bearer {MASTER}"}

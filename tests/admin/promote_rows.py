@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.admin.conftest import config
 from tests.admin.learning_rows import evaluation, feedback, trace, write
-from tiergate.gateway.settings import Settings
+from tiergate.gateway.config.settings import Settings
 
 NOW_MS = 1_750_000_000_000
 DIMS = 384

@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from tiergate.admin.cli import main
+from tiergate.gateway.accounting.keys import KEY_PREFIX
 from tiergate.gateway.db import migrate
 from tiergate.gateway.db.engine import open_engine
 from tiergate.gateway.db.models import LedgerEntry
-from tiergate.gateway.keys import KEY_PREFIX
 
 
 @pytest.fixture

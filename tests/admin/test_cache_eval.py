@@ -20,7 +20,7 @@ from tiergate.admin.jobs.cache_eval import (
     part_of,
     select,
 )
-from tiergate.policies.semantic import Query, SemanticPolicy
+from tiergate.policies.semantic import EncodedQuery, SemanticPolicy
 
 TINY = [
     {
@@ -154,8 +154,8 @@ def _unit(*xs: float) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def _q(text: str, vector: np.ndarray) -> Query:
-    return Query(text, vector, (text,), ((0, len(text)),), vector[None, :])
+def _q(text: str, vector: np.ndarray) -> EncodedQuery:
+    return EncodedQuery(text, vector, (text,), ((0, len(text)),), vector[None, :])
 
 
 def test_scores_are_counted_exactly() -> None:
@@ -197,7 +197,7 @@ def test_encode_texts_embeds_each_text_once_in_length_order() -> None:
     calls: list[list[str]] = []
 
     class Fake:
-        def encode_batch(self, texts: list[str]) -> list[Query]:
+        def encode_batch(self, texts: list[str]) -> list[EncodedQuery]:
             calls.append(texts)
             return [_q(t, _unit(1, len(t))) for t in texts]
 

@@ -18,13 +18,13 @@ from httpx import Response
 from sqlalchemy import select
 
 from tests.gateway.conftest import AUTH, completion, settings
-from tests.gateway.test_routing_strategies import CountingEncoder
-from tests.gateway.test_shadow import judge_prefers
+from tests.gateway.learning.test_shadow import judge_prefers
+from tests.gateway.routing.test_routing_strategies import CountingEncoder
 from tiergate.admin.jobs import promote
 from tiergate.admin.server import create_server
-from tiergate.gateway.auth import MASTER, Principal
+from tiergate.gateway.accounting.auth import MASTER, Principal
 from tiergate.gateway.db.learning import Evaluation, Trace
-from tiergate.gateway.route_table import refresh
+from tiergate.gateway.routing.table_store import refresh
 from tiergate.policies.route_table import Sampling
 from tiergate.policies.routing import MONITOR_KEY
 from tiergate.policies.shadow import Candidate, drawn, sampled

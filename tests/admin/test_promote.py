@@ -15,8 +15,8 @@ from tiergate.admin.jobs import promote
 from tiergate.admin.route_tables import rollback
 from tiergate.gateway.db import migrate
 from tiergate.gateway.db.engine import open_engine
-from tiergate.gateway.embeddings import DIMENSIONS
-from tiergate.gateway.route_table import SqlRouteTableStore, StoredRouteTable, VersionConflict
+from tiergate.gateway.routing.local_embeddings import DIMENSIONS
+from tiergate.gateway.routing.table_store import SqlRouteTableStore, StoredRouteTable, VersionConflict
 from tiergate.policies.route_table import RouteTableDoc, Sampling
 
 

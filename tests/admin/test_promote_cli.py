@@ -16,7 +16,7 @@ from tests.admin.promote_rows import seed
 from tiergate.admin.cli import main
 from tiergate.admin.jobs import promote
 from tiergate.gateway.db.engine import open_engine
-from tiergate.gateway.route_table import StoredRouteTable
+from tiergate.gateway.routing.table_store import StoredRouteTable
 
 
 def _deployment(model: str, price: float) -> dict[str, Any]:

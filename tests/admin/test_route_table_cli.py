@@ -11,7 +11,7 @@ import yaml
 
 from tiergate.admin.cli import main
 from tiergate.gateway.db.engine import open_engine
-from tiergate.gateway.route_table import SqlRouteTableStore
+from tiergate.gateway.routing.table_store import SqlRouteTableStore
 
 E0 = [1.0] + [0.0] * 383
 

@@ -14,12 +14,12 @@ import pytest
 import respx
 from httpx import Response
 
+from tests.gateway.cache.test_response_cache import TenantKeys
 from tests.gateway.conftest import AUTH, completion, settings
-from tests.gateway.test_response_cache import TenantKeys
-from tests.gateway.test_routing_strategies import CountingEncoder
+from tests.gateway.routing.test_routing_strategies import CountingEncoder
 from tiergate.admin.server import create_server
 from tiergate.gateway.db import migrate
-from tiergate.gateway.route_table import RouteTableDoc
+from tiergate.gateway.routing.table_store import RouteTableDoc
 from tiergate.policies.route_table import Sampling
 
 E0 = [1.0] + [0.0] * 383  # the CountingEncoder embeds every text as e0

@@ -17,8 +17,8 @@ from tests.admin.conftest import ADMIN, Served, config, serve
 from tiergate.admin import store
 from tiergate.admin.cli import main
 from tiergate.admin.schemas import TenantCreate
-from tiergate.gateway.cache_settings import parse_cache
-from tiergate.gateway.config_fields import SectionError
+from tiergate.gateway.config.cache import parse_cache
+from tiergate.gateway.config.fields import SectionError
 
 OVERRIDE = {"exact": {"ttl_s": 60}, "semantic": {"threshold": 0.95}}
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from tests.admin.conftest import ADMIN, config, serve
 from tests.admin.learning_rows import DAY_MS, evaluation, feedback, trace, write
-from tiergate.admin import traces
+from tiergate.admin import trace_search
 from tiergate.admin.cli import main
 from tiergate.gateway.db import migrate
 from tiergate.gateway.db.engine import open_engine
@@ -135,10 +135,10 @@ async def test_purge_applies_each_tenants_retention_and_strips_old_evidence(data
             "feedback",
             [feedback(short["id"], "r1", old, 1.0), feedback(default["id"], "r2", old, 0.0)],
         )
-        dry = await traces.purge(engine, 30, now, dry_run=True)
+        dry = await trace_search.purge(engine, 30, now, dry_run=True)
         assert (dry.traces, dry.evaluations, dry.feedback) == (4, 1, 1)
         assert len(await _all(engine, Trace)) == 6  # a dry run changes nothing
-        done = await traces.purge(engine, 30, now)
+        done = await trace_search.purge(engine, 30, now)
         assert done == dry
         kept = {(r.tenant_id, r.ts_ms) for r in await _all(engine, Trace)}
         assert kept == {(short["id"], recent), (default["id"], old)}
@@ -150,7 +150,7 @@ async def test_purge_applies_each_tenants_retention_and_strips_old_evidence(data
             short["id"]: None,
             default["id"]: "a comment",
         }
-        assert await traces.purge(engine, 30, now) == traces.Purged(0, 0, 0)
+        assert await trace_search.purge(engine, 30, now) == trace_search.Purged(0, 0, 0)
     finally:
         await engine.dispose()
 

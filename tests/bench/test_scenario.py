@@ -8,7 +8,7 @@ import yaml
 
 from bench.harness.runner import run_setup
 from bench.harness.scenario import CONFIG_DIR, ScenarioError, fill, load_scenarios, parse_scenario
-from tiergate.gateway.settings import parse_settings
+from tiergate.gateway.config.settings import parse_settings
 
 MINIMAL = """
 bench:

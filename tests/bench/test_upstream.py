@@ -16,7 +16,7 @@ from bench.harness.upstream import (
     sse_stream,
     static_upstream,
 )
-from tiergate.gateway.streaming import SSEAccumulator
+from tiergate.gateway.upstream.relay import SSEAccumulator
 
 
 def test_the_canned_answer_is_a_chat_completion_with_usage() -> None:

@@ -13,9 +13,9 @@ import pytest
 import respx
 from starlette.applications import Starlette
 
+from tiergate.gateway.accounting.records import CallRecord
 from tiergate.gateway.app import create_app
-from tiergate.gateway.records import CallRecord
-from tiergate.gateway.settings import Settings, parse_settings
+from tiergate.gateway.config.settings import Settings, parse_settings
 
 MASTER = "sk-test-master"
 AUTH = {"authorization": f"Bearer {MASTER}"}

@@ -7,8 +7,8 @@ import pytest
 import respx
 from httpx import ConnectTimeout, Request, Response
 
+from tests.gateway.cache.test_response_cache import flush
 from tests.gateway.conftest import AUTH, MASTER, chat, completion, gateway, settings, sse
-from tests.gateway.test_response_cache import flush
 
 
 def _json(request: Request) -> dict:  # type: ignore[type-arg]

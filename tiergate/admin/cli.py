@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 from tiergate import __version__
 from tiergate.admin import commands
-from tiergate.gateway.logs import configure_logging
-from tiergate.gateway.settings import LOG_LEVELS
+from tiergate.gateway.config.settings import LOG_LEVELS
+from tiergate.gateway.telemetry.logs import configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:

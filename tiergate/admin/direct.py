@@ -25,10 +25,10 @@ def add_config(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, work: Callable[[Any, Any], Awaitable[T]]) -> T:
     """Run `work(settings, engine)` against the configured database, migrated (SQLite) or checked."""
+    from tiergate.gateway.config.settings import load_settings
     from tiergate.gateway.db import migrate
     from tiergate.gateway.db.engine import is_sqlite, open_engine
-    from tiergate.gateway.prices import with_known_prices
-    from tiergate.gateway.settings import load_settings
+    from tiergate.gateway.upstream.prices import with_known_prices
 
     settings = with_known_prices(load_settings(args.config))
 
@@ -51,7 +51,7 @@ async def announce(settings: Any, *, key_ids: Iterable[str] = (), tenant_ids: It
         return
     from redis.asyncio import Redis
 
-    from tiergate.gateway.accounting import publish_change
+    from tiergate.gateway.accounting.books import publish_change
 
     redis = Redis.from_url(settings.redis_url)
     try:

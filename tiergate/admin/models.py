@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import col
 
 from tiergate.admin.store import UnknownId, iso
+from tiergate.gateway.accounting.keys import now_ms
 from tiergate.gateway.db.learning import RegisteredModel
 from tiergate.gateway.errors import BadRequest
-from tiergate.gateway.keys import now_ms
-from tiergate.gateway.registered import deployment_id
+from tiergate.gateway.learning.registry import deployment_id
 from tiergate.policies.tiers import TIERS, is_tier
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -22,8 +22,8 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tiergate.gateway.config.settings import Settings
 from tiergate.gateway.db.models import LedgerEntry
-from tiergate.gateway.settings import Settings
 from tiergate.policies.pricing import Price, cost_nano, usd
 
 GROUPS = {"key": "key_id", "tenant": "tenant_id", "model": "model", "tier": "tier", "day": "day"}

@@ -23,16 +23,16 @@ from starlette.routing import Route
 
 from tiergate.gateway.app import error_response, read_body, request_id
 from tiergate.gateway.errors import BadRequest, GatewayError, NotFound, PermissionDenied
-from tiergate.gateway.jsonbody import parse_object
+from tiergate.gateway.http.bodies import parse_object
 from tiergate.gateway.resources import Resources
-from tiergate.gateway.route_table import RouteTableStore, StoredRouteTable, VersionConflict, install
-from tiergate.gateway.router import CentroidMismatch, check_centroids
+from tiergate.gateway.routing.router import CentroidMismatch, check_centroids
+from tiergate.gateway.routing.table_store import RouteTableStore, StoredRouteTable, VersionConflict, install
 from tiergate.policies.route_table import RouteTableDoc, RouteTableError, parse_route_table
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # 10,000 domains with centroids fit
 
 
-class Conflict(GatewayError):
+class RouteTableConflict(GatewayError):
     status = 409
     type = "invalid_request_error"
     code = "version_conflict"
@@ -139,7 +139,7 @@ async def _append(
     try:
         return await store.append(doc, author=author, base_version=base)
     except VersionConflict as exc:
-        raise Conflict(
+        raise RouteTableConflict(
             f"the route table moved on to version {exc.latest}; re-read it and retry", param="base_version"
         ) from None
 

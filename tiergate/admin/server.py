@@ -14,11 +14,11 @@ from starlette.types import ASGIApp
 from tiergate.admin import reports, route_tables
 from tiergate.admin.mount import LazyAdmin
 from tiergate.gateway.app import create_app, error_response, request_id
+from tiergate.gateway.config.settings import Settings, load_settings
 from tiergate.gateway.db.engine import database_unavailable, database_unreachable
 from tiergate.gateway.errors import BadRequest, GatewayError
-from tiergate.gateway.logs import configure_logging, logging_options
 from tiergate.gateway.resources import Resources
-from tiergate.gateway.settings import Settings, load_settings
+from tiergate.gateway.telemetry.logs import configure_logging, logging_options
 
 if TYPE_CHECKING:
     import httpx

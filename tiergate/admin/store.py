@@ -15,11 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import col
 
 from tiergate.admin.schemas import KeyCreate, KeyOut, KeyUpdate, TenantCreate, TenantOut, TenantUpdate
-from tiergate.gateway.cache_settings import CacheSettings
-from tiergate.gateway.config_fields import SectionError
+from tiergate.gateway.accounting.keys import hash_key, new_key, now_ms, visible_prefix
+from tiergate.gateway.config.cache import CacheSettings
+from tiergate.gateway.config.fields import SectionError
 from tiergate.gateway.db.models import ApiKey, Tenant
 from tiergate.gateway.errors import BadRequest, GatewayError
-from tiergate.gateway.keys import hash_key, new_key, now_ms, visible_prefix
 from tiergate.policies.pricing import nano, usd
 
 
@@ -29,7 +29,7 @@ class UnknownId(GatewayError):
     code = "not_found"
 
 
-class Conflict(GatewayError):
+class KeyRevoked(GatewayError):
     status = 409
     type = "invalid_request_error"
     code = "key_revoked"
@@ -223,7 +223,7 @@ async def update_key(engine: AsyncEngine, key_id: str, body: KeyUpdate) -> ApiKe
         if key is None:
             raise UnknownId(f"no key with id '{key_id}'", param="key_id")
         if key.revoked_ms is not None:
-            raise Conflict(f"the key '{key_id}' is revoked and cannot be changed")
+            raise KeyRevoked(f"the key '{key_id}' is revoked and cannot be changed")
         for name, value in changes.items():
             setattr(key, name, value)
         if key.budget_nano is not None and key.budget_period is None:
@@ -248,7 +248,7 @@ async def rotate_key(engine: AsyncEngine, key_id: str, grace_s: float) -> tuple[
     """A new key with the old one's settings; the old one expires after `grace_s`. Returns (new, secret, old)."""
     old = await get_key(engine, key_id)
     if old.revoked_ms is not None:
-        raise Conflict(f"the key '{key_id}' is revoked and cannot be rotated")
+        raise KeyRevoked(f"the key '{key_id}' is revoked and cannot be rotated")
     body = KeyCreate(
         tenant_id=old.tenant_id, name=old.name, budget_usd=_usd(old.budget_nano), budget_period=old.budget_period,  # type: ignore[arg-type]
         rpm=old.rpm, tpm=old.tpm, allowed_models=old.allowed_models, expires_at=iso(old.expires_ms),

@@ -1,1 +1,18 @@
-"""The data plane: ASGI app, upstream client, streaming relay and everything on the request path."""
+"""The data plane: everything on the path of a request, and what the gateway's lifespan opens for it.
+
+The request path itself sits at this level (`app` -> `pipeline` -> `admission`, `cascade`, `endpoints`,
+`feedback`; `errors` is the exception tree every layer raises); the parts it is made of live in subpackages
+by concern, each importing only the ones below it:
+
+    config      settings and their sections, validated once at start-up
+    db          tables, engines and migrations
+    http        request bodies, SSE, uvicorn's protocol subclass
+    upstream    the upstream client, transports, providers, prices, token counts, the streaming relay
+    accounting  virtual keys, limits, budgets, the ledger and each call's record
+    routing     the router, route-table store, query features, embeddings for domain inference
+    cache       the exact and the semantic response cache
+    telemetry   metrics, logs, OpenTelemetry
+    learning    traces, shadow evaluation, registered models
+
+Nothing here imports `tiergate.admin`.
+"""

@@ -13,9 +13,9 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from tiergate.gateway.auth import Principal
-from tiergate.gateway.jsonbody import ChatRequest, EmbeddingsRequest
-from tiergate.gateway.limits import Ticket
+from tiergate.gateway.accounting.auth import Principal
+from tiergate.gateway.accounting.limits import Ticket
+from tiergate.gateway.http.bodies import ChatRequest, EmbeddingsRequest
 from tiergate.gateway.resources import Resources
 from tiergate.policies.budget import reservation_nano
 from tiergate.policies.routing import RoutePlan, Target

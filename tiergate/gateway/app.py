@@ -22,7 +22,9 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from tiergate.gateway import endpoints, feedback, pipeline
-from tiergate.gateway.auth import MASTER
+from tiergate.gateway.accounting.auth import MASTER
+from tiergate.gateway.accounting.records import CallRecord
+from tiergate.gateway.config.settings import Settings
 from tiergate.gateway.db.engine import database_unavailable, database_unreachable
 from tiergate.gateway.errors import (
     GatewayError,
@@ -32,12 +34,10 @@ from tiergate.gateway.errors import (
     PermissionDenied,
     ServiceUnavailable,
 )
-from tiergate.gateway.http_protocol import ARRIVED
-from tiergate.gateway.prices import with_known_prices
-from tiergate.gateway.records import CallRecord
+from tiergate.gateway.http.protocol import ARRIVED
 from tiergate.gateway.resources import Resources, open_resources
-from tiergate.gateway.settings import Settings
-from tiergate.gateway.streaming import RelayResponse
+from tiergate.gateway.upstream.prices import with_known_prices
+from tiergate.gateway.upstream.relay import RelayResponse
 
 if TYPE_CHECKING:
     import httpx

@@ -17,12 +17,12 @@ from typing import Any
 
 import orjson
 
+from tiergate.gateway.accounting.records import CallRecord
 from tiergate.gateway.admission import Guard
 from tiergate.gateway.errors import GatewayError
-from tiergate.gateway.jsonbody import ChatRequest, with_fields
-from tiergate.gateway.records import CallRecord
+from tiergate.gateway.http.bodies import ChatRequest, with_fields
 from tiergate.gateway.resources import Resources
-from tiergate.gateway.upstream import Answer, Attempted
+from tiergate.gateway.upstream.client import Answer, Attempted
 from tiergate.policies.pricing import cost_nano
 from tiergate.policies.routing import RoutePlan, Target
 from tiergate.policies.verifiers import (

@@ -12,10 +12,11 @@ from dataclasses import replace
 import orjson
 from starlette.responses import Response
 
+from tiergate.gateway.accounting.auth import Principal
+from tiergate.gateway.accounting.records import CallRecord
 from tiergate.gateway.admission import admit
-from tiergate.gateway.auth import Principal
 from tiergate.gateway.errors import BadRequest
-from tiergate.gateway.jsonbody import parse_embeddings
+from tiergate.gateway.http.bodies import parse_embeddings
 from tiergate.gateway.pipeline import (
     JSON,
     allowed_plan,
@@ -27,9 +28,8 @@ from tiergate.gateway.pipeline import (
     settle,
     usage_of,
 )
-from tiergate.gateway.records import CallRecord
 from tiergate.gateway.resources import Resources
-from tiergate.gateway.upstream import EMBEDDINGS_FAULTS, Attempted
+from tiergate.gateway.upstream.client import EMBEDDINGS_FAULTS, Attempted
 from tiergate.policies.routing import AUTO, RoutePlan, resolve, visible_models
 from tiergate.policies.tiers import is_tier
 

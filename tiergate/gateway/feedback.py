@@ -27,7 +27,7 @@ from starlette.responses import Response
 from tiergate.gateway.db.learning import Feedback, Trace
 from tiergate.gateway.db.models import LedgerEntry
 from tiergate.gateway.errors import BadRequest, NotFound
-from tiergate.gateway.jsonbody import parse_object
+from tiergate.gateway.http.bodies import parse_object
 from tiergate.policies.redaction import redact_text
 
 if TYPE_CHECKING:

@@ -29,19 +29,19 @@ import orjson
 from starlette.responses import Response
 
 from tiergate.gateway import cascade
+from tiergate.gateway.accounting.auth import Principal
+from tiergate.gateway.accounting.records import CallRecord
 from tiergate.gateway.admission import admit, escalation_guard
-from tiergate.gateway.auth import Principal
-from tiergate.gateway.cache import CachedAnswer
+from tiergate.gateway.cache.exact import CachedAnswer
+from tiergate.gateway.cache.use import cache_use, cache_writer, lookup
+from tiergate.gateway.config.settings import Deployment
 from tiergate.gateway.errors import BadRequest, GatewayError, NotFound, PermissionDenied, ServiceUnavailable
-from tiergate.gateway.jsonbody import ChatRequest, parse_chat
-from tiergate.gateway.query import Query
-from tiergate.gateway.records import CallRecord
-from tiergate.gateway.replay import sse_chunks
+from tiergate.gateway.http.bodies import ChatRequest, parse_chat
+from tiergate.gateway.http.sse import sse_chunks
 from tiergate.gateway.resources import Resources
-from tiergate.gateway.response_cache import cache_use, cache_writer, lookup
-from tiergate.gateway.settings import Deployment
-from tiergate.gateway.streaming import RelayResponse, SSEAccumulator, StreamOutcome
-from tiergate.gateway.upstream import Answer, Attempted
+from tiergate.gateway.routing.query import ChatQuery
+from tiergate.gateway.upstream.client import Answer, Attempted
+from tiergate.gateway.upstream.relay import RelayResponse, SSEAccumulator, StreamOutcome
 from tiergate.policies.cache import (
     CACHE_FIELD,
     CacheControlError,
@@ -201,7 +201,7 @@ async def route_chat(
     principal: Principal,
     request: ChatRequest,
     headers: Mapping[str, str],
-    query: Query,
+    query: ChatQuery,
     request_id: str,
 ) -> RoutePlan:
     router, health = res.router, res.upstream.health
@@ -261,7 +261,7 @@ async def chat_completion(
     wants, request = cache_options(headers, request)
     record.request_body = request.body
     domains = res.domain_embedder
-    query = Query(
+    query = ChatQuery(
         request.messages,
         res.embedder,
         domains.bound(principal, record.request_id) if domains is not None else None,

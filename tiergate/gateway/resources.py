@@ -9,26 +9,31 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tiergate.gateway.accounting import Accounting, open_accounting
-from tiergate.gateway.auth import Principal, VirtualKeyAuth
-from tiergate.gateway.cache import CacheBackend, MemoryBackend, RedisBackend, ResponseCache
-from tiergate.gateway.domain_embeddings import EmbeddingUnavailable, UpstreamEmbedder
-from tiergate.gateway.embeddings import Embedder
-from tiergate.gateway.learning import Learning, open_learning
-from tiergate.gateway.limits import Limiter
-from tiergate.gateway.metrics import QueueStats
-from tiergate.gateway.providers import Provider
-from tiergate.gateway.providers.openai_compat import OpenAICompatible
-from tiergate.gateway.providers.via_litellm import LiteLLMProvider
-from tiergate.gateway.records import Refusal, Sink
-from tiergate.gateway.route_table import RouteTableStore, SqlRouteTableStore, keep_fresh, refresh_or_keep
-from tiergate.gateway.router import Router
-from tiergate.gateway.semantic_cache import SemanticCache, open_client
-from tiergate.gateway.settings import Deployment, Settings
-from tiergate.gateway.telemetry import Telemetry, open_telemetry
-from tiergate.gateway.tokens import TokenCounter
-from tiergate.gateway.transport import AiohttpTransport, Transport
-from tiergate.gateway.upstream import UpstreamClient
+from tiergate.gateway.accounting.auth import Principal, VirtualKeyAuth
+from tiergate.gateway.accounting.books import Accounting, open_accounting
+from tiergate.gateway.accounting.limits import Limiter
+from tiergate.gateway.accounting.records import Refusal, Sink
+from tiergate.gateway.cache.exact import CacheBackend, MemoryBackend, RedisBackend, ResponseCache
+from tiergate.gateway.cache.semantic import SemanticCache, open_client
+from tiergate.gateway.config.settings import Deployment, Settings
+from tiergate.gateway.learning.loop import Learning, open_learning
+from tiergate.gateway.routing.domain_embeddings import EmbeddingUnavailable, UpstreamEmbedder
+from tiergate.gateway.routing.local_embeddings import Embedder
+from tiergate.gateway.routing.router import Router
+from tiergate.gateway.routing.table_store import (
+    RouteTableStore,
+    SqlRouteTableStore,
+    keep_fresh,
+    refresh_or_keep,
+)
+from tiergate.gateway.telemetry.hooks import Telemetry, open_telemetry
+from tiergate.gateway.telemetry.metrics import QueueStats
+from tiergate.gateway.upstream.client import UpstreamClient
+from tiergate.gateway.upstream.providers import Provider
+from tiergate.gateway.upstream.providers.openai_compat import OpenAICompatible
+from tiergate.gateway.upstream.providers.via_litellm import LiteLLMProvider
+from tiergate.gateway.upstream.tokens import TokenCounter
+from tiergate.gateway.upstream.transport import AiohttpTransport, Transport
 from tiergate.policies.domain_match import centroid
 from tiergate.policies.routing import Catalog
 
@@ -124,7 +129,7 @@ async def open_resources(
     accounting = await open_accounting(settings)
     transport: Transport
     if upstream_transport is not None:
-        from tiergate.gateway.transport_httpx import HttpxTransport
+        from tiergate.gateway.upstream.transport_httpx import HttpxTransport
 
         transport = HttpxTransport(upstream_transport)
     else:

@@ -22,7 +22,7 @@ added "in the US"), so the verifier looks for those, in this order; the first ob
   the per-token states of the same MiniLM forward pass that gave the sentence vector, word pieces
   averaged into words, so the alignment costs no extra model call.
 
-Inputs are plain data (`Query`, built from the embedding model's `Encoded` with `Query.of`). Everything
+Inputs are plain data (`EncodedQuery`, built from the embedding model's `Encoded` with `EncodedQuery.of`). Everything
 here is pure and deterministic; lexicons are in `semantic_lexicon.py`, with the reasons for their entries.
 """
 
@@ -54,7 +54,7 @@ __all__ = [
     "Analysis",
     "Decision",
     "EncodedLike",
-    "Query",
+    "EncodedQuery",
     "Reason",
     "SemanticPolicy",
     "analyse",
@@ -65,7 +65,7 @@ __all__ = [
 
 
 class EncodedLike(Protocol):
-    """What `tiergate.gateway.embeddings.Encoded` provides (the policies layer cannot import it)."""
+    """What `tiergate.gateway.routing.local_embeddings.Encoded` provides (the policies layer cannot import it)."""
 
     @property
     def vector(self) -> np.ndarray: ...
@@ -78,7 +78,7 @@ class EncodedLike(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Query:
+class EncodedQuery:
     """One query as the model saw it.
 
     `vector` is the unit sentence vector; `tokens` the word pieces (without [CLS]/[SEP]), `offsets` their
@@ -92,7 +92,7 @@ class Query:
     token_vectors: np.ndarray
 
     @classmethod
-    def of(cls, text: str, encoded: EncodedLike) -> Query:
+    def of(cls, text: str, encoded: EncodedLike) -> EncodedQuery:
         return cls(text, encoded.vector, encoded.tokens, encoded.offsets, encoded.token_vectors)
 
 
@@ -128,16 +128,16 @@ class Decision:
         return f"{verdict}; similarity={self.similarity:.3f}"
 
 
-def analyse(query: Query) -> Analysis:
+def analyse(query: EncodedQuery) -> Analysis:
     """Everything the verifier needs of one query; compute it once per query when comparing many pairs."""
     return analyse_text(query.text, query.offsets, query.token_vectors)
 
 
-def similarity(a: Query, b: Query) -> float:
+def similarity(a: EncodedQuery, b: EncodedQuery) -> float:
     return float(np.dot(a.vector.astype(np.float32), b.vector.astype(np.float32)))
 
 
-def decide(stored: Query, incoming: Query, policy: SemanticPolicy | None = None) -> Decision:
+def decide(stored: EncodedQuery, incoming: EncodedQuery, policy: SemanticPolicy | None = None) -> Decision:
     """Whether the answer stored for `stored` may be served for `incoming`."""
     policy = policy or SemanticPolicy()
     sim = similarity(stored, incoming)

@@ -51,7 +51,7 @@ def cmd_cache_eval(args: argparse.Namespace) -> int:
         print(f"tiergate cache-eval: {exc}", file=sys.stderr)
         return 2
     try:
-        from tiergate.gateway.embeddings import Embedder
+        from tiergate.gateway.routing.local_embeddings import Embedder
 
         embedder = Embedder(threads=args.threads, cache_size=1)
     except ImportError as exc:

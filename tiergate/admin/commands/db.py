@@ -8,10 +8,10 @@ import sys
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
-    from tiergate.gateway.config_fields import ConfigError
+    from tiergate.gateway.config.fields import ConfigError
+    from tiergate.gateway.config.settings import load_settings
     from tiergate.gateway.db import migrate
     from tiergate.gateway.db.engine import redact
-    from tiergate.gateway.settings import load_settings
 
     try:
         settings = load_settings(args.config)

@@ -15,8 +15,8 @@ def cmd(args: argparse.Namespace) -> int:
     if not 0 <= args.validation_fraction < 1:
         return fail("--validation-fraction must be at least 0 and below 1")
     from tiergate.admin.jobs.distill import Filtered, sources, write_export
-    from tiergate.gateway.embeddings import Embedder
-    from tiergate.gateway.route_table import SqlRouteTableStore
+    from tiergate.gateway.routing.local_embeddings import Embedder
+    from tiergate.gateway.routing.table_store import SqlRouteTableStore
 
     domain = None if args.all else args.domain
     filtered = Filtered()

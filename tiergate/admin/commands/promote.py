@@ -42,7 +42,7 @@ def _print(outcome: Any) -> None:
 
 def cmd(args: argparse.Namespace) -> int:
     from tiergate.admin.jobs import promote
-    from tiergate.gateway.route_table import VersionConflict
+    from tiergate.gateway.routing.table_store import VersionConflict
 
     async def work(settings: Any, engine: Any) -> Any:
         store = promote.open_store(engine)

@@ -50,7 +50,7 @@ def cmd(args: argparse.Namespace) -> int:
     from tiergate.admin import route_tables
     from tiergate.admin.store import iso
     from tiergate.gateway.errors import GatewayError
-    from tiergate.gateway.route_table import SqlRouteTableStore, StoredRouteTable
+    from tiergate.gateway.routing.table_store import SqlRouteTableStore, StoredRouteTable
 
     body: dict[str, Any] = {}
     if args.action == "put":

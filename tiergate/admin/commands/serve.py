@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tiergate.gateway.config_fields import ConfigError
-from tiergate.gateway.settings import Settings, load_settings, parse_settings
+from tiergate.gateway.config.fields import ConfigError
+from tiergate.gateway.config.settings import Settings, load_settings, parse_settings
 from tiergate.policies.tiers import TIERS
 
 
@@ -30,7 +30,7 @@ def _describe(settings: Settings) -> str:
 
 
 def _uvicorn_kwargs(host: str, port: int, settings: Settings) -> dict[str, Any]:
-    from tiergate.gateway.http_protocol import ArrivalStampingProtocol
+    from tiergate.gateway.http.protocol import ArrivalStampingProtocol
 
     return {
         "host": host,
@@ -56,7 +56,7 @@ def _shared_metrics(settings: Settings) -> Iterator[None]:
     made and removed at exit. Either way it is cleared of a previous run's values first, and it is set
     before prometheus_client is imported, as its multiprocess mode requires.
     """
-    from tiergate.gateway.metrics import MULTIPROC_ENV, clear_multiprocess_dir
+    from tiergate.gateway.telemetry.metrics import MULTIPROC_ENV, clear_multiprocess_dir
 
     given = os.environ.get(MULTIPROC_ENV)
     path = given or tempfile.mkdtemp(prefix="tiergate-metrics-")
@@ -64,7 +64,7 @@ def _shared_metrics(settings: Settings) -> Iterator[None]:
     os.environ[MULTIPROC_ENV] = path
     server = None
     if settings.metrics_port is not None:
-        from tiergate.gateway.metrics import MetricsServer, multiprocess_registry
+        from tiergate.gateway.telemetry.metrics import MetricsServer, multiprocess_registry
 
         server = MetricsServer(multiprocess_registry(path), settings.metrics_host, settings.metrics_port)
     try:
@@ -82,7 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from tiergate.admin.server import create_server
     from tiergate.gateway.db import migrate
     from tiergate.gateway.db.engine import is_sqlite
-    from tiergate.gateway.logs import configure_logging, logging_options
+    from tiergate.gateway.telemetry.logs import configure_logging, logging_options
 
     try:
         settings = load_settings(args.config)
@@ -129,7 +129,7 @@ def _free_port() -> int:
 
 
 def demo_settings(standin_port: int, master_key: str) -> Settings:
-    from tiergate.gateway.standin import PREFIX
+    from tiergate.admin.standin import PREFIX
 
     base = f"http://127.0.0.1:{standin_port}/v1"
     # Made-up prices, in the ratio of real model families, so the cost figures mean something.
@@ -162,7 +162,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import uvicorn
 
     from tiergate.admin.server import create_server
-    from tiergate.gateway.standin import create_standin_app
+    from tiergate.admin.standin import create_standin_app
 
     standin_port = _free_port()
     master_key = "sk-tg-demo-" + secrets.token_urlsafe(12)

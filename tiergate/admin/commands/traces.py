@@ -18,7 +18,7 @@ def _config(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tiergate.admin import traces
+    from tiergate.admin import trace_search
     from tiergate.admin.reports import parse_time
 
     if args.format == "parquet":
@@ -36,10 +36,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         return fail(f"the directory of {out} does not exist")
-    query = traces.TraceQuery(args.tenant, args.domain, args.tier, since, until)
+    query = trace_search.TraceQuery(args.tenant, args.domain, args.tier, since, until)
 
     async def work(settings: Any, engine: Any) -> int:
-        return await traces.export(engine, query, args.format, out)
+        return await trace_search.export(engine, query, args.format, out)
 
     count = run(args, work)
     print(f"wrote {count} trace(s) to {out}", file=sys.stderr)
@@ -47,11 +47,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from tiergate.admin import traces
+    from tiergate.admin import trace_search
 
     async def work(settings: Any, engine: Any) -> Any:
         days = settings.learning.traces.retention_days
-        return await traces.purge(engine, days, int(time.time() * 1000), dry_run=args.dry_run), days
+        return await trace_search.purge(engine, days, int(time.time() * 1000), dry_run=args.dry_run), days
 
     purged, days = run(args, work)
     if args.json:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from tiergate.policies.semantic import (
     Decision,
     EncodedLike,
-    Query,
+    EncodedQuery,
     SemanticPolicy,
     analyse,
     similarity,
@@ -113,14 +113,14 @@ def select(
 
 def encode_texts(
     texts: Iterable[str], encoder: Encoder, progress: Callable[[int, int], None] | None = None
-) -> dict[str, Query]:
+) -> dict[str, EncodedQuery]:
     """Every distinct text through the model once, in batches of similar length."""
     unique = sorted(set(texts), key=len)
-    out: dict[str, Query] = {}
+    out: dict[str, EncodedQuery] = {}
     for start in range(0, len(unique), BATCH):
         batch = unique[start : start + BATCH]
         for text, encoded in zip(batch, encoder.encode_batch(batch), strict=True):
-            out[text] = Query.of(text, encoded)
+            out[text] = EncodedQuery.of(text, encoded)
         if progress is not None:
             progress(min(start + BATCH, len(unique)), len(unique))
     return out
@@ -206,7 +206,10 @@ def _served(outcome: Outcome, threshold: float) -> bool:
 
 
 def evaluate(
-    pairs: Sequence[Pair], queries: dict[str, Query], policy: SemanticPolicy, sweep: Sequence[float] = SWEEP
+    pairs: Sequence[Pair],
+    queries: dict[str, EncodedQuery],
+    policy: SemanticPolicy,
+    sweep: Sequence[float] = SWEEP,
 ) -> Report:
     """Score the decision on `pairs`, whose texts must all be in `queries`."""
     thresholds = sorted({*sweep, policy.threshold})

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tiergate.gateway.embeddings import MODEL_ID
+from tiergate.gateway.routing.local_embeddings import MODEL_ID
 
 Progress = Callable[[int, int], None]
 Model = Callable[[list[str]], np.ndarray]
@@ -68,7 +68,7 @@ def cached_embedder(
 ) -> Model:
     """An `embed(texts)` that reuses `<cache_dir>/<hash of model and texts>.npy` when present.
 
-    `model` defaults to the local MiniLM (`tiergate.gateway.embeddings.Embedder`), loaded only on a miss.
+    `model` defaults to the local MiniLM (`tiergate.gateway.routing.local_embeddings.Embedder`), loaded only on a miss.
     """
 
     def embed(texts: list[str]) -> np.ndarray:
@@ -91,6 +91,6 @@ def cached_embedder(
 
 
 def _local_model() -> Model:
-    from tiergate.gateway.embeddings import Embedder
+    from tiergate.gateway.routing.local_embeddings import Embedder
 
     return Embedder(threads=os.cpu_count() or 1, cache_size=BATCH).embed

@@ -36,15 +36,15 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tiergate.admin.jobs.promote_evidence import Built, Window, build, ladder_of, load, summarize
+from tiergate.gateway.config.settings import Settings
 from tiergate.gateway.resources import build_catalog
-from tiergate.gateway.route_table import (
+from tiergate.gateway.routing.router import CentroidMismatch, check_centroids
+from tiergate.gateway.routing.table_store import (
     RouteTableStore,
     SqlRouteTableStore,
     StoredRouteTable,
     VersionConflict,
 )
-from tiergate.gateway.router import CentroidMismatch, check_centroids
-from tiergate.gateway.settings import Settings
 from tiergate.policies import domains as dom
 from tiergate.policies.promotion import Plan, changelog, gap_estimates, plan, sampling_fraction
 from tiergate.policies.route_table import MAX_NOTE, RouteTableDoc, Sampling

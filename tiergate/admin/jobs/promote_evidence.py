@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tiergate.admin.evidence import FeedbackRow, VerdictRow, feedback_rows, verdict_rows
 from tiergate.gateway.db.learning import Trace
-from tiergate.gateway.query import split_last_user
+from tiergate.gateway.routing.query import split_last_user
 from tiergate.policies import domains as dom
 from tiergate.policies.pricing import usd
 from tiergate.policies.promotion import (
