@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from tiergate.admin.jobs.cache_eval import (
-    Outcome,
     Pair,
+    PairOutcome,
     Report,
     encode_texts,
     evaluate,
@@ -55,7 +55,7 @@ def find_qqp() -> Path | None:
     return None
 
 
-def kind_of(outcome: Outcome, queries: dict[str, EncodedQuery]) -> tuple[str, str]:
+def kind_of(outcome: PairOutcome, queries: dict[str, EncodedQuery]) -> tuple[str, str]:
     """What separates a false hit's two queries, as far as words show it (a rough sort for reading)."""
     a, b = analyse(queries[outcome.pair.text_a]), analyse(queries[outcome.pair.text_b])
     stems_a = Counter(a.surface.words[i].stem for i in a.content)
@@ -112,7 +112,7 @@ def grid(pairs: list[Pair], queries: dict[str, EncodedQuery]) -> dict[str, Any]:
     }
 
 
-def _why(outcome: Outcome, policy: SemanticPolicy) -> str:
+def _why(outcome: PairOutcome, policy: SemanticPolicy) -> str:
     """Why a pair is not served ("" when it is)."""
     if outcome.similarity < policy.threshold or outcome.verdict is None:
         return "below-threshold"

@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.admin.learning_rows import evaluation, feedback, trace, write
 from tiergate.admin.evidence import (
-    Feedback,
+    FeedbackStats,
     Verdicts,
     count_verdicts,
     feedback_rows,
@@ -66,8 +66,8 @@ async def test_feedback_is_the_newest_per_request_on_the_tier_that_answered(engi
         ("r1", "math", "teacher", 1.0),
     ]
     assert feedback_stats(mine) == {
-        ("math", "student"): Feedback(1, 0.5, 0.25),
-        ("math", "teacher"): Feedback(1, 1.0, 1.0),
+        ("math", "student"): FeedbackStats(1, 0.5, 0.25),
+        ("math", "teacher"): FeedbackStats(1, 1.0, 1.0),
     }
     (theirs,) = await feedback_rows(engine, tenant_id="b")
     assert (theirs.domain, theirs.tier, theirs.score) == ("code", "ta", 0.25)

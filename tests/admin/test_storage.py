@@ -29,7 +29,7 @@ def test_plain_urls_get_async_drivers() -> None:
 async def test_migrations_then_keys_budgets_ledger_and_reports(empty_database_url: str) -> None:
     if empty_database_url.startswith("postgresql"):
         with pytest.raises(migrate.SchemaBehind, match="tiergate db upgrade"):
-            await migrate.check(empty_database_url)
+            await migrate.require_current(empty_database_url)
         assert await migrate.upgrade(empty_database_url) == (None, migrate.head())
     async with serve(config(empty_database_url)) as s:
         # 100,000 nano: 5 requests at 20,000; the cache override is a JSON column (migration 0004)
@@ -48,7 +48,7 @@ async def test_migrations_then_keys_budgets_ledger_and_reports(empty_database_ur
         assert report["total"]["cost_usd"] == pytest.approx(statuses.count(200) * 20_000 / 1e9)
         await s.client.delete(f"/admin/keys/{key['id']}", headers=ADMIN)
         assert (await s.chat(key["key"])).status_code == 401
-    await migrate.check(empty_database_url)
+    await migrate.require_current(empty_database_url)
 
 
 def test_the_head_read_from_the_migration_files_is_alembics() -> None:
@@ -65,7 +65,7 @@ def test_a_database_at_head_is_not_migrated_and_alembic_is_never_imported(tmp_pa
         "import asyncio, sys\n"
         "from tiergate.gateway.db import migrate\n"
         f"before, after = asyncio.run(migrate.upgrade({url!r}))\n"
-        "asyncio.run(migrate.check(" + repr(url) + "))\n"
+        "asyncio.run(migrate.require_current(" + repr(url) + "))\n"
         "print(before == after == migrate.head(), 'alembic' in sys.modules)\n"
     )
     done = subprocess.run(

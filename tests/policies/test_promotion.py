@@ -4,7 +4,7 @@ import pytest
 
 from tiergate.policies.promotion import (
     DomainEvidence,
-    Feedback,
+    FeedbackStats,
     PromotionConfig,
     Quality,
     Verdicts,
@@ -28,7 +28,7 @@ def domain(
     tier: str = "teacher",
     traffic: float = 100.0,
     costs: dict[str, float] | None = None,
-    feedback: dict[str, Feedback] | None = None,
+    feedback: dict[str, FeedbackStats] | None = None,
 ) -> DomainEvidence:
     return DomainEvidence(
         domain=name,
@@ -137,8 +137,8 @@ def test_feedback_counts_as_evidence() -> None:
     assert plan(evidence, TWO, QUALITY).routes["d"] == "student"
 
 
-def _feedback(scores: list[float]) -> Feedback:
-    fb = Feedback()
+def _feedback(scores: list[float]) -> FeedbackStats:
+    fb = FeedbackStats()
     for s in scores:
         fb = fb.add(s)
     return fb

@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tiergate.policies.semantic import Decision, EncodedQuery, SemanticPolicy, analyse, decide, verify
+from tiergate.policies.semantic import (
+    EncodedQuery,
+    MatchDecision,
+    SemanticPolicy,
+    analyse,
+    decide_match,
+    verify,
+)
 
 PARAPHRASES = Path(__file__).parent / "data" / "paraphrases.json"
 VERIFIER_ONLY = SemanticPolicy(threshold=-1.0)  # every pair reaches the verifier
@@ -38,11 +45,11 @@ MISSES = [
 def test_the_verifier_refuses(
     encode: Callable[[str], EncodedQuery], stored: str, incoming: str, reason: str
 ) -> None:
-    decision = decide(encode(stored), encode(incoming), VERIFIER_ONLY)
+    decision = decide_match(encode(stored), encode(incoming), VERIFIER_ONLY)
     assert (decision.hit, decision.reason) == (False, reason), decision.detail
     assert decision.detail
     # The verdict does not depend on which of the two queries was stored first.
-    assert decide(encode(incoming), encode(stored), VERIFIER_ONLY).reason == reason
+    assert decide_match(encode(incoming), encode(stored), VERIFIER_ONLY).reason == reason
 
 
 HITS = [
@@ -66,7 +73,7 @@ HITS = [
 def test_paraphrases_are_served_at_the_default_settings(
     encode: Callable[[str], EncodedQuery], stored: str, incoming: str
 ) -> None:
-    decision = decide(encode(stored), encode(incoming))
+    decision = decide_match(encode(stored), encode(incoming))
     assert decision.hit, f"{decision.reason}: {decision.detail} (similarity {decision.similarity:.3f})"
     assert decision.reason == "match"
 
@@ -74,14 +81,14 @@ def test_paraphrases_are_served_at_the_default_settings(
 def test_most_of_the_hand_written_paraphrases_hit(encode: Callable[[str], EncodedQuery]) -> None:
     pairs = json.loads(PARAPHRASES.read_text(encoding="utf-8"))
     assert len(pairs) >= 40 and all(p["label"] == 1 for p in pairs)
-    hits = [decide(encode(p["text_a"]), encode(p["text_b"])).hit for p in pairs]
+    hits = [decide_match(encode(p["text_a"]), encode(p["text_b"])).hit for p in pairs]
     # Measured 0.775 (docs/semantic-cache.md); a stricter verifier or threshold must show up here.
     assert sum(hits) / len(hits) >= 0.7
 
 
 def test_below_the_threshold_nothing_is_verified(encode: Callable[[str], EncodedQuery]) -> None:
     a, b = encode("How do I bake bread?"), encode("What is the capital of Peru?")
-    decision = decide(a, b)
+    decision = decide_match(a, b)
     assert (decision.hit, decision.reason) == (False, "below-threshold")
     assert decision.similarity < SemanticPolicy().threshold
 
@@ -89,19 +96,19 @@ def test_below_the_threshold_nothing_is_verified(encode: Callable[[str], Encoded
 def test_without_the_verifier_the_threshold_alone_decides(encode: Callable[[str], EncodedQuery]) -> None:
     a, b = encode("Why is my laptop charging?"), encode("Why is my laptop not charging?")
     policy = SemanticPolicy(threshold=0.5, verify=False)
-    assert decide(a, b, policy) == Decision(True, decide(a, b, policy).similarity, "match")
-    assert not decide(a, b, SemanticPolicy(threshold=0.5)).hit
+    assert decide_match(a, b, policy) == MatchDecision(True, decide_match(a, b, policy).similarity, "match")
+    assert not decide_match(a, b, SemanticPolicy(threshold=0.5)).hit
 
 
 def test_verify_on_analysed_queries_matches_decide(encode: Callable[[str], EncodedQuery]) -> None:
     a, b = encode("How do I convert ethane to ethene?"), encode("How do I convert ethene to ethane?")
-    by_decide = decide(a, b, VERIFIER_ONLY)
+    by_decide = decide_match(a, b, VERIFIER_ONLY)
     assert verify(analyse(a), analyse(b), by_decide.similarity, VERIFIER_ONLY) == by_decide
 
 
 def test_header_carries_the_verdict_and_similarity() -> None:
-    assert Decision(True, 0.96234, "match").header() == "hit; similarity=0.962"
-    miss = Decision(False, 0.91, "number", "[9000] vs [1000]")
+    assert MatchDecision(True, 0.96234, "match").header() == "hit; similarity=0.962"
+    miss = MatchDecision(False, 0.91, "number", "[9000] vs [1000]")
     assert miss.header() == "miss; reason=number; similarity=0.910"
 
 
@@ -124,7 +131,7 @@ def test_words_past_the_model_window_still_align_by_their_stems() -> None:
     text = "Kubernetes ingress"
     a = _query(text, [(0, 10)], [[1.0, 0.0]])
     b = _query(text + "es", [(0, 10)], [[1.0, 0.0]])
-    assert decide(a, b).hit
+    assert decide_match(a, b).hit
     c = _query("Kubernetes operators", [(0, 10)], [[1.0, 0.0]])
-    decision = decide(a, c)
+    decision = decide_match(a, c)
     assert (decision.hit, decision.reason) == (False, "unmatched-word")

@@ -32,7 +32,7 @@ from tiergate.admin.schemas import (
     RouteTableHistory,
     RouteTablePut,
     RouteTableRollback,
-    RouteTableVersion,
+    RouteTableVersionOut,
     TenantCreate,
     TenantOut,
     TenantUpdate,
@@ -246,7 +246,7 @@ _ERRORS = {
 def add_route_table_paths(doc: dict[str, Any]) -> None:
     """Describe the route-table endpoints (served before the /admin mount) in the generated document."""
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-    models = (RouteTablePut, RouteTableRollback, RouteTableVersion, RouteTableCurrent, RouteTableHistory)
+    models = (RouteTablePut, RouteTableRollback, RouteTableVersionOut, RouteTableCurrent, RouteTableHistory)
     for model in (*models, ErrorBody):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
@@ -284,7 +284,7 @@ def add_route_table_paths(doc: dict[str, Any]) -> None:
                 ),
                 "put": operation(
                     "put_route_table", "Write a new version (conditional on base_version)",
-                    201, RouteTableVersion, (400, 409, 413),
+                    201, RouteTableVersionOut, (400, 409, 413),
                     requestBody={"required": True, **content(RouteTablePut)},
                 ),
             },
@@ -297,7 +297,7 @@ def add_route_table_paths(doc: dict[str, Any]) -> None:
             "/route-table/rollback": {
                 "post": operation(
                     "rollback_route_table", "A new version with an earlier version's content",
-                    201, RouteTableVersion, (400, 404, 409, 413),
+                    201, RouteTableVersionOut, (400, 404, 409, 413),
                     requestBody={"required": False, **content(RouteTableRollback)},
                 ),
             },

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace, work: Callable[[Any, Any], Awaitable[T]]) -> T
         if is_sqlite(settings.database_url):
             await migrate.upgrade(settings.database_url)
         else:
-            await migrate.check(settings.database_url)
+            await migrate.require_current(settings.database_url)
         engine = open_engine(settings.database_url)
         try:
             return await work(settings, engine)

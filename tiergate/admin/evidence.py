@@ -3,9 +3,9 @@
     rows = await verdict_rows(engine, tenant_id=..., since_ms=...)     one per judged or agreed comparison
     feed = await feedback_rows(engine, tenant_id=..., since_ms=...)    the newest feedback per request
     count_verdicts(rows)   -> {(domain, candidate tier, served tier): Verdicts(better, same, worse)}
-    feedback_stats(feed)   -> {(domain, served tier): Feedback(n, total, total_sq)}
+    feedback_stats(feed)   -> {(domain, served tier): FeedbackStats(n, total, total_sq)}
 
-The counts are `policies.promotion_stats.Verdicts` and `Feedback` (agreements found by the cheap
+The counts are `policies.promotion_stats.Verdicts` and `FeedbackStats` (agreements found by the cheap
 check count as `same`: the candidate said what the incumbent said). Row-level functions come first so that
 a job that re-assigns domains (clustering trace embeddings) can group the same rows its own way: every
 row carries its request id, which joins it to its trace. Evaluations without a verdict (a failed candidate
@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tiergate.gateway.db.learning import Evaluation, Trace
 from tiergate.gateway.db.learning import Feedback as FeedbackTable
-from tiergate.policies.promotion_stats import Feedback, Verdicts
+from tiergate.policies.promotion_stats import FeedbackStats, Verdicts
 
 _E = Evaluation.__table__.c  # type: ignore[attr-defined]
 _F = FeedbackTable.__table__.c  # type: ignore[attr-defined]
@@ -118,10 +118,10 @@ def count_verdicts(rows: Iterable[VerdictRow]) -> dict[tuple[str | None, str, st
     return {k: Verdicts(**v) for k, v in counts.items()}
 
 
-def feedback_stats(rows: Iterable[FeedbackRow]) -> dict[tuple[str | None, str], Feedback]:
+def feedback_stats(rows: Iterable[FeedbackRow]) -> dict[tuple[str | None, str], FeedbackStats]:
     """{(domain, served tier): count, sum and sum of squares of the scores}."""
-    out: dict[tuple[str | None, str], Feedback] = {}
+    out: dict[tuple[str | None, str], FeedbackStats] = {}
     for row in rows:
-        s = out.get((row.domain, row.tier), Feedback())
+        s = out.get((row.domain, row.tier), FeedbackStats())
         out[(row.domain, row.tier)] = s.add(row.score)
     return out

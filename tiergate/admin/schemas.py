@@ -196,7 +196,7 @@ class RouteTableRollback(_Strict):
     )
 
 
-class RouteTableVersion(BaseModel):
+class RouteTableVersionOut(BaseModel):
     version: int
     created_ms: int
     author: str
@@ -220,7 +220,7 @@ class RouteTableCurrent(BaseModel):
 
 
 class RouteTableHistory(BaseModel):
-    data: list[RouteTableVersion] = Field(description="the newest versions first")
+    data: list[RouteTableVersionOut] = Field(description="the newest versions first")
 
 
 class ErrorDetail(BaseModel):

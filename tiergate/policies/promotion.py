@@ -59,7 +59,7 @@ from typing import Literal
 
 from tiergate.policies.promotion_stats import (
     DomainEvidence,
-    Feedback,
+    FeedbackStats,
     GapEstimate,
     PromotionConfig,
     Quality,
@@ -80,12 +80,12 @@ __all__ = [
     "ENOUGH",
     "EXPLORE",
     "MONITOR",
-    "Decision",
     "DomainEvidence",
-    "Feedback",
+    "FeedbackStats",
     "GapEstimate",
     "Plan",
     "PromotionConfig",
+    "PromotionDecision",
     "Quality",
     "Verdicts",
     "changelog",
@@ -100,7 +100,7 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class PromotionDecision:
     """One line of the changelog: a domain moving between tiers, with the evidence for it."""
 
     domain: str
@@ -121,7 +121,7 @@ class Plan:
     """The decisions of one run and the route table they produce."""
 
     routes: Mapping[str, str]  # domain -> tier
-    decisions: tuple[Decision, ...]
+    decisions: tuple[PromotionDecision, ...]
     budget: float  # allowed loss, absolute (quality units per request)
     loss_estimate: float  # posterior mean of the route table's loss
     loss_bound: float  # its upper bound; <= budget unless even demoting everything could not fix it
@@ -206,13 +206,13 @@ class _Table:
 
 def _decision(
     table: _Table, domain: str, from_tier: str, to_tier: str, action: Literal["promote", "demote"]
-) -> Decision:
+) -> PromotionDecision:
     cheap, dear = (to_tier, from_tier) if action == "promote" else (from_tier, to_tier)
     posts = table.posts[(cheap, dear)]
     step = posts.domains[domain]
     v = step.verdicts
     costs = table.evidence[domain].costs
-    return Decision(
+    return PromotionDecision(
         domain=domain,
         name=table.evidence[domain].name,
         action=action,
@@ -295,7 +295,7 @@ def plan(
     for e in evidence:
         table.add(e.domain)
     budget = config.quality_budget * quality.lower
-    decisions: list[Decision] = []
+    decisions: list[PromotionDecision] = []
 
     # Demote while the bound shows the budget broken: each time the move that lowers the bound most per
     # dollar it gives up.

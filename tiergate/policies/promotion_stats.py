@@ -35,15 +35,15 @@ class Verdicts:
 
 
 @dataclass(frozen=True, slots=True)
-class Feedback:
+class FeedbackStats:
     """User feedback (0..1 scores) on answers a tier served in one domain: count, sum, sum of squares."""
 
     n: int = 0
     total: float = 0.0
     total_sq: float = 0.0
 
-    def add(self, score: float) -> Feedback:
-        return Feedback(self.n + 1, self.total + score, self.total_sq + score * score)
+    def add(self, score: float) -> FeedbackStats:
+        return FeedbackStats(self.n + 1, self.total + score, self.total_sq + score * score)
 
     @property
     def mean(self) -> float:
@@ -66,7 +66,7 @@ class DomainEvidence:
     traffic: float  # requests seen (only the ratios between domains matter)
     costs: Mapping[str, float]  # mean USD per request of each tier on this domain's requests
     verdicts: Mapping[tuple[str, str], Verdicts] = field(default_factory=dict)  # (candidate, incumbent)
-    feedback: Mapping[str, Feedback] = field(default_factory=dict)  # tier -> feedback on its answers
+    feedback: Mapping[str, FeedbackStats] = field(default_factory=dict)  # tier -> feedback on its answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +209,7 @@ def _raw(verdicts: Verdicts, pooled_worse: float, pooled_better: float) -> tuple
 
 
 def _with_feedback(
-    gap: float, var: float, inc: Feedback | None, cand: Feedback | None, minimum: int
+    gap: float, var: float, inc: FeedbackStats | None, cand: FeedbackStats | None, minimum: int
 ) -> tuple[float, float]:
     if inc is None or cand is None or inc.n < minimum or cand.n < minimum:
         return gap, var

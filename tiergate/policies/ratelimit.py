@@ -27,12 +27,12 @@ def live(bucket: int, now_bucket: int) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class WindowVerdict:
     admitted: bool
     retry_after_s: float = 0.0
 
 
-def check(buckets: Mapping[int, int], now_s: float, cost: int, limit: int) -> Verdict:
+def check_window(buckets: Mapping[int, int], now_s: float, cost: int, limit: int) -> WindowVerdict:
     """Whether `cost` more fits the window; if not, how long until enough of it has expired.
 
     A cost above the limit itself can never fit: it is refused with the full window as the wait, and the
@@ -41,14 +41,14 @@ def check(buckets: Mapping[int, int], now_s: float, cost: int, limit: int) -> Ve
     now_bucket = bucket_of(now_s)
     used = sum(v for b, v in buckets.items() if live(b, now_bucket))
     if used + cost <= limit:
-        return Verdict(True)
+        return WindowVerdict(True)
     if cost > limit:
-        return Verdict(False, float(WINDOW_S))
+        return WindowVerdict(False, float(WINDOW_S))
     excess = used + cost - limit
     freed = 0
     for b in sorted(b for b in buckets if live(b, now_bucket)):
         freed += buckets[b]
         if freed >= excess:
             # Bucket b stops counting once now_bucket > b + BUCKETS - 1, i.e. at second b + BUCKETS.
-            return Verdict(False, max(0.0, (b + BUCKETS) * BUCKET_S - now_s))
-    return Verdict(False, float(WINDOW_S))
+            return WindowVerdict(False, max(0.0, (b + BUCKETS) * BUCKET_S - now_s))
+    return WindowVerdict(False, float(WINDOW_S))

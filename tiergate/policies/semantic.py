@@ -52,13 +52,13 @@ Reason = Literal[
 
 __all__ = [
     "Analysis",
-    "Decision",
     "EncodedLike",
     "EncodedQuery",
+    "MatchDecision",
     "Reason",
     "SemanticPolicy",
     "analyse",
-    "decide",
+    "decide_match",
     "similarity",
     "verify",
 ]
@@ -114,7 +114,7 @@ class SemanticPolicy:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class MatchDecision:
     """The verdict, the similarity of the two queries and, for a miss, which check refused and why."""
 
     hit: bool
@@ -137,28 +137,30 @@ def similarity(a: EncodedQuery, b: EncodedQuery) -> float:
     return float(np.dot(a.vector.astype(np.float32), b.vector.astype(np.float32)))
 
 
-def decide(stored: EncodedQuery, incoming: EncodedQuery, policy: SemanticPolicy | None = None) -> Decision:
+def decide_match(
+    stored: EncodedQuery, incoming: EncodedQuery, policy: SemanticPolicy | None = None
+) -> MatchDecision:
     """Whether the answer stored for `stored` may be served for `incoming`."""
     policy = policy or SemanticPolicy()
     sim = similarity(stored, incoming)
     if sim < policy.threshold:
-        return Decision(False, sim, "below-threshold", f"similarity {sim:.3f} < {policy.threshold:.3f}")
+        return MatchDecision(False, sim, "below-threshold", f"similarity {sim:.3f} < {policy.threshold:.3f}")
     if not policy.verify:
-        return Decision(True, sim, "match")
+        return MatchDecision(True, sim, "match")
     return verify(analyse(stored), analyse(incoming), sim, policy)
 
 
-def verify(a: Analysis, b: Analysis, sim: float, policy: SemanticPolicy) -> Decision:
+def verify(a: Analysis, b: Analysis, sim: float, policy: SemanticPolicy) -> MatchDecision:
     """The verifier alone, on analysed queries (the similarity is only reported)."""
     for reason, check in CHECKS:
         detail = check(a.surface, b.surface)
         if detail:
-            return Decision(False, sim, cast(Reason, reason), detail)
+            return MatchDecision(False, sim, cast(Reason, reason), detail)
     align = Alignment(a, b, policy.align_threshold)
     detail = align.order_conflict()
     if detail:
-        return Decision(False, sim, "order", detail)
+        return MatchDecision(False, sim, "order", detail)
     detail = align.unmatched()
     if detail:
-        return Decision(False, sim, "unmatched-word", detail)
-    return Decision(True, sim, "match")
+        return MatchDecision(False, sim, "unmatched-word", detail)
+    return MatchDecision(True, sim, "match")

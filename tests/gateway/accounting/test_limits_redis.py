@@ -16,7 +16,7 @@ from tiergate.gateway.accounting.keys import Limits
 from tiergate.gateway.accounting.limits_redis import ADMIT, RedisLimiter
 from tiergate.gateway.errors import InsufficientQuota, RateLimited, ServiceUnavailable
 from tiergate.policies.budget import Budget
-from tiergate.policies.ratelimit import Verdict, bucket_of
+from tiergate.policies.ratelimit import WindowVerdict, bucket_of
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.services]
 
@@ -39,7 +39,7 @@ async def test_lua_window_matches_the_policy(
     now: float,
     cost: int,
     limit: int,
-    expected: Verdict,
+    expected: WindowVerdict,
 ) -> None:
     key = redis_prefix + "rl:k:x:rpm"
     if buckets:

@@ -11,7 +11,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     from tiergate.gateway.config.fields import ConfigError
     from tiergate.gateway.config.settings import load_settings
     from tiergate.gateway.db import migrate
-    from tiergate.gateway.db.engine import redact
+    from tiergate.gateway.db.engine import redact_url
 
     try:
         settings = load_settings(args.config)
@@ -19,7 +19,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"tiergate: configuration error: {exc}", file=sys.stderr)
         return 2
-    where = redact(settings.database_url)
+    where = redact_url(settings.database_url)
     print(
         f"{where}: already at {after}"
         if before == after

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tiergate.policies.semantic import (
-    Decision,
     EncodedLike,
     EncodedQuery,
+    MatchDecision,
     SemanticPolicy,
     analyse,
     similarity,
@@ -46,7 +46,7 @@ class Pair:
     label: int
 
 
-class Encoder(Protocol):
+class BatchEncoder(Protocol):
     def encode_batch(self, texts: list[str]) -> Sequence[EncodedLike]: ...
 
 
@@ -112,7 +112,7 @@ def select(
 
 
 def encode_texts(
-    texts: Iterable[str], encoder: Encoder, progress: Callable[[int, int], None] | None = None
+    texts: Iterable[str], encoder: BatchEncoder, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, EncodedQuery]:
     """Every distinct text through the model once, in batches of similar length."""
     unique = sorted(set(texts), key=len)
@@ -164,12 +164,12 @@ def _round(value: float | None) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class PairOutcome:
     """One pair under the policy: its similarity and the verifier's verdict (whatever the similarity)."""
 
     pair: Pair
     similarity: float
-    verdict: Decision | None  # None when the similarity is below every threshold evaluated
+    verdict: MatchDecision | None  # None when the similarity is below every threshold evaluated
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,9 +182,9 @@ class Report:
     verified: Scores
     sweep: tuple[tuple[Scores, Scores], ...]  # (threshold only, verified) per threshold
     rejections: dict[str, int]  # at the policy's threshold: pairs the verifier refused, by reason
-    outcomes: tuple[Outcome, ...] = field(repr=False)
+    outcomes: tuple[PairOutcome, ...] = field(repr=False)
 
-    def false_hits(self) -> list[Outcome]:
+    def false_hits(self) -> list[PairOutcome]:
         """Label-0 pairs that the full decision serves at the policy's threshold."""
         return [o for o in self.outcomes if o.pair.label == 0 and _served(o, self.policy.threshold)]
 
@@ -201,7 +201,7 @@ class Report:
         }
 
 
-def _served(outcome: Outcome, threshold: float) -> bool:
+def _served(outcome: PairOutcome, threshold: float) -> bool:
     return outcome.similarity >= threshold and outcome.verdict is not None and outcome.verdict.hit
 
 
@@ -225,7 +225,7 @@ def evaluate(
                 if q.text not in analyses:
                     analyses[q.text] = analyse(q)
             verdict = verify(analyses[a.text], analyses[b.text], sim, policy)
-        outcomes.append(Outcome(pair, sim, verdict))
+        outcomes.append(PairOutcome(pair, sim, verdict))
     positives = sum(p.label for p in pairs)
     negatives = len(pairs) - positives
 

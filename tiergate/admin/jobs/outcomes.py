@@ -23,7 +23,7 @@ class OutcomesError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class RecordedOutcome:
     score: float
     cost: float
 
@@ -33,7 +33,7 @@ class Record:
     id: str
     prompt: str
     domain: str | None
-    outcomes: Mapping[str, Outcome]
+    outcomes: Mapping[str, RecordedOutcome]
 
 
 def _number(value: object, where: str) -> float:
@@ -42,7 +42,7 @@ def _number(value: object, where: str) -> float:
     return float(value)
 
 
-def _outcome(value: object, where: str) -> Outcome:
+def _outcome(value: object, where: str) -> RecordedOutcome:
     if not isinstance(value, dict):
         raise OutcomesError(f"{where} must be an object with score and cost")
     if "score" not in value or "cost" not in value:
@@ -53,7 +53,7 @@ def _outcome(value: object, where: str) -> Outcome:
         raise OutcomesError(f"{where}.score must be between 0 and 1, got {score}")
     if cost < 0:
         raise OutcomesError(f"{where}.cost must not be negative, got {cost}")
-    return Outcome(score, cost)
+    return RecordedOutcome(score, cost)
 
 
 def parse_record(obj: object, where: str) -> Record:

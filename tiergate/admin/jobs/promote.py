@@ -61,7 +61,7 @@ class PromoteError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class PromoteRun:
     """One run: what it read, decided and (unless a dry run or nothing changed) wrote."""
 
     base_version: int
@@ -200,7 +200,7 @@ async def run(
     dry_run: bool = False,
     now_ms: int | None = None,
     retries: int = 2,
-) -> Outcome:
+) -> PromoteRun:
     """One promote run (see the module docstring); a concurrent write makes it decide again on the new
     version, up to `retries` times, then raises VersionConflict."""
     config = settings.learning.promote
@@ -249,7 +249,7 @@ def _decide(
     settings: Settings,
     since_ms: int,
     dry_run: bool,
-) -> Outcome:
+) -> PromoteRun:
     config = settings.learning.promote
     built = build(
         window,
@@ -268,7 +268,7 @@ def _decide(
     note = _note(result, built, base, since_ms, sampling_changed)
     gaps = gap_estimates(built.evidence, ladder, config.promotion)
     domains = summarize(built, gaps, {d: s.share for d, s in sampling.items()})
-    return Outcome(
+    return PromoteRun(
         base.version if base else 0, None, result, built, note, since_ms, dry_run, domains, sampling,
         sampling_changed,
     )  # fmt: skip
@@ -295,7 +295,7 @@ def shadow_sampling(
 
 
 async def periodically(
-    run_once: Callable[[], Awaitable[Outcome]],
+    run_once: Callable[[], Awaitable[PromoteRun]],
     interval_s: float,
     *,
     claim: Callable[[], Awaitable[bool]] | None = None,

@@ -30,7 +30,7 @@ from tiergate.policies import domains as dom
 from tiergate.policies.pricing import usd
 from tiergate.policies.promotion import (
     DomainEvidence,
-    Feedback,
+    FeedbackStats,
     Quality,
     Verdicts,
     estimate_quality,
@@ -199,10 +199,10 @@ def build(
                 (d, v.candidate_tier, v.served_tier), dict.fromkeys(_SAME.values(), 0)
             )
             bucket[_SAME[v.verdict]] += 1
-    feedback: dict[tuple[str, str], Feedback] = {}
+    feedback: dict[tuple[str, str], FeedbackStats] = {}
     for f in window.feedback:
         key = (of(f.tenant_id, f.request_id, f.domain), f.tier)
-        feedback[key] = feedback.get(key, Feedback()).add(f.score)
+        feedback[key] = feedback.get(key, FeedbackStats()).add(f.score)
 
     def mean_usd(costs: list[int] | None) -> float | None:
         return usd(sum(costs)) / len(costs) if costs else None

@@ -33,8 +33,8 @@ from tiergate.admin.jobs.outcomes import Record
 from tiergate.admin.jobs.replay_config import ReplayConfig
 from tiergate.policies import domains as dom
 from tiergate.policies.promotion import (
-    Decision,
     DomainEvidence,
+    PromotionDecision,
     Verdicts,
     changelog,
     estimate_quality,
@@ -49,7 +49,7 @@ Progress = Callable[[int, int], None]
 @dataclass(slots=True)
 class PromotionEvent:
     request: int  # requests served before the run that made it
-    decision: Decision
+    decision: PromotionDecision
     true_gap: float  # the domain's true gap at that step over the whole file (for reporting only)
     false: bool
 

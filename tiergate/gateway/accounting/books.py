@@ -242,7 +242,7 @@ async def open_accounting(settings: Settings) -> Accounting:
         if before != after:
             log.warning("database %s migrated from %s to %s", sqlite_path(url), before or "empty", after)
     else:
-        await migrate.check(url)
+        await migrate.require_current(url)
     engine = open_engine(url)
     policy = settings.accounting
     redis: Redis | None = None

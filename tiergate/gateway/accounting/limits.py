@@ -19,7 +19,7 @@ from typing import Protocol
 from tiergate.gateway.accounting.keys import Limits
 from tiergate.gateway.errors import InsufficientQuota, RateLimited
 from tiergate.policies.budget import Budget, period_end, period_start
-from tiergate.policies.ratelimit import bucket_of, check, live
+from tiergate.policies.ratelimit import bucket_of, check_window, live
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +153,7 @@ def _uncount(checks: list[RateCheck], windows: list[dict[int, int]], bucket: int
 
 
 class LocalLimiter:
-    """One process: windows in memory (atomic: nothing awaits between check and count), budgets in SQL."""
+    """One process: windows in memory (atomic: nothing awaits between check_window and count), budgets in SQL."""
 
     def __init__(self, budgets: BudgetStore) -> None:
         self._budgets = budgets
@@ -173,7 +173,7 @@ class LocalLimiter:
         checks = rate_checks(limits, tokens)
         windows = [self._window(c.scope, c.unit, now_bucket) for c in checks]
         for c, window in zip(checks, windows, strict=True):
-            verdict = check(window, now_s, c.cost, c.limit)
+            verdict = check_window(window, now_s, c.cost, c.limit)
             if not verdict.admitted:
                 raise rate_refusal(c, verdict.retry_after_s)
         # Counted before the budget is asked (which may await), taken back if it refuses.

@@ -44,7 +44,7 @@ import orjson
 from tiergate.gateway.cache.exact import CachedAnswer
 from tiergate.gateway.routing.query import ChatQuery, Encoder
 from tiergate.policies.cache import fresh
-from tiergate.policies.semantic import Decision, EncodedQuery, SemanticPolicy, decide
+from tiergate.policies.semantic import EncodedQuery, MatchDecision, SemanticPolicy, decide_match
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -85,7 +85,7 @@ def open_client(url: str | None, path: str) -> ClientAPI:
 @dataclass(frozen=True, slots=True)
 class SemanticHit:
     answer: CachedAnswer
-    decision: Decision
+    decision: MatchDecision
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +227,7 @@ class SemanticCache:
             if similarity < policy.threshold:
                 break
             stored = EncodedQuery.of(text, await self._encoder.aencode(text))
-            decision = await self._run(decide, stored, incoming, policy)
+            decision = await self._run(decide_match, stored, incoming, policy)
             if decision.hit:
                 answer = CachedAnswer(
                     orjson.loads(meta["answer"]),

@@ -36,7 +36,9 @@ def async_url(url: str) -> str:
     """The SQLAlchemy URL with an async driver for a user's database URL."""
     scheme, _, rest = url.partition("://")
     if not rest:
-        raise ConfigError(f"database_url {redact(url)!r} is not a URL (sqlite:///FILE or postgresql://...)")
+        raise ConfigError(
+            f"database_url {redact_url(url)!r} is not a URL (sqlite:///FILE or postgresql://...)"
+        )
     base = scheme.split("+", 1)[0].lower()
     if base == "sqlite":
         return "sqlite+aiosqlite://" + rest
@@ -64,7 +66,7 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-def redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """The URL without its password, for messages."""
     parts = urlsplit(url)
     if parts.password:

@@ -1,6 +1,6 @@
 """Alembic, driven from code: the migrations ship inside the package.
 
-`upgrade` applies pending migrations (`tiergate db upgrade`, and `tiergate serve` on SQLite); `check` is what
+`upgrade` applies pending migrations (`tiergate db upgrade`, and `tiergate serve` on SQLite); `require_current` is what
 a PostgreSQL-backed gateway runs at startup: it refuses to serve on a schema that is behind.
 
 Alembic (with Mako and Pygments, ~12 MB) is imported only when there is something to migrate: a gateway
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from tiergate.gateway.db.engine import open_engine, redact
+from tiergate.gateway.db.engine import open_engine, redact_url
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -110,13 +110,13 @@ async def upgrade(url: str, target: str = "head") -> tuple[str | None, str]:
     return before, after or ""
 
 
-async def check(url: str) -> None:
+async def require_current(url: str) -> None:
     """Raise SchemaBehind, with what to run, unless the database is at the head revision."""
     at, wanted = await current(url), head()
     if at != wanted:
         state = "has no tiergate tables" if at is None else f"is at migration {at}"
         raise SchemaBehind(
-            f"the database {redact(url)} {state}, this tiergate needs {wanted}: run "
+            f"the database {redact_url(url)} {state}, this tiergate needs {wanted}: run "
             "`tiergate db upgrade --config FILE` (a deploy step) before starting the gateway"
         )
 
