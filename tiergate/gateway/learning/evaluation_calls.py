@@ -21,6 +21,7 @@ from tiergate.gateway.learning.evaluation_budget import EvaluationBudget
 from tiergate.gateway.learning.registry import ModelRegistry
 from tiergate.gateway.learning.trace_writer import first_choice
 from tiergate.gateway.upstream.client import Attempted
+from tiergate.policies.messages import content_text
 from tiergate.policies.pricing import cost_nano
 from tiergate.policies.routing import RoutePlan, Target
 from tiergate.policies.shadow import Candidate
@@ -45,10 +46,7 @@ def answer_text(message: dict[str, Any] | None) -> str:
     """What an answer says, as text: its content, then its tool calls (their names and arguments)."""
     if not message:
         return ""
-    content = message.get("content")
-    if isinstance(content, list):
-        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    text = content if isinstance(content, str) else ""
+    text = content_text(message.get("content"))
     if message.get("tool_calls"):
         text += ("\n" if text else "") + orjson.dumps(message["tool_calls"]).decode()
     return text
