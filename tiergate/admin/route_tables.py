@@ -21,8 +21,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tiergate.gateway.accounting.auth import require_master
 from tiergate.gateway.app import error_response, read_body, request_id
-from tiergate.gateway.errors import BadRequest, GatewayError, NotFound, PermissionDenied
+from tiergate.gateway.errors import BadRequest, GatewayError, NotFound
 from tiergate.gateway.http.bodies import parse_object
 from tiergate.gateway.resources import Resources
 from tiergate.gateway.routing.router import CentroidMismatch, check_centroids
@@ -49,9 +50,7 @@ def shown(stored: StoredRouteTable) -> dict[str, Any]:
 
 async def _admin(request: Request) -> Resources:
     res: Resources = request.app.state.resources
-    principal = await res.auth.authenticate(request.headers)
-    if principal.kind != "master":
-        raise PermissionDenied("the admin API needs the master key", code="admin_only")
+    require_master(await res.auth.authenticate(request.headers))
     return res
 
 

@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from tiergate.gateway import endpoints, feedback, pipeline
-from tiergate.gateway.accounting.auth import MASTER
+from tiergate.gateway.accounting.auth import MASTER, require_master
 from tiergate.gateway.accounting.records import CallRecord
 from tiergate.gateway.config.settings import Settings
 from tiergate.gateway.db.engine import database_unavailable, database_unreachable
@@ -31,7 +31,6 @@ from tiergate.gateway.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
-    PermissionDenied,
     ServiceUnavailable,
 )
 from tiergate.gateway.http.protocol import ARRIVED
@@ -219,9 +218,7 @@ async def metrics(request: Request) -> Response:
     res = _resources(request)
     rid = request_id(request)
     try:
-        principal = await res.auth.authenticate(request.headers)
-        if principal.kind != "master":
-            raise PermissionDenied("the metrics need the master key", code="master_key_required")
+        require_master(await res.auth.authenticate(request.headers))
     except GatewayError as error:
         return error_response(error, rid)
     body, content_type = res.telemetry.metrics.render()
