@@ -328,6 +328,8 @@ async def test_bad_input_gets_an_openai_error_and_reaches_no_upstream(
     assert set(error) == {"message", "type", "param", "code"} and error["message"]
     if code:
         assert error["code"] == code
+    if status == 405:
+        assert r.headers["allow"] == "POST"
     assert upstream.call_count == 0 and records == []
 
 

@@ -242,7 +242,10 @@ async def readyz(request: Request) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     if status == 405:
-        error: GatewayError = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        allow = exc.headers if isinstance(exc, HTTPException) else None  # Starlette's `Allow` header
+        error: GatewayError = MethodNotAllowed(
+            f"{request.method} is not allowed on {request.url.path}", headers=allow
+        )
     elif status == 404:
         error = NotFound(
             f"no route {request.method} {request.url.path}; this is an OpenAI-compatible API under /v1",
