@@ -46,6 +46,8 @@ from tiergate.gateway.errors import (
 )
 from tiergate.gateway.resources import Resources
 
+__all__ = ["create_admin_app", "render", "report_query"]
+
 log = logging.getLogger("tiergate.admin")
 
 

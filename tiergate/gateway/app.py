@@ -41,6 +41,8 @@ from tiergate.gateway.upstream.relay import RelayResponse
 if TYPE_CHECKING:
     import httpx
 
+__all__ = ["create_app", "error_response", "read_body", "request_id"]
+
 log = logging.getLogger("tiergate")
 # New ids: a random per-process prefix and a counter (unique across replicas without a syscall per request).
 _ID_PREFIX = os.urandom(6).hex()

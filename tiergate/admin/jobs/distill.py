@@ -31,7 +31,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tiergate import __version__
+from tiergate._version import __version__
 from tiergate.admin.evidence import feedback_rows
 from tiergate.admin.store import iso
 from tiergate.gateway.db.learning import Evaluation, Trace

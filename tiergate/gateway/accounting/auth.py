@@ -11,6 +11,8 @@ from tiergate.gateway.accounting.keys import KEY_PREFIX, KeyCache, Limits, hash_
 from tiergate.gateway.errors import PermissionDenied, Unauthorized
 from tiergate.policies.cache import CachePolicy
 
+__all__ = ["MASTER", "MasterKeyAuth", "Principal", "VirtualKeyAuth", "presented_key", "require_master"]
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
