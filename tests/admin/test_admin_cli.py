@@ -9,15 +9,18 @@ import json
 import logging
 import sqlite3
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import yaml
 
 from tiergate.admin.cli import main
+from tiergate.admin.schemas import Period
 from tiergate.gateway.accounting.keys import KEY_PREFIX
 from tiergate.gateway.db import migrate
 from tiergate.gateway.db.engine import open_engine
 from tiergate.gateway.db.models import LedgerEntry
+from tiergate.policies.budget import PERIODS
 
 
 @pytest.fixture
@@ -298,3 +301,7 @@ def test_db_upgrade_on_postgres_hides_the_password(
     assert code == 0 and "s3cret" not in out and ":***@" in out and f"-> {migrate.head()}" in out
     code, out, _ = call(capsys, "db", "upgrade", "--config", str(path))
     assert code == 0 and "already at" in out
+
+
+def test_the_admin_api_and_the_cli_accept_the_same_budget_periods() -> None:
+    assert get_args(Period) == PERIODS  # the CLI's --budget-period choices are PERIODS themselves

@@ -1,4 +1,4 @@
-"""`tiergate models register|list|remove`, and the switches the promote job uses (activate, deactivate)."""
+"""`tiergate models register|list|activate|deactivate|remove`."""
 
 from __future__ import annotations
 
@@ -41,6 +41,20 @@ def test_register_list_and_remove(cfg: str, capsys: pytest.CaptureFixture[str]) 
     assert json.loads(capsys.readouterr().out) == []
     assert main(["models", "remove", made["id"], "--config", cfg]) == 1
     assert f"no registered model with id '{made['id']}'" in capsys.readouterr().err
+
+
+def test_activate_and_deactivate_from_the_cli(cfg: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["models", "register", "--tier", "ta", "--model", "m", "--api-base", "http://vllm:8000/v1"]
+    assert main([*args, "--config", cfg, "--json"]) == 0
+    made = json.loads(capsys.readouterr().out)
+    assert main(["models", "activate", made["id"], "--config", cfg, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "active"
+    assert main(["models", "list", "--config", cfg, "--json"]) == 0
+    assert [m["status"] for m in json.loads(capsys.readouterr().out)] == ["active"]
+    assert main(["models", "deactivate", made["id"], "--config", cfg, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "candidate"
+    assert main(["models", "activate", "mdl_nope", "--config", cfg]) == 1
+    assert "no registered model with id 'mdl_nope'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -15,12 +15,17 @@ from tiergate.admin.server import create_server
 E0 = [1.0] + [0.0] * 383
 
 
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
 def served_admin_routes(database_url: str) -> set[tuple[str, str]]:
     """(path under /admin, method) of every route the served app answers under /admin."""
     found: set[tuple[str, str]] = set()
     for route in create_server(config(database_url)).routes:
         if isinstance(route, Route) and route.path.startswith("/admin/"):
-            found |= {(route.path.removeprefix("/admin"), m) for m in route.methods or () if m != "HEAD"}
+            # A function endpoint lists its methods; an HTTPEndpoint class has a handler per method.
+            methods = route.methods or {m for m in METHODS if hasattr(route.endpoint, m.lower())}
+            found |= {(route.path.removeprefix("/admin"), m) for m in methods if m != "HEAD"}
         if isinstance(route, Mount) and route.path == "/admin":
             admin = [r for r in create_admin_app().routes if isinstance(r, APIRoute)]
             found |= {(r.path, m) for r in admin for m in r.methods}

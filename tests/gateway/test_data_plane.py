@@ -202,6 +202,16 @@ async def test_usage_is_counted_when_the_upstream_reports_none() -> None:
     assert records[0].completion_tokens == 2 and records[0].prompt_tokens > 0
 
 
+async def test_a_negative_usage_is_not_a_refund_but_counted() -> None:
+    doc = {**completion("small-a", "hello world"), "usage": {"prompt_tokens": -1000, "completion_tokens": 2}}
+    router = respx.Router()
+    router.post("http://up-a/v1/chat/completions").mock(return_value=Response(200, json=doc))
+    async with gateway(router) as (client, records):
+        r = await client.post("/v1/chat/completions", json=chat("small-a"), headers=AUTH)
+    assert r.status_code == 200
+    assert records[0].usage_source == "counted" and records[0].prompt_tokens > 0 and records[0].cost_nano > 0
+
+
 async def test_stream_asks_for_usage_and_strips_it_when_the_client_did_not() -> None:
     router = respx.Router()
     chunks = [
@@ -318,6 +328,8 @@ async def test_bad_input_gets_an_openai_error_and_reaches_no_upstream(
     assert set(error) == {"message", "type", "param", "code"} and error["message"]
     if code:
         assert error["code"] == code
+    if status == 405:
+        assert r.headers["allow"] == "POST"
     assert upstream.call_count == 0 and records == []
 
 

@@ -4,7 +4,7 @@ import calendar
 
 import pytest
 
-from tiergate.policies.budget import fits, output_allowance, period_end, period_start, reservation_nano
+from tiergate.policies.budget import output_allowance, period_end, period_start, reservation_nano
 from tiergate.policies.pricing import Price
 
 
@@ -72,17 +72,3 @@ def test_reservation_takes_the_priciest_deployment_and_rounds_up() -> None:
         reservation_nano(((Price(0.0000001, 0.0), None),), 1, 5, 1, 4096) == 1
     )  # a fraction still reserves one
     assert reservation_nano((), 1000, 100, 1, 4096) == 0
-
-
-@pytest.mark.parametrize(
-    ("spent", "reserved", "amount", "limit", "ok"),
-    [
-        (0, 0, 10, 10, True),
-        (5, 4, 1, 10, True),
-        (5, 5, 1, 10, False),
-        (11, 0, 0, 10, False),
-        (0, 0, 0, 0, True),
-    ],
-)
-def test_fits(spent: int, reserved: int, amount: int, limit: int, ok: bool) -> None:
-    assert fits(spent, reserved, amount, limit) is ok

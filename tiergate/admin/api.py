@@ -8,7 +8,6 @@ refused before they are read.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import Annotated, Any, Literal
 
@@ -37,16 +36,17 @@ from tiergate.admin.schemas import (
     TenantOut,
     TenantUpdate,
 )
-from tiergate.gateway.accounting.auth import presented_key
+from tiergate.gateway.accounting.auth import require_master
 from tiergate.gateway.db.engine import database_error_types, database_unavailable, database_unreachable
 from tiergate.gateway.errors import (
     BadRequest,
     GatewayError,
     MethodNotAllowed,
     NotFound,
-    Unauthorized,
 )
 from tiergate.gateway.resources import Resources
+
+__all__ = ["create_admin_app", "render", "report_query"]
 
 log = logging.getLogger("tiergate.admin")
 
@@ -55,16 +55,13 @@ def _resources(request: Request) -> Resources:
     return request.scope[RESOURCES]  # type: ignore[no-any-return]
 
 
-def require_master(request: Request) -> Resources:
+async def _master(request: Request) -> Resources:
     res = _resources(request)
-    key = presented_key(request.headers)
-    master = res.settings.master_key
-    if key is None or master is None or not hmac.compare_digest(key.encode(), master.encode()):
-        raise Unauthorized("the admin API takes the master key only")
+    require_master(await res.auth.authenticate(request.headers))
     return res
 
 
-Admin = Annotated[Resources, Depends(require_master)]
+Admin = Annotated[Resources, Depends(_master)]
 
 
 def _error(error: GatewayError) -> Response:

@@ -8,10 +8,12 @@ import os
 import pkgutil
 from collections.abc import Sequence
 
-from tiergate import __version__
+from tiergate._version import __version__
 from tiergate.admin import commands
 from tiergate.gateway.config.settings import LOG_LEVELS
 from tiergate.gateway.telemetry.logs import configure_logging
+
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:

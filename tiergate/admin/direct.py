@@ -15,6 +15,8 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
+from tiergate.policies.budget import PERIODS
+
 T = TypeVar("T")
 
 
@@ -101,9 +103,7 @@ def fields(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
 
 def add_limits(parser: argparse.ArgumentParser, *, clearable: bool) -> None:
     parser.add_argument("--budget-usd", dest="budget_usd", type=float)
-    parser.add_argument(
-        "--budget-period", dest="budget_period", choices=["daily", "weekly", "monthly", "total"]
-    )
+    parser.add_argument("--budget-period", dest="budget_period", choices=PERIODS)
     parser.add_argument("--rpm", type=int)
     parser.add_argument("--tpm", type=int)
     parser.add_argument("--allowed-models", dest="allowed_models", type=lambda s: [m.strip() for m in s.split(",") if m.strip()],

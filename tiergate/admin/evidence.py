@@ -6,9 +6,9 @@
     feedback_stats(feed)   -> {(domain, served tier): FeedbackStats(n, total, total_sq)}
 
 The counts are `policies.promotion_stats.Verdicts` and `FeedbackStats` (agreements found by the cheap
-check count as `same`: the candidate said what the incumbent said). Row-level functions come first so that
-a job that re-assigns domains (clustering trace embeddings) can group the same rows its own way: every
-row carries its request id, which joins it to its trace. Evaluations without a verdict (a failed candidate
+check count as `same`: the candidate said what the incumbent said). Rows are read apart from counting so
+that a job that re-assigns domains (`tiergate promote` clusters trace embeddings) can move each row to its
+new domain before counting: every row carries its request id, which joins it to its trace. Evaluations without a verdict (a failed candidate
 or judge, an unparseable judge reply, a skipped judge) are not evidence and are left out; so are
 evaluations of registered models unless asked for (they compare a model that serves nothing yet).
 """

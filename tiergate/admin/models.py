@@ -2,7 +2,7 @@
 
 A registered model serves no traffic while its status is `candidate`: every gateway loads it within
 `learning.models.refresh_s` and shadow evaluation compares it on its tier's traffic (its evaluations carry
-its deployment id, `registered/<tier>/<model>#<id>`). `activate` is the promote job's switch: an active
+its deployment id, `registered/<tier>/<model>#<id>`). `activate` (`tiergate models activate ID`) is the switch: an active
 model joins its tier's serving deployments on every gateway at their next refresh (sharing the tier's load
 with the configured deployments); `deactivate` takes it back to candidate, `remove` forgets it.
 """
@@ -25,7 +25,6 @@ from tiergate.gateway.learning.registry import deployment_id
 from tiergate.policies.tiers import TIERS, is_tier
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-STATUSES = ("candidate", "active")
 
 
 def model_out(row: RegisteredModel) -> dict[str, object]:

@@ -14,15 +14,18 @@ that took the write installs it at once; the others pick it up within `routing.r
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from starlette.endpoints import HTTPEndpoint
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tiergate.gateway.accounting.auth import require_master
 from tiergate.gateway.app import error_response, read_body, request_id
-from tiergate.gateway.errors import BadRequest, GatewayError, NotFound, PermissionDenied
+from tiergate.gateway.errors import BadRequest, GatewayError, NotFound
 from tiergate.gateway.http.bodies import parse_object
 from tiergate.gateway.resources import Resources
 from tiergate.gateway.routing.router import CentroidMismatch, check_centroids
@@ -49,9 +52,7 @@ def shown(stored: StoredRouteTable) -> dict[str, Any]:
 
 async def _admin(request: Request) -> Resources:
     res: Resources = request.app.state.resources
-    principal = await res.auth.authenticate(request.headers)
-    if principal.kind != "master":
-        raise PermissionDenied("the admin API needs the master key", code="admin_only")
+    require_master(await res.auth.authenticate(request.headers))
     return res
 
 
@@ -59,38 +60,68 @@ def _json(doc: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(doc), status_code=status, media_type="application/json")
 
 
-async def _handle(request: Request) -> Response:
-    rid = request_id(request)
-    try:
-        res = await _admin(request)
-        response = await _dispatch(request, res)
-    except GatewayError as error:
-        return error_response(error, rid)
-    response.headers["x-request-id"] = rid
-    return response
+Handler = Callable[[Request, Resources], Awaitable[Response]]
 
 
-async def _dispatch(request: Request, res: Resources) -> Response:
-    store, router = res.route_tables, res.router
-    path = request.url.path.removeprefix("/admin/route-table")
-    if request.method == "GET" and path == "":
-        stored = await store.get()
-        serving = router.snapshot.table
-        current = shown(stored) if stored else {"version": 0, "routes": dict(serving.routes), "centroids": {}}
-        return _json({**current, "serving_version": serving.version})
-    if request.method == "GET" and path == "/history":
-        limit = request.query_params.get("limit", "20")
-        if not limit.isdigit() or not 1 <= int(limit) <= 1000:
-            raise BadRequest("'limit' must be an integer between 1 and 1000", param="limit")
-        return _json({"data": [shown(s) for s in await store.history(int(limit))]})
+def _master_only(handler: Handler) -> Callable[[HTTPEndpoint, Request], Awaitable[Response]]:
+    """An endpoint method: the master key only, errors in OpenAI's shape, the request id echoed."""
+
+    async def method(endpoint: HTTPEndpoint, request: Request) -> Response:
+        rid = request_id(request)
+        try:
+            response = await handler(request, await _admin(request))
+        except GatewayError as error:
+            return error_response(error, rid)
+        response.headers["x-request-id"] = rid
+        return response
+
+    return method
+
+
+async def _current(request: Request, res: Resources) -> Response:
+    stored = await res.route_tables.get()
+    serving = res.router.snapshot.table
+    current = shown(stored) if stored else {"version": 0, "routes": dict(serving.routes), "centroids": {}}
+    return _json({**current, "serving_version": serving.version})
+
+
+async def _write(request: Request, res: Resources) -> Response:
     raw = await read_body(request, MAX_BODY_BYTES)
-    if path == "":
-        stored = await put(store, parse_object(raw), author="master", dimensions=router.dimensions)
-    else:
-        body = parse_object(raw) if raw.strip() else {}
-        stored = await rollback(store, body.get("to_version"), author="master", dimensions=router.dimensions)
-    install(router, stored)
+    stored = await put(res.route_tables, parse_object(raw), author="master", dimensions=res.router.dimensions)
+    install(res.router, stored)
     return _json(shown(stored), status=201)
+
+
+async def _history(request: Request, res: Resources) -> Response:
+    limit = request.query_params.get("limit", "20")
+    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        raise BadRequest("'limit' must be an integer between 1 and 1000", param="limit")
+    return _json({"data": [shown(s) for s in await res.route_tables.history(int(limit))]})
+
+
+async def _rollback(request: Request, res: Resources) -> Response:
+    raw = await read_body(request, MAX_BODY_BYTES)
+    body = parse_object(raw) if raw.strip() else {}
+    stored = await rollback(
+        res.route_tables, body.get("to_version"), author="master", dimensions=res.router.dimensions
+    )
+    install(res.router, stored)
+    return _json(shown(stored), status=201)
+
+
+# Starlette dispatches on the method (HEAD is served as GET) and answers any other method with a 405 and
+# its `Allow` header; each path matches in full, so the /admin mount behind it never takes these paths.
+class _RouteTable(HTTPEndpoint):
+    get = _master_only(_current)
+    put = _master_only(_write)
+
+
+class _History(HTTPEndpoint):
+    get = _master_only(_history)
+
+
+class _Rollback(HTTPEndpoint):
+    post = _master_only(_rollback)
 
 
 async def put(
@@ -146,7 +177,7 @@ async def _append(
 
 def routes() -> list[Route]:
     return [
-        Route("/admin/route-table", _handle, methods=["GET", "PUT"]),
-        Route("/admin/route-table/history", _handle, methods=["GET"]),
-        Route("/admin/route-table/rollback", _handle, methods=["POST"]),
+        Route("/admin/route-table", _RouteTable),
+        Route("/admin/route-table/history", _History),
+        Route("/admin/route-table/rollback", _Rollback),
     ]

@@ -23,6 +23,8 @@ from tiergate.gateway.telemetry.logs import configure_logging, logging_options
 if TYPE_CHECKING:
     import httpx
 
+__all__ = ["create_server", "server_from_environment"]
+
 _USAGE_PARAMS = frozenset({"group_by", "start", "end", "format"})
 _USAGE_GROUPS = ("model", "tier", "day")
 

@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from tiergate.gateway import endpoints, feedback, pipeline
-from tiergate.gateway.accounting.auth import MASTER
+from tiergate.gateway.accounting.auth import MASTER, require_master
 from tiergate.gateway.accounting.records import CallRecord
 from tiergate.gateway.config.settings import Settings
 from tiergate.gateway.db.engine import database_unavailable, database_unreachable
@@ -31,7 +31,6 @@ from tiergate.gateway.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
-    PermissionDenied,
     ServiceUnavailable,
 )
 from tiergate.gateway.http.protocol import ARRIVED
@@ -41,6 +40,8 @@ from tiergate.gateway.upstream.relay import RelayResponse
 
 if TYPE_CHECKING:
     import httpx
+
+__all__ = ["create_app", "error_response", "read_body", "request_id"]
 
 log = logging.getLogger("tiergate")
 # New ids: a random per-process prefix and a counter (unique across replicas without a syscall per request).
@@ -219,9 +220,7 @@ async def metrics(request: Request) -> Response:
     res = _resources(request)
     rid = request_id(request)
     try:
-        principal = await res.auth.authenticate(request.headers)
-        if principal.kind != "master":
-            raise PermissionDenied("the metrics need the master key", code="master_key_required")
+        require_master(await res.auth.authenticate(request.headers))
     except GatewayError as error:
         return error_response(error, rid)
     body, content_type = res.telemetry.metrics.render()
@@ -245,7 +244,10 @@ async def readyz(request: Request) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     if status == 405:
-        error: GatewayError = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        allow = exc.headers if isinstance(exc, HTTPException) else None  # Starlette's `Allow` header
+        error: GatewayError = MethodNotAllowed(
+            f"{request.method} is not allowed on {request.url.path}", headers=allow
+        )
     elif status == 404:
         error = NotFound(
             f"no route {request.method} {request.url.path}; this is an OpenAI-compatible API under /v1",

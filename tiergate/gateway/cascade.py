@@ -25,6 +25,7 @@ from tiergate.gateway.resources import Resources
 from tiergate.gateway.upstream.client import Answer, Attempted
 from tiergate.policies.pricing import cost_nano
 from tiergate.policies.routing import RoutePlan, Target
+from tiergate.policies.usage import chat_usage
 from tiergate.policies.verifiers import (
     Expected,
     Verdict,
@@ -65,11 +66,9 @@ def _send(res: Resources, request: ChatRequest) -> Any:
 
 
 async def _cost(res: Resources, request: ChatRequest, answer: Answer, doc: Any) -> int:
-    usage = doc.get("usage") if isinstance(doc, dict) else None
-    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
-        return cost_nano(
-            answer.deployment.price, usage["prompt_tokens"], int(usage.get("completion_tokens") or 0)
-        )
+    usage = chat_usage(doc)
+    if usage is not None:
+        return cost_nano(answer.deployment.price, *usage)
     model = answer.deployment.model
     await res.tokens.ready(model)
     text = "".join(

@@ -26,12 +26,12 @@ from tiergate.gateway.pipeline import (
     record_trail,
     route,
     settle,
-    usage_of,
 )
 from tiergate.gateway.resources import Resources
 from tiergate.gateway.upstream.client import EMBEDDINGS_FAULTS, Attempted
 from tiergate.policies.routing import AUTO, RoutePlan, resolve, visible_models
 from tiergate.policies.tiers import is_tier
+from tiergate.policies.usage import embeddings_usage
 
 
 async def embeddings(res: Resources, headers: Mapping[str, str], raw: bytes, record: CallRecord) -> Response:
@@ -63,14 +63,14 @@ async def embeddings(res: Resources, headers: Mapping[str, str], raw: bytes, rec
     record_trail(record, trail)
     record_answer(record, answer, trail, plan)
     doc = orjson.loads(answer.body)
-    usage = usage_of(doc)
+    prompt = embeddings_usage(doc)
 
     def count() -> tuple[int, int]:
         value = request.body["input"]
         texts = [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]
         return sum(res.tokens.text(t, answer.deployment.model) for t in texts), 0
 
-    await settle(res, record, answer.deployment, (usage[0], 0) if usage else None, count)
+    await settle(res, record, answer.deployment, None if prompt is None else (prompt, 0), count)
     return Response(answer.body, headers=answer_headers(record.request_id, answer, trail, JSON))
 
 

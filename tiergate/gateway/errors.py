@@ -22,6 +22,21 @@ from collections.abc import Mapping
 
 import orjson
 
+__all__ = [
+    "BadRequest",
+    "GatewayError",
+    "InsufficientQuota",
+    "MethodNotAllowed",
+    "NotFound",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "RateLimited",
+    "ServiceUnavailable",
+    "Unauthorized",
+    "UpstreamFailed",
+    "UpstreamRejected",
+]
+
 
 class GatewayError(Exception):
     status = 500

@@ -50,6 +50,7 @@ from tiergate.policies.cache import (
 )
 from tiergate.policies.pricing import cost_nano
 from tiergate.policies.routing import RoutePlan, resolve, restrict
+from tiergate.policies.usage import chat_usage
 
 JSON = "application/json"
 T = TypeVar("T")
@@ -81,16 +82,6 @@ def allowed_plan(res: Resources, principal: Principal, plan: RoutePlan, model: s
     if allowed is not None and principal.tenant_allowed_models is not None:
         allowed = restrict(allowed, model, res.catalog, principal.tenant_allowed_models)
     return allowed
-
-
-def usage_of(doc: Any) -> tuple[int, int] | None:
-    usage = doc.get("usage") if isinstance(doc, dict) else None
-    if not isinstance(usage, dict):
-        return None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)
-    if isinstance(prompt, int) and isinstance(completion, int):
-        return prompt, completion
-    return None
 
 
 def answer_headers(request_id: str, answer: Answer, trail: Attempted, content_type: str) -> dict[str, str]:
@@ -227,7 +218,7 @@ async def _replay(
     """A cache hit, in the shape the client asked for; billed at zero upstream cost."""
     record.cache = kind
     record.tier, record.model, record.answer = hit.tier, hit.model, hit.answer
-    record.prompt_tokens, record.completion_tokens = usage_of(hit.answer) or (0, 0)
+    record.prompt_tokens, record.completion_tokens = chat_usage(hit.answer) or (0, 0)
     record.usage_source = "cache"
     record.cost_nano = 0
     headers = {
@@ -316,7 +307,7 @@ async def chat_completion(
         res,
         record,
         answer.deployment,
-        usage_of(doc),
+        chat_usage(doc),
         lambda: _count_answer(res, request, answer.deployment, doc),
         spent,
     )
@@ -368,7 +359,7 @@ def _relay(
             completion = res.tokens.text(accumulator.text + accumulator.tool_arguments(), model)
             return res.tokens.messages(request.messages, model, request.body.get("tools")), completion
 
-        await settle(res, record, answer.deployment, usage_of({"usage": accumulator.usage}), count, spent)
+        await settle(res, record, answer.deployment, chat_usage({"usage": accumulator.usage}), count, spent)
         if store is not None and outcome.status == "ok":
             store(accumulator.assembled())
 

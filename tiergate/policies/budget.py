@@ -20,10 +20,6 @@ PERIODS: tuple[str, ...] = ("daily", "weekly", "monthly", "total")
 _DAY = 86_400
 
 
-def is_period(name: object) -> bool:
-    return isinstance(name, str) and name in PERIODS
-
-
 def period_start(period: str, now_s: float) -> int:
     """Epoch seconds (UTC) at which the period containing `now_s` began; 0 for `total`."""
     if period == "total":
@@ -96,8 +92,3 @@ def reservation_nano(
         ),
         default=0,
     )
-
-
-def fits(spent_nano: int, reserved_nano: int, amount_nano: int, limit_nano: int) -> bool:
-    """Whether a reservation of `amount_nano` fits what the budget has left."""
-    return spent_nano + reserved_nano + amount_nano <= limit_nano

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from tiergate.policies.messages import content_text
+
 JUDGE_VERSION = "tiergate-judge-v1"
 
 JUDGE_SYSTEM = (
@@ -38,10 +40,7 @@ class Verdict:
 def _transcript(messages: list[dict[str, Any]]) -> str:
     lines = []
     for message in messages:
-        content = message.get("content")
-        if isinstance(content, list):
-            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-        lines.append(f"[{message.get('role', 'user')}]\n{content or ''}")
+        lines.append(f"[{message.get('role', 'user')}]\n{content_text(message.get('content'))}")
     return "\n\n".join(lines)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+__all__ = ["Price", "cost_nano", "max_cost_nano", "nano", "usd"]
+
 NANO_PER_USD = 1_000_000_000
 
 

@@ -26,6 +26,26 @@ from tiergate.policies.route_table import Sampling
 from tiergate.policies.shadow import drawn
 from tiergate.policies.tiers import TIERS, above, is_tier, ordered, tier_rank
 
+__all__ = [
+    "AUTO",
+    "MONITOR_KEY",
+    "STRATEGIES",
+    "Catalog",
+    "EscalationPolicy",
+    "Features",
+    "RoutePlan",
+    "RouteRequest",
+    "RouteTable",
+    "RoutingPolicy",
+    "Rule",
+    "Target",
+    "decide",
+    "prefer_healthy",
+    "resolve",
+    "restrict",
+    "visible_models",
+]
+
 AUTO = "auto"
 MONITOR_KEY = "monitor"  # the monitoring draw's key: independent of the shadow sampler's per-candidate draws
 

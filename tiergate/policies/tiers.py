@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+__all__ = ["TIERS", "above", "is_tier", "ordered", "tier_rank"]
+
 TIERS: tuple[str, ...] = ("student", "ta", "teacher", "supervisor")
 _RANK = {name: i for i, name in enumerate(TIERS)}
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from tiergate.policies.messages import content_text
+
 # Openings of refusals by chat models; matched at the start of the answer (case-insensitive), so a model
 # explaining "I can't stress enough ..." in the middle of a good answer is not a refusal.
 DEFAULT_REFUSALS: tuple[str, ...] = (
@@ -242,10 +244,7 @@ def judge_messages(messages: Sequence[Mapping[str, Any]], answer: Mapping[str, A
     """The judge's prompt: the conversation and the first choice of the candidate answer, as text."""
     lines = []
     for m in messages:
-        content = m.get("content")
-        if isinstance(content, list):
-            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-        lines.append(f"[{m.get('role')}] {content or ''}")
+        lines.append(f"[{m.get('role')}] {content_text(m.get('content'))}")
     choices = _choices(answer)
     message = _message(choices[0]) if choices else {}
     candidate = message.get("content") or ""

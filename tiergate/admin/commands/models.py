@@ -1,4 +1,5 @@
-"""`tiergate models register|list|remove`: candidate models, shadowed on their tier's traffic until promoted."""
+"""`tiergate models register|list|activate|deactivate|remove`: candidate models, shadowed on their tier's
+traffic until activated."""
 
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ def cmd(args: argparse.Namespace) -> int:
             return [models.model_out(row)]
         if args.action == "list":
             return [models.model_out(r) for r in await models.list_models(engine)]
+        if args.action == "activate":
+            return [models.model_out(await models.activate(engine, args.id))]
+        if args.action == "deactivate":
+            return [models.model_out(await models.deactivate(engine, args.id))]
         return [models.model_out(await models.remove(engine, args.id))]
 
     try:
@@ -67,8 +72,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     new.add_argument("--input-cost-per-mtok", dest="input_cost_per_mtok", type=float, default=0.0)
     new.add_argument("--output-cost-per-mtok", dest="output_cost_per_mtok", type=float, default=0.0)
     listing = actions.add_parser("list", help="every registered model")
+    activate = actions.add_parser(
+        "activate",
+        help="let a registered model serve its tier's traffic (every gateway, at its next refresh)",
+    )
+    deactivate = actions.add_parser(
+        "deactivate", help="take an active model back to candidate (shadowed only)"
+    )
     remove = actions.add_parser("remove", help="forget a registered model")
-    remove.add_argument("id")
-    for p in (new, listing, remove):
+    for p in (activate, deactivate, remove):
+        p.add_argument("id")
+    for p in (new, listing, activate, deactivate, remove):
         add_config(p)
         p.set_defaults(func=cmd)

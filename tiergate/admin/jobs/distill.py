@@ -31,7 +31,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tiergate import __version__
+from tiergate._version import __version__
 from tiergate.admin.evidence import feedback_rows
 from tiergate.admin.store import iso
 from tiergate.gateway.db.learning import Evaluation, Trace
@@ -45,6 +45,7 @@ from tiergate.policies.distill import (
     sft_row,
     split,
 )
+from tiergate.policies.messages import content_text
 
 TEACHING_TIERS = ("teacher", "supervisor")
 UNASSIGNED = "unassigned"  # traces whose request needed no domain (routing did not infer one)
@@ -101,10 +102,7 @@ def prompt_text(messages: Iterable[dict[str, Any]]) -> str:
     """A conversation as one text, for finding near-duplicates."""
     parts = []
     for m in messages:
-        content = m.get("content")
-        if isinstance(content, list):
-            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-        parts.append(f"{m.get('role', '')}: {content or ''}")
+        parts.append(f"{m.get('role', '')}: {content_text(m.get('content'))}")
     return "\n".join(parts)
 
 

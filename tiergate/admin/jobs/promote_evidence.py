@@ -16,23 +16,28 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tiergate.admin.evidence import FeedbackRow, VerdictRow, feedback_rows, verdict_rows
+from tiergate.admin.evidence import (
+    FeedbackRow,
+    VerdictRow,
+    count_verdicts,
+    feedback_rows,
+    feedback_stats,
+    verdict_rows,
+)
 from tiergate.gateway.db.learning import Trace
 from tiergate.gateway.routing.query import split_last_user
 from tiergate.policies import domains as dom
 from tiergate.policies.pricing import usd
 from tiergate.policies.promotion import (
     DomainEvidence,
-    FeedbackStats,
     Quality,
-    Verdicts,
     estimate_quality,
     fill_costs,
 )
@@ -42,7 +47,6 @@ from tiergate.policies.tiers import tier_rank
 
 _T = Trace.__table__.c  # type: ignore[attr-defined]
 _ID = re.compile(r"^d(\d+)$")
-_SAME = {"as_good": "same", "better": "better", "worse": "worse"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,21 +192,17 @@ def build(
         d = domain_of[(t.tenant_id, t.request_id)]
         requests.setdefault(d, set()).add((t.tenant_id, t.request_id))
         spent.setdefault((d, t.tier), []).append(t.cost_nano)
-    steps = set(ladder_steps(ladder))
-    verdicts: dict[tuple[str, str, str], dict[str, int]] = {}
+    judged = []  # the verdicts, each in the domain its request belongs to now
     for v in window.verdicts:
         d = of(v.tenant_id, v.request_id, v.domain)
         requests.setdefault(d, set()).add((v.tenant_id, v.request_id))
         spent.setdefault((d, v.candidate_tier), []).append(v.candidate_cost_nano)
-        if (v.candidate_tier, v.served_tier) in steps:
-            bucket = verdicts.setdefault(
-                (d, v.candidate_tier, v.served_tier), dict.fromkeys(_SAME.values(), 0)
-            )
-            bucket[_SAME[v.verdict]] += 1
-    feedback: dict[tuple[str, str], FeedbackStats] = {}
-    for f in window.feedback:
-        key = (of(f.tenant_id, f.request_id, f.domain), f.tier)
-        feedback[key] = feedback.get(key, FeedbackStats()).add(f.score)
+        judged.append(replace(v, domain=d))
+    steps = set(ladder_steps(ladder))
+    verdicts = {k: n for k, n in count_verdicts(judged).items() if (k[1], k[2]) in steps}
+    feedback = feedback_stats(
+        replace(f, domain=of(f.tenant_id, f.request_id, f.domain)) for f in window.feedback
+    )
 
     def mean_usd(costs: list[int] | None) -> float | None:
         return usd(sum(costs)) / len(costs) if costs else None
@@ -220,7 +220,7 @@ def build(
                 tier=_tier_in(ladder, routes.get(d)),
                 traffic=float(len(requests.get(d, ()))),
                 costs=fill_costs(ladder, {t: mean_usd(spent.get((d, t))) for t in ladder}, overall),
-                verdicts={(c, s): Verdicts(**n) for (dd, c, s), n in verdicts.items() if dd == d},
+                verdicts={(c, s): n for (dd, c, s), n in verdicts.items() if dd == d},
                 feedback={t: f for (dd, t), f in feedback.items() if dd == d},
             )
         )

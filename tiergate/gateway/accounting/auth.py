@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tiergate.gateway.accounting.keys import KEY_PREFIX, KeyCache, Limits, hash_key
-from tiergate.gateway.errors import Unauthorized
+from tiergate.gateway.errors import PermissionDenied, Unauthorized
 from tiergate.policies.cache import CachePolicy
+
+__all__ = ["MASTER", "MasterKeyAuth", "Principal", "VirtualKeyAuth", "presented_key", "require_master"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,19 @@ class Principal:
 
 
 MASTER = Principal("master")
+
+
+def require_master(principal: Principal) -> Principal:
+    """The one check of every master-key route: the admin API, the route-table endpoints and `/metrics`.
+
+    `authenticate` has already refused a missing or unknown key with 401 (and compared the master key in
+    constant time); a tenant's valid key is a known caller that may not use this route, so 403.
+    """
+    if principal.kind != "master":
+        raise PermissionDenied(
+            "this route takes the master key, not a tenant's virtual key", code="master_key_required"
+        )
+    return principal
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:

@@ -91,7 +91,6 @@ class LedgerStats:
     spilled: int = 0  # rows that went to a spill file (database away, or the queue full)
     overflowed: int = 0  # of which because the queue was full
     replayed: int = 0
-    failed_batches: int = 0
 
 
 class LedgerWriter:
@@ -153,7 +152,6 @@ class LedgerWriter:
                 self.stats.written += len(rows)
                 return
             except Exception as exc:  # any database failure: retry, then spill; never lose the rows
-                self.stats.failed_batches += 1
                 log.warning(
                     "ledger batch of %d failed (attempt %d): %s",
                     len(rows),

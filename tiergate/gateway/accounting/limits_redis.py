@@ -35,7 +35,8 @@ from tiergate.policies.ratelimit import BUCKET_S, WINDOW_S, bucket_of
 
 log = logging.getLogger("tiergate.limits")
 
-# Mirrors policies/ratelimit.check and policies/budget.fits; every check passes before anything is counted.
+# Mirrors policies/ratelimit.check, and budget_sql's rule (spent + reserved + amount <= limit); every check
+# passes before anything is counted.
 ADMIT = """
 local now_ms = tonumber(ARGV[1])
 local now_bucket = tonumber(ARGV[2])

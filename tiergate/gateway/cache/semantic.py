@@ -125,7 +125,6 @@ class SemanticCache:
         self.dropped_writes = 0  # writes refused because the queue was full
         self.errors = 0  # Chroma or embedding failures (lookups count as misses, writes are lost)
         self.written = 0
-        self.pruned = 0
         self._tasks = [
             asyncio.ensure_future(self._drain()),
             asyncio.ensure_future(self._prune_periodically()),
@@ -322,9 +321,7 @@ class SemanticCache:
 
     async def prune(self) -> int:
         """Delete every expired entry of every tenant; returns how many."""
-        removed = await self._run(self._prune, self.clock())
-        self.pruned += removed
-        return removed
+        return await self._run(self._prune, self.clock())
 
     async def _prune_periodically(self) -> None:
         while True:

@@ -16,6 +16,15 @@ import orjson
 
 from tiergate.gateway.errors import BadRequest
 
+__all__ = [
+    "ChatRequest",
+    "EmbeddingsRequest",
+    "parse_chat",
+    "parse_embeddings",
+    "parse_object",
+    "with_fields",
+]
+
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 

@@ -21,9 +21,11 @@ from tiergate.gateway.learning.evaluation_budget import EvaluationBudget
 from tiergate.gateway.learning.registry import ModelRegistry
 from tiergate.gateway.learning.trace_writer import first_choice
 from tiergate.gateway.upstream.client import Attempted
+from tiergate.policies.messages import content_text
 from tiergate.policies.pricing import cost_nano
 from tiergate.policies.routing import RoutePlan, Target
 from tiergate.policies.shadow import Candidate
+from tiergate.policies.usage import chat_usage
 
 if TYPE_CHECKING:
     from tiergate.gateway.resources import Resources
@@ -45,10 +47,7 @@ def answer_text(message: dict[str, Any] | None) -> str:
     """What an answer says, as text: its content, then its tool calls (their names and arguments)."""
     if not message:
         return ""
-    content = message.get("content")
-    if isinstance(content, list):
-        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    text = content if isinstance(content, str) else ""
+    text = content_text(message.get("content"))
     if message.get("tool_calls"):
         text += ("\n" if text else "") + orjson.dumps(message["tool_calls"]).decode()
     return text
@@ -112,14 +111,14 @@ class EvaluationCalls:
         doc = orjson.loads(body)
         if not isinstance(doc, dict):
             raise orjson.JSONDecodeError("the answer is not a JSON object", body.decode(errors="replace"), 0)
-        usage = doc.get("usage")
-        usage = usage if isinstance(usage, dict) else {}
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)
-        if not isinstance(prompt, int) or not isinstance(completion, int):
+        usage = chat_usage(doc)
+        if usage is None:
             model = deployment.model
             await self._res.tokens.ready(model)  # no usage: count locally, the encoding loaded off the loop
             prompt = self._res.tokens.messages(request.messages, model, request.body.get("tools"))
             completion = self._res.tokens.text(answer_text(first_choice(doc)[0]), model)
+        else:
+            prompt, completion = usage
         cost = cost_nano(deployment.price, prompt, completion)
         booked = CallRecord(
             request_id=record.request_id, endpoint="chat", principal=record.principal,

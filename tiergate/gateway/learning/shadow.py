@@ -173,12 +173,12 @@ class ShadowEvaluator:
                 self._queue.task_done()
 
     async def drain(self) -> None:
-        """Wait until every queued evaluation is done (tests, shutdown)."""
+        """Wait until every queued evaluation is done."""
         await self._queue.join()
 
     async def aclose(self, timeout_s: float) -> None:
         try:
-            await asyncio.wait_for(self._queue.join(), timeout_s)
+            await asyncio.wait_for(self.drain(), timeout_s)
         except TimeoutError:
             log.warning("shadow: %d evaluations still queued at shutdown were dropped", self._queue.qsize())
         for worker in self._workers:

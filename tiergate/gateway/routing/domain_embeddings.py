@@ -36,6 +36,7 @@ from tiergate.gateway.upstream.providers import Provider
 from tiergate.gateway.upstream.tokens import TokenCounter
 from tiergate.policies.pricing import cost_nano
 from tiergate.policies.routing import Catalog, RoutePlan, Target
+from tiergate.policies.usage import embeddings_usage
 
 KIND = "routing"  # the ledger kind of these calls
 
@@ -75,10 +76,9 @@ def vectors_of(body: bytes, count: int, dimensions: int) -> np.ndarray:
 
 def _usage_tokens(body: bytes) -> int | None:
     try:
-        tokens = orjson.loads(body)["usage"]["prompt_tokens"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return embeddings_usage(orjson.loads(body))
+    except orjson.JSONDecodeError:
         return None
-    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None
 
 
 class UpstreamEmbedder:

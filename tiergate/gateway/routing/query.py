@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import orjson
 
 from tiergate.gateway.routing.local_embeddings import Encoded
+from tiergate.policies.messages import content_text, is_text_only
 
 
 class Encoder(Protocol):
@@ -29,19 +30,11 @@ DomainEncoder = Callable[[str], Awaitable[Any]]
 """Embeds a text for domain inference (a unit numpy vector)."""
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
-
-
 def split_last_user(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     """(the last user message's text, every other message in order)."""
     for i in range(len(messages) - 1, -1, -1):
         if messages[i].get("role") == "user":
-            return _text(messages[i].get("content")), messages[:i] + messages[i + 1 :]
+            return content_text(messages[i].get("content")), messages[:i] + messages[i + 1 :]
     return "", list(messages)
 
 
@@ -49,11 +42,7 @@ def _only_text(messages: list[dict[str, Any]]) -> bool:
     """The last user message is all text: an image or audio part (which `text` leaves out) changes the question."""
     for message in reversed(messages):
         if message.get("role") == "user":
-            content = message.get("content")
-            return isinstance(content, str) or (
-                isinstance(content, list)
-                and all(isinstance(p, dict) and p.get("type") == "text" for p in content)
-            )
+            return is_text_only(message.get("content"))
     return False
 
 

@@ -47,6 +47,17 @@ from tiergate.gateway.accounting.records import CallRecord
 from tiergate.gateway.errors import GatewayError
 from tiergate.policies.retry import Health
 
+__all__ = [
+    "MULTIPROC_ENV",
+    "REFRESH_INTERVAL_S",
+    "Metrics",
+    "MetricsServer",
+    "QueueStats",
+    "clear_multiprocess_dir",
+    "multiprocess_dir",
+    "multiprocess_registry",
+]
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 REFRESH_INTERVAL_S = 1.0
 

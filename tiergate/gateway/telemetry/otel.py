@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from tiergate import __version__
+from tiergate._version import __version__
 from tiergate.gateway.accounting.records import CallRecord, Phase
 from tiergate.gateway.config.settings import Deployment, Settings
 from tiergate.gateway.errors import GatewayError

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from tiergate.gateway.upstream.litellm_data import use_bundled_tiktoken_encodings
+from tiergate.policies.messages import image_parts, text_parts
 
 # OpenAI's chat format: a few tokens of framing per message and for the reply's priming.
 _PER_MESSAGE = 3
@@ -85,16 +86,5 @@ class TokenCounter:
 
     @staticmethod
     def _content(enc: Any, content: Any) -> int:
-        if isinstance(content, str):
-            return len(enc.encode(content, disallowed_special=()))
-        if isinstance(content, list):
-            total = 0
-            for part in content:
-                if not isinstance(part, dict):
-                    continue
-                if isinstance(part.get("text"), str):
-                    total += len(enc.encode(part["text"], disallowed_special=()))
-                elif part.get("type") in ("image_url", "input_image", "image"):
-                    total += _IMAGE_TOKENS
-            return total
-        return 0
+        texts = sum(len(enc.encode(text, disallowed_special=())) for text in text_parts(content))
+        return texts + _IMAGE_TOKENS * image_parts(content)
