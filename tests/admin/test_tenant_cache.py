@@ -18,7 +18,7 @@ from tiergate.admin import store
 from tiergate.admin.cli import main
 from tiergate.admin.schemas import TenantCreate
 from tiergate.gateway.config.cache import parse_cache
-from tiergate.gateway.config.fields import SectionError
+from tiergate.gateway.config.errors import ConfigError
 
 OVERRIDE = {"exact": {"ttl_s": 60}, "semantic": {"threshold": 0.95}}
 
@@ -92,7 +92,7 @@ async def test_a_bad_override_is_a_400_naming_the_field_and_changes_nothing(
         assert _tenants(tmp_path / "tiergate.db") == before
     if param is not None and param != "cache.semantic.enabled":
         # The config's `cache.tenants` says the same of the same override: one check serves both.
-        with pytest.raises(SectionError) as yaml_error:
+        with pytest.raises(ConfigError) as yaml_error:
             parse_cache({"tenants": {"acme": cache}})
         assert str(yaml_error.value).replace("cache.tenants.acme", "cache") == error["message"]
 

@@ -17,7 +17,7 @@ from sqlmodel import col
 from tiergate.admin.schemas import KeyCreate, KeyOut, KeyUpdate, TenantCreate, TenantOut, TenantUpdate
 from tiergate.gateway.accounting.keys import hash_key, new_key, now_ms, visible_prefix
 from tiergate.gateway.config.cache import CacheSettings
-from tiergate.gateway.config.fields import SectionError
+from tiergate.gateway.config.errors import ConfigError
 from tiergate.gateway.db.models import ApiKey, Tenant
 from tiergate.gateway.errors import BadRequest, GatewayError
 from tiergate.policies.pricing import nano, usd
@@ -95,7 +95,7 @@ def _check_cache(config: CacheSettings, tenant_id: str | None, override: Any) ->
         return
     try:
         config.check_override(tenant_id, override)
-    except SectionError as exc:
+    except ConfigError as exc:
         raise BadRequest(str(exc), param=exc.where, code="invalid_value") from None
 
 

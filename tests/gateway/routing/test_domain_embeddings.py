@@ -19,7 +19,7 @@ from tiergate.admin.jobs import promote
 from tiergate.admin.jobs.promote_evidence import TraceRow, Window
 from tiergate.admin.reports import ReportQuery, cost_report
 from tiergate.gateway.accounting.auth import MASTER
-from tiergate.gateway.config.fields import ConfigError
+from tiergate.gateway.config.errors import ConfigError
 from tiergate.gateway.config.routing import DomainEmbeddings
 from tiergate.gateway.errors import UpstreamFailed
 from tiergate.gateway.routing.domain_embeddings import EmbeddingUnavailable, UpstreamEmbedder

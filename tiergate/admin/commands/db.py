@@ -8,7 +8,7 @@ import sys
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
-    from tiergate.gateway.config.fields import ConfigError
+    from tiergate.gateway.config.errors import ConfigError
     from tiergate.gateway.config.settings import load_settings
     from tiergate.gateway.db import migrate
     from tiergate.gateway.db.engine import redact

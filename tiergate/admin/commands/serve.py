@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tiergate.gateway.config.fields import ConfigError
+from tiergate.gateway.config.errors import ConfigError
 from tiergate.gateway.config.settings import Settings, load_settings, parse_settings
 from tiergate.policies.tiers import TIERS
 
