@@ -128,9 +128,15 @@ def test_a_tenant_can_opt_in_or_out_of_the_route_tables_shares() -> None:
 @pytest.mark.parametrize(
     ("section", "message"),
     [
-        ({"traces": {"content": "some"}}, 'learning.traces.content: "some" is not one of full, redacted, none'),
+        (
+            {"traces": {"content": "some"}},
+            'learning.traces.content: "some" is not one of full, redacted, none',
+        ),
         ({"traces": {"retention_days": 0}}, "learning.traces.retention_days: 0 is not an integer >= 1"),
-        ({"traces": {"colour": 1}}, "learning.traces.colour: unknown field (allowed: batch_size, content, enabled,"),
+        (
+            {"traces": {"colour": 1}},
+            "learning.traces.colour: unknown field (allowed: batch_size, content, enabled,",
+        ),
         ({"shadow": {"fraction": 1.5}}, "learning.shadow.fraction: 1.5 is not a number from 0.0 to 1.0"),
         (
             {"shadow": {"domains": {"billing": {"intern": 0.1}}}},
@@ -140,9 +146,15 @@ def test_a_tenant_can_opt_in_or_out_of_the_route_tables_shares() -> None:
             {"shadow": {"candidate": "cheapest"}},
             'learning.shadow.candidate: "cheapest" is not one of next_cheaper, none, student,',
         ),
-        ({"shadow": {"judge_tier": "boss"}}, 'learning.shadow.judge_tier: "boss" is not one of student, ta, teacher, supervisor'),
+        (
+            {"shadow": {"judge_tier": "boss"}},
+            'learning.shadow.judge_tier: "boss" is not one of student, ta, teacher, supervisor',
+        ),
         ({"shadow": {"route_table": "yes"}}, 'learning.shadow.route_table: "yes" is not true or false'),
-        ({"shadow": {"daily_budget_usd": -1}}, "learning.shadow.daily_budget_usd: -1 is not a number from 0.0 to"),
+        (
+            {"shadow": {"daily_budget_usd": -1}},
+            "learning.shadow.daily_budget_usd: -1 is not a number from 0.0 to",
+        ),
         (
             {"shadow": {"tenants": {"acme": {"seed": 3}}}},
             "learning.shadow.tenants.acme.seed: unknown field (allowed: candidate,",
@@ -150,12 +162,18 @@ def test_a_tenant_can_opt_in_or_out_of_the_route_tables_shares() -> None:
         ({"models": {"refresh_s": 0}}, "learning.models.refresh_s: 0 is not a number >= 0.05"),
         ({"replay": {}}, "learning.replay: unknown field (allowed: models, promote, shadow, traces)"),
         ({"promote": {"enabled": "yes"}}, 'learning.promote.enabled: "yes" is not true or false'),
-        ({"promote": {"quality_budget": 1}}, "learning.promote.quality_budget: 1 is not a number > 0.0 and < 1.0"),
+        (
+            {"promote": {"quality_budget": 1}},
+            "learning.promote.quality_budget: 1 is not a number > 0.0 and < 1.0",
+        ),
         ({"promote": {"alpha": 0}}, "learning.promote.alpha: 0 is not a number > 0.0 and < 0.5"),
         ({"promote": {"quality": 1.5}}, "learning.promote.quality: 1.5 is not a number from 0.0 to 1.0"),
         ({"promote": {"clusters": 0}}, "learning.promote.clusters: 0 is not an integer >= 1"),
         ({"promote": {"interval_s": 0}}, "learning.promote.interval_s: 0 is not a number >= 0.01"),
-        ({"promote": {"budget": 0.1}}, "learning.promote.budget: unknown field; did you mean quality_budget?"),
+        (
+            {"promote": {"budget": 0.1}},
+            "learning.promote.budget: unknown field; did you mean quality_budget?",
+        ),
     ],
 )
 def test_errors_name_the_field(section: Any, message: str) -> None:

@@ -85,18 +85,27 @@ def test_litellm_model_list_is_accepted() -> None:
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        ({"tiers": {"junior": [{"model": "x"}]}}, 'tiers.junior: "junior" is not one of student, ta, teacher, supervisor'),
+        (
+            {"tiers": {"junior": [{"model": "x"}]}},
+            'tiers.junior: "junior" is not one of student, ta, teacher, supervisor',
+        ),
         (
             {"tiers": {"student": [{"model": "x", "api_key": "env:MISSING"}]}},
             "tiers.student[0].api_key: refers to env:MISSING, which is not set",
         ),
         ({"tiers": {"student": [{"model": ""}]}}, 'tiers.student[0].model: "" is not a non-empty string'),
-        ({"tiers": {"student": [{"model": "x", "timeout_s": "soon"}]}}, 'tiers.student[0].timeout_s: "soon" is not a number >= 0.001'),
+        (
+            {"tiers": {"student": [{"model": "x", "timeout_s": "soon"}]}},
+            'tiers.student[0].timeout_s: "soon" is not a number >= 0.001',
+        ),
         (
             {"tiers": {"student": [{"model": "x", "input_cost_per_mtok": -1}]}},
             "tiers.student[0].input_cost_per_mtok: -1 is not a number >= 0.0",
         ),
-        ({"tiers": {"student": [{"model": "x", "colour": "red"}]}}, "tiers.student[0].colour: unknown field (allowed: api_base, api_key,"),
+        (
+            {"tiers": {"student": [{"model": "x", "colour": "red"}]}},
+            "tiers.student[0].colour: unknown field (allowed: api_base, api_key,",
+        ),
         ({"tierz": {}}, "tierz: unknown field; did you mean tiers?"),
         ({"upstream": {"max_retries": True}}, "upstream.max_retries: true is not an integer >= 0"),
         (

@@ -220,9 +220,18 @@ async def test_the_semantic_cache_keeps_the_local_model(sqlite_url: str) -> None
             {"deployment": "nope", "dimensions": 4},
             'routing.domains.embeddings.deployment: "nope" is neither a configured model name nor a configured tier',
         ),
-        ({"deployment": "embedder"}, "routing.domains.embeddings.dimensions: required, missing (the length of the vectors it returns)"),
-        ({"deployment": "embedder", "dimensions": 0}, "routing.domains.embeddings.dimensions: 0 is not an integer >= 1"),
-        ({"deployment": "embedder", "dimensions": 4, "model": "x"}, "routing.domains.embeddings.model: unknown field (allowed: cache_size, deployment, dimensions, timeout_s)"),
+        (
+            {"deployment": "embedder"},
+            "routing.domains.embeddings.dimensions: required, missing (the length of the vectors it returns)",
+        ),
+        (
+            {"deployment": "embedder", "dimensions": 0},
+            "routing.domains.embeddings.dimensions: 0 is not an integer >= 1",
+        ),
+        (
+            {"deployment": "embedder", "dimensions": 4, "model": "x"},
+            "routing.domains.embeddings.model: unknown field (allowed: cache_size, deployment, dimensions, timeout_s)",
+        ),
     ],
 )
 def test_config_errors(embeddings: dict[str, Any], message: str, sqlite_url: str) -> None:

@@ -68,8 +68,8 @@ _UNOPENED = (
 
 
 class ExactFields(FileModel):
-    enabled: bool = Field(_POLICY.exact, description="answer repeated requests from the cache")
-    ttl_s: TimeToLive = Field(_POLICY.exact_ttl_s, description="seconds an answer is kept")
+    enabled: bool = Field(default=_POLICY.exact, description="answer repeated requests from the cache")
+    ttl_s: TimeToLive = Field(default=_POLICY.exact_ttl_s, description="seconds an answer is kept")
 
 
 class SemanticDomain(FileModel):
@@ -78,16 +78,18 @@ class SemanticDomain(FileModel):
 
 class SemanticFields(FileModel):
     enabled: bool = Field(
-        _POLICY.semantic, description="on an exact miss, answer with the nearest earlier query's, if verified"
+        default=_POLICY.semantic,
+        description="on an exact miss, answer with the nearest earlier query's, if verified",
     )
     threshold: Share = Field(
-        _POLICY.semantic_threshold, description="minimum cosine between the two queries' sentence vectors"
+        default=_POLICY.semantic_threshold,
+        description="minimum cosine between the two queries' sentence vectors",
     )
     align_threshold: Similarity = Field(
-        _POLICY.semantic_align_threshold,
+        default=_POLICY.semantic_align_threshold,
         description="the verifier's minimum cosine between a leftover word and its partner",
     )
-    ttl_s: TimeToLive = Field(_POLICY.semantic_ttl_s, description="seconds an answer is kept")
+    ttl_s: TimeToLive = Field(default=_POLICY.semantic_ttl_s, description="seconds an answer is kept")
     domains: Mapping[str, SemanticDomain] = Field(
         default_factory=dict, description="thresholds per inferred domain (when routing infers one)"
     )
@@ -99,7 +101,7 @@ class CacheOverride(FileModel):
     exact: ExactFields = ExactFields()
     semantic: SemanticFields = SemanticFields()
     nondeterministic: bool = Field(
-        _POLICY.nondeterministic, description="also cache requests with temperature > 0 and no seed"
+        default=_POLICY.nondeterministic, description="also cache requests with temperature > 0 and no seed"
     )
 
     def over(self, base: CachePolicy) -> CachePolicy:
@@ -122,13 +124,17 @@ class CacheOverride(FileModel):
 
 
 class ExactSection(ExactFields):
-    max_bytes: Annotated[int, Field(ge=1024)] = Field(64 * 1024 * 1024, description="the store's size")
+    max_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=64 * 1024 * 1024, description="the store's size"
+    )
 
 
 class SemanticSection(SemanticFields):
-    prune_s: Annotated[float, Field(ge=0.05)] = Field(60.0, description="how often expired entries are deleted")
+    prune_s: Annotated[float, Field(ge=0.05)] = Field(
+        default=60.0, description="how often expired entries are deleted"
+    )
     lookup_timeout_s: Annotated[float, Field(ge=0.001)] = Field(
-        1.0, description="a slower lookup (a stuck Chroma server) is a miss"
+        default=1.0, description="a slower lookup (a stuck Chroma server) is a miss"
     )
 
 
@@ -136,10 +142,11 @@ class CacheSection(CacheOverride):
     exact: ExactSection = ExactSection()
     semantic: SemanticSection = SemanticSection()
     write_queue: Annotated[int, Field(ge=1)] = Field(
-        10_000, description="pending cache writes; more are dropped (and counted)"
+        default=10_000, description="pending cache writes; more are dropped (and counted)"
     )
     tenants: Mapping[str, CacheOverride] = Field(
-        default_factory=dict, description="per-tenant overrides (the admin API's tenant `cache` goes over them)"
+        default_factory=dict,
+        description="per-tenant overrides (the admin API's tenant `cache` goes over them)",
     )
 
     def settings(self) -> CacheSettings:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import field
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field
 
@@ -28,32 +28,38 @@ class Endpoint:
 
     model: Annotated[EnvStr, Field(min_length=1)] = Field(description="the model name sent upstream")
     provider: Provider = Field(
-        "openai",
+        default="openai",
         description="`openai` is any OpenAI-compatible server (the byte-level fast path); other providers "
         "(anthropic, bedrock, vertex_ai, ...) are translated by litellm",
     )
-    api_base: ApiBase = Field(OPENAI_API_BASE, description="the upstream's base URL")
-    api_key: EnvStr | None = Field(None, repr=False, description="the upstream's key (write `env:NAME`)")
-    timeout_s: Seconds = Field(60.0, description="seconds a call may take")
+    api_base: ApiBase = Field(default=OPENAI_API_BASE, description="the upstream's base URL")
+    api_key: EnvStr | None = Field(
+        default=None, repr=False, description="the upstream's key (write `env:NAME`)"
+    )
+    timeout_s: Seconds = Field(default=60.0, description="seconds a call may take")
     max_output_tokens: Annotated[int, Field(ge=1)] | None = Field(
-        None, description="the model's output limit (default: from litellm's price map)"
+        default=None, description="the model's output limit (default: from litellm's price map)"
     )
     extra_headers: Mapping[str, EnvStr] = Field(
-        default_factory=dict, repr=False, description="headers sent with every call (values may be `env:NAME`)"
+        default_factory=dict,
+        repr=False,
+        description="headers sent with every call (values may be `env:NAME`)",
     )
-    candidate: bool = Field(False, description="registered but serving no traffic until promoted")
+    candidate: bool = Field(default=False, description="registered but serving no traffic until promoted")
 
 
 @settings_dataclass
 class DeploymentEntry(Endpoint):
     """One entry of `tiers.<tier>` or `models`."""
 
-    name: str | None = Field(None, description="what clients put in `model` to address it (default: model)")
+    name: str | None = Field(
+        default=None, description="what clients put in `model` to address it (default: model)"
+    )
     input_cost_per_mtok: PerMillion | None = Field(
-        None, description="USD per million prompt tokens (default: from litellm's price map)"
+        default=None, description="USD per million prompt tokens (default: from litellm's price map)"
     )
     output_cost_per_mtok: PerMillion | None = Field(
-        None, description="USD per million completion tokens (default: from litellm's price map)"
+        default=None, description="USD per million completion tokens (default: from litellm's price map)"
     )
 
     def deployment(self, tier: str | None, index: int) -> Deployment:
@@ -63,7 +69,9 @@ class DeploymentEntry(Endpoint):
             id=f"{tier or 'untiered'}/{name}#{index}",
             name=name,
             tier=tier,
-            price=Price(self.input_cost_per_mtok or 0.0, self.output_cost_per_mtok or 0.0) if priced else Price(),
+            price=Price(self.input_cost_per_mtok or 0.0, self.output_cost_per_mtok or 0.0)
+            if priced
+            else Price(),
             **{f: getattr(self, f) for f in Endpoint.__dataclass_fields__},
         )
 
@@ -88,20 +96,24 @@ class Deployment(Endpoint):
 class _LiteLLMPart(FileModel):
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
-    input_cost_per_token: PerMillion | None = Field(None, description="USD per prompt token")
-    output_cost_per_token: PerMillion | None = Field(None, description="USD per completion token")
+    input_cost_per_token: PerMillion | None = Field(default=None, description="USD per prompt token")
+    output_cost_per_token: PerMillion | None = Field(default=None, description="USD per completion token")
 
 
 class LiteLLMParams(_LiteLLMPart):
     model: NonEmpty = Field(description="`provider/model`; a model without a provider is OpenAI's")
-    api_base: EnvStr | None = Field(None, description="the upstream's base URL")
-    api_key: EnvStr | None = Field(None, repr=False, description="the upstream's key (write `env:NAME`)")
-    timeout: Seconds | None = Field(None, description="seconds a call may take")
+    api_base: EnvStr | None = Field(default=None, description="the upstream's base URL")
+    api_key: EnvStr | None = Field(
+        default=None, repr=False, description="the upstream's key (write `env:NAME`)"
+    )
+    timeout: Seconds | None = Field(default=None, description="seconds a call may take")
 
 
 class LiteLLMInfo(_LiteLLMPart):
-    tier: Tier | None = Field(None, description="the tier it serves (none: addressed by name only)")
-    max_tokens: Annotated[int, Field(ge=1)] | None = Field(None, description="the model's output limit")
+    tier: Tier | None = Field(default=None, description="the tier it serves (none: addressed by name only)")
+    max_tokens: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="the model's output limit"
+    )
 
 
 class LiteLLMEntry(FileModel):
@@ -123,7 +135,7 @@ class LiteLLMEntry(FileModel):
                 ("output_cost_per_mtok", _first(params.output_cost_per_token, info.output_cost_per_token)),
             )
         }
-        given = {
+        given: dict[str, Any] = {
             "api_base": params.api_base or (ANTHROPIC_API_BASE if provider == "anthropic" else None),
             "api_key": params.api_key,
             "timeout_s": params.timeout,

@@ -84,7 +84,9 @@ def _problem(error: ErrorDetails, root: dict[str, Any], loc: tuple[int | str, ..
     if kind.startswith(OWN):  # our own rules: their message says it all
         return error["msg"]
     if key_error:
-        keys = [b["propertyNames"] for b in _branches(_node(root, loc[:-1]) or {}, root) if "propertyNames" in b]
+        keys = [
+            b["propertyNames"] for b in _branches(_node(root, loc[:-1]) or {}, root) if "propertyNames" in b
+        ]
         node = keys[0] if keys else None
     expected = describe(node, root) if node is not None else error["msg"].lower()
     return f"{shown(error['input'])} is not {expected}"
@@ -130,10 +132,15 @@ def describe(node: dict[str, Any], root: dict[str, Any]) -> str:
     """What a schema allows, in words: `an integer >= 0`, `one of text, json`, `a string or a mapping`.
 
     `null` is left out: it means "not written" everywhere (the field takes its default)."""
-    return " or ".join(_one(b) for b in _branches(node, root) if b.get("type") != "null") or "null"
+    return " or ".join(_one(b, root) for b in _branches(node, root) if b.get("type") != "null") or "null"
 
 
-def _one(node: dict[str, Any]) -> str:
+def _one(node: dict[str, Any], root: dict[str, Any]) -> str:
+    if isinstance(node.get("items"), dict):
+        return f"a list (each {describe(node['items'], root)})"
+    values = node.get("additionalProperties")
+    if isinstance(values, dict) and "properties" not in node:
+        return f"a mapping (each value {describe(values, root)})"
     if "enum" in node:
         return "one of " + ", ".join(str(v) for v in node["enum"])
     text = _KINDS.get(node.get("type", ""), "a value")

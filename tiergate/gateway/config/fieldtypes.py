@@ -12,11 +12,12 @@ runs before a container: its output would be validated as Python data, where a l
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast, dataclass_transform
 
 import orjson
 from pydantic import (
@@ -46,9 +47,11 @@ class FileModel(BaseModel):
     model_config = ConfigDict(**STRICT, frozen=True)
 
 
+@dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(dataclasses.field, Field))
 def settings_dataclass(cls: type[T]) -> type[T]:
     """A frozen, slotted, keyword-only pydantic dataclass with the config's strictness."""
-    return pydantic_dataclasses.dataclass(frozen=True, slots=True, kw_only=True, config=STRICT)(cls)
+    made = pydantic_dataclasses.dataclass(frozen=True, slots=True, kw_only=True, config=STRICT)(cls)
+    return cast(type[T], made)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,9 @@ class OneOf:
 
     options: tuple[str, ...]
 
-    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
         return core_schema.literal_schema(list(self.options))
 
 
@@ -76,7 +81,9 @@ def _compiles(pattern: str) -> str:
         re.compile(pattern)
     except re.error as exc:
         raise PydanticCustomError(
-            OWN + "regex", "{value} is not a regular expression ({reason})", {"value": shown(pattern), "reason": str(exc)}
+            OWN + "regex",
+            "{value} is not a regular expression ({reason})",
+            {"value": shown(pattern), "reason": str(exc)},
         ) from None
     return pattern
 
@@ -106,9 +113,9 @@ def validate(kind: type[T], data: Any, *, where: str = "", env: Mapping[str, str
     except TypeError as exc:
         raise ConfigError(f"{where or 'the config'}: not JSON-like data ({exc})", where or None) from None
     try:
-        return adapter(kind).validate_json(payload, context={"env": env})  # type: ignore[no-any-return]
+        return adapter(cast(type, kind)).validate_json(payload, context={"env": env})  # type: ignore[no-any-return]
     except ValidationError as exc:
-        raise from_validation_error(exc, schema(kind), where) from None
+        raise from_validation_error(exc, schema(cast(type, kind)), where) from None
 
 
 def _written(data: Any) -> Any:

@@ -35,16 +35,20 @@ _PROMOTION = PromotionConfig()
 
 @settings_dataclass
 class TraceSettings:
-    enabled: bool = Field(True, description="write a trace of every request")
+    enabled: bool = Field(default=True, description="write a trace of every request")
     content: Annotated[str, OneOf(CONTENT_POLICIES)] = Field(
-        "redacted", description="default content policy (a tenant's own setting wins)"
+        default="redacted", description="default content policy (a tenant's own setting wins)"
     )
     retention_days: Positive = Field(
-        30, description="default retention (a tenant's own setting wins); `tiergate traces purge`"
+        default=30, description="default retention (a tenant's own setting wins); `tiergate traces purge`"
     )
-    batch_size: Positive = Field(500, description="rows per insert")
-    flush_s: Annotated[float, Field(ge=0.001)] = Field(0.2, description="a partial batch waits at most this long")
-    queue_size: Positive = Field(10_000, description="traces waiting to be written; more are dropped (and counted)")
+    batch_size: Positive = Field(default=500, description="rows per insert")
+    flush_s: Annotated[float, Field(ge=0.001)] = Field(
+        default=0.2, description="a partial batch waits at most this long"
+    )
+    queue_size: Positive = Field(
+        default=10_000, description="traces waiting to be written; more are dropped (and counted)"
+    )
 
 
 @settings_dataclass
@@ -108,31 +112,47 @@ class ShadowSettings:
 class PromoteSettings:
     """The promote job: how often, over what evidence, and the decision's parameters (`promotion`)."""
 
-    enabled: bool = Field(False, description="every gateway runs the job every interval_s (one write lands per version)")
-    interval_s: Annotated[float, Field(ge=0.01)] = Field(3600.0, description="seconds between runs")
+    enabled: bool = Field(
+        default=False, description="every gateway runs the job every interval_s (one write lands per version)"
+    )
+    interval_s: Annotated[float, Field(ge=0.01)] = Field(default=3600.0, description="seconds between runs")
     window_days: Annotated[float, Field(ge=0.001)] = Field(
-        30.0, description="evidence (verdicts, feedback, traces) of this many days back"
+        default=30.0, description="evidence (verdicts, feedback, traces) of this many days back"
     )
     quality_budget: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
-        _PROMOTION.quality_budget, description="allowed loss versus the most capable routed tier, over all traffic"
+        default=_PROMOTION.quality_budget,
+        description="allowed loss versus the most capable routed tier, over all traffic",
     )
     alpha: Annotated[float, Field(gt=0.0, lt=0.5)] = Field(
-        _PROMOTION.alpha, description="one-sided error of the bounds (confidence 1 - alpha)"
+        default=_PROMOTION.alpha, description="one-sided error of the bounds (confidence 1 - alpha)"
     )
     min_samples: Positive = Field(
-        _PROMOTION.min_samples, description="verdicts a domain needs at a step before it can be promoted"
+        default=_PROMOTION.min_samples,
+        description="verdicts a domain needs at a step before it can be promoted",
     )
-    quality: Share | None = Field(None, description="the incumbent's quality when known (none: from its feedback)")
-    clusters: Positive | None = Field(None, description="domains to discover (none: grows with the traces)")
-    max_traces: Positive = Field(50_000, description="newest traces with embeddings clustered per run")
-    explore: Share = Field(EXPLORE, description="shadow share an unpromoted domain needs while its verdicts are short")
-    monitor: Share = Field(MONITOR, description="... once it has `enough`, and of promoted traffic")
-    enough: Positive = Field(ENOUGH, description="verdicts after which a domain is monitored, not explored")
-    seed: Seed = Field(0, description="seed of the clustering")
+    quality: Share | None = Field(
+        default=None, description="the incumbent's quality when known (none: from its feedback)"
+    )
+    clusters: Positive | None = Field(
+        default=None, description="domains to discover (none: grows with the traces)"
+    )
+    max_traces: Positive = Field(
+        default=50_000, description="newest traces with embeddings clustered per run"
+    )
+    explore: Share = Field(
+        default=EXPLORE, description="shadow share an unpromoted domain needs while its verdicts are short"
+    )
+    monitor: Share = Field(default=MONITOR, description="... once it has `enough`, and of promoted traffic")
+    enough: Positive = Field(
+        default=ENOUGH, description="verdicts after which a domain is monitored, not explored"
+    )
+    seed: Seed = Field(default=0, description="seed of the clustering")
 
     @property
     def promotion(self) -> PromotionConfig:
-        return PromotionConfig(quality_budget=self.quality_budget, alpha=self.alpha, min_samples=self.min_samples)
+        return PromotionConfig(
+            quality_budget=self.quality_budget, alpha=self.alpha, min_samples=self.min_samples
+        )
 
 
 @settings_dataclass
@@ -147,7 +167,7 @@ class ShadowPolicyFields(FileModel):
     """The fields a tenant's override may write (`learning.shadow.tenants.<id>`)."""
 
     fraction: Share = Field(
-        _SHADOW.fraction,
+        default=_SHADOW.fraction,
         description="share of answered requests shadowed per (domain, candidate tier) where neither `domains` "
         "nor the route table sets one",
     )
@@ -155,17 +175,21 @@ class ShadowPolicyFields(FileModel):
         default_factory=dict, description="shares per domain and candidate tier"
     )
     candidate: Annotated[str, OneOf(CANDIDATE_MODES + TIERS)] = Field(
-        _SHADOW.candidate, description="next_cheaper, none, or a tier (always that tier, when cheaper)"
+        default=_SHADOW.candidate,
+        description="next_cheaper, none, or a tier (always that tier, when cheaper)",
     )
     registered: bool = Field(
-        _SHADOW.registered, description="also shadow registered candidate models (`tiergate models register`)"
+        default=_SHADOW.registered,
+        description="also shadow registered candidate models (`tiergate models register`)",
     )
-    judge_tier: Tier = Field(_SHADOW.judge_tier, description="asked on a disagreement")
+    judge_tier: Tier = Field(default=_SHADOW.judge_tier, description="asked on a disagreement")
     daily_budget_usd: Annotated[float, Field(ge=0.0, le=1e9)] = Field(
-        _SHADOW.daily_budget_nano / 1e9, description="per tenant per UTC day, shadow and judge calls together"
+        default=_SHADOW.daily_budget_nano / 1e9,
+        description="per tenant per UTC day, shadow and judge calls together",
     )
     route_table: bool = Field(
-        _SHADOW.route_table, description="follow the route table's `sampling` shares (`tiergate promote` writes them)"
+        default=_SHADOW.route_table,
+        description="follow the route table's `sampling` shares (`tiergate promote` writes them)",
     )
 
     def over(self, base: ShadowPolicy) -> ShadowPolicy:
@@ -178,9 +202,11 @@ class ShadowPolicyFields(FileModel):
 
 
 class ShadowSection(ShadowPolicyFields):
-    seed: Seed = Field(0, description="sampling is a seeded draw per request id: reproducible")
-    queue_size: Positive = Field(1000, description="sampled requests waiting; more are dropped (and counted)")
-    concurrency: Positive = Field(2, description="evaluations running at once")
+    seed: Seed = Field(default=0, description="sampling is a seeded draw per request id: reproducible")
+    queue_size: Positive = Field(
+        default=1000, description="sampled requests waiting; more are dropped (and counted)"
+    )
+    concurrency: Positive = Field(default=2, description="evaluations running at once")
     tenants: Mapping[str, ShadowPolicyFields] = Field(
         default_factory=dict, description="per-tenant overrides of the policy fields above"
     )
@@ -198,7 +224,7 @@ class ShadowSection(ShadowPolicyFields):
 
 class ModelsSection(FileModel):
     refresh_s: Annotated[float, Field(ge=0.05)] = Field(
-        10.0, description="how often registered models are re-read from the database"
+        default=10.0, description="how often registered models are re-read from the database"
     )
 
 

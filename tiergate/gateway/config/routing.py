@@ -38,9 +38,9 @@ Count = Annotated[int, Field(ge=0)]
 class JudgeSettings:
     """A more capable tier that checks a sample of the cascade's accepted answers."""
 
-    tier: Tier | None = Field(None, description="the judging tier (none: no judge)")
-    fraction: Share = Field(0.0, description="share of accepted answers judged")
-    seed: Count = Field(0, description="seed of the sampling draw (reproducible)")
+    tier: Tier | None = Field(default=None, description="the judging tier (none: no judge)")
+    fraction: Share = Field(default=0.0, description="share of accepted answers judged")
+    seed: Count = Field(default=0, description="seed of the sampling draw (reproducible)")
 
     @model_validator(mode="after")
     def _tier_when_judging(self) -> Self:
@@ -62,9 +62,11 @@ class DomainEmbeddings:
 
     deployment: NonEmpty = Field(description="an embeddings deployment: a configured model name or tier")
     dimensions: Annotated[int, Field(ge=1)] = Field(description="the length of the vectors it returns")
-    cache_size: Annotated[int, Field(ge=1)] = Field(4096, description="embeddings of identical texts kept (LRU)")
+    cache_size: Annotated[int, Field(ge=1)] = Field(
+        default=4096, description="embeddings of identical texts kept (LRU)"
+    )
     timeout_s: Annotated[float, Field(ge=0.001)] = Field(
-        2.0, description="a slower embedding (retries included) makes the query `general`"
+        default=2.0, description="a slower embedding (retries included) makes the query `general`"
     )
 
 
@@ -101,7 +103,7 @@ class RoutingSettings:
 
 class HeaderMatch(FileModel):
     name: NonEmpty = Field(description="a request header that must be present (any case)")
-    value: str | None = Field(None, description="... with this value (none: any value)")
+    value: str | None = Field(default=None, description="... with this value (none: any value)")
 
 
 def _header_name(value: Any) -> Any:
@@ -111,23 +113,35 @@ def _header_name(value: Any) -> Any:
 class When(FileModel):
     """A rule's conditions: all that are given must hold."""
 
-    min_prompt_tokens: Count | None = Field(None, description="the prompt has at least this many tokens")
-    max_prompt_tokens: Count | None = Field(None, description="the prompt has at most this many tokens")
-    min_turns: Count | None = Field(None, description="the conversation has at least this many user messages")
-    tools: bool | None = Field(None, description="the request offers tools (true) or not (false)")
-    json_schema: bool | None = Field(None, description="the request asks for JSON (true) or not (false)")
-    regex: Regex | None = Field(None, description="searched in the last user message")
-    keywords: tuple[NonEmpty, ...] = Field((), description="any of them, as whole words, case-insensitive")
-    tenants: tuple[NonEmpty, ...] | None = Field(None, description="the request's tenant is one of them")
-    header: Annotated[
-        HeaderMatch, BeforeValidator(_header_name, json_schema_input_type=str | HeaderMatch)
-    ] | None = Field(None, description="a header name, or {name, value}")
+    min_prompt_tokens: Count | None = Field(
+        default=None, description="the prompt has at least this many tokens"
+    )
+    max_prompt_tokens: Count | None = Field(
+        default=None, description="the prompt has at most this many tokens"
+    )
+    min_turns: Count | None = Field(
+        default=None, description="the conversation has at least this many user messages"
+    )
+    tools: bool | None = Field(default=None, description="the request offers tools (true) or not (false)")
+    json_schema: bool | None = Field(
+        default=None, description="the request asks for JSON (true) or not (false)"
+    )
+    regex: Regex | None = Field(default=None, description="searched in the last user message")
+    keywords: tuple[NonEmpty, ...] = Field(
+        default=(), description="any of them, as whole words, case-insensitive"
+    )
+    tenants: tuple[NonEmpty, ...] | None = Field(
+        default=None, description="the request's tenant is one of them"
+    )
+    header: (
+        Annotated[HeaderMatch, BeforeValidator(_header_name, json_schema_input_type=str | HeaderMatch)] | None
+    ) = Field(default=None, description="a header name, or {name, value}")
 
 
 class RuleEntry(FileModel):
     """A rule of the `rules` strategy: the first that matches gives the minimum tier."""
 
-    name: str = Field("", description="shown in the route's reason")
+    name: str = Field(default="", description="shown in the route's reason")
     tier: Tier = Field(description="the minimum tier of a matching request")
     when: When = When()
 
@@ -151,26 +165,35 @@ class RuleEntry(FileModel):
 
 class CascadeTiers(FileModel):
     tiers: tuple[Tier, ...] = Field(
-        _POLICY.cascade_tiers, description="cascade: the candidates, cheapest first (empty: every configured tier)"
+        default=_POLICY.cascade_tiers,
+        description="cascade: the candidates, cheapest first (empty: every configured tier)",
     )
 
 
 class RoutingPolicyFields(FileModel):
     """The fields a tenant's override may write (`routing.tenants.<id>`)."""
 
-    strategy: Annotated[str, OneOf(tuple(STRATEGIES))] = Field(_POLICY.strategy, description="what `auto` means")
-    tier: Tier | None = Field(_POLICY.tier, description="fixed: the tier `auto` goes to (none: the cheapest configured)")
-    rules: tuple[RuleEntry, ...] = Field((), description="rules: first match wins")
-    default_tier: Tier | None = Field(
-        _POLICY.default_tier, description="rules: the tier when no rule matches (none: the cheapest configured)"
+    strategy: Annotated[str, OneOf(tuple(STRATEGIES))] = Field(
+        default=_POLICY.strategy, description="what `auto` means"
     )
-    unknown_tier: Tier = Field(_POLICY.unknown_tier, description="promotion: domains the route table does not know")
+    tier: Tier | None = Field(
+        default=_POLICY.tier, description="fixed: the tier `auto` goes to (none: the cheapest configured)"
+    )
+    rules: tuple[RuleEntry, ...] = Field(default=(), description="rules: first match wins")
+    default_tier: Tier | None = Field(
+        default=_POLICY.default_tier,
+        description="rules: the tier when no rule matches (none: the cheapest configured)",
+    )
+    unknown_tier: Tier = Field(
+        default=_POLICY.unknown_tier, description="promotion: domains the route table does not know"
+    )
     cascade: CascadeTiers = CascadeTiers()
 
     def over(self, base: RoutingPolicy) -> RoutingPolicy:
         """`base` with the fields this override writes."""
         written: dict[str, Any] = {
-            name: getattr(self, name) for name in self.model_fields_set & {"strategy", "tier", "default_tier", "unknown_tier"}
+            name: getattr(self, name)
+            for name in self.model_fields_set & {"strategy", "tier", "default_tier", "unknown_tier"}
         }
         if "rules" in self.model_fields_set:
             written["rules"] = tuple(rule.rule() for rule in self.rules)
@@ -181,14 +204,19 @@ class RoutingPolicyFields(FileModel):
 
 class CascadeSection(CascadeTiers):
     verifiers: tuple[Annotated[str, OneOf(tuple(VERIFIERS))], ...] = Field(
-        _VERIFIERS.enabled, description="checks of an answer; a failed one escalates to the next tier"
+        default=_VERIFIERS.enabled, description="checks of an answer; a failed one escalates to the next tier"
     )
     min_mean_logprob: float = Field(
-        _VERIFIERS.min_mean_logprob, description="logprob verifier: the least mean log-probability per token"
+        default=_VERIFIERS.min_mean_logprob,
+        description="logprob verifier: the least mean log-probability per token",
     )
-    refusal_patterns: tuple[Regex, ...] = Field((), description="refusal verifier: added to the built-in ones")
+    refusal_patterns: tuple[Regex, ...] = Field(
+        default=(), description="refusal verifier: added to the built-in ones"
+    )
     judge: JudgeSettings = JudgeSettings()
-    streams: bool = Field(True, description="false: streamed requests skip the cascade (no buffering)")
+    streams: bool = Field(
+        default=True, description="false: streamed requests skip the cascade (no buffering)"
+    )
 
     def settings(self) -> CascadeSettings:
         verifiers = VerifierConfig(
@@ -202,11 +230,13 @@ class CascadeSection(CascadeTiers):
 class DomainsSection(FileModel):
     """Domain inference (promotion routing, the semantic cache's per-domain thresholds)."""
 
-    floor: Similarity = Field(0.5, description="below this similarity to every centroid a query is `general`")
+    floor: Similarity = Field(
+        default=0.5, description="below this similarity to every centroid a query is `general`"
+    )
     seed: Mapping[str, tuple[NonEmpty, ...]] = Field(
         default_factory=dict, description="example queries of each domain, until the learning loop finds them"
     )
-    embeddings: DomainEmbeddings | None = Field(None, description="none: the local MiniLM")
+    embeddings: DomainEmbeddings | None = Field(default=None, description="none: the local MiniLM")
 
     def settings(self) -> DomainSettings:
         return DomainSettings(floor=self.floor, seeds=self.seed, embeddings=self.embeddings)
@@ -220,7 +250,9 @@ class RoutingSection(RoutingPolicyFields):
     route_table: Mapping[str, Tier] = Field(
         default_factory=dict, description="promotion: domain -> tier, until the database holds a version"
     )
-    refresh_s: Annotated[float, Field(ge=0.05)] = Field(2.0, description="how often the route table is re-read")
+    refresh_s: Annotated[float, Field(ge=0.05)] = Field(
+        default=2.0, description="how often the route table is re-read"
+    )
     domains: DomainsSection = DomainsSection()
 
     def settings(self) -> RoutingSettings:

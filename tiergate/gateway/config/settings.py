@@ -28,6 +28,22 @@ from tiergate.gateway.config.learning import LearningSection, LearningSettings
 from tiergate.gateway.config.routing import RoutingSection, RoutingSettings
 from tiergate.policies.routing import EscalationPolicy
 
+__all__ = [
+    "DEFAULT_OPENAI_TIERS",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "MASTER_KEY_FILE",
+    "AccountingPolicy",
+    "ConfigFile",
+    "Deployment",
+    "GatewayOptions",
+    "Settings",
+    "UpstreamPolicy",
+    "embedded_default",
+    "load_settings",
+    "parse_settings",
+]
+
 MASTER_KEY_FILE = "tiergate.master_key"
 # What the embedded default puts on each tier when OPENAI_API_KEY is set.
 DEFAULT_OPENAI_TIERS = {
@@ -47,14 +63,24 @@ PositiveSeconds = Annotated[float, Field(ge=0.001)]
 
 @settings_dataclass
 class UpstreamPolicy:
-    max_retries: Annotated[int, Field(ge=0)] = Field(2, description="retries per deployment, after the first attempt")
-    backoff_base_s: Seconds = Field(0.25, description="the first retry's backoff; it doubles with each retry")
-    backoff_max_s: Seconds = Field(4.0, description="the longest backoff")
-    cooldown_failures: Positive = Field(3, description="failures in a row that put a deployment in cooldown")
-    cooldown_s: Seconds = Field(30.0, description="how long a deployment in cooldown is skipped")
-    connect_timeout_s: PositiveSeconds = Field(10.0, description="seconds to open a connection upstream")
+    """Retries, cooldowns and load balancing of the calls to deployments."""
+
+    max_retries: Annotated[int, Field(ge=0)] = Field(
+        default=2, description="retries per deployment, after the first attempt"
+    )
+    backoff_base_s: Seconds = Field(
+        default=0.25, description="the first retry's backoff; it doubles with each retry"
+    )
+    backoff_max_s: Seconds = Field(default=4.0, description="the longest backoff")
+    cooldown_failures: Positive = Field(
+        default=3, description="failures in a row that put a deployment in cooldown"
+    )
+    cooldown_s: Seconds = Field(default=30.0, description="how long a deployment in cooldown is skipped")
+    connect_timeout_s: PositiveSeconds = Field(
+        default=10.0, description="seconds to open a connection upstream"
+    )
     load_balance: Annotated[str, OneOf(("round_robin", "ordered"))] = Field(
-        "round_robin",
+        default="round_robin",
         description="round_robin: deployments of a tier share the load; ordered: the first is primary, the rest "
         "fallbacks",
     )
@@ -65,22 +91,34 @@ class AccountingPolicy:
     """Virtual keys, limits, budgets and the ledger (the `accounting:` section of the config)."""
 
     key_refresh_s: PositiveSeconds = Field(
-        1.0, description="how often changed keys and tenants are re-read (revocation without Redis)"
+        default=1.0, description="how often changed keys and tenants are re-read (revocation without Redis)"
     )
-    key_cache_ttl_s: PositiveSeconds = Field(60.0, description="a cached key is re-read from the database at least this often")
+    key_cache_ttl_s: PositiveSeconds = Field(
+        default=60.0, description="a cached key is re-read from the database at least this often"
+    )
     reservation_ttl_s: PositiveSeconds = Field(
-        900.0, description="a reservation whose settlement never came (crashed replica) expires"
+        default=900.0, description="a reservation whose settlement never came (crashed replica) expires"
     )
     default_max_output_tokens: Positive = Field(
-        4096, description="reserved when neither the request nor the model bounds the output"
+        default=4096, description="reserved when neither the request nor the model bounds the output"
     )
-    ledger_batch_size: Positive = Field(500, description="ledger rows per insert")
-    ledger_flush_s: PositiveSeconds = Field(0.05, description="a partial ledger batch waits at most this long")
-    ledger_retries: Positive = Field(3, description="attempts per batch before it goes to the spill file")
-    ledger_queue_size: Positive = Field(100_000, description="ledger rows waiting to be written")
-    spill_dir: str = Field(".", description="where ledger batches that could not be written wait for the next start")
-    admin_max_body_bytes: Positive = Field(64 * 1024, description="the largest admin API request body")
-    rotation_grace_s: PositiveSeconds = Field(86_400.0, description="default time an old key keeps working after a rotation")
+    ledger_batch_size: Positive = Field(default=500, description="ledger rows per insert")
+    ledger_flush_s: PositiveSeconds = Field(
+        default=0.05, description="a partial ledger batch waits at most this long"
+    )
+    ledger_retries: Positive = Field(
+        default=3, description="attempts per batch before it goes to the spill file"
+    )
+    ledger_queue_size: Positive = Field(default=100_000, description="ledger rows waiting to be written")
+    spill_dir: str = Field(
+        default=".", description="where ledger batches that could not be written wait for the next start"
+    )
+    admin_max_body_bytes: Positive = Field(
+        default=64 * 1024, description="the largest admin API request body"
+    )
+    rotation_grace_s: PositiveSeconds = Field(
+        default=86_400.0, description="default time an old key keeps working after a rotation"
+    )
 
 
 def _lower(value: Any) -> Any:
@@ -91,36 +129,52 @@ def _lower(value: Any) -> Any:
 class GatewayOptions:
     """The top-level fields the file and `Settings` share."""
 
-    master_key: EnvStr | None = Field(None, repr=False, description="the admin key (write `env:NAME`)")
+    master_key: EnvStr | None = Field(
+        default=None, repr=False, description="the admin key (write `env:NAME`)"
+    )
     database_url: EnvStr = Field(
-        "sqlite:///./tiergate.db", description="tenants, keys, ledger, traces: sqlite:///FILE or postgresql://..."
+        default="sqlite:///./tiergate.db",
+        description="tenants, keys, ledger, traces: sqlite:///FILE or postgresql://...",
     )
     redis_url: EnvStr | None = Field(
-        None, repr=False, description="limits, budgets, revocations and the exact cache shared by replicas"
+        default=None,
+        repr=False,
+        description="limits, budgets, revocations and the exact cache shared by replicas",
     )
-    redis_prefix: str = Field("tiergate:", description="every Redis key and channel starts with it")
-    chroma_url: EnvStr | None = Field(None, description="a Chroma server for the semantic cache (none: embedded)")
-    chroma_path: str = Field("./tiergate-chroma", description="the embedded Chroma's directory")
-    upstream: UpstreamPolicy = Field(default_factory=UpstreamPolicy)
-    accounting: AccountingPolicy = Field(default_factory=AccountingPolicy)
-    max_body_bytes: Annotated[int, Field(ge=1024)] = Field(10 * 1024 * 1024, description="the largest request body")
-    access_log: bool = Field(False, description="one structured line per request")
-    drain_timeout_s: Seconds = Field(30.0, description="seconds requests in flight get at shutdown")
+    redis_prefix: str = Field(default="tiergate:", description="every Redis key and channel starts with it")
+    chroma_url: EnvStr | None = Field(
+        default=None, description="a Chroma server for the semantic cache (none: embedded)"
+    )
+    chroma_path: str = Field(default="./tiergate-chroma", description="the embedded Chroma's directory")
+    upstream: UpstreamPolicy = UpstreamPolicy()
+    accounting: AccountingPolicy = AccountingPolicy()
+    max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=10 * 1024 * 1024, description="the largest request body"
+    )
+    access_log: bool = Field(default=False, description="one structured line per request")
+    drain_timeout_s: Seconds = Field(default=30.0, description="seconds requests in flight get at shutdown")
     metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = Field(
-        None, description="also serve /metrics without a key on this port (for scrapers in the cluster network)"
+        default=None,
+        description="also serve /metrics without a key on this port (for scrapers in the cluster network)",
     )
-    metrics_host: str = Field("127.0.0.1", description="the metrics port's address")
-    metrics_tenant_label: bool = Field(True, description="label request metrics by tenant")
-    log_level: Annotated[str, OneOf(LOG_LEVELS), BeforeValidator(_lower)] = Field("info", description="any case")
-    log_format: Annotated[str, OneOf(LOG_FORMATS)] = Field("text", description="text or json lines")
-    log_prompts: bool = Field(False, description="prompt and answer text in the access log: debugging only")
+    metrics_host: str = Field(default="127.0.0.1", description="the metrics port's address")
+    metrics_tenant_label: bool = Field(default=True, description="label request metrics by tenant")
+    log_level: Annotated[str, OneOf(LOG_LEVELS), BeforeValidator(_lower)] = Field(
+        default="info", description="any case"
+    )
+    log_format: Annotated[str, OneOf(LOG_FORMATS)] = Field(default="text", description="text or json lines")
+    log_prompts: bool = Field(
+        default=False, description="prompt and answer text in the access log: debugging only"
+    )
 
 
 class EscalationSection(FileModel):
     """Which requests climb to a more capable tier when their tier fails."""
 
-    tier_aliases: bool = Field(_ESCALATION.tier_aliases, description="requests for `auto` or a tier name")
-    deployments: bool = Field(_ESCALATION.deployments, description="requests naming a deployment")
+    tier_aliases: bool = Field(
+        default=_ESCALATION.tier_aliases, description="requests for `auto` or a tier name"
+    )
+    deployments: bool = Field(default=_ESCALATION.deployments, description="requests naming a deployment")
 
     def policy(self) -> EscalationPolicy:
         return EscalationPolicy(tier_aliases=self.tier_aliases, deployments=self.deployments)
@@ -134,16 +188,19 @@ class ConfigFile(GatewayOptions):
         default_factory=dict, description="the deployments of each tier"
     )
     models: tuple[DeploymentEntry, ...] = Field(
-        (), description="deployments on no tier (embedding models, specialised models): addressed by name only"
+        default=(),
+        description="deployments on no tier (embedding models, specialised models): addressed by name only",
     )
-    model_list: tuple[LiteLLMEntry, ...] = Field((), description="deployments in LiteLLM's format")
+    model_list: tuple[LiteLLMEntry, ...] = Field(default=(), description="deployments in LiteLLM's format")
     escalation: EscalationSection = EscalationSection()
     routing: RoutingSection = RoutingSection()
     cache: CacheSection = CacheSection()
     learning: LearningSection = LearningSection()
 
     def deployments(self) -> tuple[Deployment, ...]:
-        entries = [(tier, entry) for tier, listed in self.tiers.items() for entry in listed]
+        entries: list[tuple[str | None, DeploymentEntry]] = [
+            (tier, entry) for tier, listed in self.tiers.items() for entry in listed
+        ]
         entries += [(None, entry) for entry in self.models]
         entries += [(item.model_info.tier, item.entry()) for item in self.model_list]
         return tuple(entry.deployment(tier, index) for index, (tier, entry) in enumerate(entries))
