@@ -14,7 +14,15 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from tiergate.gateway.config.errors import ConfigError
-from tiergate.gateway.config.fieldtypes import FileModel, Share, Similarity, settings_dataclass, validate
+from tiergate.gateway.config.fieldtypes import (
+    FileModel,
+    Positive,
+    PositiveSeconds,
+    Share,
+    Similarity,
+    settings_dataclass,
+    validate,
+)
 from tiergate.policies.cache import CachePolicy
 
 _POLICY = CachePolicy()
@@ -133,7 +141,7 @@ class SemanticSection(SemanticFields):
     prune_s: Annotated[float, Field(ge=0.05)] = Field(
         default=60.0, description="how often expired entries are deleted"
     )
-    lookup_timeout_s: Annotated[float, Field(ge=0.001)] = Field(
+    lookup_timeout_s: PositiveSeconds = Field(
         default=1.0, description="a slower lookup (a stuck Chroma server) is a miss"
     )
 
@@ -141,7 +149,7 @@ class SemanticSection(SemanticFields):
 class CacheSection(CacheOverride):
     exact: ExactSection = ExactSection()
     semantic: SemanticSection = SemanticSection()
-    write_queue: Annotated[int, Field(ge=1)] = Field(
+    write_queue: Positive = Field(
         default=10_000, description="pending cache writes; more are dropped (and counted)"
     )
     tenants: Mapping[str, CacheOverride] = Field(

@@ -10,13 +10,20 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field
 
-from tiergate.gateway.config.fieldtypes import EnvStr, FileModel, NonEmpty, Tier, settings_dataclass
+from tiergate.gateway.config.fieldtypes import (
+    EnvStr,
+    FileModel,
+    NonEmpty,
+    Positive,
+    PositiveSeconds,
+    Tier,
+    settings_dataclass,
+)
 from tiergate.policies.pricing import Price
 
 OPENAI_API_BASE = "https://api.openai.com/v1"
 ANTHROPIC_API_BASE = "https://api.anthropic.com"
 
-Seconds = Annotated[float, Field(ge=0.001)]
 PerMillion = Annotated[float, Field(ge=0.0)]
 ApiBase = Annotated[EnvStr, AfterValidator(lambda url: url.rstrip("/"))]
 Provider = Annotated[str, AfterValidator(str.lower)]
@@ -36,8 +43,8 @@ class Endpoint:
     api_key: EnvStr | None = Field(
         default=None, repr=False, description="the upstream's key (write `env:NAME`)"
     )
-    timeout_s: Seconds = Field(default=60.0, description="seconds a call may take")
-    max_output_tokens: Annotated[int, Field(ge=1)] | None = Field(
+    timeout_s: PositiveSeconds = Field(default=60.0, description="seconds a call may take")
+    max_output_tokens: Positive | None = Field(
         default=None, description="the model's output limit (default: from litellm's price map)"
     )
     extra_headers: Mapping[str, EnvStr] = Field(
@@ -106,14 +113,12 @@ class LiteLLMParams(_LiteLLMPart):
     api_key: EnvStr | None = Field(
         default=None, repr=False, description="the upstream's key (write `env:NAME`)"
     )
-    timeout: Seconds | None = Field(default=None, description="seconds a call may take")
+    timeout: PositiveSeconds | None = Field(default=None, description="seconds a call may take")
 
 
 class LiteLLMInfo(_LiteLLMPart):
     tier: Tier | None = Field(default=None, description="the tier it serves (none: addressed by name only)")
-    max_tokens: Annotated[int, Field(ge=1)] | None = Field(
-        default=None, description="the model's output limit"
-    )
+    max_tokens: Positive | None = Field(default=None, description="the model's output limit")
 
 
 class LiteLLMEntry(FileModel):

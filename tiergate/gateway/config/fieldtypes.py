@@ -95,6 +95,8 @@ Regex = Annotated[str, AfterValidator(_compiles)]
 NonEmpty = Annotated[str, Field(min_length=1)]
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 Similarity = Annotated[float, Field(ge=-1.0, le=1.0)]
+Positive = Annotated[int, Field(ge=1)]
+PositiveSeconds = Annotated[float, Field(ge=0.001)]
 
 
 @cache

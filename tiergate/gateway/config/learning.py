@@ -12,14 +12,21 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from tiergate.gateway.config.fieldtypes import FileModel, OneOf, Share, Tier, settings_dataclass
+from tiergate.gateway.config.fieldtypes import (
+    FileModel,
+    OneOf,
+    Positive,
+    PositiveSeconds,
+    Share,
+    Tier,
+    settings_dataclass,
+)
 from tiergate.policies.pricing import nano
 from tiergate.policies.promotion import ENOUGH, EXPLORE, MONITOR, PromotionConfig
 from tiergate.policies.shadow import CANDIDATE_MODES
 from tiergate.policies.tiers import TIERS
 
 CONTENT_POLICIES = ("full", "redacted", "none")
-Positive = Annotated[int, Field(ge=1)]
 Seed = Annotated[int, Field(ge=0)]
 _PROMOTION = PromotionConfig()
 
@@ -43,9 +50,7 @@ class TraceSettings:
         default=30, description="default retention (a tenant's own setting wins); `tiergate traces purge`"
     )
     batch_size: Positive = Field(default=500, description="rows per insert")
-    flush_s: Annotated[float, Field(ge=0.001)] = Field(
-        default=0.2, description="a partial batch waits at most this long"
-    )
+    flush_s: PositiveSeconds = Field(default=0.2, description="a partial batch waits at most this long")
     queue_size: Positive = Field(
         default=10_000, description="traces waiting to be written; more are dropped (and counted)"
     )
@@ -116,7 +121,7 @@ class PromoteSettings:
         default=False, description="every gateway runs the job every interval_s (one write lands per version)"
     )
     interval_s: Annotated[float, Field(ge=0.01)] = Field(default=3600.0, description="seconds between runs")
-    window_days: Annotated[float, Field(ge=0.001)] = Field(
+    window_days: PositiveSeconds = Field(
         default=30.0, description="evidence (verdicts, feedback, traces) of this many days back"
     )
     quality_budget: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(

@@ -19,6 +19,8 @@ from tiergate.gateway.config.fieldtypes import (
     FileModel,
     NonEmpty,
     OneOf,
+    Positive,
+    PositiveSeconds,
     Regex,
     Share,
     Similarity,
@@ -61,11 +63,9 @@ class DomainEmbeddings:
     """Domain inference by an upstream embeddings deployment instead of the local model."""
 
     deployment: NonEmpty = Field(description="an embeddings deployment: a configured model name or tier")
-    dimensions: Annotated[int, Field(ge=1)] = Field(description="the length of the vectors it returns")
-    cache_size: Annotated[int, Field(ge=1)] = Field(
-        default=4096, description="embeddings of identical texts kept (LRU)"
-    )
-    timeout_s: Annotated[float, Field(ge=0.001)] = Field(
+    dimensions: Positive = Field(description="the length of the vectors it returns")
+    cache_size: Positive = Field(default=4096, description="embeddings of identical texts kept (LRU)")
+    timeout_s: PositiveSeconds = Field(
         default=2.0, description="a slower embedding (retries included) makes the query `general`"
     )
 

@@ -23,7 +23,16 @@ from pydantic_core import PydanticCustomError
 from tiergate.gateway.config.cache import CacheSection, CacheSettings
 from tiergate.gateway.config.deployments import OPENAI_API_BASE, Deployment, DeploymentEntry, LiteLLMEntry
 from tiergate.gateway.config.errors import OWN, ConfigError, shown
-from tiergate.gateway.config.fieldtypes import EnvStr, FileModel, OneOf, Tier, settings_dataclass, validate
+from tiergate.gateway.config.fieldtypes import (
+    EnvStr,
+    FileModel,
+    OneOf,
+    Positive,
+    PositiveSeconds,
+    Tier,
+    settings_dataclass,
+    validate,
+)
 from tiergate.gateway.config.learning import LearningSection, LearningSettings
 from tiergate.gateway.config.routing import RoutingSection, RoutingSettings
 from tiergate.policies.routing import EscalationPolicy
@@ -57,8 +66,6 @@ LOG_FORMATS = ("text", "json")
 _ESCALATION = EscalationPolicy()
 
 Seconds = Annotated[float, Field(ge=0.0)]
-Positive = Annotated[int, Field(ge=1)]
-PositiveSeconds = Annotated[float, Field(ge=0.001)]
 
 
 @settings_dataclass
