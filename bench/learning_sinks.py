@@ -16,6 +16,7 @@ import sys
 import time
 import timeit
 from collections.abc import Callable
+from dataclasses import replace
 from itertools import cycle
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,7 +28,7 @@ import numpy as np
 
 from tiergate.gateway.accounting.auth import Principal
 from tiergate.gateway.accounting.records import CallRecord, Phase
-from tiergate.gateway.config.learning import ShadowPolicy, ShadowSettings, TraceSettings
+from tiergate.gateway.config.learning import ShadowPolicy, ShadowSection, TraceSettings
 from tiergate.gateway.db.engine import open_engine
 from tiergate.gateway.errors import RateLimited
 from tiergate.gateway.learning.shadow import ShadowEvaluator
@@ -69,7 +70,7 @@ def _per_call_us(fn: Callable[[], object], number: int, reset: Callable[[], None
 def _shadow(policy: ShadowPolicy, number: int) -> ShadowEvaluator:
     res: Any = SimpleNamespace(catalog=SimpleNamespace(configured_tiers=("student", "ta", "teacher")))
     registry: Any = SimpleNamespace(candidate_tiers={})
-    settings = ShadowSettings(policy=policy, queue_size=number + 1)
+    settings = replace(ShadowSection().settings(), policy=policy, queue_size=number + 1)
     return ShadowEvaluator(
         res, settings, registry, open_engine("sqlite:///unused.db"), default_content="full"
     )

@@ -15,8 +15,8 @@ from tiergate.admin.jobs import promote
 from tiergate.admin.route_tables import rollback
 from tiergate.gateway.db import migrate
 from tiergate.gateway.db.engine import open_engine
-from tiergate.gateway.routing.local_embeddings import DIMENSIONS
 from tiergate.gateway.routing.table_store import SqlRouteTableStore, StoredRouteTable, VersionConflict
+from tiergate.policies.embeddings import LOCAL_DIMENSIONS
 from tiergate.policies.route_table import RouteTableDoc, Sampling
 
 
@@ -200,7 +200,7 @@ async def test_rollback_through_the_store_restores_the_earlier_version(
     await seed(engine, "billing", requests=60, verdicts={"as_good": 50}, seed=4, ts_ms=NOW_MS - 1000)
     second = (await promote.run(engine, store, settings, now_ms=NOW_MS)).written
     assert first is not None and second is not None and second.doc.routes != first.doc.routes
-    back = await rollback(store, 1, author="master", dimensions=DIMENSIONS)
+    back = await rollback(store, 1, author="master", dimensions=LOCAL_DIMENSIONS)
     assert back.version == 3
     restored = await store.get()
     assert restored is not None and restored.doc == first.doc  # names and centroids too

@@ -17,8 +17,9 @@ from tests.admin.conftest import ADMIN, Served, config, serve
 from tiergate.admin import store
 from tiergate.admin.cli import main
 from tiergate.admin.schemas import TenantCreate
-from tiergate.gateway.config.cache import parse_cache
-from tiergate.gateway.config.fields import SectionError
+from tiergate.gateway.config.cache import CacheSection
+from tiergate.gateway.config.errors import ConfigError
+from tiergate.gateway.config.settings import parse_settings
 
 OVERRIDE = {"exact": {"ttl_s": 60}, "semantic": {"threshold": 0.95}}
 
@@ -65,11 +66,11 @@ BAD = [
     ("PATCH", {"semantic": {"threshold": -0.1}}, "cache.semantic.threshold"),
     ("PATCH", {"semantic": {"threshold": "high"}}, "cache.semantic.threshold"),
     ("PATCH", {"exact": {"ttl_s": 0}}, "cache.exact.ttl_s"),
-    ("PATCH", {"exact": {"max_bytes": 4096}}, "cache.exact"),  # the store's size is global
-    ("PATCH", {"semantic": {"prune_s": 5}}, "cache.semantic"),
+    ("PATCH", {"exact": {"max_bytes": 4096}}, "cache.exact.max_bytes"),  # the store's size is global
+    ("PATCH", {"semantic": {"prune_s": 5}}, "cache.semantic.prune_s"),
     ("PATCH", {"exact": []}, "cache.exact"),
     ("PATCH", {"nondeterministic": 1}, "cache.nondeterministic"),
-    ("PATCH", {"colour": "red"}, "cache"),
+    ("PATCH", {"colour": "red"}, "cache.colour"),
     ("PATCH", {"semantic": {"enabled": True}}, "cache.semantic.enabled"),  # no semantic cache is open
 ]
 
@@ -92,8 +93,8 @@ async def test_a_bad_override_is_a_400_naming_the_field_and_changes_nothing(
         assert _tenants(tmp_path / "tiergate.db") == before
     if param is not None and param != "cache.semantic.enabled":
         # The config's `cache.tenants` says the same of the same override: one check serves both.
-        with pytest.raises(SectionError) as yaml_error:
-            parse_cache({"tenants": {"acme": cache}})
+        with pytest.raises(ConfigError) as yaml_error:
+            parse_settings({"cache": {"tenants": {"acme": cache}}}, env={})
         assert str(yaml_error.value).replace("cache.tenants.acme", "cache") == error["message"]
 
 
@@ -173,7 +174,7 @@ async def test_a_purge_stops_serving_the_tenants_cached_answers_and_no_one_elses
 
 
 async def test_purges_at_once_each_raise_the_epoch(engine: AsyncEngine) -> None:
-    tenant = await store.create_tenant(engine, TenantCreate(name="acme"), parse_cache({}))
+    tenant = await store.create_tenant(engine, TenantCreate(name="acme"), CacheSection().settings())
     assert tenant.cache_epoch == 0
     await asyncio.gather(*(store.purge_cache(engine, tenant.id) for _ in range(5)))
     assert (await store.get_tenant(engine, tenant.id)).cache_epoch == 5
@@ -205,7 +206,7 @@ def test_the_cli_sets_and_removes_the_override(
     code, tenant = _cli(cfg, "create", "acme", "--cache", json.dumps(OVERRIDE), capsys=capsys)
     assert code == 0 and tenant["cache"] == OVERRIDE
     code, err = _cli(cfg, "update", tenant["id"], "--cache", '{"semantic": {"threshold": 2}}', capsys=capsys)
-    assert code == 1 and "cache.semantic.threshold must be between 0.0 and 1.0" in err
+    assert code == 1 and "cache.semantic.threshold: 2 is not a number from 0.0 to 1.0" in err
     code, err = _cli(cfg, "update", tenant["id"], "--cache", "{nope", capsys=capsys)
     assert code == 1 and "--cache" in err
     assert _cli(cfg, "show", tenant["id"], capsys=capsys)[1]["cache"] == OVERRIDE

@@ -6,10 +6,12 @@ import argparse
 import importlib
 import os
 import pkgutil
+import sys
 from collections.abc import Sequence
 
 from tiergate._version import __version__
 from tiergate.admin import commands
+from tiergate.gateway.config.errors import ConfigError
 from tiergate.gateway.config.settings import LOG_LEVELS
 from tiergate.gateway.telemetry.logs import configure_logging
 
@@ -40,4 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.log_level or os.environ.get("TIERGATE_LOG_LEVEL") or "info",
         os.environ.get("TIERGATE_LOG_FORMAT") or "text",
     )
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        # The one line naming the field is the whole answer: no traceback for a mistake in a file.
+        print(f"tiergate: configuration error: {exc}", file=sys.stderr)
+        return 2

@@ -17,7 +17,7 @@ from sqlmodel import col
 from tiergate.admin.schemas import KeyCreate, KeyOut, KeyUpdate, TenantCreate, TenantOut, TenantUpdate
 from tiergate.gateway.accounting.keys import hash_key, new_key, now_ms, visible_prefix
 from tiergate.gateway.config.cache import CacheSettings
-from tiergate.gateway.config.fields import SectionError
+from tiergate.gateway.config.errors import ConfigError
 from tiergate.gateway.db.models import ApiKey, Tenant
 from tiergate.gateway.errors import BadRequest, GatewayError
 from tiergate.policies.pricing import nano, usd
@@ -53,9 +53,9 @@ def _usd(value: int | None) -> float | None:
 
 def tenant_out(t: Tenant) -> TenantOut:
     return TenantOut(
-        id=t.id, name=t.name, budget_usd=_usd(t.budget_nano), budget_period=t.budget_period,  # type: ignore[arg-type]
+        id=t.id, name=t.name, budget_usd=_usd(t.budget_nano), budget_period=t.budget_period,
         rpm=t.rpm, tpm=t.tpm, allowed_models=t.allowed_models, metadata=t.meta,
-        trace_content=t.trace_content, trace_retention_days=t.trace_retention_days,  # type: ignore[arg-type]
+        trace_content=t.trace_content, trace_retention_days=t.trace_retention_days,
         cache=t.cache, cache_epoch=t.cache_epoch, created_at=iso(t.created_ms) or "", updated_at=iso(t.updated_ms) or "",
     )  # fmt: skip
 
@@ -71,9 +71,9 @@ def key_status(k: ApiKey, at_ms: int) -> str:
 def key_out(k: ApiKey) -> dict[str, Any]:
     return KeyOut(
         id=k.id, tenant_id=k.tenant_id, name=k.name, prefix=k.prefix, budget_usd=_usd(k.budget_nano),
-        budget_period=k.budget_period, rpm=k.rpm, tpm=k.tpm, allowed_models=k.allowed_models,  # type: ignore[arg-type]
+        budget_period=k.budget_period, rpm=k.rpm, tpm=k.tpm, allowed_models=k.allowed_models,
         expires_at=iso(k.expires_ms), revoked_at=iso(k.revoked_ms), rotated_from=k.rotated_from,
-        created_at=iso(k.created_ms) or "", status=key_status(k, now_ms()),  # type: ignore[arg-type]
+        created_at=iso(k.created_ms) or "", status=key_status(k, now_ms()),
     ).model_dump()  # fmt: skip
 
 
@@ -95,7 +95,7 @@ def _check_cache(config: CacheSettings, tenant_id: str | None, override: Any) ->
         return
     try:
         config.check_override(tenant_id, override)
-    except SectionError as exc:
+    except ConfigError as exc:
         raise BadRequest(str(exc), param=exc.where, code="invalid_value") from None
 
 

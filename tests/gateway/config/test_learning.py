@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tiergate.gateway.config.fields import ConfigError
+from tiergate.gateway.config.errors import ConfigError
 from tiergate.gateway.config.settings import parse_settings
 
 
@@ -128,36 +128,55 @@ def test_a_tenant_can_opt_in_or_out_of_the_route_tables_shares() -> None:
 @pytest.mark.parametrize(
     ("section", "message"),
     [
-        ({"traces": {"content": "some"}}, "learning.traces.content must be one of full, redacted, none"),
-        ({"traces": {"retention_days": 0}}, "learning.traces.retention_days must be an integer >= 1"),
-        ({"traces": {"colour": 1}}, "learning.traces: unknown field(s) colour"),
-        ({"shadow": {"fraction": 1.5}}, "learning.shadow.fraction must be between 0.0 and 1.0"),
+        (
+            {"traces": {"content": "some"}},
+            'learning.traces.content: "some" is not one of full, redacted, none',
+        ),
+        ({"traces": {"retention_days": 0}}, "learning.traces.retention_days: 0 is not an integer >= 1"),
+        (
+            {"traces": {"colour": 1}},
+            "learning.traces.colour: unknown field (allowed: batch_size, content, enabled,",
+        ),
+        ({"shadow": {"fraction": 1.5}}, "learning.shadow.fraction: 1.5 is not a number from 0.0 to 1.0"),
         (
             {"shadow": {"domains": {"billing": {"intern": 0.1}}}},
-            "learning.shadow.domains.billing.intern must be one of",
+            'learning.shadow.domains.billing.intern: "intern" is not one of student, ta,',
         ),
         (
             {"shadow": {"candidate": "cheapest"}},
-            "learning.shadow.candidate must be one of next_cheaper, none or a tier",
+            'learning.shadow.candidate: "cheapest" is not one of next_cheaper, none, student,',
         ),
-        ({"shadow": {"judge_tier": "boss"}}, "learning.shadow.judge_tier must be one of"),
-        ({"shadow": {"route_table": "yes"}}, "learning.shadow.route_table must be true or false"),
-        ({"shadow": {"daily_budget_usd": -1}}, "learning.shadow.daily_budget_usd must be between"),
+        (
+            {"shadow": {"judge_tier": "boss"}},
+            'learning.shadow.judge_tier: "boss" is not one of student, ta, teacher, supervisor',
+        ),
+        ({"shadow": {"route_table": "yes"}}, 'learning.shadow.route_table: "yes" is not true or false'),
+        (
+            {"shadow": {"daily_budget_usd": -1}},
+            "learning.shadow.daily_budget_usd: -1 is not a number from 0.0 to",
+        ),
         (
             {"shadow": {"tenants": {"acme": {"seed": 3}}}},
-            "learning.shadow.tenants.acme: unknown field(s) seed",
+            "learning.shadow.tenants.acme.seed: unknown field (allowed: candidate,",
         ),
-        ({"models": {"refresh_s": 0}}, "learning.models.refresh_s must be >= 0.05"),
-        ({"replay": {}}, "learning: unknown field(s) replay"),
-        ({"promote": {"enabled": "yes"}}, "learning.promote.enabled must be true or false"),
-        ({"promote": {"quality_budget": 1}}, "learning.promote.alpha must be in (0, 0.5) and"),
-        ({"promote": {"alpha": 0}}, "learning.promote.alpha must be in (0, 0.5) and"),
-        ({"promote": {"quality": 1.5}}, "learning.promote.quality must be between 0.0 and 1.0"),
-        ({"promote": {"clusters": 0}}, "learning.promote.clusters must be an integer >= 1"),
-        ({"promote": {"interval_s": 0}}, "learning.promote.interval_s must be >= 0.01"),
-        ({"promote": {"budget": 0.1}}, "learning.promote: unknown field(s) budget"),
+        ({"models": {"refresh_s": 0}}, "learning.models.refresh_s: 0 is not a number >= 0.05"),
+        ({"replay": {}}, "learning.replay: unknown field (allowed: models, promote, shadow, traces)"),
+        ({"promote": {"enabled": "yes"}}, 'learning.promote.enabled: "yes" is not true or false'),
+        (
+            {"promote": {"quality_budget": 1}},
+            "learning.promote.quality_budget: 1 is not a number > 0.0 and < 1.0",
+        ),
+        ({"promote": {"alpha": 0}}, "learning.promote.alpha: 0 is not a number > 0.0 and < 0.5"),
+        ({"promote": {"quality": 1.5}}, "learning.promote.quality: 1.5 is not a number from 0.0 to 1.0"),
+        ({"promote": {"clusters": 0}}, "learning.promote.clusters: 0 is not an integer >= 1"),
+        ({"promote": {"interval_s": 0}}, "learning.promote.interval_s: 0 is not a number >= 0.01"),
+        (
+            {"promote": {"budget": 0.1}},
+            "learning.promote.budget: unknown field; did you mean quality_budget?",
+        ),
     ],
 )
 def test_errors_name_the_field(section: Any, message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError) as info:
         learning(section)
+    assert str(info.value).startswith(message)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tiergate.gateway.config.fields import ConfigError, SectionError
+from tiergate.gateway.config.errors import ConfigError
 from tiergate.gateway.config.settings import parse_settings
 from tiergate.policies.cache import CachePolicy
 from tiergate.policies.routing import RoutingPolicy
@@ -186,7 +186,7 @@ def test_an_override_cannot_turn_on_a_cache_the_config_did_not_open(
     config: dict[str, Any], override: dict[str, Any], field: str
 ) -> None:
     c = parse(cache=config).cache
-    with pytest.raises(SectionError, match="in the config") as info:
+    with pytest.raises(ConfigError, match="in the config") as info:
         c.check_override("acme", override)
     assert info.value.where == field
     # Once the config opens it (for any tenant), the override may turn it on for another.

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
-    from tiergate.gateway.config.fields import ConfigError
     from tiergate.gateway.config.settings import load_settings
     from tiergate.gateway.db import migrate
     from tiergate.gateway.db.engine import redact_url
 
-    try:
-        settings = load_settings(args.config)
-        before, after = asyncio.run(migrate.upgrade(settings.database_url))
-    except ConfigError as exc:
-        print(f"tiergate: configuration error: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings(args.config)
+    before, after = asyncio.run(migrate.upgrade(settings.database_url))
     where = redact_url(settings.database_url)
     print(
         f"{where}: already at {after}"

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tiergate.gateway.config.fields import ConfigError
 from tiergate.gateway.config.settings import Settings, load_settings, parse_settings
 from tiergate.policies.tiers import TIERS
 
@@ -84,11 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from tiergate.gateway.db.engine import is_sqlite
     from tiergate.gateway.telemetry.logs import configure_logging, logging_options
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"tiergate: configuration error: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings(args.config)
     level, fmt = logging_options(settings, level=args.log_level)
     configure_logging(level, fmt)
     print(_describe(settings), file=sys.stderr)

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import col
 
 from tiergate.gateway.config.cache import CacheSettings
-from tiergate.gateway.config.fields import SectionError
+from tiergate.gateway.config.errors import ConfigError
 from tiergate.gateway.db.models import ApiKey, Tenant
 from tiergate.policies.budget import Budget
 from tiergate.policies.cache import CachePolicy
@@ -94,7 +94,7 @@ def _tenant_cache(tenant: Tenant, config: CacheSettings) -> CachePolicy | None:
         return None
     try:
         return config.with_override(tenant.id, tenant.cache)
-    except SectionError as exc:
+    except ConfigError as exc:
         # Checked when written, but a row written under other rules must not lock the tenant's keys out.
         log.warning(
             "tenant %s: its cache override is ignored (%s); the config's policy applies", tenant.id, exc

@@ -1,6 +1,8 @@
 """Configuration: the typed, frozen settings tree read once at start-up from a YAML file and the environment.
 
-Owns the shape of the config file, its validation and its defaults. Imports only `tiergate.policies` (the
-pure types settings are made of, such as prices and escalation policies): every other part of the gateway
-reads settings, none is read by them.
+Owns the shape of the config file (pydantic models, strict, unknown fields refused), its validation, its
+defaults, the one-line errors naming the field (`errors`), and the reference made from the models (the JSON
+Schema and docs/configuration.md, `reference`). Imports only `tiergate.policies` (the pure types settings are
+made of, such as prices and escalation policies), pydantic and yaml: every other part of the gateway reads
+settings, none is read by them.
 """

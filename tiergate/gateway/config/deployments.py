@@ -1,138 +1,159 @@
-"""The deployment entries of the config (`tiers:`, `models:`, LiteLLM's `model_list:`) and the field checks
-that `settings.py` shares with them. Errors name the offending field.
+"""Deployments: the entries of `tiers:` and `models:`, LiteLLM's `model_list:` entries, and `Deployment`, the
+upstream endpoint the gateway calls, which both become.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import field
+from typing import Annotated, Any
 
-from tiergate.gateway.config.fields import ConfigError
+from pydantic import AfterValidator, ConfigDict, Field
+
+from tiergate.gateway.config.fieldtypes import (
+    EnvStr,
+    FileModel,
+    NonEmpty,
+    Positive,
+    PositiveSeconds,
+    Tier,
+    settings_dataclass,
+)
 from tiergate.policies.pricing import Price
-from tiergate.policies.tiers import TIERS, is_tier
 
 OPENAI_API_BASE = "https://api.openai.com/v1"
+ANTHROPIC_API_BASE = "https://api.anthropic.com"
+
+PerMillion = Annotated[float, Field(ge=0.0)]
+ApiBase = Annotated[EnvStr, AfterValidator(lambda url: url.rstrip("/"))]
+Provider = Annotated[str, AfterValidator(str.lower)]
 
 
-def env_value(value: Any, where: str, env: Mapping[str, str]) -> Any:
-    """A value written `env:NAME` read from the environment (secrets never sit in the file); others as is."""
-    if isinstance(value, str) and value.startswith("env:"):
-        name = value[4:].strip()
-        if name not in env or env[name] == "":
-            raise ConfigError(f"{where} refers to env:{name}, which is not set")
-        return env[name]
-    return value
+@settings_dataclass
+class Endpoint:
+    """How to call one upstream model: the fields a config entry and a `Deployment` share."""
+
+    model: Annotated[EnvStr, Field(min_length=1)] = Field(description="the model name sent upstream")
+    provider: Provider = Field(
+        default="openai",
+        description="`openai` is any OpenAI-compatible server (the byte-level fast path); other providers "
+        "(anthropic, bedrock, vertex_ai, ...) are translated by litellm",
+    )
+    api_base: ApiBase = Field(default=OPENAI_API_BASE, description="the upstream's base URL")
+    api_key: EnvStr | None = Field(
+        default=None, repr=False, description="the upstream's key (write `env:NAME`)"
+    )
+    timeout_s: PositiveSeconds = Field(default=60.0, description="seconds a call may take")
+    max_output_tokens: Positive | None = Field(
+        default=None, description="the model's output limit (default: from litellm's price map)"
+    )
+    extra_headers: Mapping[str, EnvStr] = Field(
+        default_factory=dict,
+        repr=False,
+        description="headers sent with every call (values may be `env:NAME`)",
+    )
+    candidate: bool = Field(default=False, description="registered but serving no traffic until promoted")
 
 
-def typed(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
-    if (
-        isinstance(value, bool)
-        and kind is not bool
-        and bool not in (kind if isinstance(kind, tuple) else (kind,))
-    ):
-        raise ConfigError(f"{where} must be {kind_name(kind)}, not a boolean")
-    if not isinstance(value, kind):
-        raise ConfigError(f"{where} must be {kind_name(kind)}, got {type(value).__name__}")
-    return value
+@settings_dataclass
+class DeploymentEntry(Endpoint):
+    """One entry of `tiers.<tier>` or `models`."""
 
+    name: str | None = Field(
+        default=None, description="what clients put in `model` to address it (default: model)"
+    )
+    input_cost_per_mtok: PerMillion | None = Field(
+        default=None, description="USD per million prompt tokens (default: from litellm's price map)"
+    )
+    output_cost_per_mtok: PerMillion | None = Field(
+        default=None, description="USD per million completion tokens (default: from litellm's price map)"
+    )
 
-def kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        bool: "true or false",
-        dict: "a mapping",
-        list: "a list",
-    }
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
-def number(value: Any, where: str, *, minimum: float = 0.0) -> float:
-    number = float(typed(value, (int, float), where))
-    if number < minimum:
-        raise ConfigError(f"{where} must be >= {minimum}")
-    return number
-
-
-DEPLOYMENT_KEYS = {
-    "model", "name", "api_base", "api_key", "provider", "input_cost_per_mtok", "output_cost_per_mtok",
-    "timeout_s", "max_output_tokens", "extra_headers", "candidate",
-}  # fmt: skip
-
-
-def deployment(raw: Any, where: str, tier: str | None, index: int, env: Mapping[str, str]) -> dict[str, Any]:
-    raw = typed(raw, dict, where)
-    unknown = set(raw) - DEPLOYMENT_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-    model = typed(env_value(raw.get("model"), f"{where}.model", env), str, f"{where}.model")
-    if not model:
-        raise ConfigError(f"{where}.model must not be empty")
-    name = typed(raw.get("name", model), str, f"{where}.name")
-    out: dict[str, Any] = {
-        "id": f"{tier or 'untiered'}/{name}#{index}",
-        "name": name,
-        "model": model,
-        "tier": tier,
-        "provider": typed(raw.get("provider", "openai"), str, f"{where}.provider").lower(),
-        "api_base": typed(
-            env_value(raw.get("api_base", OPENAI_API_BASE), f"{where}.api_base", env),
-            str,
-            f"{where}.api_base",
-        ).rstrip("/"),
-        "api_key": env_value(raw.get("api_key"), f"{where}.api_key", env),
-        "timeout_s": number(raw.get("timeout_s", 60), f"{where}.timeout_s", minimum=0.001),
-        "candidate": typed(raw.get("candidate", False), bool, f"{where}.candidate"),
-    }
-    if out["api_key"] is not None:
-        typed(out["api_key"], str, f"{where}.api_key")
-    if "max_output_tokens" in raw:
-        out["max_output_tokens"] = int(
-            number(raw["max_output_tokens"], f"{where}.max_output_tokens", minimum=1)
+    def deployment(self, tier: str | None, index: int) -> Deployment:
+        name = self.name or self.model
+        priced = self.input_cost_per_mtok is not None or self.output_cost_per_mtok is not None
+        return Deployment(
+            id=f"{tier or 'untiered'}/{name}#{index}",
+            name=name,
+            tier=tier,
+            price=Price(self.input_cost_per_mtok or 0.0, self.output_cost_per_mtok or 0.0)
+            if priced
+            else Price(),
+            **{f: getattr(self, f) for f in Endpoint.__dataclass_fields__},
         )
-    headers = typed(raw.get("extra_headers", {}), dict, f"{where}.extra_headers")
-    out["extra_headers"] = {
-        str(k): str(env_value(v, f"{where}.extra_headers.{k}", env)) for k, v in headers.items()
-    }
-    if "input_cost_per_mtok" in raw or "output_cost_per_mtok" in raw:
-        out["price"] = Price(
-            number(raw.get("input_cost_per_mtok", 0), f"{where}.input_cost_per_mtok"),
-            number(raw.get("output_cost_per_mtok", 0), f"{where}.output_cost_per_mtok"),
+
+
+@settings_dataclass
+class Deployment(Endpoint):
+    """One upstream model endpoint, as the gateway calls it."""
+
+    id: str  # unique within the config, e.g. "student/gpt-4o-mini#0"
+    name: str  # what clients put in `model` to address it
+    tier: Tier | None
+    price: Price = field(default_factory=Price)
+    price_source: str = "config"
+
+    @property
+    def fast_path(self) -> bool:
+        return self.provider == "openai"
+
+
+# LiteLLM's entries carry many keys of its own (rpm, api_version, ...) that tiergate does not use: they are
+# ignored, so that a LiteLLM config loads unchanged.
+class _LiteLLMPart(FileModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    input_cost_per_token: PerMillion | None = Field(default=None, description="USD per prompt token")
+    output_cost_per_token: PerMillion | None = Field(default=None, description="USD per completion token")
+
+
+class LiteLLMParams(_LiteLLMPart):
+    model: NonEmpty = Field(description="`provider/model`; a model without a provider is OpenAI's")
+    api_base: EnvStr | None = Field(default=None, description="the upstream's base URL")
+    api_key: EnvStr | None = Field(
+        default=None, repr=False, description="the upstream's key (write `env:NAME`)"
+    )
+    timeout: PositiveSeconds | None = Field(default=None, description="seconds a call may take")
+
+
+class LiteLLMInfo(_LiteLLMPart):
+    tier: Tier | None = Field(default=None, description="the tier it serves (none: addressed by name only)")
+    max_tokens: Positive | None = Field(default=None, description="the model's output limit")
+
+
+class LiteLLMEntry(FileModel):
+    """One entry of LiteLLM's `model_list`."""
+
+    model_name: str = Field(description="what clients put in `model` to address it")
+    litellm_params: LiteLLMParams
+    model_info: LiteLLMInfo = LiteLLMInfo()
+
+    def entry(self) -> DeploymentEntry:
+        params, info = self.litellm_params, self.model_info
+        provider, _, bare = params.model.partition("/")
+        if not bare:  # LiteLLM treats an unprefixed model as OpenAI's
+            provider, bare = "openai", params.model
+        costs = {
+            ours: None if per_token is None else per_token * 1_000_000
+            for ours, per_token in (
+                ("input_cost_per_mtok", _first(params.input_cost_per_token, info.input_cost_per_token)),
+                ("output_cost_per_mtok", _first(params.output_cost_per_token, info.output_cost_per_token)),
+            )
+        }
+        given: dict[str, Any] = {
+            "api_base": params.api_base or (ANTHROPIC_API_BASE if provider == "anthropic" else None),
+            "api_key": params.api_key,
+            "timeout_s": params.timeout,
+            "max_output_tokens": info.max_tokens,
+            **costs,
+        }
+        return DeploymentEntry(
+            name=self.model_name,
+            model=bare,
+            provider=provider,
+            **{name: value for name, value in given.items() if value is not None},
         )
-    return out
 
 
-def from_litellm(entry: Any, where: str, env: Mapping[str, str]) -> tuple[str | None, dict[str, Any]]:
-    """One `model_list` entry in LiteLLM's format, as a tiergate deployment mapping."""
-    entry = typed(entry, dict, where)
-    name = typed(entry.get("model_name"), str, f"{where}.model_name")
-    params = typed(entry.get("litellm_params"), dict, f"{where}.litellm_params")
-    info = typed(entry.get("model_info") or {}, dict, f"{where}.model_info")
-    model = typed(params.get("model"), str, f"{where}.litellm_params.model")
-    provider, _, bare = model.partition("/")
-    if not bare:  # LiteLLM treats an unprefixed model as OpenAI's
-        provider, bare = "openai", model
-    raw: dict[str, Any] = {"name": name, "model": bare, "provider": provider}
-    if "api_base" in params:
-        raw["api_base"] = params["api_base"]
-    elif provider == "anthropic":
-        raw["api_base"] = "https://api.anthropic.com"
-    if "api_key" in params:
-        raw["api_key"] = params["api_key"]
-    if "timeout" in params:
-        raw["timeout_s"] = params["timeout"]
-    if "max_tokens" in info:
-        raw["max_output_tokens"] = info["max_tokens"]
-    for ours, theirs in (
-        ("input_cost_per_mtok", "input_cost_per_token"),
-        ("output_cost_per_mtok", "output_cost_per_token"),
-    ):
-        value = params.get(theirs, info.get(theirs))
-        if value is not None:
-            raw[ours] = number(value, f"{where}.{theirs}") * 1_000_000
-    tier = info.get("tier")
-    if tier is not None and (not isinstance(tier, str) or not is_tier(tier)):
-        raise ConfigError(f"{where}.model_info.tier must be one of {', '.join(TIERS)}")
-    return tier, raw
+def _first(*values: float | None) -> float | None:
+    return next((v for v in values if v is not None), None)

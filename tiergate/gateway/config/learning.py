@@ -1,58 +1,34 @@
-"""The `learning:` section of the config: traces, shadow evaluation and registered candidate models.
+"""The `learning:` section: traces, shadow evaluation, registered candidate models and the promote job.
 
-learning:
-  traces:
-    enabled: true
-    content: redacted           # default content policy: full | redacted | none (a tenant's own setting wins)
-    retention_days: 30          # default retention (a tenant's own setting wins); `tiergate traces purge`
-    batch_size: 500             # rows per insert
-    flush_s: 0.2                # a partial batch waits at most this long
-    queue_size: 10000           # traces waiting to be written; more are dropped (and counted)
-  shadow:
-    fraction: 0.0               # share of answered requests shadowed per (domain, candidate tier), where
-                                # neither `domains` nor the route table sets one: off by default
-    domains: {billing: {student: 0.2}}   # per domain and candidate tier
-    candidate: next_cheaper     # next_cheaper | none | a tier name (always that tier, when cheaper)
-    registered: true            # also shadow registered candidate models (`tiergate models register`)
-    judge_tier: supervisor      # asked on a disagreement (the most capable configured tier when absent)
-    daily_budget_usd: 1.0       # per tenant per UTC day, shadow and judge calls together
-    route_table: false          # true: follow the route table's `sampling` shares (`tiergate promote` writes them)
-    seed: 0                     # sampling is a seeded draw per request id: reproducible
-    queue_size: 1000            # sampled requests waiting; more are dropped (and counted)
-    concurrency: 2              # evaluations running at once
-    tenants:                    # per-tenant overrides of fraction, domains, candidate, registered,
-      ten_abc: {fraction: 0.1, daily_budget_usd: 5}    # judge_tier, daily_budget_usd and route_table
-  models:
-    refresh_s: 10               # how often registered models are re-read from the database
-  promote:                      # `tiergate promote`, and the same job run by the gateway itself
-    enabled: false              # true: every gateway runs it every interval_s (one write lands per version)
-    interval_s: 3600
-    window_days: 30             # evidence (verdicts, feedback, traces) of this many days back
-    quality_budget: 0.05        # allowed loss versus the most capable routed tier, over all traffic
-    alpha: 0.05                 # one-sided error of the bounds (confidence 1 - alpha)
-    min_samples: 30             # verdicts a domain needs at a step before it can be promoted
-    quality: null               # the incumbent's quality when known (0..1); null: from its feedback
-    clusters: null              # domains to discover (null: grows with the traces)
-    max_traces: 50000           # newest traces with embeddings clustered per run
-    explore: 0.3                # shadow share an unpromoted domain needs while its verdicts are short
-    monitor: 0.03               # ... once it has `enough`, and of promoted traffic
-    enough: 200
-    seed: 0
+Every field is listed in docs/configuration.md. A tenant's shadow override (`learning.shadow.tenants.<id>`)
+writes any of the policy fields (`ShadowPolicyFields`); the fields it leaves out keep the global value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import field, replace
+from typing import Annotated, Any
 
-from tiergate.gateway.config.fields import SectionError, integer, mapping, number, only, tier
+from pydantic import Field
+
+from tiergate.gateway.config.fieldtypes import (
+    FileModel,
+    OneOf,
+    Positive,
+    PositiveSeconds,
+    Share,
+    Tier,
+    settings_dataclass,
+)
 from tiergate.policies.pricing import nano
 from tiergate.policies.promotion import ENOUGH, EXPLORE, MONITOR, PromotionConfig
 from tiergate.policies.shadow import CANDIDATE_MODES
-from tiergate.policies.tiers import TIERS, is_tier
+from tiergate.policies.tiers import TIERS
 
 CONTENT_POLICIES = ("full", "redacted", "none")
+Seed = Annotated[int, Field(ge=0)]
+_PROMOTION = PromotionConfig()
 
 # Which share of a domain's requests is shadowed at a candidate tier (`ShadowPolicy.fraction_for`), first
 # that applies:
@@ -64,17 +40,23 @@ CONTENT_POLICIES = ("full", "redacted", "none")
 # by the incumbent, and each such request is shadowed at the promoted tier (`ShadowEvaluator.sink`).
 
 
-@dataclass(frozen=True, slots=True)
+@settings_dataclass
 class TraceSettings:
-    enabled: bool = True
-    content: str = "redacted"
-    retention_days: int = 30
-    batch_size: int = 500
-    flush_s: float = 0.2
-    queue_size: int = 10_000
+    enabled: bool = Field(default=True, description="write a trace of every request")
+    content: Annotated[str, OneOf(CONTENT_POLICIES)] = Field(
+        default="redacted", description="default content policy (a tenant's own setting wins)"
+    )
+    retention_days: Positive = Field(
+        default=30, description="default retention (a tenant's own setting wins); `tiergate traces purge`"
+    )
+    batch_size: Positive = Field(default=500, description="rows per insert")
+    flush_s: PositiveSeconds = Field(default=0.2, description="a partial batch waits at most this long")
+    queue_size: Positive = Field(
+        default=10_000, description="traces waiting to be written; more are dropped (and counted)"
+    )
 
 
-@dataclass(frozen=True, slots=True)
+@settings_dataclass
 class ShadowPolicy:
     """How one tenant's (or every tenant's) traffic is shadowed."""
 
@@ -110,13 +92,16 @@ class ShadowPolicy:
         )
 
 
-@dataclass(frozen=True, slots=True)
+_SHADOW = ShadowPolicy()
+
+
+@settings_dataclass
 class ShadowSettings:
-    policy: ShadowPolicy = field(default_factory=ShadowPolicy)
-    tenants: Mapping[str, ShadowPolicy] = field(default_factory=dict)
-    seed: int = 0
-    queue_size: int = 1000
-    concurrency: int = 2
+    policy: ShadowPolicy
+    tenants: Mapping[str, ShadowPolicy]
+    seed: int
+    queue_size: int
+    concurrency: int
 
     def policy_for(self, tenant_id: str | None) -> ShadowPolicy:
         if tenant_id is not None:
@@ -128,159 +113,136 @@ class ShadowSettings:
         return self.policy.active or any(p.active for p in self.tenants.values())
 
 
-@dataclass(frozen=True, slots=True)
+@settings_dataclass
 class PromoteSettings:
-    """The promote job: how often, over what evidence, and the decision's parameters (`PromotionConfig`)."""
+    """The promote job: how often, over what evidence, and the decision's parameters (`promotion`)."""
 
-    enabled: bool = False
-    interval_s: float = 3600.0
-    window_days: float = 30.0
-    promotion: PromotionConfig = field(default_factory=PromotionConfig)
-    quality: float | None = None
-    clusters: int | None = None
-    max_traces: int = 50_000
-    explore: float = EXPLORE
-    monitor: float = MONITOR
-    enough: int = ENOUGH
-    seed: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class LearningSettings:
-    traces: TraceSettings = field(default_factory=TraceSettings)
-    shadow: ShadowSettings = field(default_factory=ShadowSettings)
-    models_refresh_s: float = 10.0
-    promote: PromoteSettings = field(default_factory=PromoteSettings)
-
-
-def _traces(raw: dict[str, Any]) -> TraceSettings:
-    where = "learning.traces"
-    only(raw, set(TraceSettings.__dataclass_fields__), where)
-    d = TraceSettings()
-    enabled = raw.get("enabled", d.enabled)
-    if not isinstance(enabled, bool):
-        raise SectionError(f"{where}.enabled must be true or false")
-    content = raw.get("content", d.content)
-    if content not in CONTENT_POLICIES:
-        raise SectionError(f"{where}.content must be one of {', '.join(CONTENT_POLICIES)}")
-    return TraceSettings(
-        enabled=enabled,
-        content=content,
-        retention_days=integer(raw.get("retention_days", d.retention_days), f"{where}.retention_days", 1),
-        batch_size=integer(raw.get("batch_size", d.batch_size), f"{where}.batch_size", 1),
-        flush_s=number(raw.get("flush_s", d.flush_s), f"{where}.flush_s", 0.001),
-        queue_size=integer(raw.get("queue_size", d.queue_size), f"{where}.queue_size", 1),
+    enabled: bool = Field(
+        default=False, description="every gateway runs the job every interval_s (one write lands per version)"
     )
+    interval_s: Annotated[float, Field(ge=0.01)] = Field(default=3600.0, description="seconds between runs")
+    window_days: PositiveSeconds = Field(
+        default=30.0, description="evidence (verdicts, feedback, traces) of this many days back"
+    )
+    quality_budget: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        default=_PROMOTION.quality_budget,
+        description="allowed loss versus the most capable routed tier, over all traffic",
+    )
+    alpha: Annotated[float, Field(gt=0.0, lt=0.5)] = Field(
+        default=_PROMOTION.alpha, description="one-sided error of the bounds (confidence 1 - alpha)"
+    )
+    min_samples: Positive = Field(
+        default=_PROMOTION.min_samples,
+        description="verdicts a domain needs at a step before it can be promoted",
+    )
+    quality: Share | None = Field(
+        default=None, description="the incumbent's quality when known (none: from its feedback)"
+    )
+    clusters: Positive | None = Field(
+        default=None, description="domains to discover (none: grows with the traces)"
+    )
+    max_traces: Positive = Field(
+        default=50_000, description="newest traces with embeddings clustered per run"
+    )
+    explore: Share = Field(
+        default=EXPLORE, description="shadow share an unpromoted domain needs while its verdicts are short"
+    )
+    monitor: Share = Field(default=MONITOR, description="... once it has `enough`, and of promoted traffic")
+    enough: Positive = Field(
+        default=ENOUGH, description="verdicts after which a domain is monitored, not explored"
+    )
+    seed: Seed = Field(default=0, description="seed of the clustering")
 
-
-_POLICY_KEYS = {
-    "fraction", "domains", "candidate", "registered", "judge_tier", "daily_budget_usd", "route_table"
-}  # fmt: skip
-
-
-def _shadow_policy(raw: Mapping[str, Any], where: str, base: ShadowPolicy) -> ShadowPolicy:
-    changes: dict[str, Any] = {}
-    if "fraction" in raw:
-        changes["fraction"] = number(raw["fraction"], f"{where}.fraction", 0.0, 1.0)
-    if "domains" in raw:
-        domains: dict[str, dict[str, float]] = {}
-        for domain, tiers in mapping(raw["domains"], f"{where}.domains").items():
-            at = f"{where}.domains.{domain}"
-            domains[str(domain)] = {
-                tier(name, f"{at}.{name}"): number(value, f"{at}.{name}", 0.0, 1.0)
-                for name, value in mapping(tiers, at).items()
-            }
-        changes["domains"] = domains
-    if "candidate" in raw:
-        candidate = raw["candidate"]
-        if not isinstance(candidate, str) or (candidate not in CANDIDATE_MODES and not is_tier(candidate)):
-            raise SectionError(
-                f"{where}.candidate must be one of {', '.join(CANDIDATE_MODES)} or a tier ({', '.join(TIERS)})"
-            )
-        changes["candidate"] = candidate
-    for flag in ("registered", "route_table"):
-        if flag in raw:
-            if not isinstance(raw[flag], bool):
-                raise SectionError(f"{where}.{flag} must be true or false")
-            changes[flag] = raw[flag]
-    if "judge_tier" in raw:
-        changes["judge_tier"] = tier(raw["judge_tier"], f"{where}.judge_tier")
-    if "daily_budget_usd" in raw:
-        changes["daily_budget_nano"] = nano(
-            number(raw["daily_budget_usd"], f"{where}.daily_budget_usd", 0.0, 1e9)
+    @property
+    def promotion(self) -> PromotionConfig:
+        return PromotionConfig(
+            quality_budget=self.quality_budget, alpha=self.alpha, min_samples=self.min_samples
         )
-    return replace(base, **changes)
 
 
-def _shadow(raw: dict[str, Any]) -> ShadowSettings:
-    where = "learning.shadow"
-    only(raw, _POLICY_KEYS | {"seed", "queue_size", "concurrency", "tenants"}, where)
-    policy = _shadow_policy(raw, where, ShadowPolicy())
-    tenants = {}
-    for tenant, override in mapping(raw.get("tenants"), f"{where}.tenants").items():
-        at = f"{where}.tenants.{tenant}"
-        override = mapping(override, at)
-        only(override, _POLICY_KEYS, at)
-        tenants[str(tenant)] = _shadow_policy(override, at, policy)
-    d = ShadowSettings()
-    return ShadowSettings(
-        policy=policy,
-        tenants=tenants,
-        seed=integer(raw.get("seed", d.seed), f"{where}.seed", 0),
-        queue_size=integer(raw.get("queue_size", d.queue_size), f"{where}.queue_size", 1),
-        concurrency=integer(raw.get("concurrency", d.concurrency), f"{where}.concurrency", 1),
+@settings_dataclass
+class LearningSettings:
+    traces: TraceSettings
+    shadow: ShadowSettings
+    models_refresh_s: float
+    promote: PromoteSettings
+
+
+class ShadowPolicyFields(FileModel):
+    """The fields a tenant's override may write (`learning.shadow.tenants.<id>`)."""
+
+    fraction: Share = Field(
+        default=_SHADOW.fraction,
+        description="share of answered requests shadowed per (domain, candidate tier) where neither `domains` "
+        "nor the route table sets one",
+    )
+    domains: Mapping[str, Mapping[Tier, Share]] = Field(
+        default_factory=dict, description="shares per domain and candidate tier"
+    )
+    candidate: Annotated[str, OneOf(CANDIDATE_MODES + TIERS)] = Field(
+        default=_SHADOW.candidate,
+        description="next_cheaper, none, or a tier (always that tier, when cheaper)",
+    )
+    registered: bool = Field(
+        default=_SHADOW.registered,
+        description="also shadow registered candidate models (`tiergate models register`)",
+    )
+    judge_tier: Tier = Field(default=_SHADOW.judge_tier, description="asked on a disagreement")
+    daily_budget_usd: Annotated[float, Field(ge=0.0, le=1e9)] = Field(
+        default=_SHADOW.daily_budget_nano / 1e9,
+        description="per tenant per UTC day, shadow and judge calls together",
+    )
+    route_table: bool = Field(
+        default=_SHADOW.route_table,
+        description="follow the route table's `sampling` shares (`tiergate promote` writes them)",
+    )
+
+    def over(self, base: ShadowPolicy) -> ShadowPolicy:
+        """`base` with the fields this override writes."""
+        policy_fields = self.model_fields_set & ShadowPolicyFields.model_fields.keys()
+        written: dict[str, Any] = {name: getattr(self, name) for name in policy_fields}
+        if "daily_budget_usd" in written:
+            written["daily_budget_nano"] = nano(written.pop("daily_budget_usd"))
+        return replace(base, **written)
+
+
+class ShadowSection(ShadowPolicyFields):
+    seed: Seed = Field(default=0, description="sampling is a seeded draw per request id: reproducible")
+    queue_size: Positive = Field(
+        default=1000, description="sampled requests waiting; more are dropped (and counted)"
+    )
+    concurrency: Positive = Field(default=2, description="evaluations running at once")
+    tenants: Mapping[str, ShadowPolicyFields] = Field(
+        default_factory=dict, description="per-tenant overrides of the policy fields above"
+    )
+
+    def settings(self) -> ShadowSettings:
+        policy = self.over(_SHADOW)
+        return ShadowSettings(
+            policy=policy,
+            tenants={tenant: override.over(policy) for tenant, override in self.tenants.items()},
+            seed=self.seed,
+            queue_size=self.queue_size,
+            concurrency=self.concurrency,
+        )
+
+
+class ModelsSection(FileModel):
+    refresh_s: Annotated[float, Field(ge=0.05)] = Field(
+        default=10.0, description="how often registered models are re-read from the database"
     )
 
 
-_PROMOTE_KEYS = {
-    "enabled", "interval_s", "window_days", "quality_budget", "alpha", "min_samples", "quality", "clusters",
-    "max_traces", "explore", "monitor", "enough", "seed",
-}  # fmt: skip
+class LearningSection(FileModel):
+    traces: TraceSettings = TraceSettings()
+    shadow: ShadowSection = ShadowSection()
+    models: ModelsSection = ModelsSection()
+    promote: PromoteSettings = PromoteSettings()
 
-
-def _optional(raw: Mapping[str, Any], name: str, parse: Any) -> Any:
-    return None if raw.get(name) is None else parse(raw[name])
-
-
-def _promote(raw: dict[str, Any]) -> PromoteSettings:
-    where = "learning.promote"
-    only(raw, _PROMOTE_KEYS, where)
-    d, p = PromoteSettings(), PromotionConfig()
-    enabled = raw.get("enabled", d.enabled)
-    if not isinstance(enabled, bool):
-        raise SectionError(f"{where}.enabled must be true or false")
-    alpha = number(raw.get("alpha", p.alpha), f"{where}.alpha", 0.0, 0.5)
-    budget = number(raw.get("quality_budget", p.quality_budget), f"{where}.quality_budget", 0.0, 1.0)
-    if not 0 < alpha < 0.5 or not 0 < budget < 1:
-        raise SectionError(f"{where}.alpha must be in (0, 0.5) and {where}.quality_budget in (0, 1)")
-    promotion = PromotionConfig(
-        quality_budget=budget,
-        alpha=alpha,
-        min_samples=integer(raw.get("min_samples", p.min_samples), f"{where}.min_samples", 1),
-    )
-    return PromoteSettings(
-        enabled=enabled,
-        interval_s=number(raw.get("interval_s", d.interval_s), f"{where}.interval_s", 0.01),
-        window_days=number(raw.get("window_days", d.window_days), f"{where}.window_days", 0.001),
-        promotion=promotion,
-        quality=_optional(raw, "quality", lambda v: number(v, f"{where}.quality", 0.0, 1.0)),
-        clusters=_optional(raw, "clusters", lambda v: integer(v, f"{where}.clusters", 1)),
-        max_traces=integer(raw.get("max_traces", d.max_traces), f"{where}.max_traces", 1),
-        explore=number(raw.get("explore", d.explore), f"{where}.explore", 0.0, 1.0),
-        monitor=number(raw.get("monitor", d.monitor), f"{where}.monitor", 0.0, 1.0),
-        enough=integer(raw.get("enough", d.enough), f"{where}.enough", 1),
-        seed=integer(raw.get("seed", d.seed), f"{where}.seed", 0),
-    )
-
-
-def parse_learning(doc: Any) -> LearningSettings:
-    raw = mapping(doc, "learning")
-    only(raw, {"traces", "shadow", "models", "promote"}, "learning")
-    models = mapping(raw.get("models"), "learning.models")
-    only(models, {"refresh_s"}, "learning.models")
-    return LearningSettings(
-        traces=_traces(mapping(raw.get("traces"), "learning.traces")),
-        shadow=_shadow(mapping(raw.get("shadow"), "learning.shadow")),
-        models_refresh_s=number(models.get("refresh_s", 10.0), "learning.models.refresh_s", 0.05),
-        promote=_promote(mapping(raw.get("promote"), "learning.promote")),
-    )
+    def settings(self) -> LearningSettings:
+        return LearningSettings(
+            traces=self.traces,
+            shadow=self.shadow.settings(),
+            models_refresh_s=self.models.refresh_s,
+            promote=self.promote,
+        )

@@ -1,87 +1,80 @@
-"""The `routing:` section of the config (`cache:` is in cache_settings.py).
+"""The `routing:` section: which tier `auto` means (a strategy, per tenant), domain inference, the cascade.
 
-routing:
-  strategy: cascade             # fixed | rules | promotion | cascade (what `auto` means)
-  tier: student                 # fixed: the tier `auto` goes to (default: the cheapest configured)
-  rules:                        # rules: first match wins; its tier is the minimum tier
-    - {name: long, tier: teacher, when: {min_prompt_tokens: 2000}}
-    - {tier: ta, when: {tools: true}}
-    - {tier: ta, when: {regex: "(?i)\\bproof\\b", keywords: [theorem, lemma]}}
-    - {tier: supervisor, when: {header: {name: x-priority, value: high}}}
-  default_tier: student         # rules: when no rule matches
-  unknown_tier: teacher         # promotion: domains the route table does not know
-  route_table: {billing: student, code: ta}   # promotion: used until the database holds a version
-  refresh_s: 2                  # how often the route table is re-read
-  domains:                      # domain inference (promotion, semantic cache)
-    floor: 0.5                  # below this similarity to every centroid: `general`
-    seed: {billing: ["How do I update my card?", ...]}
-    embeddings:                 # default: the local MiniLM; else an embeddings deployment (by name or tier)
-      deployment: embed-small
-      dimensions: 1536          # what it returns; route-table centroids must have as many
-      cache_size: 4096          # embeddings of identical texts kept (LRU)
-      timeout_s: 2.0            # a slower embedding (retries included): the query is `general`
-  cascade:
-    tiers: [student, teacher]   # candidates (default: every configured tier)
-    verifiers: [truncated, refusal, json, tool_args, logprob]
-    min_mean_logprob: -1.0
-    refusal_patterns: ["..."]   # added to the built-in ones
-    judge: {tier: supervisor, fraction: 0.05, seed: 0}
-    streams: true               # false: streamed requests skip the cascade (no buffering, no TTFT cost)
-  tenants:                      # per-tenant overrides of any field above but tenants/route_table/domains
-    acme: {strategy: rules, rules: [...]}
+Every field is listed in docs/configuration.md. A tenant's override (`routing.tenants.<id>`) writes any of
+the policy fields (`RoutingPolicyFields`); the fields it leaves out keep the global value.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
+from typing import Annotated, Any, Self
 
-from tiergate.gateway.config.fields import (
-    SectionError,
-    boolean,
-    integer,
-    mapping,
-    number,
-    only,
-    strings,
-    tier,
+from pydantic import BeforeValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from tiergate.gateway.config.errors import OWN
+from tiergate.gateway.config.fieldtypes import (
+    FileModel,
+    NonEmpty,
+    OneOf,
+    Positive,
+    PositiveSeconds,
+    Regex,
+    Share,
+    Similarity,
+    Tier,
+    settings_dataclass,
 )
-from tiergate.gateway.routing.local_embeddings import DIMENSIONS as LOCAL_DIMENSIONS
+from tiergate.policies.embeddings import LOCAL_DIMENSIONS
 from tiergate.policies.routing import STRATEGIES, RoutingPolicy, Rule
 from tiergate.policies.verifiers import DEFAULT_REFUSALS, VERIFIERS, VerifierConfig
 
+_POLICY = RoutingPolicy()
+_VERIFIERS = VerifierConfig()
+Count = Annotated[int, Field(ge=0)]
 
-@dataclass(frozen=True, slots=True)
+
+@settings_dataclass
 class JudgeSettings:
-    tier: str | None = None  # None: no judge
-    fraction: float = 0.0
-    seed: int = 0
+    """A more capable tier that checks a sample of the cascade's accepted answers."""
+
+    tier: Tier | None = Field(default=None, description="the judging tier (none: no judge)")
+    fraction: Share = Field(default=0.0, description="share of accepted answers judged")
+    seed: Count = Field(default=0, description="seed of the sampling draw (reproducible)")
+
+    @model_validator(mode="after")
+    def _tier_when_judging(self) -> Self:
+        if self.fraction > 0 and self.tier is None:
+            raise PydanticCustomError(OWN + "judge", "required when fraction > 0", {"field": "tier"})
+        return self
 
 
-@dataclass(frozen=True, slots=True)
+@settings_dataclass
 class CascadeSettings:
-    verifiers: VerifierConfig = field(default_factory=VerifierConfig)
-    judge: JudgeSettings = field(default_factory=JudgeSettings)
-    streams: bool = True
+    verifiers: VerifierConfig
+    judge: JudgeSettings
+    streams: bool
 
 
-@dataclass(frozen=True, slots=True)
+@settings_dataclass
 class DomainEmbeddings:
     """Domain inference by an upstream embeddings deployment instead of the local model."""
 
-    deployment: str  # a deployment name or a tier
-    dimensions: int
-    cache_size: int = 4096
-    timeout_s: float = 2.0
+    deployment: NonEmpty = Field(description="an embeddings deployment: a configured model name or tier")
+    dimensions: Positive = Field(description="the length of the vectors it returns")
+    cache_size: Positive = Field(default=4096, description="embeddings of identical texts kept (LRU)")
+    timeout_s: PositiveSeconds = Field(
+        default=2.0, description="a slower embedding (retries included) makes the query `general`"
+    )
 
 
-@dataclass(frozen=True, slots=True)
+@settings_dataclass
 class DomainSettings:
-    floor: float = 0.5
-    seeds: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    embeddings: DomainEmbeddings | None = None  # None: the local MiniLM
+    floor: float
+    seeds: Mapping[str, tuple[str, ...]]
+    embeddings: DomainEmbeddings | None  # None: the local MiniLM
 
     @property
     def dimensions(self) -> int:
@@ -89,14 +82,14 @@ class DomainSettings:
         return self.embeddings.dimensions if self.embeddings is not None else LOCAL_DIMENSIONS
 
 
-@dataclass(frozen=True, slots=True)
+@settings_dataclass
 class RoutingSettings:
-    policy: RoutingPolicy = field(default_factory=RoutingPolicy)
-    tenants: Mapping[str, RoutingPolicy] = field(default_factory=dict)
-    cascade: CascadeSettings = field(default_factory=CascadeSettings)
-    domains: DomainSettings = field(default_factory=DomainSettings)
-    route_table: Mapping[str, str] = field(default_factory=dict)
-    refresh_s: float = 2.0
+    policy: RoutingPolicy
+    tenants: Mapping[str, RoutingPolicy]
+    cascade: CascadeSettings
+    domains: DomainSettings
+    route_table: Mapping[str, str]
+    refresh_s: float
 
     def policy_for(self, tenant_id: str | None) -> RoutingPolicy:
         if tenant_id is not None:
@@ -108,171 +101,167 @@ class RoutingSettings:
         return self.policy.needs_domain or any(p.needs_domain for p in self.tenants.values())
 
 
-_WHEN = {"min_prompt_tokens", "max_prompt_tokens", "min_turns", "tools", "json_schema", "regex", "keywords",
-         "tenants", "header"}  # fmt: skip
+class HeaderMatch(FileModel):
+    name: NonEmpty = Field(description="a request header that must be present (any case)")
+    value: str | None = Field(default=None, description="... with this value (none: any value)")
 
 
-def _rule(raw: Any, where: str) -> Rule:
-    raw = mapping(raw, where)
-    only(raw, {"name", "tier", "when"}, where)
-    when = mapping(raw.get("when"), f"{where}.when")
-    only(when, _WHEN, f"{where}.when")
-    args: dict[str, Any] = {
-        "tier": tier(raw.get("tier"), f"{where}.tier"),
-        "name": str(raw.get("name") or ""),
-    }
-    for key in ("min_prompt_tokens", "max_prompt_tokens", "min_turns"):
-        if key in when:
-            args[key] = integer(when[key], f"{where}.when.{key}")
-    for key in ("tools", "json_schema"):
-        if key in when:
-            args[key] = boolean(when[key], f"{where}.when.{key}")
-    if "regex" in when:
-        if not isinstance(when["regex"], str):
-            raise SectionError(f"{where}.when.regex must be a string")
-        try:
-            args["pattern"] = re.compile(when["regex"])
-        except re.error as exc:
-            raise SectionError(f"{where}.when.regex is not a valid regular expression: {exc}") from None
-    if "keywords" in when:
-        args["keywords"] = strings(when["keywords"], f"{where}.when.keywords")
-    if "tenants" in when:
-        args["tenants"] = frozenset(strings(when["tenants"], f"{where}.when.tenants"))
-    if "header" in when:
-        header = when["header"]
-        if isinstance(header, str):
-            header = {"name": header}
-        header = mapping(header, f"{where}.when.header")
-        only(header, {"name", "value"}, f"{where}.when.header")
-        if not isinstance(header.get("name"), str) or not header["name"]:
-            raise SectionError(f"{where}.when.header.name must be a header name")
-        args["header"] = header["name"].lower()
-        if header.get("value") is not None:
-            args["header_value"] = str(header["value"])
-    return Rule(**args)
+def _header_name(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
 
 
-_POLICY_KEYS = {"strategy", "tier", "rules", "default_tier", "unknown_tier", "cascade"}
+class When(FileModel):
+    """A rule's conditions: all that are given must hold."""
+
+    min_prompt_tokens: Count | None = Field(
+        default=None, description="the prompt has at least this many tokens"
+    )
+    max_prompt_tokens: Count | None = Field(
+        default=None, description="the prompt has at most this many tokens"
+    )
+    min_turns: Count | None = Field(
+        default=None, description="the conversation has at least this many user messages"
+    )
+    tools: bool | None = Field(default=None, description="the request offers tools (true) or not (false)")
+    json_schema: bool | None = Field(
+        default=None, description="the request asks for JSON (true) or not (false)"
+    )
+    regex: Regex | None = Field(default=None, description="searched in the last user message")
+    keywords: tuple[NonEmpty, ...] = Field(
+        default=(), description="any of them, as whole words, case-insensitive"
+    )
+    tenants: tuple[NonEmpty, ...] | None = Field(
+        default=None, description="the request's tenant is one of them"
+    )
+    header: (
+        Annotated[HeaderMatch, BeforeValidator(_header_name, json_schema_input_type=str | HeaderMatch)] | None
+    ) = Field(default=None, description="a header name, or {name, value}")
 
 
-def _policy(raw: Mapping[str, Any], where: str, base: RoutingPolicy) -> RoutingPolicy:
-    changes: dict[str, Any] = {}
-    if "strategy" in raw:
-        if raw["strategy"] not in STRATEGIES:
-            raise SectionError(f"{where}.strategy must be one of {', '.join(STRATEGIES)}")
-        changes["strategy"] = raw["strategy"]
-    for key in ("tier", "default_tier", "unknown_tier"):
-        if raw.get(key) is not None:
-            changes[key] = tier(raw[key], f"{where}.{key}")
-    if "rules" in raw:
-        rules = raw["rules"] or []
-        if not isinstance(rules, list):
-            raise SectionError(f"{where}.rules must be a list")
-        changes["rules"] = tuple(_rule(r, f"{where}.rules[{i}]") for i, r in enumerate(rules))
-    cascade = mapping(raw.get("cascade"), f"{where}.cascade")
-    if "tiers" in cascade:
-        changes["cascade_tiers"] = tuple(
-            tier(t, f"{where}.cascade.tiers[{i}]") for i, t in enumerate(cascade["tiers"] or [])
+class RuleEntry(FileModel):
+    """A rule of the `rules` strategy: the first that matches gives the minimum tier."""
+
+    name: str = Field(default="", description="shown in the route's reason")
+    tier: Tier = Field(description="the minimum tier of a matching request")
+    when: When = When()
+
+    def rule(self) -> Rule:
+        when, header = self.when, self.when.header
+        return Rule(
+            tier=self.tier,
+            name=self.name,
+            min_prompt_tokens=when.min_prompt_tokens,
+            max_prompt_tokens=when.max_prompt_tokens,
+            min_turns=when.min_turns,
+            tools=when.tools,
+            json_schema=when.json_schema,
+            pattern=re.compile(when.regex) if when.regex is not None else None,
+            keywords=when.keywords,
+            tenants=frozenset(when.tenants) if when.tenants is not None else None,
+            header=header.name.lower() if header is not None else None,
+            header_value=header.value if header is not None else None,
         )
-    return replace(base, **changes)
 
 
-def _cascade(raw: Mapping[str, Any], where: str) -> CascadeSettings:
-    only(raw, {"tiers", "verifiers", "min_mean_logprob", "refusal_patterns", "judge", "streams"}, where)
-    defaults = VerifierConfig()
-    enabled = defaults.enabled
-    if "verifiers" in raw:
-        enabled = strings(raw["verifiers"], f"{where}.verifiers")
-        unknown = [v for v in enabled if v not in VERIFIERS]
-        if unknown:
-            raise SectionError(
-                f"{where}.verifiers: unknown {', '.join(unknown)} (use {', '.join(VERIFIERS)})"
-            )
-    refusals = DEFAULT_REFUSALS
-    if "refusal_patterns" in raw:
-        extra = strings(raw["refusal_patterns"], f"{where}.refusal_patterns")
-        for pattern in extra:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise SectionError(
-                    f"{where}.refusal_patterns: {pattern!r} is not a regular expression: {exc}"
-                ) from None
-        refusals = refusals + extra
-    verifiers = VerifierConfig(
-        enabled=enabled,
-        refusals=refusals,
-        min_mean_logprob=number(
-            raw.get("min_mean_logprob", defaults.min_mean_logprob), f"{where}.min_mean_logprob"
-        ),
+class CascadeTiers(FileModel):
+    tiers: tuple[Tier, ...] = Field(
+        default=_POLICY.cascade_tiers,
+        description="cascade: the candidates, cheapest first (empty: every configured tier)",
     )
-    judge_raw = mapping(raw.get("judge"), f"{where}.judge")
-    only(judge_raw, {"tier", "fraction", "seed"}, f"{where}.judge")
-    judge = JudgeSettings(
-        tier=tier(judge_raw["tier"], f"{where}.judge.tier") if judge_raw.get("tier") is not None else None,
-        fraction=number(judge_raw.get("fraction", 0.0), f"{where}.judge.fraction", 0.0, 1.0),
-        seed=integer(judge_raw.get("seed", 0), f"{where}.judge.seed"),
+
+
+class RoutingPolicyFields(FileModel):
+    """The fields a tenant's override may write (`routing.tenants.<id>`)."""
+
+    strategy: Annotated[str, OneOf(tuple(STRATEGIES))] = Field(
+        default=_POLICY.strategy, description="what `auto` means"
     )
-    if judge.fraction > 0 and judge.tier is None:
-        raise SectionError(f"{where}.judge.tier is required when judge.fraction > 0")
-    return CascadeSettings(verifiers, judge, boolean(raw.get("streams", True), f"{where}.streams"))
+    tier: Tier | None = Field(
+        default=_POLICY.tier, description="fixed: the tier `auto` goes to (none: the cheapest configured)"
+    )
+    rules: tuple[RuleEntry, ...] = Field(default=(), description="rules: first match wins")
+    default_tier: Tier | None = Field(
+        default=_POLICY.default_tier,
+        description="rules: the tier when no rule matches (none: the cheapest configured)",
+    )
+    unknown_tier: Tier = Field(
+        default=_POLICY.unknown_tier, description="promotion: domains the route table does not know"
+    )
+    cascade: CascadeTiers = CascadeTiers()
+
+    def over(self, base: RoutingPolicy) -> RoutingPolicy:
+        """`base` with the fields this override writes."""
+        written: dict[str, Any] = {
+            name: getattr(self, name)
+            for name in self.model_fields_set & {"strategy", "tier", "default_tier", "unknown_tier"}
+        }
+        if "rules" in self.model_fields_set:
+            written["rules"] = tuple(rule.rule() for rule in self.rules)
+        if "tiers" in self.cascade.model_fields_set:
+            written["cascade_tiers"] = self.cascade.tiers
+        return replace(base, **written)
 
 
-def parse_routing(doc: Any) -> RoutingSettings:
-    raw = mapping(doc, "routing")
-    only(raw, _POLICY_KEYS | {"tenants", "route_table", "refresh_s", "domains"}, "routing")
-    policy = _policy(raw, "routing", RoutingPolicy())
-    tenants = {
-        str(tenant): _policy(
-            _checked_override(override, f"routing.tenants.{tenant}"), f"routing.tenants.{tenant}", policy
+class CascadeSection(CascadeTiers):
+    verifiers: tuple[Annotated[str, OneOf(tuple(VERIFIERS))], ...] = Field(
+        default=_VERIFIERS.enabled, description="checks of an answer; a failed one escalates to the next tier"
+    )
+    min_mean_logprob: float = Field(
+        default=_VERIFIERS.min_mean_logprob,
+        description="logprob verifier: the least mean log-probability per token",
+    )
+    refusal_patterns: tuple[Regex, ...] = Field(
+        default=(), description="refusal verifier: added to the built-in ones"
+    )
+    judge: JudgeSettings = JudgeSettings()
+    streams: bool = Field(
+        default=True, description="false: streamed requests skip the cascade (no buffering)"
+    )
+
+    def settings(self) -> CascadeSettings:
+        verifiers = VerifierConfig(
+            enabled=self.verifiers,
+            refusals=DEFAULT_REFUSALS + self.refusal_patterns,
+            min_mean_logprob=self.min_mean_logprob,
         )
-        for tenant, override in mapping(raw.get("tenants"), "routing.tenants").items()
-    }
-    table = {
-        str(domain): tier(name, f"routing.route_table.{domain}")
-        for domain, name in mapping(raw.get("route_table"), "routing.route_table").items()
-    }
-    domains_raw = mapping(raw.get("domains"), "routing.domains")
-    only(domains_raw, {"floor", "seed", "embeddings"}, "routing.domains")
-    seeds = {
-        str(name): strings(examples, f"routing.domains.seed.{name}")
-        for name, examples in mapping(domains_raw.get("seed"), "routing.domains.seed").items()
-    }
-    embeddings = None
-    if domains_raw.get("embeddings") is not None:
-        embeddings = _embeddings(mapping(domains_raw["embeddings"], "routing.domains.embeddings"))
-    return RoutingSettings(
-        policy=policy,
-        tenants=tenants,
-        cascade=_cascade(mapping(raw.get("cascade"), "routing.cascade"), "routing.cascade"),
-        domains=DomainSettings(
-            number(domains_raw.get("floor", 0.5), "routing.domains.floor", -1.0, 1.0), seeds, embeddings
-        ),
-        route_table=table,
-        refresh_s=number(raw.get("refresh_s", 2.0), "routing.refresh_s", 0.05),
+        return CascadeSettings(verifiers=verifiers, judge=self.judge, streams=self.streams)
+
+
+class DomainsSection(FileModel):
+    """Domain inference (promotion routing, the semantic cache's per-domain thresholds)."""
+
+    floor: Similarity = Field(
+        default=0.5, description="below this similarity to every centroid a query is `general`"
     )
+    seed: Mapping[str, tuple[NonEmpty, ...]] = Field(
+        default_factory=dict, description="example queries of each domain, until the learning loop finds them"
+    )
+    embeddings: DomainEmbeddings | None = Field(default=None, description="none: the local MiniLM")
+
+    def settings(self) -> DomainSettings:
+        return DomainSettings(floor=self.floor, seeds=self.seed, embeddings=self.embeddings)
 
 
-def _embeddings(raw: Mapping[str, Any]) -> DomainEmbeddings:
-    where = "routing.domains.embeddings"
-    only(raw, {"deployment", "dimensions", "cache_size", "timeout_s"}, where)
-    if not isinstance(raw.get("deployment"), str) or not raw["deployment"]:
-        raise SectionError(f"{where}.deployment must name an embeddings deployment (a model name or a tier)")
-    if "dimensions" not in raw:
-        raise SectionError(
-            f"{where}.dimensions is required: the length of the vectors the deployment returns"
+class RoutingSection(RoutingPolicyFields):
+    cascade: CascadeSection = CascadeSection()
+    tenants: Mapping[str, RoutingPolicyFields] = Field(
+        default_factory=dict, description="per-tenant overrides of the policy fields above"
+    )
+    route_table: Mapping[str, Tier] = Field(
+        default_factory=dict, description="promotion: domain -> tier, until the database holds a version"
+    )
+    refresh_s: Annotated[float, Field(ge=0.05)] = Field(
+        default=2.0, description="how often the route table is re-read"
+    )
+    domains: DomainsSection = DomainsSection()
+
+    def settings(self) -> RoutingSettings:
+        policy = self.over(_POLICY)
+        return RoutingSettings(
+            policy=policy,
+            tenants={tenant: override.over(policy) for tenant, override in self.tenants.items()},
+            cascade=self.cascade.settings(),
+            domains=self.domains.settings(),
+            route_table=self.route_table,
+            refresh_s=self.refresh_s,
         )
-    return DomainEmbeddings(
-        raw["deployment"],
-        integer(raw["dimensions"], f"{where}.dimensions", 1),
-        integer(raw.get("cache_size", 4096), f"{where}.cache_size", 1),
-        number(raw.get("timeout_s", 2.0), f"{where}.timeout_s", 0.001),
-    )
-
-
-def _checked_override(raw: Any, where: str) -> dict[str, Any]:
-    override = mapping(raw, where)
-    only(override, _POLICY_KEYS, where)
-    cascade = mapping(override.get("cascade"), f"{where}.cascade")
-    only(cascade, {"tiers"}, f"{where}.cascade")  # verifiers and the judge are global
-    return override

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tiergate.gateway.config.fields import ConfigError
+from tiergate.gateway.config.errors import ConfigError
 from tiergate.gateway.errors import ServiceUnavailable
 
 # aiosqlite logs every statement with its parameters at DEBUG: row values (trace content) must not reach logs.

@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from tiergate.policies.embeddings import LOCAL_DIMENSIONS
+
 MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
-DIMENSIONS = 384
 MAX_TOKENS = 256  # the sequence length all-MiniLM-L6-v2 was trained with
 
 
@@ -96,7 +97,7 @@ class Embedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         """(n, 384) unit vectors."""
         if not texts:
-            return np.zeros((0, DIMENSIONS), dtype=np.float32)
+            return np.zeros((0, LOCAL_DIMENSIONS), dtype=np.float32)
         return np.stack([e.vector for e in self.encode_batch(texts)])
 
     async def aencode(self, text: str) -> Encoded:
