@@ -22,10 +22,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tiergate.gateway.app import error_response, read_body, request_id
+from tiergate.gateway.components import ControlPlane
 from tiergate.gateway.errors import BadRequest, GatewayError, NotFound, PermissionDenied
 from tiergate.gateway.http.bodies import parse_object
-from tiergate.gateway.resources import Resources
-from tiergate.gateway.routing.router import CentroidMismatch, check_centroids
+from tiergate.gateway.routing.router import CentroidMismatch, Router, check_centroids
 from tiergate.gateway.routing.table_store import RouteTableStore, StoredRouteTable, VersionConflict, install
 from tiergate.policies.route_table import RouteTableDoc, RouteTableError, parse_route_table
 
@@ -47,12 +47,12 @@ def shown(stored: StoredRouteTable) -> dict[str, Any]:
     }
 
 
-async def _admin(request: Request) -> Resources:
-    res: Resources = request.app.state.resources
-    principal = await res.auth.authenticate(request.headers)
+async def _admin(request: Request) -> ControlPlane:
+    control: ControlPlane = request.app.state.control
+    principal = await control.auth.authenticate(request.headers)
     if principal.kind != "master":
         raise PermissionDenied("the admin API needs the master key", code="admin_only")
-    return res
+    return control
 
 
 def _json(doc: Any, status: int = 200) -> Response:
@@ -62,16 +62,15 @@ def _json(doc: Any, status: int = 200) -> Response:
 async def _handle(request: Request) -> Response:
     rid = request_id(request)
     try:
-        res = await _admin(request)
-        response = await _dispatch(request, res)
+        control = await _admin(request)
+        response = await _dispatch(request, control.route_tables, control.router)
     except GatewayError as error:
         return error_response(error, rid)
     response.headers["x-request-id"] = rid
     return response
 
 
-async def _dispatch(request: Request, res: Resources) -> Response:
-    store, router = res.route_tables, res.router
+async def _dispatch(request: Request, store: RouteTableStore, router: Router) -> Response:
     path = request.url.path.removeprefix("/admin/route-table")
     if request.method == "GET" and path == "":
         stored = await store.get()

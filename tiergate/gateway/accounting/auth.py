@@ -6,6 +6,7 @@ import hmac
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from tiergate.gateway.accounting.keys import KEY_PREFIX, KeyCache, Limits, hash_key
 from tiergate.gateway.errors import Unauthorized
@@ -29,6 +30,10 @@ class Principal:
 
 
 MASTER = Principal("master")
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, headers: Mapping[str, str]) -> Principal: ...
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
