@@ -68,12 +68,14 @@ def _per_call_us(fn: Callable[[], object], number: int, reset: Callable[[], None
 
 
 def _shadow(policy: ShadowPolicy, number: int) -> ShadowEvaluator:
-    res: Any = SimpleNamespace(catalog=SimpleNamespace(configured_tiers=("student", "ta", "teacher")))
-    registry: Any = SimpleNamespace(candidate_tiers={})
+    catalog = SimpleNamespace(configured_tiers=("student", "ta", "teacher"))
+    fleet: Any = SimpleNamespace(snapshot=SimpleNamespace(catalog=catalog, candidate_tiers={}))
+    calls: Any = SimpleNamespace(budget=None)  # the sink makes no call
     settings = replace(ShadowSection().settings(), policy=policy, queue_size=number + 1)
     return ShadowEvaluator(
-        res, settings, registry, open_engine("sqlite:///unused.db"), default_content="full"
-    )
+        settings, open_engine("sqlite:///unused.db"), calls,
+        fleet=fleet, router=None, embedder=None, default_content="full",  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
 def measure(number: int) -> dict[str, float]:

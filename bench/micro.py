@@ -28,7 +28,7 @@ from bench.harness.upstream import chat_completion, sse_stream
 from tiergate.gateway.accounting.auth import MasterKeyAuth
 from tiergate.gateway.config.settings import Settings, parse_settings
 from tiergate.gateway.http.bodies import parse_chat, with_fields
-from tiergate.gateway.resources import build_catalog
+from tiergate.gateway.upstream.fleet import build_catalog
 from tiergate.gateway.upstream.relay import SSEAccumulator
 from tiergate.policies.pricing import cost_nano
 from tiergate.policies.routing import prefer_healthy, resolve, restrict
@@ -55,7 +55,7 @@ def _run(coroutine: Any) -> Any:
 def steps(loop: asyncio.AbstractEventLoop) -> dict[str, Callable[[], object]]:
     """Each step as a zero-argument callable; `loop` runs the one that needs an event loop."""
     settings = gateway_settings()
-    catalog = build_catalog(settings)
+    catalog = build_catalog(settings.deployments)
     auth = MasterKeyAuth(settings.master_key)
     headers = {"authorization": f"Bearer {settings.master_key}", "content-type": "application/json"}
     chat_raw, stream_raw = chat_body("student", stream=False), chat_body("ta", stream=True)

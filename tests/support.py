@@ -10,16 +10,38 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pytest
+
+from tiergate.gateway.accounting.auth import Authenticator
+from tiergate.gateway.components import Gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 # CI sets this so that a missing PostgreSQL or Redis fails the run instead of skipping tests.
 REQUIRE_SERVICES = os.environ.get("TIERGATE_REQUIRE_SERVICES") == "1"
+
+
+def gateway_of(app_or_client: Any) -> Gateway:
+    """The running gateway's parts, from its app or from an `httpx.AsyncClient` over `ASGITransport`."""
+    app = app_or_client._transport.app if isinstance(app_or_client, httpx.AsyncClient) else app_or_client
+    return app.state.gateway  # type: ignore[no-any-return]
+
+
+def authenticate_with(gateway: Gateway, stand_in: Authenticator) -> None:
+    """Every part of the gateway shares its one authenticator: from now on it answers as `stand_in` does."""
+    gateway.auth.authenticate = stand_in.authenticate  # type: ignore[method-assign]
+
+
+def embed_with(gateway: Gateway, stand_in: Any) -> None:
+    """The gateway's one local embedder (queries, shadow agreement, seeds) embeds as `stand_in` does."""
+    assert gateway.embedder is not None
+    for method in ("aencode", "aembed"):
+        if hasattr(stand_in, method):
+            setattr(gateway.embedder, method, getattr(stand_in, method))
 
 
 def free_port() -> int:

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "tiergate"
 
 PUBLIC = {
-    "Deployment": "tiergate.gateway.config.settings.Deployment",
+    "Deployment": "tiergate.gateway.config.deployments.Deployment",
     "GatewayError": "tiergate.gateway.errors.GatewayError",
     "Settings": "tiergate.gateway.config.settings.Settings",
     "create_app": "tiergate.gateway.app.create_app",

@@ -22,14 +22,15 @@ from tiergate._version import __version__
 
 if TYPE_CHECKING:
     from tiergate.gateway.app import create_app
-    from tiergate.gateway.config.settings import Deployment, Settings, load_settings
+    from tiergate.gateway.config.deployments import Deployment
+    from tiergate.gateway.config.settings import Settings, load_settings
     from tiergate.gateway.errors import GatewayError
 
 __all__ = ["Deployment", "GatewayError", "Settings", "__version__", "create_app", "load_settings"]
 
 _HOMES = {
     "create_app": "tiergate.gateway.app",
-    "Deployment": "tiergate.gateway.config.settings",
+    "Deployment": "tiergate.gateway.config.deployments",
     "Settings": "tiergate.gateway.config.settings",
     "load_settings": "tiergate.gateway.config.settings",
     "GatewayError": "tiergate.gateway.errors",

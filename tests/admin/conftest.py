@@ -15,10 +15,10 @@ import respx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tiergate.admin.server import create_server
+from tiergate.gateway.components import Gateway
 from tiergate.gateway.config.settings import Settings, parse_settings
 from tiergate.gateway.db import migrate
 from tiergate.gateway.db.engine import open_engine
-from tiergate.gateway.resources import Resources
 
 MASTER = "sk-admin-master"
 ADMIN = {"authorization": f"Bearer {MASTER}"}
@@ -78,7 +78,7 @@ def answer(request: httpx.Request) -> httpx.Response:
 @dataclass
 class Served:
     client: httpx.AsyncClient
-    res: Resources
+    gateway: Gateway
     router: respx.Router
 
     async def new_tenant(self, **fields: Any) -> dict[str, Any]:
@@ -98,7 +98,7 @@ class Served:
         )
 
     async def flushed(self) -> None:
-        await self.res.accounting.ledger.flush()
+        await self.gateway.accounting.ledger.flush()
 
 
 Factory = Callable[..., Any]
@@ -118,4 +118,4 @@ async def serve(
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://gw") as client,
     ):
-        yield Served(client, app.state.resources, router)
+        yield Served(client, app.state.gateway, router)

@@ -46,9 +46,9 @@ async def test_evaluation_spend_is_reported_apart_and_spares_the_request_budget(
             r = await s.chat(key["key"], "teacher", max_tokens=5)
             assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "The answer is B"
             # Each evaluation (6,020,000 nano-USD) is done before the next request.
-            await s.res.learning.shadow.drain()
+            await s.gateway.learning.shadow.drain()
         await s.flushed()
-        async with s.res.accounting.engine.connect() as conn:
+        async with s.gateway.accounting.engine.connect() as conn:
             verdicts = (await conn.execute(select(Evaluation.__table__.c.verdict))).scalars().all()  # type: ignore[attr-defined]
         assert verdicts == ["worse"] * 3  # the judge preferred the teacher, both ways round
         # The request budget binds the tenant's own requests only.

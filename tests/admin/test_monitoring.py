@@ -20,6 +20,7 @@ from sqlalchemy import select
 from tests.gateway.conftest import AUTH, completion, settings
 from tests.gateway.learning.test_shadow import judge_prefers
 from tests.gateway.routing.test_routing_strategies import CountingEncoder
+from tests.support import authenticate_with, embed_with
 from tiergate.admin.jobs import promote
 from tiergate.admin.server import create_server
 from tiergate.gateway.accounting.auth import MASTER, Principal
@@ -81,10 +82,10 @@ async def gateway(
         settings_, upstream_transport=httpx.MockTransport(router.handler), rng=random.Random(0)
     )
     async with app.router.lifespan_context(app):
-        res = app.state.resources
-        res.embedder = Encoder()
+        gw = app.state.gateway
+        embed_with(gw, Encoder())
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
-            yield client, res, settings_
+            yield client, gw, settings_
 
 
 async def ask(client: httpx.AsyncClient, request_id: str) -> str:
@@ -108,12 +109,12 @@ async def monitor_billing(client: httpx.AsyncClient) -> None:
     assert r.status_code == 201, r.text  # a new version
 
 
-async def settled(res: Any) -> tuple[list[Any], list[Any]]:
+async def settled(gw: Any) -> tuple[list[Any], list[Any]]:
     """The traces and evaluations once every queued evaluation, ledger row and trace is written."""
-    await res.learning.shadow.drain()
-    await res.accounting.ledger.flush()
-    await res.learning.traces.flush()
-    async with res.accounting.engine.connect() as conn:
+    await gw.learning.shadow.drain()
+    await gw.accounting.ledger.flush()
+    await gw.learning.traces.flush()
+    async with gw.accounting.engine.connect() as conn:
         traces = (await conn.execute(select(Trace.__table__))).all()  # type: ignore[attr-defined]
         evaluations = (await conn.execute(select(Evaluation.__table__))).all()  # type: ignore[attr-defined]
     return list(traces), list(evaluations)
@@ -125,7 +126,7 @@ async def test_a_monitoring_sample_is_served_by_the_incumbent_and_its_verdicts_d
     ids = [f"mon-{i}" for i in range(40)]
     monitored = {i for i in ids if drawn(0, i, MONITOR_KEY, 0.5)}
     assert 10 < len(monitored) < 30
-    async with gateway(sqlite_url, tmp_path) as (client, res, settings_):
+    async with gateway(sqlite_url, tmp_path) as (client, gw, settings_):
         put = await client.put(
             "/admin/route-table",
             json={
@@ -138,7 +139,7 @@ async def test_a_monitoring_sample_is_served_by_the_incumbent_and_its_verdicts_d
         )
         assert put.status_code == 201
         served = {i: await ask(client, i) for i in ids}
-        traces, evaluations = await settled(res)
+        traces, evaluations = await settled(gw)
 
         # The drawn share is the teacher's, the rest the promoted student's; the trace says why.
         assert {i for i, tier in served.items() if tier == "teacher"} == monitored
@@ -151,7 +152,7 @@ async def test_a_monitoring_sample_is_served_by_the_incumbent_and_its_verdicts_d
             ("billing", "teacher", "student", "worse")
         }
 
-        outcome = await promote.run(res.accounting.engine, res.route_tables, settings_)
+        outcome = await promote.run(gw.accounting.engine, gw.control.route_tables, settings_)
         assert [(d.domain, d.action, d.from_tier, d.to_tier, d.samples) for d in outcome.plan.decisions] == [
             ("billing", "demote", "student", "teacher", len(monitored))
         ]
@@ -161,11 +162,11 @@ async def test_a_monitoring_sample_is_served_by_the_incumbent_and_its_verdicts_d
         assert written.doc.sampling == {"billing": Sampling(0.3)}
 
         # This replica installs the new version; its exploring share now drives the shadow sampler.
-        assert await refresh(res.route_tables, res.router)
+        assert await refresh(gw.control.route_tables, gw.router)
         more = [f"exp-{i}" for i in range(20)]
         explored = {i for i in more if sampled(0, i, Candidate("student"), 0.3)}
         assert all([await ask(client, i) == "teacher" for i in more])
-        _, evaluations = await settled(res)
+        _, evaluations = await settled(gw)
     assert {e.request_id for e in evaluations} - monitored == explored and explored
 
 
@@ -180,22 +181,22 @@ async def test_a_monitoring_sample_is_served_by_the_incumbent_and_its_verdicts_d
 async def test_no_monitoring_sample_for_a_tenant_that_would_not_compare_it(
     shadow: dict[str, Any], sqlite_url: str, tmp_path: Path
 ) -> None:
-    async with gateway(sqlite_url, tmp_path, shadow) as (client, res, _):
+    async with gateway(sqlite_url, tmp_path, shadow) as (client, gw, _):
         await monitor_billing(client)
         assert [await ask(client, f"r-{i}") for i in range(5)] == ["student"] * 5
-        if res.learning.shadow is not None:
-            await res.learning.shadow.drain()
-            assert res.learning.shadow.stats.sampled == 0
+        if gw.learning.shadow is not None:
+            await gw.learning.shadow.drain()
+            assert gw.learning.shadow.stats.sampled == 0
 
 
 async def test_monitoring_stops_when_the_days_evaluation_budget_is_spent(
     sqlite_url: str, tmp_path: Path
 ) -> None:
     # The first sample's shadow call alone (200,000 nano-USD at the student's price) spends the cap.
-    async with gateway(sqlite_url, tmp_path, {"daily_budget_usd": 0.0001}) as (client, res, _):
+    async with gateway(sqlite_url, tmp_path, {"daily_budget_usd": 0.0001}) as (client, gw, _):
         await monitor_billing(client)
         assert await ask(client, "r-0") == "teacher"
-        await res.learning.shadow.drain()
+        await gw.learning.shadow.drain()
         # Back to the promoted tier: no incumbent answers that nobody could afford to compare.
         assert [await ask(client, f"r-{i}") for i in range(1, 4)] == ["student"] * 3
 
@@ -216,9 +217,9 @@ class RestrictedKeys:
 async def test_a_key_that_may_not_use_the_incumbent_takes_no_monitoring_sample(
     allowed: set[str], sqlite_url: str, tmp_path: Path
 ) -> None:
-    async with gateway(sqlite_url, tmp_path) as (client, res, _):
+    async with gateway(sqlite_url, tmp_path) as (client, gw, _):
         await monitor_billing(client)
-        res.auth = RestrictedKeys(frozenset(allowed))
+        authenticate_with(gw, RestrictedKeys(frozenset(allowed)))
         for i in range(3):
             r = await client.post(
                 "/v1/chat/completions",
@@ -227,5 +228,5 @@ async def test_a_key_that_may_not_use_the_incumbent_takes_no_monitoring_sample(
             )
             # Served by the promoted tier it may use, not refused, and not by a tier above the incumbent.
             assert r.status_code == 200 and r.headers["x-tiergate-tier"] == "student"
-        await res.learning.shadow.drain()
-        assert res.learning.shadow.stats.sampled == 0
+        await gw.learning.shadow.drain()
+        assert gw.learning.shadow.stats.sampled == 0

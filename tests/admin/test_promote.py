@@ -288,7 +288,7 @@ async def test_the_gateway_runs_the_job_in_the_background_and_serves_what_it_wro
                               "window_days": 36500}},
     )  # fmt: skip
     async with serve(settings) as served:
-        store, router = served.res.route_tables, served.res.router
+        store, router = served.gateway.control.route_tables, served.gateway.router
         deadline = asyncio.get_running_loop().time() + 30
         while router.snapshot.table.version == 0:
             assert asyncio.get_running_loop().time() < deadline, "no route table written"
@@ -301,6 +301,6 @@ async def test_the_gateway_runs_the_job_in_the_background_and_serves_what_it_wro
         await asyncio.sleep(0.3)
         assert await store.latest_version() == stored.version == 1
         # Each run was claimed first (one replica per interval): the claim names this process.
-        async with served.res.accounting.engine.connect() as conn:
+        async with served.gateway.accounting.engine.connect() as conn:
             (holder,) = (await conn.execute(text("SELECT holder FROM job_runs WHERE name = 'promote'"))).one()
         assert holder.split(":")[1] == str(os.getpid())

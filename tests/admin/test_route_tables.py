@@ -17,6 +17,7 @@ from httpx import Response
 from tests.gateway.cache.test_response_cache import TenantKeys
 from tests.gateway.conftest import AUTH, completion, settings
 from tests.gateway.routing.test_routing_strategies import CountingEncoder
+from tests.support import authenticate_with
 from tiergate.admin.server import create_server
 from tiergate.gateway.db import migrate
 from tiergate.gateway.routing.table_store import RouteTableDoc
@@ -55,10 +56,10 @@ async def server(
     )
     app = create_server(config, upstream_transport=httpx.MockTransport(router.handler), rng=random.Random(0))
     async with app.router.lifespan_context(app):
-        res = app.state.resources
-        res.embedder = CountingEncoder()
+        gw = app.state.gateway
+        gw.chat.embedder = CountingEncoder()  # type: ignore[assignment]
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
-            yield client, res
+            yield client, gw
 
 
 async def tier(client: httpx.AsyncClient) -> str:
@@ -149,21 +150,21 @@ async def test_a_domain_far_from_every_centroid_is_general(database_url: str, tm
 async def test_bad_writes_are_refused_and_change_nothing(
     method: str, path: str, body: Any, status: int, param: str, database_url: str, tmp_path: Path
 ) -> None:
-    async with server(database_url, tmp_path) as (client, res):
+    async with server(database_url, tmp_path) as (client, gw):
         await client.put("/admin/route-table", json={"routes": {"billing": "student"}}, headers=AUTH)
         r = await client.request(method, path, json=body, headers=AUTH)
         assert r.status_code == status and r.json()["error"]["param"] == param
-        assert await res.route_tables.latest_version() == 1 and res.router.snapshot.table.version == 1
+        assert await gw.control.route_tables.latest_version() == 1 and gw.router.snapshot.table.version == 1
 
 
 async def test_only_the_master_key_may_use_it(database_url: str, tmp_path: Path) -> None:
-    async with server(database_url, tmp_path) as (client, res):
-        res.auth = TenantKeys()
+    async with server(database_url, tmp_path) as (client, gw):
+        authenticate_with(gw, TenantKeys())
         assert (await client.get("/admin/route-table")).status_code == 401
         denied = await client.put(
             "/admin/route-table", json={"routes": {}}, headers={"authorization": "Bearer k-acme-1"}
         )
-        assert denied.status_code == 403 and await res.route_tables.latest_version() == 0
+        assert denied.status_code == 403 and await gw.control.route_tables.latest_version() == 0
 
 
 @pytest.mark.parametrize(
@@ -200,14 +201,14 @@ async def test_head_reads_and_other_paths_under_it_are_the_admin_apis_404(
 async def test_a_running_gateway_picks_up_a_version_another_replica_wrote(
     database_url: str, tmp_path: Path
 ) -> None:
-    async with server(database_url, tmp_path, refresh_s=0.05) as (client, res):
+    async with server(database_url, tmp_path, refresh_s=0.05) as (client, gw):
         assert await tier(client) == "teacher"
         # Another replica's write: straight into the shared store, not through this replica's API.
-        await res.route_tables.append(
+        await gw.control.route_tables.append(
             RouteTableDoc({"general": "student"}), author="replica-2", base_version=None
         )
         deadline = asyncio.get_running_loop().time() + 5
-        while res.router.snapshot.table.version != 1:
+        while gw.router.snapshot.table.version != 1:
             assert asyncio.get_running_loop().time() < deadline, "the new version was not picked up"
             await asyncio.sleep(0.02)
         assert await tier(client) == "student"
@@ -229,14 +230,14 @@ async def test_a_written_version_survives_a_restart(database_url: str, tmp_path:
             headers=AUTH,
         )
         assert r.status_code == 201 and r.json()["sampling"] == sampling
-    async with server(database_url, tmp_path) as (client, res):
+    async with server(database_url, tmp_path) as (client, gw):
         # Installed at startup, before the first request: no poll needed.
-        assert res.router.snapshot.table.version == 1 and await tier(client) == "student"
+        assert gw.router.snapshot.table.version == 1 and await tier(client) == "student"
         current = (await client.get("/admin/route-table", headers=AUTH)).json()
         assert current["version"] == current["serving_version"] == 1
         assert current["note"] == "keep me" and current["centroids"]["billing"] == E0
         assert current["sampling"] == sampling
-        assert res.router.snapshot.table.sampling == {
+        assert gw.router.snapshot.table.sampling == {
             "billing": Sampling(0.0, "teacher"),
             "code": Sampling(0.3),
         }

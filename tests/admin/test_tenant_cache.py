@@ -33,8 +33,8 @@ async def _cache(s: Served, key: str) -> str:
     """Which cache answered a deterministic request (the same one every time), once stores are written."""
     r = await s.chat(key, temperature=0)
     assert r.status_code == 200, r.text
-    assert s.res.cache is not None
-    await s.res.cache.flush()
+    assert s.gateway.caches.exact is not None
+    await s.gateway.caches.exact.flush()
     return r.headers["x-tiergate-cache"]
 
 

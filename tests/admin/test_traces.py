@@ -48,7 +48,7 @@ async def test_admin_traces_filters_and_keeps_tenants_apart(database_url: str) -
         acme_key, globex_key = await s.new_key(acme["id"]), await s.new_key(globex["id"])
         for key, model in ((acme_key, "student"), (acme_key, "teacher"), (globex_key, "student")):
             assert (await s.chat(key["key"], model)).status_code == 200
-        await s.res.learning.traces.flush()
+        await s.gateway.learning.traces.flush()
 
         async def listed(**params: Any) -> dict[str, Any]:
             r = await s.client.get("/admin/traces", params=params, headers=ADMIN)

@@ -98,11 +98,11 @@ async def gateway(
 async def gateway_app(
     transport: httpx.AsyncBaseTransport, config: Settings | None = None
 ) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient, list[CallRecord]]]:
-    """`gateway` with any upstream transport, yielding the app too (its resources: `app.state.resources`)."""
+    """`gateway` with any upstream transport, yielding the app too (its parts: `app.state.gateway`)."""
     app = create_app(config or settings(), upstream_transport=transport, rng=random.Random(0))
     records: list[CallRecord] = []
     async with app.router.lifespan_context(app):
-        app.state.resources.sinks.append(records.append)
+        app.state.gateway.sinks.append(records.append)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
             yield app, client, records
 

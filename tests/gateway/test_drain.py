@@ -22,7 +22,7 @@ import uvicorn
 from tests.gateway.conftest import completion, settings
 from tests.support import free_port, until
 from tiergate.admin.server import create_server
-from tiergate.gateway.resources import Resources
+from tiergate.gateway.components import Gateway
 
 MASTER = {"authorization": "Bearer sk-test-master"}
 
@@ -77,14 +77,14 @@ async def test_requests_cut_off_at_the_drain_timeout_are_settled_before_the_ledg
     )
     serving = asyncio.ensure_future(server.serve())
     await until(lambda: server.started, what="the server to start")
-    res: Resources = app.state.resources
-    settle = res.limiter.settle
+    gw: Gateway = app.state.gateway
+    settle = gw.accounting.limiter.settle
 
     async def slow_settle(*args: Any, **kwargs: Any) -> None:
         await asyncio.sleep(0.3)  # longer than the lifespan shutdown takes to reach the ledger
         await settle(*args, **kwargs)
 
-    res.limiter.settle = slow_settle  # type: ignore[method-assign]
+    gw.accounting.limiter.settle = slow_settle  # type: ignore[method-assign]
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
         tenant = (await client.post("/admin/tenants", json={"name": "t"}, headers=MASTER)).json()
         key = (

@@ -29,7 +29,7 @@ def bearer(key: dict[str, Any]) -> dict[str, str]:
 
 
 async def stored(s: Any) -> list[Any]:
-    async with s.res.accounting.engine.connect() as conn:
+    async with s.gateway.accounting.engine.connect() as conn:
         return list((await conn.execute(select(Feedback.__table__))).all())  # type: ignore[attr-defined]
 
 
@@ -43,7 +43,7 @@ async def test_feedback_crosses_no_tenant_wall(database_url: str) -> None:
         )
         answered = await s.chat(mine["key"])
         rid = answered.headers["x-request-id"]
-        await s.res.learning.traces.flush()
+        await s.gateway.learning.traces.flush()
         given = await s.client.post(
             "/v1/feedback", json={"request_id": rid, "score": 0.25}, headers=bearer(mine)
         )
@@ -113,7 +113,7 @@ async def test_a_trace_still_queued_is_found_and_the_comment_follows_the_content
         tenant = await s.new_tenant()
         key = await s.new_key(tenant["id"])
         rid = (await s.chat(key["key"])).headers["x-request-id"]
-        assert s.res.learning.traces.pending_tenant(rid) == (True, tenant["id"])
+        assert s.gateway.learning.traces.pending_tenant(rid) == (True, tenant["id"])
         comment = "wrong, mail me at jane@example.com"
         r = await s.client.post(
             "/v1/feedback", json={"request_id": rid, "label": "bad", "comment": comment}, headers=bearer(key)

@@ -17,7 +17,6 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from tiergate.admin import reports, store, trace_search
-from tiergate.admin.mount import RESOURCES
 from tiergate.admin.schemas import (
     CachePurged,
     Deleted,
@@ -37,6 +36,7 @@ from tiergate.admin.schemas import (
     TenantUpdate,
 )
 from tiergate.gateway.accounting.auth import require_master
+from tiergate.gateway.components import ControlPlane
 from tiergate.gateway.db.engine import database_error_types, database_unavailable, database_unreachable
 from tiergate.gateway.errors import (
     BadRequest,
@@ -44,24 +44,23 @@ from tiergate.gateway.errors import (
     MethodNotAllowed,
     NotFound,
 )
-from tiergate.gateway.resources import Resources
 
 __all__ = ["create_admin_app", "render", "report_query"]
 
 log = logging.getLogger("tiergate.admin")
 
 
-def _resources(request: Request) -> Resources:
-    return request.scope[RESOURCES]  # type: ignore[no-any-return]
+def _control(request: Request) -> ControlPlane:
+    return request.app.state.control  # type: ignore[no-any-return]
 
 
-async def _master(request: Request) -> Resources:
-    res = _resources(request)
-    require_master(await res.auth.authenticate(request.headers))
-    return res
+async def _master(request: Request) -> ControlPlane:
+    control = _control(request)
+    require_master(await control.auth.authenticate(request.headers))
+    return control
 
 
-Admin = Annotated[Resources, Depends(_master)]
+Admin = Annotated[ControlPlane, Depends(_master)]
 
 
 def _error(error: GatewayError) -> Response:
@@ -82,7 +81,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return (f"'{param}': {message}" if param else message), param
 
 
-def create_admin_app() -> FastAPI:
+def create_admin_app(control: ControlPlane) -> FastAPI:
+    """The admin API over the gateway's control plane."""
     app = FastAPI(
         title="tiergate admin API",
         version="1",
@@ -91,6 +91,8 @@ def create_admin_app() -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json",
     )
+
+    app.state.control = control
 
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> Response:
@@ -117,76 +119,78 @@ def create_admin_app() -> FastAPI:
         return _error(NotFound(f"no admin route {request.method} {request.url.path}", code="not_found"))
 
     @app.post("/tenants", response_model=TenantOut, status_code=201)
-    async def create_tenant(body: TenantCreate, res: Admin) -> Any:
-        return store.tenant_out(await store.create_tenant(res.accounting.engine, body, res.settings.cache))
+    async def create_tenant(body: TenantCreate, control: Admin) -> Any:
+        return store.tenant_out(
+            await store.create_tenant(control.accounting.engine, body, control.settings.cache)
+        )
 
     @app.get("/tenants", response_model=dict[str, Any])
-    async def list_tenants(res: Admin) -> Any:
-        tenants = await store.list_tenants(res.accounting.engine)
+    async def list_tenants(control: Admin) -> Any:
+        tenants = await store.list_tenants(control.accounting.engine)
         return {"object": "list", "data": [store.tenant_out(t).model_dump() for t in tenants]}
 
     @app.get("/tenants/{tenant_id}", response_model=TenantOut)
-    async def get_tenant(tenant_id: str, res: Admin) -> Any:
-        return store.tenant_out(await store.get_tenant(res.accounting.engine, tenant_id))
+    async def get_tenant(tenant_id: str, control: Admin) -> Any:
+        return store.tenant_out(await store.get_tenant(control.accounting.engine, tenant_id))
 
     @app.patch("/tenants/{tenant_id}", response_model=TenantOut)
-    async def update_tenant(tenant_id: str, body: TenantUpdate, res: Admin) -> Any:
-        tenant = await store.update_tenant(res.accounting.engine, tenant_id, body, res.settings.cache)
-        await res.accounting.announce(tenant_ids=[tenant_id])
+    async def update_tenant(tenant_id: str, body: TenantUpdate, control: Admin) -> Any:
+        tenant = await store.update_tenant(control.accounting.engine, tenant_id, body, control.settings.cache)
+        await control.accounting.announce(tenant_ids=[tenant_id])
         return store.tenant_out(tenant)
 
     @app.post("/tenants/{tenant_id}/cache/purge", response_model=CachePurged)
-    async def purge_cache(tenant_id: str, res: Admin) -> Any:
+    async def purge_cache(tenant_id: str, control: Admin) -> Any:
         """Stop serving every answer cached for the tenant, exact and semantic, on every replica: its keys
         move to a new cache generation (at once here, within `key_refresh_s` elsewhere without Redis)."""
-        tenant = await store.purge_cache(res.accounting.engine, tenant_id)
-        await res.accounting.announce(tenant_ids=[tenant_id])
+        tenant = await store.purge_cache(control.accounting.engine, tenant_id)
+        await control.accounting.announce(tenant_ids=[tenant_id])
         return CachePurged(tenant_id=tenant_id, cache_epoch=tenant.cache_epoch)
 
     @app.delete("/tenants/{tenant_id}", response_model=Deleted)
-    async def delete_tenant(tenant_id: str, res: Admin) -> Any:
-        await store.delete_tenant(res.accounting.engine, tenant_id)
-        await res.accounting.announce(tenant_ids=[tenant_id])
+    async def delete_tenant(tenant_id: str, control: Admin) -> Any:
+        await store.delete_tenant(control.accounting.engine, tenant_id)
+        await control.accounting.announce(tenant_ids=[tenant_id])
         return Deleted(id=tenant_id)
 
     @app.post("/keys", response_model=KeyCreated, status_code=201)
-    async def create_key(body: KeyCreate, res: Admin) -> Any:
-        key, secret = await store.create_key(res.accounting.engine, body)
-        await res.accounting.announce(key_ids=[key.id])
+    async def create_key(body: KeyCreate, control: Admin) -> Any:
+        key, secret = await store.create_key(control.accounting.engine, body)
+        await control.accounting.announce(key_ids=[key.id])
         return {**store.key_out(key), "key": secret}
 
     @app.get("/keys", response_model=dict[str, Any])
-    async def list_keys(res: Admin, tenant_id: Annotated[str | None, Query(max_length=40)] = None) -> Any:
-        keys = await store.list_keys(res.accounting.engine, tenant_id)
+    async def list_keys(control: Admin, tenant_id: Annotated[str | None, Query(max_length=40)] = None) -> Any:
+        keys = await store.list_keys(control.accounting.engine, tenant_id)
         return {"object": "list", "data": [store.key_out(k) for k in keys]}
 
     @app.get("/keys/{key_id}", response_model=KeyOut)
-    async def get_key(key_id: str, res: Admin) -> Any:
-        return store.key_out(await store.get_key(res.accounting.engine, key_id))
+    async def get_key(key_id: str, control: Admin) -> Any:
+        return store.key_out(await store.get_key(control.accounting.engine, key_id))
 
     @app.patch("/keys/{key_id}", response_model=KeyOut)
-    async def update_key(key_id: str, body: KeyUpdate, res: Admin) -> Any:
-        key = await store.update_key(res.accounting.engine, key_id, body)
-        await res.accounting.announce(key_ids=[key_id])
+    async def update_key(key_id: str, body: KeyUpdate, control: Admin) -> Any:
+        key = await store.update_key(control.accounting.engine, key_id, body)
+        await control.accounting.announce(key_ids=[key_id])
         return store.key_out(key)
 
     @app.delete("/keys/{key_id}", response_model=KeyOut)
-    async def revoke_key(key_id: str, res: Admin) -> Any:
+    async def revoke_key(key_id: str, control: Admin) -> Any:
         """Revoke: refused by every replica within a second (at once with Redis)."""
-        key = await store.revoke_key(res.accounting.engine, key_id)
-        await res.accounting.announce(key_ids=[key_id])
+        key = await store.revoke_key(control.accounting.engine, key_id)
+        await control.accounting.announce(key_ids=[key_id])
         return store.key_out(key)
 
     @app.post("/keys/{key_id}/rotate", response_model=dict[str, Any])
-    async def rotate_key(key_id: str, res: Admin, body: KeyRotate | None = None) -> Any:
+    async def rotate_key(key_id: str, control: Admin, body: KeyRotate | None = None) -> Any:
         """A new key with the same settings; the old one keeps working for the grace period."""
         grace = (
             body.grace_period_s
             if body and body.grace_period_s is not None
-            else res.settings.accounting.rotation_grace_s
+            else control.settings.accounting.rotation_grace_s
         )
-        new, secret, old = await store.rotate_key(res.accounting.engine, key_id, grace)
-        await res.accounting.announce(key_ids=[key_id, new.id])
+        new, secret, old = await store.rotate_key(control.accounting.engine, key_id, grace)
+        await control.accounting.announce(key_ids=[key_id, new.id])
         return {
             "new_key": {**store.key_out(new), "key": secret},
             "old_key": store.key_out(old),
@@ -195,7 +199,7 @@ def create_admin_app() -> FastAPI:
 
     @app.get("/reports/cost", response_model=None)
     async def cost_report(
-        res: Admin,
+        control: Admin,
         group_by: Literal["key", "tenant", "model", "tier", "day"] | None = None,
         start: Annotated[str | None, Query(description="ISO date or date-time, inclusive")] = None,
         end: Annotated[str | None, Query(description="ISO date or date-time, exclusive")] = None,
@@ -203,12 +207,12 @@ def create_admin_app() -> FastAPI:
         format: Literal["json", "csv"] = "json",
     ) -> Any:
         query = report_query(group_by, start, end, tenant_id=tenant_id)
-        report = await reports.cost_report(res.accounting.engine, res.settings, query)
+        report = await reports.cost_report(control.accounting.engine, control.settings, query)
         return render(report, format)
 
     @app.get("/traces", response_model=None)
     async def list_traces(
-        res: Admin,
+        control: Admin,
         tenant_id: Annotated[str | None, Query(max_length=40)] = None,
         domain: Annotated[str | None, Query(max_length=200)] = None,
         tier: Literal["student", "ta", "teacher", "supervisor"] | None = None,
@@ -218,7 +222,7 @@ def create_admin_app() -> FastAPI:
     ) -> Any:
         """The newest traces first; `has_more` says whether `limit` cut the list (page on with `until`)."""
         query = trace_search.TraceQuery(tenant_id, domain, tier, _time(since, "since"), _time(until, "until"))
-        data, more = await trace_search.list_traces(res.accounting.engine, query, limit)
+        data, more = await trace_search.list_traces(control.accounting.engine, query, limit)
         return {"object": "list", "data": data, "has_more": more}
 
     def document() -> dict[str, Any]:

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tiergate.gateway.components import ControlPlane
 from tiergate.gateway.errors import GatewayError, PayloadTooLarge
-from tiergate.gateway.resources import Resources
-
-RESOURCES = "tiergate.resources"  # the scope key under which admin handlers find the gateway's resources
 
 
 class LazyAdmin:
-    """Mounted at /admin: builds the FastAPI app on first use (keeps the gateway's startup fast), hands it
-    the gateway's resources, and refuses oversized bodies before anything reads them."""
+    """Mounted at /admin: builds the FastAPI app on first use (keeps the gateway's startup fast) over the
+    gateway's control plane, and refuses oversized bodies before anything reads them."""
 
     def __init__(self) -> None:
         self._app: ASGIApp | None = None
@@ -21,9 +19,8 @@ class LazyAdmin:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        res: Resources = scope["app"].state.resources
-        scope = {**scope, RESOURCES: res}
-        limit = res.settings.accounting.admin_max_body_bytes
+        control: ControlPlane = scope["app"].state.control
+        limit = control.settings.accounting.admin_max_body_bytes
         body = b""
         more = True
         while more:
@@ -50,7 +47,7 @@ class LazyAdmin:
         if self._app is None:
             from tiergate.admin.api import create_admin_app
 
-            self._app = create_admin_app()
+            self._app = create_admin_app(control)
         await self._app(scope, replay, send)
 
 

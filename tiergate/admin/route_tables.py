@@ -25,9 +25,9 @@ from starlette.routing import Route
 
 from tiergate.gateway.accounting.auth import require_master
 from tiergate.gateway.app import error_response, read_body, request_id
+from tiergate.gateway.components import ControlPlane
 from tiergate.gateway.errors import BadRequest, GatewayError, NotFound
 from tiergate.gateway.http.bodies import parse_object
-from tiergate.gateway.resources import Resources
 from tiergate.gateway.routing.router import CentroidMismatch, check_centroids
 from tiergate.gateway.routing.table_store import RouteTableStore, StoredRouteTable, VersionConflict, install
 from tiergate.policies.route_table import RouteTableDoc, RouteTableError, parse_route_table
@@ -50,17 +50,17 @@ def shown(stored: StoredRouteTable) -> dict[str, Any]:
     }
 
 
-async def _admin(request: Request) -> Resources:
-    res: Resources = request.app.state.resources
-    require_master(await res.auth.authenticate(request.headers))
-    return res
+async def _admin(request: Request) -> ControlPlane:
+    control: ControlPlane = request.app.state.control
+    require_master(await control.auth.authenticate(request.headers))
+    return control
 
 
 def _json(doc: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(doc), status_code=status, media_type="application/json")
 
 
-Handler = Callable[[Request, Resources], Awaitable[Response]]
+Handler = Callable[[Request, ControlPlane], Awaitable[Response]]
 
 
 def _master_only(handler: Handler) -> Callable[[HTTPEndpoint, Request], Awaitable[Response]]:
@@ -78,34 +78,36 @@ def _master_only(handler: Handler) -> Callable[[HTTPEndpoint, Request], Awaitabl
     return method
 
 
-async def _current(request: Request, res: Resources) -> Response:
-    stored = await res.route_tables.get()
-    serving = res.router.snapshot.table
+async def _current(request: Request, control: ControlPlane) -> Response:
+    stored = await control.route_tables.get()
+    serving = control.router.snapshot.table
     current = shown(stored) if stored else {"version": 0, "routes": dict(serving.routes), "centroids": {}}
     return _json({**current, "serving_version": serving.version})
 
 
-async def _write(request: Request, res: Resources) -> Response:
+async def _write(request: Request, control: ControlPlane) -> Response:
     raw = await read_body(request, MAX_BODY_BYTES)
-    stored = await put(res.route_tables, parse_object(raw), author="master", dimensions=res.router.dimensions)
-    install(res.router, stored)
+    stored = await put(
+        control.route_tables, parse_object(raw), author="master", dimensions=control.router.dimensions
+    )
+    install(control.router, stored)
     return _json(shown(stored), status=201)
 
 
-async def _history(request: Request, res: Resources) -> Response:
+async def _history(request: Request, control: ControlPlane) -> Response:
     limit = request.query_params.get("limit", "20")
     if not limit.isdigit() or not 1 <= int(limit) <= 1000:
         raise BadRequest("'limit' must be an integer between 1 and 1000", param="limit")
-    return _json({"data": [shown(s) for s in await res.route_tables.history(int(limit))]})
+    return _json({"data": [shown(s) for s in await control.route_tables.history(int(limit))]})
 
 
-async def _rollback(request: Request, res: Resources) -> Response:
+async def _rollback(request: Request, control: ControlPlane) -> Response:
     raw = await read_body(request, MAX_BODY_BYTES)
     body = parse_object(raw) if raw.strip() else {}
     stored = await rollback(
-        res.route_tables, body.get("to_version"), author="master", dimensions=res.router.dimensions
+        control.route_tables, body.get("to_version"), author="master", dimensions=control.router.dimensions
     )
-    install(res.router, stored)
+    install(control.router, stored)
     return _json(shown(stored), status=201)
 
 

@@ -14,10 +14,10 @@ from starlette.types import ASGIApp
 from tiergate.admin import reports, route_tables
 from tiergate.admin.mount import LazyAdmin
 from tiergate.gateway.app import create_app, error_response, request_id
+from tiergate.gateway.components import ControlPlane
 from tiergate.gateway.config.settings import Settings, load_settings
 from tiergate.gateway.db.engine import database_unavailable, database_unreachable
 from tiergate.gateway.errors import BadRequest, GatewayError
-from tiergate.gateway.resources import Resources
 from tiergate.gateway.telemetry.logs import configure_logging, logging_options
 
 if TYPE_CHECKING:
@@ -33,10 +33,10 @@ async def usage(request: Request) -> Response:
     """A key holder's own figures: the cost report restricted to the key that asks, and nothing else."""
     from tiergate.admin.api import render, report_query
 
-    res: Resources = request.app.state.resources
+    control: ControlPlane = request.app.state.control
     rid = request_id(request)
     try:
-        principal = await res.auth.authenticate(request.headers)
+        principal = await control.auth.authenticate(request.headers)
         if principal.key_id is None:
             raise BadRequest(
                 "GET /v1/usage reports a virtual key's own usage; with the master key use /admin/reports/cost"
@@ -61,7 +61,7 @@ async def usage(request: Request) -> Response:
             tenant_id=principal.tenant_id,
             key_id=principal.key_id,
         )
-        report = await reports.cost_report(res.accounting.engine, res.settings, query)
+        report = await reports.cost_report(control.accounting.engine, control.settings, query)
     except GatewayError as error:
         return error_response(error, rid)
     except Exception as exc:
@@ -100,19 +100,19 @@ def create_server(
     )
 
 
-async def promote_periodically(res: Resources) -> None:
+async def promote_periodically(control: ControlPlane) -> None:
     """`learning.promote.enabled`: this gateway runs the promote job every `interval_s` on its own database
     and route-table store. Every replica schedules it; a claim in the database lets one of them run it per
     interval, and the conditional write keeps a version right should two runs still overlap."""
     from tiergate.admin.jobs import lease, promote
 
     engine, interval_s, holder = (
-        res.accounting.engine,
-        res.settings.learning.promote.interval_s,
+        control.accounting.engine,
+        control.settings.learning.promote.interval_s,
         lease.holder_name(),
     )
     await promote.periodically(
-        lambda: promote.run(engine, res.route_tables, res.settings),
+        lambda: promote.run(engine, control.route_tables, control.settings),
         interval_s,
         # A little under the interval, so that this replica's own next wake-up, a few ms early, still runs.
         claim=lambda: lease.claim(engine, "promote", holder, 0.9 * interval_s),

@@ -14,71 +14,79 @@ import time
 from collections.abc import Awaitable, Callable
 
 from tiergate.gateway.accounting.auth import Principal
-from tiergate.gateway.accounting.limits import Ticket
+from tiergate.gateway.accounting.limits import Limiter, Ticket
 from tiergate.gateway.http.bodies import ChatRequest, EmbeddingsRequest
-from tiergate.gateway.resources import Resources
+from tiergate.gateway.upstream.fleet import Fleet
+from tiergate.gateway.upstream.tokens import TokenCounter
 from tiergate.policies.budget import reservation_nano
 from tiergate.policies.routing import RoutePlan, Target
-
-
-def ceiling_nano(res: Resources, target: Target, prompt_tokens: int, max_tokens: int | None, n: int) -> int:
-    offers = [(d.price, d.max_output_tokens) for d in map(res.settings.deployment, target.deployments)]
-    return reservation_nano(
-        offers, prompt_tokens, max_tokens, n, res.settings.accounting.default_max_output_tokens
-    )
-
-
-def _embedding_tokens(res: Resources, request: EmbeddingsRequest, model: str) -> int:
-    value = request.body["input"]
-    items = [value] if isinstance(value, str) else value
-    total = 0
-    for item in items:
-        if isinstance(item, str):
-            total += res.tokens.text(item, model)
-        elif isinstance(item, list):  # already tokens
-            total += len(item)
-    return total
-
-
-async def admit(
-    res: Resources, principal: Principal, plan: RoutePlan, request: ChatRequest | EmbeddingsRequest
-) -> Ticket | None:
-    """The ticket settlement will need, or None when nothing limits this caller; raises 429s."""
-    limits = principal.limits
-    if limits is None:
-        return None
-    now = time.time()
-    if not limits.counts_tokens:
-        return await res.limiter.admit(limits, now_s=now, tokens=0, reserve_nano=0)
-    first = plan.targets[0]
-    model = res.settings.deployment(first.deployments[0]).model
-    await res.tokens.ready(model)
-    if isinstance(request, ChatRequest):
-        prompt = res.tokens.messages(request.messages, model, request.body.get("tools"))
-        max_tokens, n = request.max_tokens, request.n
-        # TPM counts what the request may use; the estimate is corrected to the real usage at settlement.
-        estimate = prompt + (max_tokens * n if max_tokens is not None else 0)
-    else:
-        prompt, max_tokens, n = _embedding_tokens(res, request, model), 0, 1
-        estimate = prompt
-    reserve = ceiling_nano(res, first, prompt, max_tokens, n)
-    ticket = await res.limiter.admit(limits, now_s=now, tokens=estimate, reserve_nano=reserve)
-    ticket.prompt_tokens, ticket.max_tokens, ticket.n = prompt, max_tokens, n
-    return ticket
-
 
 Guard = Callable[[Target, int], Awaitable[bool]]
 """`guard(target, spent_nano)`: may the call move on to `target`, having already used `spent_nano`?"""
 
 
-def escalation_guard(res: Resources, ticket: Ticket | None) -> Guard | None:
-    """Before an escalation: top the reservation up so it holds what was already spent (discarded cascade
-    answers) plus the next tier's ceiling, or refuse to escalate."""
-    if ticket is None or not ticket.budgets:
-        return None
+class Admission:
+    """Counts requests against the limits and reserves their ceiling, over the deployments of the fleet."""
 
-    async def may_escalate(target: Target, spent_nano: int = 0) -> bool:
-        needed = spent_nano + ceiling_nano(res, target, ticket.prompt_tokens, ticket.max_tokens, ticket.n)
-        return await res.limiter.top_up(ticket, needed - ticket.reserved_nano, time.time())
+    def __init__(
+        self, limiter: Limiter, tokens: TokenCounter, fleet: Fleet, *, default_max_output_tokens: int
+    ) -> None:
+        self._limiter = limiter
+        self._tokens = tokens
+        self._fleet = fleet
+        self._default_max_output_tokens = default_max_output_tokens
 
-    return may_escalate
+    def ceiling_nano(self, target: Target, prompt_tokens: int, max_tokens: int | None, n: int) -> int:
+        by_id = self._fleet.snapshot.by_id
+        offers = [(by_id[i].price, by_id[i].max_output_tokens) for i in target.deployments]
+        return reservation_nano(offers, prompt_tokens, max_tokens, n, self._default_max_output_tokens)
+
+    def _embedding_tokens(self, request: EmbeddingsRequest, model: str) -> int:
+        value = request.body["input"]
+        items = [value] if isinstance(value, str) else value
+        total = 0
+        for item in items:
+            if isinstance(item, str):
+                total += self._tokens.text(item, model)
+            elif isinstance(item, list):  # already tokens
+                total += len(item)
+        return total
+
+    async def admit(
+        self, principal: Principal, plan: RoutePlan, request: ChatRequest | EmbeddingsRequest
+    ) -> Ticket | None:
+        """The ticket settlement will need, or None when nothing limits this caller; raises 429s."""
+        limits = principal.limits
+        if limits is None:
+            return None
+        now = time.time()
+        if not limits.counts_tokens:
+            return await self._limiter.admit(limits, now_s=now, tokens=0, reserve_nano=0)
+        first = plan.targets[0]
+        model = self._fleet.snapshot.by_id[first.deployments[0]].model
+        tokens = self._tokens
+        await tokens.ready(model)
+        if isinstance(request, ChatRequest):
+            prompt = tokens.messages(request.messages, model, request.body.get("tools"))
+            max_tokens, n = request.max_tokens, request.n
+            # TPM counts what the request may use; the estimate is corrected to the real usage at settlement.
+            estimate = prompt + (max_tokens * n if max_tokens is not None else 0)
+        else:
+            prompt, max_tokens, n = self._embedding_tokens(request, model), 0, 1
+            estimate = prompt
+        reserve = self.ceiling_nano(first, prompt, max_tokens, n)
+        ticket = await self._limiter.admit(limits, now_s=now, tokens=estimate, reserve_nano=reserve)
+        ticket.prompt_tokens, ticket.max_tokens, ticket.n = prompt, max_tokens, n
+        return ticket
+
+    def escalation_guard(self, ticket: Ticket | None) -> Guard | None:
+        """Before an escalation: top the reservation up so it holds what was already spent (discarded cascade
+        answers) plus the next tier's ceiling, or refuse to escalate."""
+        if ticket is None or not ticket.budgets:
+            return None
+
+        async def may_escalate(target: Target, spent_nano: int = 0) -> bool:
+            needed = spent_nano + self.ceiling_nano(target, ticket.prompt_tokens, ticket.max_tokens, ticket.n)
+            return await self._limiter.top_up(ticket, needed - ticket.reserved_nano, time.time())
+
+        return may_escalate

@@ -21,9 +21,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from tiergate.gateway import endpoints, feedback, pipeline
+from tiergate.gateway import endpoints, feedback
 from tiergate.gateway.accounting.auth import MASTER, require_master
-from tiergate.gateway.accounting.records import CallRecord
+from tiergate.gateway.accounting.records import CallRecord, Refusal
+from tiergate.gateway.components import ControlPlane, Gateway, open_gateway
 from tiergate.gateway.config.settings import Settings
 from tiergate.gateway.db.engine import database_unavailable, database_unreachable
 from tiergate.gateway.errors import (
@@ -34,7 +35,7 @@ from tiergate.gateway.errors import (
     ServiceUnavailable,
 )
 from tiergate.gateway.http.protocol import ARRIVED
-from tiergate.gateway.resources import Resources, open_resources
+from tiergate.gateway.settlement import shutting_down
 from tiergate.gateway.upstream.prices import with_known_prices
 from tiergate.gateway.upstream.relay import RelayResponse
 
@@ -83,8 +84,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def _resources(request: Request) -> Resources:
-    return request.app.state.resources  # type: ignore[no-any-return]
+def _gateway(request: Request) -> Gateway:
+    return request.app.state.gateway  # type: ignore[no-any-return]
 
 
 def _new_record(request: Request, rid: str, endpoint: str) -> CallRecord:
@@ -115,18 +116,18 @@ class GatewayApp(Starlette):
         await super().__call__(scope, receive, send)
         record: CallRecord | None = scope.get(_RECORD)
         if record is not None and record.status_code == 200 and record.outcome != "refused":
-            self.state.resources.telemetry.metrics.observe_overhead(
+            self.state.gateway.telemetry.metrics.observe_overhead(
                 record.endpoint, time.perf_counter() - scope[ARRIVED] - record.upstream_s
             )
 
 
-def refused(res: Resources, record: CallRecord, error: GatewayError) -> None:
+def refused(refusals: Sequence[Refusal], record: CallRecord, error: GatewayError) -> None:
     """Complete the record of a call that ends in an error response and hand it to the refusal hooks."""
     record.status_code = error.status
     record.outcome = "refused" if record.attempts == 0 else "error"
     record.error = error.code or error.type
     record.latency_s = time.perf_counter() - record.started_perf
-    for hook in res.refusals:
+    for hook in refusals:
         hook(record, error)
 
 
@@ -145,30 +146,30 @@ def _stamp_overhead(response: Response | RelayResponse, record: CallRecord) -> N
 
 
 async def _call(request: Request, endpoint: str) -> Response | RelayResponse:
-    res = _resources(request)
+    gateway = _gateway(request)
     rid = request_id(request)
     record = _new_record(request, rid, endpoint)
     response: Response | RelayResponse
     failure: GatewayError
     try:
-        raw = await read_body(request, res.settings.max_body_bytes)
+        raw = await read_body(request, gateway.settings.max_body_bytes)
         if endpoint == "chat":
-            response = await pipeline.chat_completion(res, request.headers, raw, record)
+            response = await gateway.chat.chat_completion(request.headers, raw, record)
         else:
-            response = await endpoints.embeddings(res, request.headers, raw, record)
+            response = await gateway.embeddings.embeddings(request.headers, raw, record)
     except asyncio.CancelledError:
         # The server stopped waiting for this request (its drain timeout expired). The client gets a 503 it
         # can retry elsewhere rather than the server's bare 500; the request was settled as it unwound.
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
-        failure = pipeline.shutting_down()
+        failure = shutting_down()
     except GatewayError as error:
         failure = error
     except Exception as exc:
         if not database_unreachable(exc):
-            await pipeline.settle_failed(res, record, GatewayError("internal error"))
-            refused(res, record, GatewayError("internal error"))
+            await gateway.settlement.failed(record, GatewayError("internal error"))
+            refused(gateway.refusals, record, GatewayError("internal error"))
             raise
         # A key seen for the first time, a budget counter to rebuild: the database is needed and away.
         failure = database_unavailable()
@@ -176,8 +177,8 @@ async def _call(request: Request, endpoint: str) -> Response | RelayResponse:
         _stamp_overhead(response, record)
         return response
     # An error after admission releases the reservation (a no-op when the pipeline settled it already).
-    await pipeline.settle_failed(res, record, failure)
-    refused(res, record, failure)
+    await gateway.settlement.failed(record, failure)
+    refused(gateway.refusals, record, failure)
     response = error_response(failure, rid)
     _stamp_overhead(response, record)
     return response
@@ -192,23 +193,22 @@ async def embeddings(request: Request) -> Response | RelayResponse:
 
 
 async def models(request: Request) -> Response:
-    res = _resources(request)
+    gateway = _gateway(request)
     rid = request_id(request)
     try:
-        principal = await res.auth.authenticate(request.headers)
+        principal = await gateway.auth.authenticate(request.headers)
     except GatewayError as error:
         return error_response(error, rid)
-    response = endpoints.models(res, principal)
+    response = endpoints.models(gateway.fleet, gateway.access, principal)
     response.headers["x-request-id"] = rid
     return response
 
 
 async def give_feedback(request: Request) -> Response:
-    res = _resources(request)
     rid = request_id(request)
     try:
         raw = await read_body(request, feedback.MAX_BODY_BYTES)
-        response = await feedback.feedback(res, request.headers, raw)
+        response = await _gateway(request).feedback.feedback(request.headers, raw)
     except GatewayError as error:
         return error_response(error, rid)
     response.headers["x-request-id"] = rid
@@ -217,13 +217,13 @@ async def give_feedback(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     """Prometheus exposition, for the master key only (tenant ids and spend are in it)."""
-    res = _resources(request)
+    gateway = _gateway(request)
     rid = request_id(request)
     try:
-        require_master(await res.auth.authenticate(request.headers))
+        require_master(await gateway.auth.authenticate(request.headers))
     except GatewayError as error:
         return error_response(error, rid)
-    body, content_type = res.telemetry.metrics.render()
+    body, content_type = gateway.telemetry.metrics.render()
     return Response(body, headers={"content-type": content_type})
 
 
@@ -232,12 +232,12 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    res = _resources(request)
-    problems = [p for check in res.readiness if (p := await check()) is not None]
+    gateway = _gateway(request)
+    problems = [p for check in gateway.readiness if (p := await check()) is not None]
     if problems:
         return error_response(ServiceUnavailable("not ready: " + "; ".join(problems)), request_id(request))
     return Response(
-        orjson.dumps({"status": "ready", "config": res.settings.source}), media_type="application/json"
+        orjson.dumps({"status": "ready", "config": gateway.settings.source}), media_type="application/json"
     )
 
 
@@ -292,13 +292,14 @@ def create_app(
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     rng: random.Random | None = None,
     extra_routes: Sequence[BaseRoute] = (),
-    background: Sequence[Callable[[Resources], Coroutine[Any, Any, None]]] = (),
+    background: Sequence[Callable[[ControlPlane], Coroutine[Any, Any, None]]] = (),
 ) -> Starlette:
     """The gateway as an ASGI app. `upstream_transport` replaces the network (tests: respx, MockTransport).
 
     `extra_routes` are served beside the data plane (the admin API and `/v1/usage`, added by
-    `tiergate.admin.server`, since the gateway never imports the control plane); `background` tasks are
-    started with the resources and cancelled at shutdown (the periodic promote job).
+    `tiergate.admin.server`, since the gateway never imports the control plane; they find the
+    `ControlPlane` at `app.state.control`); `background` tasks are started once the gateway is open and
+    cancelled at shutdown (the periodic promote job).
     """
     settings = with_known_prices(settings)
 
@@ -306,9 +307,9 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for notice in settings.notices:
             log.warning("%s", notice)
-        res = await open_resources(settings, upstream_transport=upstream_transport, rng=rng)
-        app.state.resources = res
-        res.background.extend(asyncio.ensure_future(task(res)) for task in background)
+        gateway = await open_gateway(settings, upstream_transport=upstream_transport, rng=rng)
+        app.state.gateway, app.state.control = gateway, gateway.control
+        tasks = [asyncio.ensure_future(task(gateway.control)) for task in background]
         # Everything made so far lives as long as the process: moving it out of the collector's reach keeps
         # full collections short (they ran into tens of ms and showed up in the p99 latency).
         gc.collect()
@@ -316,7 +317,10 @@ def create_app(
         try:
             yield
         finally:
-            await res.aclose()
+            for task in tasks:  # before the gateway closes: they use its database and route-table store
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await gateway.aclose()
 
     return GatewayApp(
         routes=[*routes(), *extra_routes],

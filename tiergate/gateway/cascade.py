@@ -19,10 +19,12 @@ import orjson
 
 from tiergate.gateway.accounting.records import CallRecord
 from tiergate.gateway.admission import Guard
+from tiergate.gateway.config.routing import CascadeSettings
 from tiergate.gateway.errors import GatewayError
 from tiergate.gateway.http.bodies import ChatRequest, with_fields
-from tiergate.gateway.resources import Resources
-from tiergate.gateway.upstream.client import Answer, Attempted
+from tiergate.gateway.upstream.client import Answer, Attempted, UpstreamClient
+from tiergate.gateway.upstream.fleet import Fleet
+from tiergate.gateway.upstream.tokens import TokenCounter
 from tiergate.policies.pricing import cost_nano
 from tiergate.policies.routing import RoutePlan, Target
 from tiergate.policies.usage import chat_usage
@@ -61,95 +63,100 @@ def candidate_request(request: ChatRequest, logprobs: bool) -> ChatRequest:
     return replace(request, raw=orjson.dumps(body), body=body, stream=False, include_usage=False)
 
 
-def _send(res: Resources, request: ChatRequest) -> Any:
-    return lambda d: res.provider(d).chat(d, request, want_usage_chunk=True)
+class Cascade:
+    """Runs a verified plan: candidates in order until one's answer passes (`run`)."""
 
+    def __init__(
+        self, settings: CascadeSettings, fleet: Fleet, upstream: UpstreamClient, tokens: TokenCounter
+    ) -> None:
+        self._settings = settings
+        self._fleet = fleet
+        self._upstream = upstream
+        self._tokens = tokens
 
-async def _cost(res: Resources, request: ChatRequest, answer: Answer, doc: Any) -> int:
-    usage = chat_usage(doc)
-    if usage is not None:
-        return cost_nano(answer.deployment.price, *usage)
-    model = answer.deployment.model
-    await res.tokens.ready(model)
-    text = "".join(
-        (c.get("message") or {}).get("content") or "" for c in doc.get("choices") or () if isinstance(c, dict)
-    )
-    prompt = res.tokens.messages(request.messages, model, request.body.get("tools"))
-    return cost_nano(answer.deployment.price, prompt, res.tokens.text(text, model))
-
-
-async def _judge(res: Resources, request: ChatRequest, doc: dict[str, Any]) -> tuple[Verdict | None, int]:
-    """The judge tier's verdict on a sampled answer (None: no objection) and what asking it cost."""
-    tier = res.settings.routing.cascade.judge.tier
-    ids = res.catalog.tiers.get(tier or "")
-    if tier is None or not ids:
-        return None, 0
-    messages = judge_messages(request.messages, doc)
-    body = {"model": tier, "messages": messages, "temperature": 0, "max_tokens": 5}
-    judge = ChatRequest(orjson.dumps(body), body, tier, messages, False, False, 5, 1)
-    try:
-        answer = await res.upstream.call(
-            RoutePlan((Target(tier, ids),), "judge"), _send(res, judge), stream=False, trail=Attempted()
+    async def _cost(self, request: ChatRequest, answer: Answer, doc: Any) -> int:
+        usage = chat_usage(doc)
+        if usage is not None:
+            return cost_nano(answer.deployment.price, *usage)
+        model = answer.deployment.model
+        await self._tokens.ready(model)
+        text = "".join(
+            (c.get("message") or {}).get("content") or ""
+            for c in doc.get("choices") or ()
+            if isinstance(c, dict)
         )
-        reply = orjson.loads(answer.body)
-        text = reply["choices"][0]["message"].get("content") or ""
-    except (GatewayError, orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
-        log.warning("judge call failed, the answer stands: %s", exc)
-        return None, 0
-    spent = await _cost(res, judge, answer, reply)
-    if judge_verdict(text) is False:
-        return Verdict(False, "judge", f"{tier} judged the answer FAIL"), spent
-    return None, spent
+        prompt = self._tokens.messages(request.messages, model, request.body.get("tools"))
+        return cost_nano(answer.deployment.price, prompt, self._tokens.text(text, model))
 
-
-async def run(
-    res: Resources,
-    request: ChatRequest,
-    plan: RoutePlan,
-    trail: Attempted,
-    record: CallRecord,
-    guard: Guard | None = None,
-) -> Cascaded:
-    """The first answer that passes verification (or the last candidate's), and what the others cost.
-
-    `guard` is the budget's say on each escalation; when it refuses, the unverified answer is returned
-    rather than none.
-    """
-    config = res.settings.routing.cascade
-    expected = Expected.of(request.body)
-    add_logprobs = config.verifiers.wants_logprobs and not request.body.get("logprobs")
-    candidate = candidate_request(request, add_logprobs)
-    remaining, spent = plan, 0
-    while True:
-        last = len(remaining.targets) == 1
-        if last and request.stream:
-            answer = await res.upstream.call(
-                remaining, _send(res, request), stream=True, trail=trail, may_escalate=guard
+    async def _judge(self, request: ChatRequest, doc: dict[str, Any]) -> tuple[Verdict | None, int]:
+        """The judge tier's verdict on a sampled answer (None: no objection) and what asking it cost."""
+        tier = self._settings.judge.tier
+        ids = self._fleet.snapshot.catalog.tiers.get(tier or "")
+        if tier is None or not ids:
+            return None, 0
+        messages = judge_messages(request.messages, doc)
+        body = {"model": tier, "messages": messages, "temperature": 0, "max_tokens": 5}
+        judge = ChatRequest(orjson.dumps(body), body, tier, messages, False, False, 5, 1)
+        try:
+            answer = await self._upstream.chat(
+                RoutePlan((Target(tier, ids),), "judge"), judge, stream=False, trail=Attempted()
             )
-            return Cascaded(answer, None, b"", spent)
-        # The last candidate is not verified: it gets the client's request exactly.
-        sent = request if last else candidate
-        answer = await res.upstream.call(
-            remaining, _send(res, sent), stream=False, trail=trail, may_escalate=guard
-        )
-        doc = orjson.loads(answer.body)
-        position = next(i for i, t in enumerate(remaining.targets) if t.tier == answer.tier)
-        rest = remaining.targets[position + 1 :]
-        if rest:
-            verdict = verify(doc, expected, config.verifiers)
-            if verdict.ok and judge_sampled(config.judge.seed, record.request_id, config.judge.fraction):
-                objection, judged = await _judge(res, request, doc)
-                spent += judged
-                verdict = objection or verdict
-            if not verdict.ok:
-                cost = await _cost(res, sent, answer, doc)
-                if guard is None or await guard(rest[0], spent + cost):
-                    spent += cost
-                    trail.escalations.append(f"{answer.tier}->{rest[0].tier}: {verdict.describe()}")
-                    remaining = replace(remaining, targets=rest)
-                    continue
-                trail.failures.append(f"escalation to {rest[0].tier} refused: the budget cannot hold it")
-        if add_logprobs and sent is candidate:
-            doc = strip_logprobs(doc)
-            return Cascaded(answer, doc, orjson.dumps(doc), spent)
-        return Cascaded(answer, doc, answer.body, spent)
+            reply = orjson.loads(answer.body)
+            text = reply["choices"][0]["message"].get("content") or ""
+        except (GatewayError, orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+            log.warning("judge call failed, the answer stands: %s", exc)
+            return None, 0
+        spent = await self._cost(judge, answer, reply)
+        if judge_verdict(text) is False:
+            return Verdict(False, "judge", f"{tier} judged the answer FAIL"), spent
+        return None, spent
+
+    async def run(
+        self,
+        request: ChatRequest,
+        plan: RoutePlan,
+        trail: Attempted,
+        record: CallRecord,
+        guard: Guard | None = None,
+    ) -> Cascaded:
+        """The first answer that passes verification (or the last candidate's), and what the others cost.
+
+        `guard` is the budget's say on each escalation; when it refuses, the unverified answer is returned
+        rather than none.
+        """
+        config = self._settings
+        expected = Expected.of(request.body)
+        add_logprobs = config.verifiers.wants_logprobs and not request.body.get("logprobs")
+        candidate = candidate_request(request, add_logprobs)
+        remaining, spent = plan, 0
+        while True:
+            last = len(remaining.targets) == 1
+            if last and request.stream:
+                answer = await self._upstream.chat(
+                    remaining, request, stream=True, trail=trail, may_escalate=guard
+                )
+                return Cascaded(answer, None, b"", spent)
+            # The last candidate is not verified: it gets the client's request exactly.
+            sent = request if last else candidate
+            answer = await self._upstream.chat(remaining, sent, stream=False, trail=trail, may_escalate=guard)
+            doc = orjson.loads(answer.body)
+            position = next(i for i, t in enumerate(remaining.targets) if t.tier == answer.tier)
+            rest = remaining.targets[position + 1 :]
+            if rest:
+                verdict = verify(doc, expected, config.verifiers)
+                if verdict.ok and judge_sampled(config.judge.seed, record.request_id, config.judge.fraction):
+                    objection, judged = await self._judge(request, doc)
+                    spent += judged
+                    verdict = objection or verdict
+                if not verdict.ok:
+                    cost = await self._cost(sent, answer, doc)
+                    if guard is None or await guard(rest[0], spent + cost):
+                        spent += cost
+                        trail.escalations.append(f"{answer.tier}->{rest[0].tier}: {verdict.describe()}")
+                        remaining = replace(remaining, targets=rest)
+                        continue
+                    trail.failures.append(f"escalation to {rest[0].tier} refused: the budget cannot hold it")
+            if add_logprobs and sent is candidate:
+                doc = strip_logprobs(doc)
+                return Cascaded(answer, doc, orjson.dumps(doc), spent)
+            return Cascaded(answer, doc, answer.body, spent)

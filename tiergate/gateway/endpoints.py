@@ -12,106 +12,114 @@ from dataclasses import replace
 import orjson
 from starlette.responses import Response
 
-from tiergate.gateway.accounting.auth import Principal
+from tiergate.gateway.accounting.auth import Authenticator, Principal
+from tiergate.gateway.accounting.books import Accounting
 from tiergate.gateway.accounting.records import CallRecord
-from tiergate.gateway.admission import admit
+from tiergate.gateway.admission import Admission
 from tiergate.gateway.errors import BadRequest
 from tiergate.gateway.http.bodies import parse_embeddings
-from tiergate.gateway.pipeline import (
-    JSON,
-    allowed_plan,
-    answer_headers,
-    ask_upstream,
-    record_answer,
-    record_trail,
-    route,
-    settle,
-)
-from tiergate.gateway.resources import Resources
-from tiergate.gateway.upstream.client import EMBEDDINGS_FAULTS, Attempted
-from tiergate.policies.routing import AUTO, RoutePlan, resolve, visible_models
+from tiergate.gateway.pipeline import JSON, ModelAccess, answer_headers, record_answer
+from tiergate.gateway.settlement import Settlement, record_trail
+from tiergate.gateway.upstream.client import Attempted, UpstreamClient
+from tiergate.gateway.upstream.fleet import Fleet
+from tiergate.gateway.upstream.tokens import TokenCounter
+from tiergate.policies.routing import AUTO, RoutePlan, visible_models
 from tiergate.policies.tiers import is_tier
 from tiergate.policies.usage import embeddings_usage
 
 
-async def embeddings(res: Resources, headers: Mapping[str, str], raw: bytes, record: CallRecord) -> Response:
-    with record.phase("auth"):
-        principal = await res.auth.authenticate(headers)
-    record.principal = principal
-    request = parse_embeddings(raw)
-    record.requested_model = request.model
-    record.request_body = request.body
-    record.endpoint = "embeddings"
-    with record.phase("route"):
-        plan = embeddings_route(res, principal, request.model)
-    record.ticket = await admit(res, principal, plan, request)
-    res.accounting.admitted(record)
-    trail = Attempted()
-    with record.phase("upstream"):
-        answer = await ask_upstream(
-            res,
-            record,
-            trail,
-            lambda: res.upstream.call(
-                plan,
-                lambda d: res.provider(d).embeddings(d, request),
-                stream=False,
-                trail=trail,
-                faults=EMBEDDINGS_FAULTS,
-            ),
+class Embeddings:
+    """`POST /v1/embeddings` over the parts it is given."""
+
+    def __init__(
+        self,
+        *,
+        auth: Authenticator,
+        access: ModelAccess,
+        fleet: Fleet,
+        upstream: UpstreamClient,
+        accounting: Accounting,
+        admission: Admission,
+        settlement: Settlement,
+        tokens: TokenCounter,
+    ) -> None:
+        self._auth = auth
+        self._access = access
+        self._fleet = fleet
+        self._upstream = upstream
+        self._accounting = accounting
+        self._admission = admission
+        self._settlement = settlement
+        self._tokens = tokens
+
+    async def embeddings(self, headers: Mapping[str, str], raw: bytes, record: CallRecord) -> Response:
+        with record.phase("auth"):
+            principal = await self._auth.authenticate(headers)
+        record.principal = principal
+        request = parse_embeddings(raw)
+        record.requested_model = request.model
+        record.request_body = request.body
+        record.endpoint = "embeddings"
+        with record.phase("route"):
+            plan = self.route(principal, request.model)
+        record.ticket = await self._admission.admit(principal, plan, request)
+        self._accounting.admitted(record)
+        trail = Attempted()
+        with record.phase("upstream"):
+            answer = await self._settlement.ask_upstream(
+                record, trail, self._upstream.embeddings(plan, request, trail=trail)
+            )
+        record_trail(record, trail)
+        record_answer(record, answer, trail, plan)
+        doc = orjson.loads(answer.body)
+        prompt = embeddings_usage(doc)
+        tokens = self._tokens
+
+        def count() -> tuple[int, int]:
+            value = request.body["input"]
+            texts = [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]
+            return sum(tokens.text(t, answer.deployment.model) for t in texts), 0
+
+        await self._settlement.settle(
+            record, answer.deployment, None if prompt is None else (prompt, 0), count
         )
-    record_trail(record, trail)
-    record_answer(record, answer, trail, plan)
-    doc = orjson.loads(answer.body)
-    prompt = embeddings_usage(doc)
+        return Response(answer.body, headers=answer_headers(record.request_id, answer, trail, JSON))
 
-    def count() -> tuple[int, int]:
-        value = request.body["input"]
-        texts = [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]
-        return sum(res.tokens.text(t, answer.deployment.model) for t in texts), 0
+    def route(self, principal: Principal, model: str) -> RoutePlan:
+        """Embeddings name a deployment: `auto` and the tier aliases route chat completions over chat models.
 
-    await settle(res, record, answer.deployment, None if prompt is None else (prompt, 0), count)
-    return Response(answer.body, headers=answer_headers(record.request_id, answer, trail, JSON))
-
-
-def embeddings_route(res: Resources, principal: Principal, model: str) -> RoutePlan:
-    """Embeddings name a deployment: `auto` and the tier aliases route chat completions over chat models.
-
-    Only the named deployment(s) answer - never an escalation to a chat tier.
-    """
-    if model == AUTO or is_tier(model):
-        names = [
-            name
-            for name, ids in res.catalog.names.items()
-            if all(res.catalog.deployment_tier.get(i) is None for i in ids) and _may_use(res, principal, name)
-        ]
-        choices = (
-            f"one of: {', '.join(names)}"
-            if names
-            else "none is configured: add one under `models:` in the config"
-        )
-        raise BadRequest(
-            f"'{model}' routes chat completions over the tiers; embeddings need an embeddings deployment "
-            f"named in 'model' ({choices})",
-            param="model",
-            code="model_not_supported",
-        )
-    plan = route(res, principal, model)
-    return replace(plan, targets=plan.targets[:1])
+        Only the named deployment(s) answer - never an escalation to a chat tier.
+        """
+        if model == AUTO or is_tier(model):
+            catalog = self._fleet.snapshot.catalog
+            names = [
+                name
+                for name, ids in catalog.names.items()
+                if all(catalog.deployment_tier.get(i) is None for i in ids)
+                and self._access.may_use(principal, name)
+            ]
+            choices = (
+                f"one of: {', '.join(names)}"
+                if names
+                else "none is configured: add one under `models:` in the config"
+            )
+            raise BadRequest(
+                f"'{model}' routes chat completions over the tiers; embeddings need an embeddings deployment "
+                f"named in 'model' ({choices})",
+                param="model",
+                code="model_not_supported",
+            )
+        plan = self._access.route(principal, model)
+        return replace(plan, targets=plan.targets[:1])
 
 
-def models(res: Resources, principal: Principal) -> Response:
+def models(fleet: Fleet, access: ModelAccess, principal: Principal) -> Response:
     """`GET /v1/models`: `auto`, the tier aliases and the deployment names this caller may use."""
     names = [
         m
-        for m in visible_models(res.catalog)
+        for m in visible_models(fleet.snapshot.catalog)
         if (principal.allowed_models is None and principal.tenant_allowed_models is None)
-        or _may_use(res, principal, m)
+        or access.may_use(principal, m)
     ]
     data = [{"id": name, "object": "model", "created": 0, "owned_by": "tiergate"} for name in names]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
-
-
-def _may_use(res: Resources, principal: Principal, model: str) -> bool:
-    plan = resolve(model, res.catalog, res.settings.escalation)
-    return plan is not None and allowed_plan(res, principal, plan, model) is not None

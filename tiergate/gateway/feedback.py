@@ -17,21 +17,20 @@ import math
 import time
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
+from tiergate.gateway.accounting.auth import Authenticator
 from tiergate.gateway.db.learning import Feedback, Trace
 from tiergate.gateway.db.models import LedgerEntry
 from tiergate.gateway.errors import BadRequest, NotFound
 from tiergate.gateway.http.bodies import parse_object
+from tiergate.gateway.learning.trace_writer import TraceWriter
 from tiergate.policies.redaction import redact_text
-
-if TYPE_CHECKING:
-    from tiergate.gateway.resources import Resources
 
 MAX_COMMENT = 4000
 MAX_BODY_BYTES = 64 * 1024
@@ -84,42 +83,61 @@ async def _stored(engine: AsyncEngine, request_id: str, tenant_id: str | None) -
     return False
 
 
-async def owns(res: Resources, request_id: str, tenant_id: str | None) -> bool:
-    engine = res.accounting.engine
-    if await _stored(engine, request_id, tenant_id):
-        return True
-    traces = res.learning.traces if res.learning is not None else None
-    if traces is not None:
-        found, owner = traces.pending_tenant(request_id)
-        if found:
-            return owner == tenant_id
-    # Another replica may have answered it and not written its trace (nor ledger row) yet.
-    wait_s = res.settings.learning.traces.flush_s + res.settings.accounting.ledger_flush_s
-    await asyncio.sleep(min(2.0, 2 * wait_s))
-    return await _stored(engine, request_id, tenant_id)
+class FeedbackIntake:
+    """`POST /v1/feedback`: checks who may give it and writes it.
 
+    `traces` is this replica's trace writer (None: traces are off); `other_replica_wait_s` how long another
+    replica may take to write its trace or ledger row; `default_content` the config's trace content policy.
+    """
 
-async def feedback(res: Resources, headers: Mapping[str, str], raw: bytes) -> Response:
-    principal = await res.auth.authenticate(headers)
-    request_id, score, label, comment = parse_feedback(parse_object(raw))
-    if not await owns(res, request_id, principal.tenant_id):
-        raise NotFound(
-            f"no request '{request_id}' made with this key's tenant", param="request_id", code="not_found"
-        )
-    policy = principal.trace_content or res.settings.learning.traces.content
-    if comment is not None:
-        comment = None if policy == "none" else redact_text(comment) if policy == "redacted" else comment
-    row = {
-        "id": "fb_" + uuid.uuid4().hex[:29],
-        "request_id": request_id,
-        "tenant_id": principal.tenant_id,
-        "key_id": principal.key_id,
-        "ts_ms": int(time.time() * 1000),
-        "score": score,
-        "label": label,
-        "comment": comment,
-    }
-    async with res.accounting.engine.begin() as conn:
-        await conn.execute(insert(_FEEDBACK), [row])
-    out = {"object": "feedback", **{k: row[k] for k in ("id", "request_id", "score", "label", "comment")}}
-    return Response(orjson.dumps(out), status_code=201, media_type="application/json")
+    def __init__(
+        self,
+        auth: Authenticator,
+        engine: AsyncEngine,
+        traces: TraceWriter | None,
+        *,
+        other_replica_wait_s: float,
+        default_content: str,
+    ) -> None:
+        self._auth = auth
+        self._engine = engine
+        self._traces = traces
+        self._other_replica_wait_s = other_replica_wait_s
+        self._default_content = default_content
+
+    async def owns(self, request_id: str, tenant_id: str | None) -> bool:
+        engine = self._engine
+        if await _stored(engine, request_id, tenant_id):
+            return True
+        if self._traces is not None:
+            found, owner = self._traces.pending_tenant(request_id)
+            if found:
+                return owner == tenant_id
+        # Another replica may have answered it and not written its trace (nor ledger row) yet.
+        await asyncio.sleep(min(2.0, 2 * self._other_replica_wait_s))
+        return await _stored(engine, request_id, tenant_id)
+
+    async def feedback(self, headers: Mapping[str, str], raw: bytes) -> Response:
+        principal = await self._auth.authenticate(headers)
+        request_id, score, label, comment = parse_feedback(parse_object(raw))
+        if not await self.owns(request_id, principal.tenant_id):
+            raise NotFound(
+                f"no request '{request_id}' made with this key's tenant", param="request_id", code="not_found"
+            )
+        policy = principal.trace_content or self._default_content
+        if comment is not None:
+            comment = None if policy == "none" else redact_text(comment) if policy == "redacted" else comment
+        row = {
+            "id": "fb_" + uuid.uuid4().hex[:29],
+            "request_id": request_id,
+            "tenant_id": principal.tenant_id,
+            "key_id": principal.key_id,
+            "ts_ms": int(time.time() * 1000),
+            "score": score,
+            "label": label,
+            "comment": comment,
+        }
+        async with self._engine.begin() as conn:
+            await conn.execute(insert(_FEEDBACK), [row])
+        out = {"object": "feedback", **{k: row[k] for k in ("id", "request_id", "score", "label", "comment")}}
+        return Response(orjson.dumps(out), status_code=201, media_type="application/json")

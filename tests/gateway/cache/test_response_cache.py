@@ -12,6 +12,7 @@ import respx
 from httpx import Response
 
 from tests.gateway.conftest import AUTH, chat, completion, gateway, settings
+from tests.support import authenticate_with, gateway_of
 from tiergate.gateway.accounting.auth import MASTER, Principal, presented_key
 from tiergate.gateway.cache.exact import MemoryBackend, ResponseCache
 from tiergate.gateway.errors import Unauthorized
@@ -38,7 +39,7 @@ def key(name: str) -> dict[str, str]:
 
 
 async def flush(client: Any) -> None:
-    cache = client._transport.app.state.resources.cache
+    cache = gateway_of(client).caches.exact
     await cache.flush()
 
 
@@ -85,7 +86,7 @@ async def test_tenants_never_share_entries() -> None:
     router = respx.Router()
     route = upstream(router)
     async with gateway(router) as (client, _):
-        client._transport.app.state.resources.auth = TenantKeys()
+        authenticate_with(gateway_of(client), TenantKeys())
         outcomes = []
         for caller in ("k-acme-1", "k-globex-1", "k-acme-2", "sk-test-master", "k-globex-2"):
             r = await client.post("/v1/chat/completions", json=chat(**DET), headers=key(caller))
@@ -250,11 +251,11 @@ async def test_the_cache_can_be_off_and_per_tenant() -> None:
     route = upstream(router)
     config = settings(cache={"exact": {"enabled": False}, "tenants": {"acme": {"exact": {"enabled": True}}}})
     async with gateway(router, config) as (client, _):
-        client._transport.app.state.resources.auth = TenantKeys()
+        authenticate_with(gateway_of(client), TenantKeys())
         seen = []
         for caller in ("sk-test-master", "sk-test-master", "k-acme-1", "k-acme-1"):
             r = await client.post("/v1/chat/completions", json=chat(**DET), headers=key(caller))
-            await client._transport.app.state.resources.cache.flush()
+            await gateway_of(client).caches.exact.flush()
             seen.append(r.headers["x-tiergate-cache"])
     assert seen == ["miss", "miss", "miss", "exact"] and route.call_count == 3
 

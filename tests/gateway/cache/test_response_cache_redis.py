@@ -9,6 +9,7 @@ import respx
 from httpx import Response
 
 from tests.gateway.conftest import AUTH, chat, completion, gateway, settings
+from tests.support import gateway_of
 
 pytestmark = pytest.mark.services
 
@@ -38,7 +39,7 @@ async def test_two_replicas_share_the_redis_cache(redis_server_url: str, redis_k
     config = settings(redis_url=redis_server_url, redis_prefix=redis_keys, cache={"exact": {"ttl_s": 30}})
     async with gateway(router, config) as (first, _):
         miss = await first.post("/v1/chat/completions", json=chat(temperature=0), headers=AUTH)
-        await first._transport.app.state.resources.cache.flush()  # type: ignore[attr-defined]
+        await gateway_of(first).caches.exact.flush()
     async with gateway(router, config) as (second, records):
         hit = await second.post("/v1/chat/completions", json=chat(temperature=0), headers=AUTH)
     assert miss.headers["x-tiergate-cache"] == "miss" and hit.headers["x-tiergate-cache"] == "exact"
@@ -60,7 +61,7 @@ async def test_an_unreachable_redis_means_misses_not_errors(redis_keys: str) -> 
     config = settings(redis_url="redis://127.0.0.1:1/0", redis_prefix=redis_keys)
     async with gateway(router, config) as (client, _):
         r = await client.post("/v1/chat/completions", json=chat(temperature=0), headers=AUTH)
-        cache = client._transport.app.state.resources.cache  # type: ignore[attr-defined]
+        cache = gateway_of(client).caches.exact
         await cache.flush()
     assert r.status_code == 200 and r.headers["x-tiergate-cache"] == "miss" and route.call_count == 1
     assert cache.errors == 2  # the lookup and the write

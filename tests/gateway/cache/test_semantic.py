@@ -18,11 +18,11 @@ from httpx import AsyncClient, Response
 
 from tests.gateway.cache.test_response_cache import TenantKeys, key
 from tests.gateway.conftest import AUTH, completion, gateway, settings, sse
-from tests.support import metric, parse_metrics
+from tests.support import authenticate_with, gateway_of, metric, parse_metrics
 from tiergate.gateway.accounting.auth import Principal
 from tiergate.gateway.cache.semantic import collection_name
+from tiergate.gateway.components import Gateway
 from tiergate.gateway.config.settings import Settings
-from tiergate.gateway.resources import Resources
 from tiergate.gateway.routing.local_embeddings import Encoded
 
 pytest.importorskip("chromadb", reason="the semantic cache needs the `semantic` extra (chromadb)")
@@ -58,18 +58,18 @@ def upstream(router: respx.Router) -> respx.Route:
     return router.post(STUDENT).mock(side_effect=answer)
 
 
-def resources(client: AsyncClient) -> Resources:
-    return client._transport.app.state.resources  # type: ignore[attr-defined,no-any-return]
+def running(client: AsyncClient) -> Gateway:
+    return gateway_of(client)
 
 
 async def post(client: AsyncClient, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     """One call, then wait until its cache writes have landed (they are queued off the response path)."""
     r = await client.post("/v1/chat/completions", json=body, headers=headers or AUTH)
-    res = resources(client)
-    if res.cache is not None:
-        await res.cache.flush()
-    if res.semantic is not None:
-        await res.semantic.flush()
+    gw = running(client)
+    if gw.caches.exact is not None:
+        await gw.caches.exact.flush()
+    if gw.caches.semantic is not None:
+        await gw.caches.semantic.flush()
     return r
 
 
@@ -111,7 +111,7 @@ async def test_the_verifier_refuses_close_queries_that_ask_something_else(
     router = respx.Router()
     route = upstream(router)
     async with gateway(router, config(tmp_path)) as (client, records):
-        embedder = resources(client).embedder
+        embedder = running(client).embedder
         assert embedder is not None
         # Above the threshold: it is the verifier, not the similarity, that keeps them apart.
         assert float(embedder.encode(stored).vector @ embedder.encode(incoming).vector) >= 0.91
@@ -127,14 +127,14 @@ async def test_tenants_have_collections_of_their_own_and_never_share_entries(tmp
     router = respx.Router()
     route = upstream(router)
     async with gateway(router, config(tmp_path)) as (client, _):
-        res = resources(client)
-        res.auth = TenantKeys()
+        gw = running(client)
+        authenticate_with(gw, TenantKeys())
         seen = []
         for caller, text in (("k-acme-1", ASKED), ("k-globex-1", PARAPHRASE), ("k-acme-2", PARAPHRASE)):
             r = await post(client, ask(text), key(caller))
             seen.append(r.headers["x-tiergate-cache"])
-        assert res.semantic is not None
-        names = {c.name for c in res.semantic.client.list_collections()}
+        assert gw.caches.semantic is not None
+        names = {c.name for c in gw.caches.semantic.client.list_collections()}
     assert seen == ["miss", "miss", "semantic"] and route.call_count == 2
     assert names == {collection_name("t:acme"), collection_name("t:globex")}
 
@@ -152,8 +152,9 @@ async def test_a_purged_tenant_finds_none_of_its_earlier_entries(tmp_path: Path)
     router = respx.Router()
     route = upstream(router)
     async with gateway(router, config(tmp_path)) as (client, _):
-        res = resources(client)
-        res.auth = keys = Purgeable()
+        gw = running(client)
+        keys = Purgeable()
+        authenticate_with(gw, keys)
         seen = [(await post(client, ask(ASKED), key("k-acme-1"))).headers["x-tiergate-cache"]]
         seen.append((await post(client, ask(PARAPHRASE), key("k-acme-1"))).headers["x-tiergate-cache"])
         keys.epoch = 1
@@ -226,7 +227,7 @@ async def test_expired_entries_are_not_served_and_are_pruned(tmp_path: Path) -> 
     router = respx.Router()
     route = upstream(router)
     async with gateway(router, config(tmp_path, {"ttl_s": 60})) as (client, _):
-        semantic = resources(client).semantic
+        semantic = running(client).caches.semantic
         assert semantic is not None
         await post(client, ask(ASKED))
         await post(client, ask("How do I sort a dictionary by value?", cache={"ttl_s": 3600}))
@@ -247,7 +248,7 @@ async def test_opt_outs_are_honoured(tmp_path: Path) -> None:
     router = respx.Router()
     route = upstream(router)
     async with gateway(router, config(tmp_path)) as (client, _):
-        semantic = resources(client).semantic
+        semantic = running(client).caches.semantic
         assert semantic is not None
         await post(client, ask(ASKED, cache={"no_store": True}))
         assert semantic.written == 0
@@ -291,20 +292,20 @@ async def test_bad_cache_options_are_a_400_before_any_embedding(
     router = respx.Router(assert_all_called=False)
     route = upstream(router)
     async with gateway(router, config(tmp_path)) as (client, records):
-        counting = CountingEncoder(resources(client))
+        counting = CountingEncoder(running(client))
         r = await client.post("/v1/chat/completions", json=ask(ASKED, **fields), headers={**AUTH, **headers})
     assert r.status_code == 400 and r.json()["error"]["param"] == param
     assert route.call_count == 0 and records == [] and counting.texts == []
 
 
 class CountingEncoder:
-    """Wraps the gateway's embedder to see which texts requests embedded."""
+    """Wraps the chat pipeline's embedder to see which texts requests embedded."""
 
-    def __init__(self, res: Resources) -> None:
-        assert res.embedder is not None
-        self._inner = res.embedder
+    def __init__(self, gw: Gateway) -> None:
+        assert gw.chat.embedder is not None
+        self._inner = gw.chat.embedder
         self.texts: list[str] = []
-        res.embedder = self  # type: ignore[assignment]
+        gw.chat.embedder = self  # type: ignore[assignment]
 
     async def aencode(self, text: str) -> Encoded:
         self.texts.append(text)
@@ -322,13 +323,13 @@ async def test_requests_the_semantic_cache_skips_pay_for_no_embedding(tmp_path: 
         tmp_path, {"enabled": False}, cache={"tenants": {"acme": {"semantic": {"enabled": True}}}}
     )
     async with gateway(router, only_acme) as (client, _):
-        res = resources(client)
-        res.auth = TenantKeys()
-        counting = CountingEncoder(res)
+        gw = running(client)
+        authenticate_with(gw, TenantKeys())
+        counting = CountingEncoder(gw)
         await post(client, ask(ASKED))  # the master key: the semantic cache is off for it
         await post(client, ask(ASKED, temperature=0.7), key("k-acme-1"))  # samples: not cacheable
         await post(client, {**ask(""), "messages": [{"role": "user", "content": image}]}, key("k-acme-1"))
-        assert counting.texts == [] and res.semantic is not None and res.semantic.written == 0
+        assert counting.texts == [] and gw.caches.semantic is not None and gw.caches.semantic.written == 0
         await post(client, ask(ASKED), key("k-acme-1"))
     assert counting.texts == [ASKED] and route.call_count == 4
 
@@ -337,7 +338,7 @@ async def test_a_failing_store_is_a_miss_not_an_error(tmp_path: Path) -> None:
     router = respx.Router()
     route = upstream(router)
     async with gateway(router, config(tmp_path)) as (client, _):
-        semantic = resources(client).semantic
+        semantic = running(client).caches.semantic
         assert semantic is not None
         await post(client, ask(ASKED))
 
@@ -355,7 +356,7 @@ async def test_a_stuck_store_is_a_miss_after_the_lookup_timeout(tmp_path: Path) 
     route = upstream(router)
     release = threading.Event()
     async with gateway(router, config(tmp_path, {"lookup_timeout_s": 0.05})) as (client, _):
-        semantic = resources(client).semantic
+        semantic = running(client).caches.semantic
         assert semantic is not None
         await post(client, ask(ASKED))
         semantic._nearest = lambda *_: release.wait()  # type: ignore[assignment,method-assign,return-value]
@@ -390,7 +391,7 @@ async def test_chroma_is_asked_with_a_scope_filter_only_when_other_scopes_crowd_
     router = respx.Router()
     upstream(router)
     async with gateway(router, config(tmp_path)) as (client, _):
-        semantic = resources(client).semantic
+        semantic = running(client).caches.semantic
         assert semantic is not None
         asked: list[dict[str, Any] | None] = []
         query = semantic._query
@@ -417,7 +418,7 @@ async def test_queued_writes_share_one_chroma_call(tmp_path: Path) -> None:
     upstream(router)
     things = ("numbers", "strings", "tuples", "dates")
     async with gateway(router, config(tmp_path)) as (client, _):
-        semantic = resources(client).semantic
+        semantic = running(client).caches.semantic
         assert semantic is not None
         calls: list[int] = []
         upsert, gate = semantic._upsert, threading.Event()

@@ -13,6 +13,7 @@ from httpx import Response
 from sqlalchemy import select
 
 from tests.gateway.conftest import AUTH, completion, gateway, settings
+from tests.support import gateway_of
 from tiergate.admin import models
 from tiergate.gateway.db.learning import Evaluation
 
@@ -46,17 +47,17 @@ async def test_a_candidate_is_shadowed_on_its_tiers_traffic_and_serves_nothing(
     tiny = routes(router)
     config = settings(learning={"shadow": {"fraction": 1.0}, "models": {"refresh_s": 0.05}})
     async with gateway(router, config) as (client, _):
-        res = client._transport.app.state.resources  # type: ignore[attr-defined]
-        installed = watch_installs(res.learning.registry)
+        gw = gateway_of(client)
+        installed = watch_installs(gw.learning.registry)
         before = {"model": "student", "messages": [{"role": "user", "content": "before"}]}
         assert (await client.post("/v1/chat/completions", json=before, headers=AUTH)).status_code == 200
-        assert res.learning.shadow.stats.sampled == 0  # nothing cheaper than student to compare with yet
+        assert gw.learning.shadow.stats.sampled == 0  # nothing cheaper than student to compare with yet
         row = await models.register(
-            res.accounting.engine, tier="student", model="tiny", api_base="http://tiny/v1/", api_key_env="TINY_KEY",
+            gw.accounting.engine, tier="student", model="tiny", api_base="http://tiny/v1/", api_key_env="TINY_KEY",
             input_cost_per_mtok=0.1, output_cost_per_mtok=0.2,
         )  # fmt: skip
         await asyncio.wait_for(installed.wait(), 10)  # picked up by the background refresh
-        assert res.learning.registry.candidates
+        assert gw.fleet.snapshot.candidates
         listed = {m["id"] for m in (await client.get("/v1/models", headers=AUTH)).json()["data"]}
         assert "tiny" not in listed
         assert (
@@ -68,8 +69,8 @@ async def test_a_candidate_is_shadowed_on_its_tiers_traffic_and_serves_nothing(
         ).status_code == 404
         served = await client.post("/v1/chat/completions", json={"model": "student", "messages": [{"role": "user", "content": "x"}]}, headers=AUTH)  # fmt: skip
         assert served.headers["x-tiergate-model"] == "small-a"
-        await res.learning.shadow.drain()
-        async with res.accounting.engine.connect() as conn:
+        await gw.learning.shadow.drain()
+        async with gw.accounting.engine.connect() as conn:
             (evaluation,) = (await conn.execute(select(Evaluation.__table__))).all()  # type: ignore[attr-defined]
     assert tiny.call_count == 1  # the shadow call only
     assert tiny.calls.last.request.headers["authorization"] == "Bearer sk-tiny-secret"
@@ -88,29 +89,29 @@ async def test_activation_makes_it_serve_and_removal_forgets_it() -> None:
     tiny = routes(router)
     body = {"model": "tiny", "messages": [{"role": "user", "content": "x"}]}
     async with gateway(router, settings()) as (client, _):
-        res = client._transport.app.state.resources  # type: ignore[attr-defined]
-        engine, registry = res.accounting.engine, res.learning.registry
+        gw = gateway_of(client)
+        engine, registry = gw.accounting.engine, gw.learning.registry
         row = await models.register(engine, tier="student", model="tiny", api_base="http://tiny/v1")
-        assert await registry.refresh(res) and not await registry.refresh(res)  # changed once, then stable
+        assert await registry.refresh() and not await registry.refresh()  # changed once, then stable
         await models.activate(engine, row.id)
-        assert await registry.refresh(res)
+        assert await registry.refresh()
         r = await client.post("/v1/chat/completions", json=body, headers=AUTH)
         assert r.status_code == 200 and r.headers["x-tiergate-tier"] == "student" and tiny.call_count == 1
-        assert f"registered/student/tiny#{row.id}" in res.catalog.tiers["student"]
+        assert f"registered/student/tiny#{row.id}" in gw.fleet.snapshot.catalog.tiers["student"]
         await models.deactivate(engine, row.id)
-        await registry.refresh(res)
+        await registry.refresh()
         assert (await client.post("/v1/chat/completions", json=body, headers=AUTH)).status_code == 404
         await models.remove(engine, row.id)
-        await registry.refresh(res)
-        assert registry.candidates == {} and [m.id for m in await models.list_models(engine)] == []
+        await registry.refresh()
+        assert gw.fleet.snapshot.candidates == {} and [m.id for m in await models.list_models(engine)] == []
 
 
 async def test_a_model_whose_key_variable_is_missing_is_left_out(caplog: pytest.LogCaptureFixture) -> None:
     router = respx.Router(assert_all_called=False)
     routes(router)
     async with gateway(router, settings()) as (client, _):
-        res = client._transport.app.state.resources  # type: ignore[attr-defined]
-        await models.register(res.accounting.engine, tier="student", model="tiny", api_base="http://tiny/v1", api_key_env="NO_SUCH_VARIABLE_X")  # fmt: skip
-        assert not await res.learning.registry.refresh(res)
-        assert res.learning.registry.candidates == {}
+        gw = gateway_of(client)
+        await models.register(gw.accounting.engine, tier="student", model="tiny", api_base="http://tiny/v1", api_key_env="NO_SUCH_VARIABLE_X")  # fmt: skip
+        assert not await gw.learning.registry.refresh()
+        assert gw.fleet.snapshot.candidates == {}
     assert "$NO_SUCH_VARIABLE_X is not set" in caplog.text

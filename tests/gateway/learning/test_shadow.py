@@ -14,7 +14,7 @@ from httpx import Response
 from sqlalchemy import select
 
 from tests.gateway.conftest import AUTH, completion, gateway, gateway_app, settings
-from tests.support import metric, parse_metrics
+from tests.support import gateway_of, metric, parse_metrics
 from tiergate.gateway.db.learning import Evaluation
 from tiergate.gateway.db.models import LedgerEntry
 from tiergate.policies.judge import JUDGE_VERSION
@@ -58,16 +58,16 @@ def judge_prefers(served: str) -> Any:
     return handle
 
 
-async def rows(res: Any) -> list[Any]:
-    await res.learning.shadow.drain()
-    await res.accounting.ledger.flush()
-    async with res.accounting.engine.connect() as conn:
+async def rows(gw: Any) -> list[Any]:
+    await gw.learning.shadow.drain()
+    await gw.accounting.ledger.flush()
+    async with gw.accounting.engine.connect() as conn:
         return list((await conn.execute(select(Evaluation.__table__))).all())  # type: ignore[attr-defined]
 
 
-async def evaluation_ledger(res: Any) -> list[Any]:
+async def evaluation_ledger(gw: Any) -> list[Any]:
     table = LedgerEntry.__table__  # type: ignore[attr-defined]
-    async with res.accounting.engine.connect() as conn:
+    async with gw.accounting.engine.connect() as conn:
         return list((await conn.execute(select(table).where(table.c.kind == "evaluation"))).all())
 
 
@@ -79,10 +79,10 @@ async def test_an_agreement_found_by_the_cheap_check_costs_no_judge_call() -> No
     student = router.post(STUDENT).mock(return_value=Response(200, json=completion("small-a", "B")))
     judge = router.post(JUDGE).mock(return_value=Response(500))
     async with gateway(router, config()) as (client, records):
-        res = client._transport.app.state.resources  # type: ignore[attr-defined]
+        gw = gateway_of(client)
         r = await client.post("/v1/chat/completions", json=ask(), headers=AUTH)
-        (row,) = await rows(res)
-        ledger = await evaluation_ledger(res)
+        (row,) = await rows(gw)
+        ledger = await evaluation_ledger(gw)
     assert (
         r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "The answer is (B) Jupiter."
     )
@@ -115,10 +115,10 @@ async def test_a_disagreement_is_judged_in_both_orders() -> None:
     router.post(STUDENT).mock(return_value=Response(200, json=completion("small-a", "Venus, answer C")))
     judge = router.post(JUDGE).mock(side_effect=judge_prefers("Jupiter"))
     async with gateway(router, config()) as (client, _):
-        res = client._transport.app.state.resources  # type: ignore[attr-defined]
+        gw = gateway_of(client)
         assert (await client.post("/v1/chat/completions", json=ask(), headers=AUTH)).status_code == 200
-        (row,) = await rows(res)
-        ledger = await evaluation_ledger(res)
+        (row,) = await rows(gw)
+        ledger = await evaluation_ledger(gw)
     assert judge.call_count == 2
     first, second = (json.loads(c.request.content)["messages"][1]["content"] for c in judge.calls)
     assert "Answer A:\n<<<\nVenus" in first and "Answer A:\n<<<\nJupiter" in second  # positions swapped
@@ -136,9 +136,9 @@ async def test_a_judge_biased_to_one_position_gives_as_good() -> None:
     always_a = json.dumps({"winner": "A", "reason": "first is best"})
     router.post(JUDGE).mock(return_value=Response(200, json=completion("judge", always_a)))
     async with gateway(router, config()) as (client, _):
-        res = client._transport.app.state.resources  # type: ignore[attr-defined]
+        gw = gateway_of(client)
         assert (await client.post("/v1/chat/completions", json=ask(), headers=AUTH)).status_code == 200
-        (row,) = await rows(res)
+        (row,) = await rows(gw)
     assert (row.verdict, row.score) == ("as_good", 0.5)
 
 
@@ -155,13 +155,13 @@ async def test_a_slow_candidate_does_not_delay_the_client() -> None:
     router.post(TEACHER).mock(return_value=Response(200, json=completion("big", "B")))
     router.post(STUDENT).mock(side_effect=held)
     async with gateway_app(httpx.MockTransport(router.async_handler), config()) as (app, client, records):
-        res = app.state.resources
+        gw = app.state.gateway
         r = await client.post("/v1/chat/completions", json=ask(), headers=AUTH)
         assert r.status_code == 200 and records[0].latency_s > 0
         await asyncio.wait_for(started.wait(), 10)  # the candidate call is in flight ...
-        assert not release.is_set() and res.learning.shadow.depth() == 0  # ... and the client was answered
+        assert not release.is_set() and gw.learning.shadow.depth() == 0  # ... and the client was answered
         release.set()
-        (row,) = await rows(res)
+        (row,) = await rows(gw)
     assert row.agreed and row.status == "ok"
 
 
@@ -171,11 +171,11 @@ async def test_the_daily_evaluation_budget_stops_shadowing_counted() -> None:
     student = router.post(STUDENT).mock(return_value=Response(200, json=completion("small-a", "B")))
     # The first shadow call costs 200,000 nano-USD; the cap is 100,000.
     async with gateway(router, config({"daily_budget_usd": 0.0001})) as (client, _):
-        res = client._transport.app.state.resources  # type: ignore[attr-defined]
+        gw = gateway_of(client)
         for _ in range(3):
             assert (await client.post("/v1/chat/completions", json=ask(), headers=AUTH)).status_code == 200
-            await res.learning.shadow.drain()
-        evaluated = await rows(res)
+            await gw.learning.shadow.drain()
+        evaluated = await rows(gw)
         samples = parse_metrics((await client.get("/metrics", headers=AUTH)).text)
     assert student.call_count == 1 and len(evaluated) == 1
     assert metric(samples, "tiergate_shadow_evaluations_total", outcome="over_budget") == 2
@@ -195,14 +195,14 @@ async def test_a_failed_candidate_is_recorded_and_a_full_queue_counted() -> None
     router.post(STUDENT).mock(side_effect=failing)
     shadow = config({"queue_size": 1, "concurrency": 1})
     async with gateway_app(httpx.MockTransport(router.async_handler), shadow) as (app, client, _):
-        res = app.state.resources
+        gw = app.state.gateway
         await client.post("/v1/chat/completions", json=ask(), headers=AUTH)
         await asyncio.wait_for(started.wait(), 10)  # the worker holds the first; the queue is empty
         for _ in range(2):  # the second waits in the queue, the third finds it full
             assert (await client.post("/v1/chat/completions", json=ask(), headers=AUTH)).status_code == 200
         samples = parse_metrics((await client.get("/metrics", headers=AUTH)).text)
         release.set()
-        failed = await rows(res)
+        failed = await rows(gw)
     assert metric(samples, "tiergate_queue_dropped_total", queue="shadow") == 1
     assert [r.status for r in failed] == ["candidate_failed", "candidate_failed"]
     assert all(r.verdict is None and r.candidate_cost_nano == 0 for r in failed)
@@ -221,9 +221,9 @@ async def test_candidate_answers_and_rationales_follow_the_content_policy() -> N
         ("none", None, None),
     ):
         async with gateway(router, config(traces={"content": content})) as (client, _):
-            res = client._transport.app.state.resources  # type: ignore[attr-defined]
+            gw = gateway_of(client)
             assert (await client.post("/v1/chat/completions", json=ask(), headers=AUTH)).status_code == 200
-            row = (await rows(res))[-1]
+            row = (await rows(gw))[-1]
         assert row.content == content and row.verdict is not None
         assert (row.candidate_answer or {}).get("content") == answer and row.rationale == rationale
 
@@ -233,10 +233,10 @@ async def test_a_candidate_that_reports_no_usage_is_billed_on_counted_tokens() -
     router.post(TEACHER).mock(return_value=Response(200, json=completion("big", "B")))
     router.post(STUDENT).mock(return_value=Response(200, json=completion("small-a", "B", usage=False)))
     async with gateway(router, config()) as (client, _):
-        res = client._transport.app.state.resources  # type: ignore[attr-defined]
+        gw = gateway_of(client)
         assert (await client.post("/v1/chat/completions", json=ask(), headers=AUTH)).status_code == 200
-        (row,) = await rows(res)
-        (booked,) = await evaluation_ledger(res)
+        (row,) = await rows(gw)
+        (booked,) = await evaluation_ledger(gw)
     # Counted locally: the prompt's tokens (with OpenAI's framing) and one for "B", at $1 and $2 per Mtok.
     assert booked.prompt_tokens > 10 and booked.completion_tokens == 1
     assert row.candidate_cost_nano == booked.cost_nano == booked.prompt_tokens * 1000 + 2000

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from tests.gateway.conftest import AUTH, chat, completion, gateway, settings
 from tests.gateway.routing.test_routing_strategies import SEEDS
 from tests.gateway.upstream.test_relay import STREAM
-from tests.support import metric, parse_metrics
+from tests.support import gateway_of, metric, parse_metrics
 from tiergate.gateway.accounting.auth import Principal
 from tiergate.gateway.accounting.records import CallRecord
 from tiergate.gateway.config.learning import TraceSettings
@@ -69,9 +69,9 @@ def test_none_keeps_routing_cost_and_timing_only() -> None:
     assert (row["tier"], row["cost_nano"], row["latency_ms"]) == ("student", 42, 250.0)
 
 
-async def traces_of(res: Any) -> list[Any]:
-    await res.learning.traces.flush()
-    async with res.accounting.engine.connect() as conn:
+async def traces_of(gw: Any) -> list[Any]:
+    await gw.learning.traces.flush()
+    async with gw.accounting.engine.connect() as conn:
         return list((await conn.execute(select(Trace.__table__).order_by(Trace.__table__.c.ts_ms))).all())  # type: ignore[attr-defined]
 
 
@@ -91,7 +91,7 @@ async def test_every_kind_of_call_is_traced_once_and_a_bad_key_is_not() -> None:
     )
     config = settings(learning={"traces": {"content": "full"}})
     async with gateway(router, config) as (client, _):
-        res = client._transport.app.state.resources  # type: ignore[attr-defined]
+        gw = gateway_of(client)
         calls = [
             chat("student", temperature=0),
             chat("student", stream=True),
@@ -102,11 +102,11 @@ async def test_every_kind_of_call_is_traced_once_and_a_bad_key_is_not() -> None:
         statuses = []
         for body in calls:
             statuses.append((await client.post("/v1/chat/completions", json=body, headers=AUTH)).status_code)
-            await res.cache.flush()  # the first answer is in the cache before the third call asks
+            await gw.caches.exact.flush()  # the first answer is in the cache before the third call asks
         bad = await client.post(
             "/v1/chat/completions", json=chat(), headers={"authorization": "Bearer wrong"}
         )
-        rows = await traces_of(res)
+        rows = await traces_of(gw)
     assert statuses == [200, 200, 200, 200, 404] and bad.status_code == 401
     assert student.call_count == 4
     assert len(rows) == 5  # the call with the wrong key is nobody's: no trace
@@ -138,14 +138,14 @@ async def test_traces_carry_the_routed_domain_and_query_vector() -> None:
         learning={"traces": {"content": "full"}},
     )  # fmt: skip
     async with gateway(router, config) as (client, _):
-        res = client._transport.app.state.resources  # type: ignore[attr-defined]
+        gw = gateway_of(client)
         text = "I was billed twice this month, can you refund me?"
         body = {"model": "auto", "messages": [{"role": "user", "content": text}]}
         assert (await client.post("/v1/chat/completions", json=body, headers=AUTH)).status_code == 200
         plain = await client.post("/v1/chat/completions", json=chat("teacher"), headers=AUTH)
         assert plain.status_code == 200
-        rows = await traces_of(res)
-        expected = res.embedder.encode(text).vector
+        rows = await traces_of(gw)
+        expected = gw.embedder.encode(text).vector
     routed, aliased = rows
     assert routed.domain == "billing" and routed.tier == "student"
     assert np.allclose(np.frombuffer(routed.embedding, dtype=np.float32), expected)
@@ -159,7 +159,7 @@ async def test_a_full_queue_drops_traces_and_the_metric_says_how_many() -> None:
     )
     config = settings(learning={"traces": {"queue_size": 2, "batch_size": 100, "flush_s": 60}})
     async with gateway(router, config) as (client, _):
-        res = client._transport.app.state.resources  # type: ignore[attr-defined]
+        gw = gateway_of(client)
         for _ in range(5):
             assert (
                 await client.post("/v1/chat/completions", json=chat("student"), headers=AUTH)
@@ -167,7 +167,7 @@ async def test_a_full_queue_drops_traces_and_the_metric_says_how_many() -> None:
         samples = parse_metrics((await client.get("/metrics", headers=AUTH)).text)
         assert metric(samples, "tiergate_queue_dropped_total", queue="traces") == 3
         assert metric(samples, "tiergate_queue_depth", queue="traces") == 2
-        assert len(await traces_of(res)) == 2
+        assert len(await traces_of(gw)) == 2
 
 
 async def test_a_database_that_refuses_the_rows_drops_the_batch_counted(tmp_path: Any) -> None:

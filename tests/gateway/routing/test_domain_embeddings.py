@@ -5,7 +5,6 @@ and route tables of another vector space refused."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -25,6 +24,7 @@ from tiergate.gateway.errors import UpstreamFailed
 from tiergate.gateway.routing.domain_embeddings import EmbeddingUnavailable, UpstreamEmbedder
 from tiergate.gateway.routing.local_embeddings import Embedder
 from tiergate.gateway.routing.table_store import refresh
+from tiergate.gateway.upstream.fleet import Fleet
 from tiergate.policies.route_table import RouteTableDoc
 
 SEEDS = {
@@ -88,7 +88,7 @@ async def test_domains_are_inferred_by_the_deployment_and_its_calls_booked_as_ro
 ) -> None:
     upstream = Upstream()
     async with serve(routed(sqlite_url), upstream) as s:
-        assert s.res.embedder is None  # the local model is not loaded: nothing else needs it
+        assert s.gateway.embedder is None  # the local model is not loaded: nothing else needs it
         assert upstream.inputs == [SEEDS["billing"], SEEDS["cooking"]]  # the seeds, at startup
         billing = await s.client.post(
             "/v1/chat/completions", json=ask("I was billed twice, refund me"), headers=ADMIN
@@ -98,7 +98,7 @@ async def test_domains_are_inferred_by_the_deployment_and_its_calls_booked_as_ro
         assert billing.headers["x-tiergate-tier"] == "student"
         assert cooking.headers["x-tiergate-tier"] == other.headers["x-tiergate-tier"] == "teacher"
         await s.flushed()
-        report = await cost_report(s.res.accounting.engine, s.res.settings, ReportQuery())
+        report = await cost_report(s.gateway.accounting.engine, s.gateway.settings, ReportQuery())
     # Two seed calls and three query calls, 7 tokens each at $0.5/Mtok; not client spend.
     assert report["total"]["routing_calls"] == 5 and report["total"]["requests"] == 3
     assert report["total"]["routing_cost_usd"] == pytest.approx(5 * 7 * 0.5e-6)
@@ -111,7 +111,7 @@ async def test_the_trace_vector_is_the_deployments_and_requests_without_a_domain
     upstream = Upstream()
     async with serve(routed(sqlite_url), upstream) as s:
         records: list[Any] = []
-        s.res.sinks.append(records.append)
+        s.gateway.sinks.append(records.append)
         await s.client.post("/v1/chat/completions", json=ask("refund my card"), headers=ADMIN)
         calls = len(upstream.inputs)
         await s.client.post("/v1/chat/completions", json={**ask("refund"), "model": "student"}, headers=ADMIN)
@@ -142,7 +142,7 @@ async def test_a_failing_deployment_routes_as_general_and_the_seeds_are_retried(
     upstream.failing = True
     async with serve(routed(sqlite_url), upstream) as s:  # starts although the seeds could not be embedded
         records: list[Any] = []
-        s.res.sinks.append(records.append)
+        s.gateway.sinks.append(records.append)
         r = await s.client.post("/v1/chat/completions", json=ask("refund my card"), headers=ADMIN)
         assert r.status_code == 200 and r.headers["x-tiergate-tier"] == "teacher"
         assert records[0].domain == "general"
@@ -150,12 +150,12 @@ async def test_a_failing_deployment_routes_as_general_and_the_seeds_are_retried(
             "domain embedding failed: embedder: every upstream deployment failed" in records[0].route_reason
         )
         # The routing call's failed attempts are counted like a client request's, though its record is not.
-        (embedder,) = (d.id for d in s.res.settings.deployments if d.model == "embedder")
+        (embedder,) = (d.id for d in s.gateway.fleet.snapshot.deployments if d.model == "embedder")
         scraped = parse_metrics((await s.client.get("/metrics", headers=ADMIN)).text)
         # At least the seeds' call at startup and the query's; the seeds are retried in the background.
         assert metric(scraped, "tiergate_upstream_errors_total", deployment=embedder, kind="500") >= 2
         upstream.failing = False
-        await until(lambda: s.res.router.seed_centroids or None, what="the seeds embedded on a retry")
+        await until(lambda: s.gateway.router.seed_centroids or None, what="the seeds embedded on a retry")
         again = await s.client.post("/v1/chat/completions", json=ask("refund my card"), headers=ADMIN)
         assert again.headers["x-tiergate-tier"] == "student"
 
@@ -168,7 +168,7 @@ async def test_route_tables_of_another_dimension_are_refused(sqlite_url: str) ->
         assert refused.status_code == 400
         error = refused.json()["error"]
         assert error["param"] == "centroids.cooking" and f"list of {DIMS} finite numbers" in error["message"]
-        assert await s.res.route_tables.latest_version() == 0
+        assert await s.gateway.control.route_tables.latest_version() == 0
         ok = await s.client.put(
             "/admin/route-table",
             json={"routes": {"cooking": "student"}, "centroids": {"cooking": [0, 1, 0, 0]}},
@@ -178,19 +178,19 @@ async def test_route_tables_of_another_dimension_are_refused(sqlite_url: str) ->
         cooking = await s.client.post("/v1/chat/completions", json=ask("boil an egg"), headers=ADMIN)
         assert cooking.headers["x-tiergate-tier"] == "student"
         # A version written by another process (an older config's promote) is not installed when loaded.
-        await s.res.route_tables.append(
+        await s.gateway.control.route_tables.append(
             RouteTableDoc({"cooking": "teacher"}, {"cooking": tuple(local["centroids"]["cooking"])}),
             author="other",
             base_version=None,
         )
-        assert await refresh(s.res.route_tables, s.res.router) is False
-        assert s.res.router.snapshot.table.version == 1 and s.res.router.refused_version == 2
+        assert await refresh(s.gateway.control.route_tables, s.gateway.router) is False
+        assert s.gateway.router.snapshot.table.version == 1 and s.gateway.router.refused_version == 2
         back = await s.client.post("/admin/route-table/rollback", json={"to_version": 2}, headers=ADMIN)
         assert back.status_code == 400 and "has 384 dimensions" in back.json()["error"]["message"]
         with pytest.raises(
             promote.PromoteError, match="route table v2: centroid 'cooking' has 384 dimensions"
         ):
-            await promote.run(s.res.accounting.engine, s.res.route_tables, s.res.settings)
+            await promote.run(s.gateway.accounting.engine, s.gateway.control.route_tables, s.gateway.settings)
 
 
 def test_promote_leaves_out_vectors_of_another_embedder() -> None:
@@ -205,10 +205,10 @@ async def test_the_semantic_cache_keeps_the_local_model(sqlite_url: str) -> None
     settings = routed(sqlite_url, cache={"exact": {"enabled": False}, "semantic": {"enabled": True}})
     upstream = Upstream()
     async with serve(settings, upstream) as s:
-        assert isinstance(s.res.embedder, Embedder) and s.res.domain_embedder is not None
-        assert s.res.semantic is not None
+        assert isinstance(s.gateway.embedder, Embedder) and s.gateway.domain_embedder is not None
+        assert s.gateway.caches.semantic is not None
         records: list[Any] = []
-        s.res.sinks.append(records.append)
+        s.gateway.sinks.append(records.append)
         await s.client.post("/v1/chat/completions", json=ask("refund my card"), headers=ADMIN)
     assert records[0].domain == "billing" and len(records[0].query_vector) == DIMS
 
@@ -255,7 +255,7 @@ class Stalled:
         self.calls = 0
         self.release = asyncio.Event()
 
-    async def call(self, plan: Any, send: Callable[..., Any], **_: Any) -> Any:
+    async def embeddings(self, plan: Any, request: Any, **_: Any) -> Any:
         self.calls += 1
         await self.release.wait()
         raise UpstreamFailed("released")
@@ -263,14 +263,11 @@ class Stalled:
 
 async def test_a_slow_deployment_misses_the_deadline_and_waiters_share_one_call(sqlite_url: str) -> None:
     settings = config(sqlite_url)
-    from tiergate.gateway.resources import build_catalog
-
     stalled = Stalled()
     embedder = UpstreamEmbedder(
         DomainEmbeddings("embedder", DIMS, timeout_s=0.05),
         stalled,  # type: ignore[arg-type]
-        build_catalog(settings),
-        lambda d: None,  # type: ignore[arg-type,return-value]
+        Fleet(settings.deployments),
         lambda record: None,
         None,  # type: ignore[arg-type]
     )

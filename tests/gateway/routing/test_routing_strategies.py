@@ -10,6 +10,7 @@ import respx
 from httpx import Response
 
 from tests.gateway.conftest import AUTH, chat, completion, gateway, settings
+from tests.support import authenticate_with, gateway_of
 from tiergate.gateway.routing.local_embeddings import Encoded
 
 SEEDS = {
@@ -106,7 +107,7 @@ async def test_a_tenant_policy_overrides_the_global_one() -> None:
     both_tiers(router)
     config = settings(routing={"strategy": "fixed", "tenants": {"acme": {"tier": "teacher"}}})
     async with gateway(router, config) as (client, _):
-        client._transport.app.state.resources.auth = TenantKeys()  # type: ignore[attr-defined]
+        authenticate_with(gateway_of(client), TenantKeys())
         acme = await client.post(
             "/v1/chat/completions", json=chat(), headers={"authorization": "Bearer k-acme-1"}
         )
@@ -135,12 +136,12 @@ async def test_embeddings_only_when_a_feature_needs_them_and_once_per_request() 
     both_tiers(router)
     config = settings(routing={"strategy": "promotion", "tenants": {"acme": {"strategy": "fixed"}}})
     async with gateway(router, config) as (client, _):
-        res = client._transport.app.state.resources  # type: ignore[attr-defined]
+        gw = gateway_of(client)
         from tests.gateway.cache.test_response_cache import TenantKeys
 
-        res.auth = TenantKeys()
+        authenticate_with(gw, TenantKeys())
         encoder = CountingEncoder()
-        res.embedder = encoder
+        gw.chat.embedder = encoder  # type: ignore[assignment]
         await client.post(
             "/v1/chat/completions", json=ask("Where is my invoice?", temperature=0), headers=AUTH
         )
@@ -159,7 +160,7 @@ async def test_embeddings_only_when_a_feature_needs_them_and_once_per_request() 
 
 async def test_no_embedding_model_is_loaded_when_nothing_needs_one() -> None:
     async with gateway(respx.Router(), settings(routing={"strategy": "cascade"})) as (client, _):
-        assert client._transport.app.state.resources.embedder is None  # type: ignore[attr-defined]
+        assert gateway_of(client).embedder is None
 
 
 def test_the_query_is_the_last_user_message_and_its_context_is_hashed_apart() -> None:

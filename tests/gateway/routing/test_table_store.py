@@ -118,10 +118,10 @@ async def test_a_replica_installs_what_another_wrote_and_survives_an_unreachable
     engines: tuple[AsyncEngine, AsyncEngine],
 ) -> None:
     from tiergate.gateway.config.settings import parse_settings
-    from tiergate.policies.routing import Catalog
+    from tiergate.gateway.upstream.fleet import Fleet
 
     settings = parse_settings({"master_key": "m"}, env={})
-    router = Router(settings.routing, Catalog(tiers={}, names={}, deployment_tier={}), settings.escalation)
+    router = Router(settings.routing, Fleet(()), settings.escalation)
     await SqlRouteTableStore(engines[0]).append(RouteTableDoc({"general": "ta"}), author="r0", base_version=0)
     reader = SqlRouteTableStore(engines[1])
     await refresh_or_keep(reader, router)

@@ -13,7 +13,7 @@ import respx
 from httpx import ConnectTimeout, Response
 
 from tests.gateway.conftest import AUTH, chat, completion, gateway, gateway_app, settings, sse
-from tests.support import Samples, free_port, metric, parse_metrics
+from tests.support import Samples, authenticate_with, free_port, metric, parse_metrics
 from tiergate.gateway.accounting.auth import Principal
 from tiergate.gateway.accounting.records import CallRecord
 from tiergate.gateway.errors import InsufficientQuota
@@ -132,7 +132,7 @@ class FakeQueue:
 async def test_background_queues_report_depth_and_drops() -> None:
     queue = FakeQueue("ledger")
     async with gateway_app(httpx.MockTransport(respx.Router().handler)) as (app, client, _):
-        app.state.resources.queues.append(queue)
+        app.state.gateway.queues.append(queue)
         first = await scrape(client)
         queue.waiting, queue.refused = 17, 4
         second = await scrape(client)
@@ -163,7 +163,7 @@ class TenantKeys:
 
 async def test_a_tenant_key_may_not_read_the_metrics() -> None:
     async with gateway_app(httpx.MockTransport(respx.Router().handler)) as (app, client, _):
-        app.state.resources.auth = TenantKeys()
+        authenticate_with(app.state.gateway, TenantKeys())
         r = await client.get("/metrics", headers={"authorization": "Bearer sk-tenant"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "master_key_required"
 
@@ -258,15 +258,15 @@ async def test_the_settlement_round_trip_counts_in_latency_and_overhead(sqlite_u
 
     async with serve(config(sqlite_url)) as s:
         records: list[CallRecord] = []
-        s.res.sinks.append(records.append)
+        s.gateway.sinks.append(records.append)
         key = await s.new_key((await s.new_tenant())["id"], budget_usd=1.0)
-        settle = s.res.limiter.settle
+        settle = s.gateway.accounting.limiter.settle
 
         async def slow_settle(*args: object, **kwargs: object) -> None:
             await asyncio.sleep(0.2)
             await settle(*args, **kwargs)  # type: ignore[arg-type]
 
-        s.res.limiter.settle = slow_settle  # type: ignore[method-assign]
+        s.gateway.accounting.limiter.settle = slow_settle  # type: ignore[method-assign]
         r = await s.chat(key["key"])
     (record,) = records
     assert record.overhead_s >= 0.2

@@ -36,9 +36,9 @@ async def traced(router: respx.Router) -> AsyncIterator[tuple[httpx.AsyncClient,
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracing = Tracing(provider, settings())
     async with gateway_app(httpx.MockTransport(router.handler)) as (app, client, _):
-        res = app.state.resources
-        res.sinks.append(tracing.sink)
-        res.refusals.append(tracing.refusal)
+        gw = app.state.gateway
+        gw.sinks.append(tracing.sink)
+        gw.refusals.append(tracing.refusal)
         yield client, exporter
     provider.shutdown()
 

@@ -37,7 +37,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tiergate.admin.jobs.promote_evidence import Built, Window, build, ladder_of, load, summarize
 from tiergate.gateway.config.settings import Settings
-from tiergate.gateway.resources import build_catalog
 from tiergate.gateway.routing.router import CentroidMismatch, check_centroids
 from tiergate.gateway.routing.table_store import (
     RouteTableStore,
@@ -45,6 +44,7 @@ from tiergate.gateway.routing.table_store import (
     StoredRouteTable,
     VersionConflict,
 )
+from tiergate.gateway.upstream.fleet import build_catalog
 from tiergate.policies import domains as dom
 from tiergate.policies.promotion import Plan, changelog, gap_estimates, plan, sampling_fraction
 from tiergate.policies.route_table import MAX_NOTE, RouteTableDoc, Sampling
@@ -129,7 +129,7 @@ def open_store(engine: AsyncEngine) -> RouteTableStore:
 
 def ladder_for(settings: Settings) -> list[str]:
     """The tiers promotion moves domains between: configured ones up to where unknown domains go."""
-    configured = build_catalog(settings).configured_tiers
+    configured = build_catalog(settings.deployments).configured_tiers
     wanted = settings.routing.policy.unknown_tier
     baseline = (
         wanted

@@ -6,12 +6,21 @@ import hmac
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from tiergate.gateway.accounting.keys import KEY_PREFIX, KeyCache, Limits, hash_key
 from tiergate.gateway.errors import PermissionDenied, Unauthorized
 from tiergate.policies.cache import CachePolicy
 
-__all__ = ["MASTER", "MasterKeyAuth", "Principal", "VirtualKeyAuth", "presented_key", "require_master"]
+__all__ = [
+    "MASTER",
+    "Authenticator",
+    "MasterKeyAuth",
+    "Principal",
+    "VirtualKeyAuth",
+    "presented_key",
+    "require_master",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +53,10 @@ def require_master(principal: Principal) -> Principal:
             "this route takes the master key, not a tenant's virtual key", code="master_key_required"
         )
     return principal
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, headers: Mapping[str, str]) -> Principal: ...
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:

@@ -9,26 +9,24 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from tiergate.gateway.accounting.records import CallRecord
+from tiergate.gateway.accounting.records import CallRecord, Sink
 from tiergate.gateway.config.settings import Deployment
 from tiergate.gateway.errors import UpstreamFailed
 from tiergate.gateway.http.bodies import ChatRequest
 from tiergate.gateway.learning.evaluation_budget import EvaluationBudget
-from tiergate.gateway.learning.registry import ModelRegistry
 from tiergate.gateway.learning.trace_writer import first_choice
-from tiergate.gateway.upstream.client import Attempted
+from tiergate.gateway.upstream.client import Attempted, UpstreamClient
+from tiergate.gateway.upstream.fleet import Fleet
+from tiergate.gateway.upstream.tokens import TokenCounter
 from tiergate.policies.messages import content_text
 from tiergate.policies.pricing import cost_nano
 from tiergate.policies.routing import RoutePlan, Target
 from tiergate.policies.shadow import Candidate
 from tiergate.policies.usage import chat_usage
-
-if TYPE_CHECKING:
-    from tiergate.gateway.resources import Resources
 
 Send = Callable[[ChatRequest], Awaitable[tuple[Deployment, bytes]]]
 """Sends one evaluation request; returns the deployment that answered and its body."""
@@ -65,40 +63,48 @@ def shadow_request(body: dict[str, Any]) -> ChatRequest:
 
 
 class EvaluationCalls:
-    """Sends for a candidate (a tier, or a registered model called directly) or the judge tier, and `call`."""
+    """Sends for a candidate (a tier, or a registered model called directly) or the judge tier, and `call`.
 
-    def __init__(self, res: Resources, registry: ModelRegistry, budget: EvaluationBudget) -> None:
-        self._res = res
-        self._registry = registry
+    `ledger` books each call as evaluation spend; `budget` counts it against the tenant's daily cap.
+    """
+
+    def __init__(
+        self,
+        upstream: UpstreamClient,
+        fleet: Fleet,
+        tokens: TokenCounter,
+        ledger: Sink,
+        budget: EvaluationBudget,
+    ) -> None:
+        self._upstream = upstream
+        self._fleet = fleet
+        self._tokens = tokens
+        self._ledger = ledger
         self.budget = budget
 
     def candidate(self, candidate: Candidate) -> Send:
         if candidate.deployment_id is None:
             return self.tier(candidate.tier)
-        deployment = self._registry.candidates.get(candidate.deployment_id)
+        deployment = self._fleet.snapshot.candidates.get(candidate.deployment_id)
 
         async def send(request: ChatRequest) -> tuple[Deployment, bytes]:
             if deployment is None:
                 raise UpstreamFailed(f"the registered model {candidate.deployment_id} was removed")
-            response = await self._res.provider(deployment).chat(deployment, request, want_usage_chunk=False)
-            body = await response.read()
-            if response.status != 200:
-                raise UpstreamFailed(f"{deployment.id}: HTTP {response.status}")
-            return deployment, body
+            return deployment, await self._upstream.chat_once(deployment, request)
 
         return send
 
     def tier(self, tier: str) -> Send:
         async def send(request: ChatRequest) -> tuple[Deployment, bytes]:
-            res = self._res
-            ids = res.catalog.tiers.get(tier)
+            ids = self._fleet.snapshot.catalog.tiers.get(tier)
             if not ids:
                 raise UpstreamFailed(f"no deployment serves the tier {tier}")
-            answer = await res.upstream.call(
+            answer = await self._upstream.chat(
                 RoutePlan((Target(tier, ids),), "shadow evaluation"),
-                lambda d: res.provider(d).chat(d, request, want_usage_chunk=False),
+                request,
                 stream=False,
                 trail=Attempted(),
+                want_usage_chunk=False,
             )
             return answer.deployment, answer.body
 
@@ -114,9 +120,9 @@ class EvaluationCalls:
         usage = chat_usage(doc)
         if usage is None:
             model = deployment.model
-            await self._res.tokens.ready(model)  # no usage: count locally, the encoding loaded off the loop
-            prompt = self._res.tokens.messages(request.messages, model, request.body.get("tools"))
-            completion = self._res.tokens.text(answer_text(first_choice(doc)[0]), model)
+            await self._tokens.ready(model)  # no usage: count locally, the encoding loaded off the loop
+            prompt = self._tokens.messages(request.messages, model, request.body.get("tools"))
+            completion = self._tokens.text(answer_text(first_choice(doc)[0]), model)
         else:
             prompt, completion = usage
         cost = cost_nano(deployment.price, prompt, completion)
@@ -126,6 +132,6 @@ class EvaluationCalls:
             deployment_id=deployment.id, model=deployment.model, prompt_tokens=prompt,
             completion_tokens=completion, cost_nano=cost, latency_s=time.perf_counter() - started,
         )  # fmt: skip
-        self._res.accounting.ledger.sink(booked)
+        self._ledger(booked)
         self.budget.add(record.principal.tenant_id, cost)
         return Reply(deployment, doc, cost)

@@ -3,8 +3,9 @@
 A registered model is a deployment of its tier with `candidate=True`: it serves no traffic, and shadow
 evaluation compares it with its tier's traffic. Once made active (`tiergate.admin.models.activate`, the
 promote job's decision) it joins its tier's serving deployments. Every replica re-reads the table every
-`learning.models.refresh_s` and swaps its catalog when something changed; a removed model stops being used
-at the next refresh (calls in flight finish).
+`learning.models.refresh_s` and, when something changed, replaces the registered part of the fleet (the one
+owner of the deployments that exist); a removed model stops being used at the next refresh (calls in flight
+finish).
 
 API keys are never stored: a model names the environment variable (`api_key_env`) that holds its key in
 each gateway's environment. A model whose variable is missing is left out, with a warning.
@@ -16,19 +17,15 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import col
 
-from tiergate.gateway.config.settings import Deployment, Settings
+from tiergate.gateway.config.settings import Deployment
 from tiergate.gateway.db.learning import RegisteredModel
+from tiergate.gateway.upstream.fleet import Fleet
 from tiergate.policies.pricing import Price
-
-if TYPE_CHECKING:
-    from tiergate.gateway.resources import Resources
 
 log = logging.getLogger("tiergate.registered")
 
@@ -64,17 +61,14 @@ async def load_rows(engine: AsyncEngine) -> list[RegisteredModel]:
 
 
 class ModelRegistry:
-    """The registered models this gateway knows, and the catalog swap when they change."""
+    """Reads the registered models and installs them in the fleet when they change."""
 
-    def __init__(self, engine: AsyncEngine, base: Settings, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, fleet: Fleet, env: Mapping[str, str] | None = None) -> None:
         self._engine = engine
-        self._base = base  # the configured settings, without registered models
+        self._fleet = fleet
         self._env = os.environ if env is None else env
         self._known: tuple[Deployment, ...] = ()
         self._warned: set[str] = set()
-        self.candidates: dict[str, Deployment] = {}
-        # Registered candidate id -> its tier: what shadow evaluation chooses candidates from.
-        self.candidate_tiers: dict[str, str] = {}
 
     def _deployments(self, rows: list[RegisteredModel]) -> tuple[Deployment, ...]:
         out = []
@@ -91,34 +85,23 @@ class ModelRegistry:
             out.append(deployment)
         return tuple(out)
 
-    async def refresh(self, res: Resources) -> bool:
+    async def refresh(self) -> bool:
         """Re-read the table; True when the set of registered deployments changed (and was installed)."""
         deployments = self._deployments(await load_rows(self._engine))
         if deployments == self._known:
             return False
         self._known = deployments
-        self.install(res, deployments)
+        self.install(deployments)
         return True
 
-    def install(self, res: Resources, deployments: tuple[Deployment, ...]) -> None:
-        from tiergate.gateway.resources import build_catalog  # resources opens this module: import late
+    def install(self, deployments: tuple[Deployment, ...]) -> None:
+        candidates = len(self._fleet.register(deployments).candidates)
+        log.info("registered models: %d candidate(s), %d active", candidates, len(deployments) - candidates)
 
-        settings = replace(self._base, deployments=(*self._base.deployments, *deployments))
-        res.upstream.add_deployments(deployments)
-        catalog = build_catalog(settings)
-        res.settings, res.catalog = settings, catalog
-        res.router.use_catalog(catalog)
-        self.candidates = {d.id: d for d in deployments if d.candidate}
-        self.candidate_tiers = {d.id: d.tier for d in deployments if d.candidate and d.tier is not None}
-        log.info(
-            "registered models: %d candidate(s), %d active",
-            len(self.candidates), len(deployments) - len(self.candidates),
-        )  # fmt: skip
-
-    async def run(self, res: Resources, interval_s: float) -> None:
+    async def run(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
             try:
-                await self.refresh(res)
+                await self.refresh()
             except Exception as exc:  # the models in force keep working; the next poll tries again
                 log.warning("refreshing registered models failed: %s", exc.__class__.__name__)

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import orjson
@@ -32,18 +32,16 @@ from tiergate.gateway.config.learning import ShadowPolicy, ShadowSettings
 from tiergate.gateway.db.learning import Evaluation
 from tiergate.gateway.errors import GatewayError
 from tiergate.gateway.http.bodies import ChatRequest
-from tiergate.gateway.learning.evaluation_budget import EvaluationBudget
 from tiergate.gateway.learning.evaluation_calls import EvaluationCalls, Reply, answer_text, shadow_request
-from tiergate.gateway.learning.registry import ModelRegistry
 from tiergate.gateway.learning.trace_writer import apply_policy, content_policy, first_choice
+from tiergate.gateway.routing.local_embeddings import Embedder
+from tiergate.gateway.routing.router import Router
+from tiergate.gateway.upstream.fleet import Fleet, FleetSnapshot
 from tiergate.gateway.upstream.transport import TransportError
 from tiergate.policies.agreement import agreement
 from tiergate.policies.judge import JUDGE_VERSION, combine, judge_messages, parse_winner
 from tiergate.policies.shadow import Candidate, candidates, sampled
 from tiergate.policies.tiers import TIERS, tier_rank
-
-if TYPE_CHECKING:
-    from tiergate.gateway.resources import Resources
 
 log = logging.getLogger("tiergate.shadow")
 _TABLE = Evaluation.__table__  # type: ignore[attr-defined]
@@ -73,31 +71,41 @@ def _describe(exc: BaseException) -> str:
 
 
 class ShadowEvaluator:
+    """Samples answered calls (`sink`) and evaluates them in the background.
+
+    `calls` makes and books the evaluation calls; `fleet` says which tiers and registered candidates exist;
+    `router` holds the route table whose shares drive exploration; `embedder` (None: not loaded) lets the
+    agreement check compare answer embeddings.
+    """
+
     name = "shadow"  # as metrics.QueueStats
 
     def __init__(
         self,
-        res: Resources,
         settings: ShadowSettings,
-        registry: ModelRegistry,
         engine: AsyncEngine,
+        calls: EvaluationCalls,
         *,
+        fleet: Fleet,
+        router: Router,
+        embedder: Embedder | None,
         default_content: str,
         count: Callable[[str], None] = lambda outcome: None,
     ) -> None:
-        self._res = res
         self._settings = settings
-        self._registry = registry
         self._engine = engine
+        self._calls = calls
+        self.budget = calls.budget
+        self._fleet = fleet
+        self._router = router
+        self._embedder = embedder
         self._default_content = default_content
         self._count = count
         self._queue: asyncio.Queue[Job] = asyncio.Queue(settings.queue_size)
-        self.budget = EvaluationBudget(engine)
-        self._calls = EvaluationCalls(res, registry, self.budget)
         self.stats = ShadowStats()
         self._workers: list[asyncio.Task[None]] = []
         self._cached: dict[tuple[str, str, bool], tuple[Candidate, ...]] = {}
-        self._cached_for: tuple[object, object] = (None, None)
+        self._cached_for: FleetSnapshot | None = None
 
     def depth(self) -> int:
         return self._queue.qsize()
@@ -125,7 +133,7 @@ class ShadowEvaluator:
             return
         explore = None
         if record.domain is not None and policy.route_table:
-            entry = self._res.router.snapshot.table.sampling.get(record.domain)
+            entry = self._router.snapshot.table.sampling.get(record.domain)
             explore = entry.share if entry is not None and entry.incumbent is None else None
         for candidate in self._candidates(record.tier, policy):
             fraction = policy.fraction_for(record.domain, candidate.tier, explore)
@@ -146,15 +154,19 @@ class ShadowEvaluator:
         return policy.follows_table and self.budget.known_below(tenant_id, policy.daily_budget_nano)
 
     def _candidates(self, served: str, policy: ShadowPolicy) -> tuple[Candidate, ...]:
-        """`policies.shadow.candidates`, remembered until the catalog or the registered models change."""
-        catalog, registered = self._res.catalog, self._registry.candidate_tiers
-        if catalog is not self._cached_for[0] or registered is not self._cached_for[1]:
-            self._cached, self._cached_for = {}, (catalog, registered)
+        """`policies.shadow.candidates`, remembered until the fleet (its tiers, its registered models) changes."""
+        fleet = self._fleet.snapshot
+        if fleet is not self._cached_for:
+            self._cached, self._cached_for = {}, fleet
         key = (served, policy.candidate, policy.registered)
         found = self._cached.get(key)
         if found is None:
             found = self._cached[key] = candidates(
-                served, catalog.configured_tiers, registered, policy.candidate, policy.registered
+                served,
+                fleet.catalog.configured_tiers,
+                fleet.candidate_tiers,
+                policy.candidate,
+                policy.registered,
             )
         return found
 
@@ -315,7 +327,7 @@ class ShadowEvaluator:
         )
 
     def _judge_tier(self, policy: ShadowPolicy) -> str | None:
-        tiers = self._res.catalog.tiers
+        tiers = self._fleet.snapshot.catalog.tiers
         if tiers.get(policy.judge_tier):
             return policy.judge_tier
         configured = [t for t in TIERS if tiers.get(t)]
@@ -327,7 +339,7 @@ class ShadowEvaluator:
         return ChatRequest(orjson.dumps(body), body, tier, messages, False, False, JUDGE_MAX_TOKENS, 1)
 
     async def _similarity(self, a: str, b: str) -> float | None:
-        embedder = self._res.embedder
+        embedder = self._embedder
         if embedder is None or not a or not b:
             return None
         vectors = await embedder.aembed([a, b])

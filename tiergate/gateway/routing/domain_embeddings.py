@@ -28,11 +28,10 @@ import orjson
 from tiergate.gateway.accounting.auth import MASTER, Principal
 from tiergate.gateway.accounting.records import CallRecord, Sink
 from tiergate.gateway.config.routing import DomainEmbeddings
-from tiergate.gateway.config.settings import Deployment
 from tiergate.gateway.errors import GatewayError
 from tiergate.gateway.http.bodies import EmbeddingsRequest
 from tiergate.gateway.upstream.client import Attempted, UpstreamClient
-from tiergate.gateway.upstream.providers import Provider
+from tiergate.gateway.upstream.fleet import Fleet
 from tiergate.gateway.upstream.tokens import TokenCounter
 from tiergate.policies.pricing import cost_nano
 from tiergate.policies.routing import Catalog, RoutePlan, Target
@@ -86,15 +85,13 @@ class UpstreamEmbedder:
         self,
         config: DomainEmbeddings,
         upstream: UpstreamClient,
-        catalog: Catalog,
-        provider: Callable[[Deployment], Provider],
+        fleet: Fleet,
         ledger: Sink,
         tokens: TokenCounter,
     ) -> None:
         self.config = config
         self._upstream = upstream
-        self._catalog = catalog
-        self._provider = provider
+        self._fleet = fleet
         self._ledger = ledger
         self._tokens = tokens
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -150,11 +147,8 @@ class UpstreamEmbedder:
         request = EmbeddingsRequest(orjson.dumps(body), body, self.config.deployment)
         self.calls += 1
         try:
-            answer = await self._upstream.call(
-                plan_for(self.config, self._catalog),
-                lambda d: self._provider(d).embeddings(d, request),
-                stream=False,
-                trail=Attempted(),
+            answer = await self._upstream.embeddings(
+                plan_for(self.config, self._fleet.snapshot.catalog), request, trail=Attempted()
             )
         except GatewayError as exc:
             raise EmbeddingUnavailable(f"{self.config.deployment}: {exc}") from None

@@ -24,12 +24,12 @@ from tiergate.gateway.config.routing import RoutingSettings
 from tiergate.gateway.http.bodies import ChatRequest
 from tiergate.gateway.routing.domain_embeddings import EmbeddingUnavailable
 from tiergate.gateway.routing.query import ChatQuery
+from tiergate.gateway.upstream.fleet import Fleet, FleetSnapshot
 from tiergate.gateway.upstream.tokens import TokenCounter
 from tiergate.policies.domain_match import GENERAL, nearest_domain, stack
 from tiergate.policies.retry import Health
 from tiergate.policies.routing import (
     AUTO,
-    Catalog,
     EscalationPolicy,
     Features,
     RoutePlan,
@@ -74,24 +74,23 @@ def _never(tenant_id: str | None) -> bool:
 
 class Router:
     def __init__(
-        self, settings: RoutingSettings, catalog: Catalog, escalation: EscalationPolicy, *, seed: int = 0
+        self, settings: RoutingSettings, fleet: Fleet, escalation: EscalationPolicy, *, seed: int = 0
     ) -> None:
         self.settings = settings
-        self.catalog = catalog
+        self._fleet = fleet
         self.escalation = escalation
         self.monitor_seed = seed  # of the monitoring draw (`learning.shadow.seed`)
         self.monitors: Callable[[str | None], bool] = _never
-        self._named: dict[str, RoutePlan] = {}  # plans of tier aliases and deployment names
+        # Plans of tier aliases and deployment names, valid for one fleet snapshot (models registered at run
+        # time change what a name resolves to).
+        self._named: dict[str, RoutePlan] = {}
+        self._named_for: FleetSnapshot = fleet.snapshot
         self.dimensions = settings.domains.dimensions
         self.seed_centroids: dict[str, np.ndarray] = {}
         self.snapshot = Snapshot(RouteTable(0, dict(settings.route_table)))
         self._centroids: Mapping[str, Sequence[float] | np.ndarray] = {}
         self.refused_version = 0  # the newest stored version refused for its centroids (0: none)
         self.install(self.snapshot.table, {})
-
-    def use_catalog(self, catalog: Catalog) -> None:
-        """Route over a changed catalog (models registered at run time): named plans are resolved afresh."""
-        self.catalog, self._named = catalog, {}
 
     def install(self, table: RouteTable, centroids: Mapping[str, Sequence[float] | np.ndarray]) -> None:
         """Serve `table` from now on; `centroids` (from the table's version) win over the config's seeds.
@@ -130,12 +129,15 @@ class Router:
         monitoring: bool = True,
     ) -> RoutePlan | None:
         """The plan for one request; `monitoring` False: never a monitoring sample."""
+        fleet = self._fleet.snapshot
         if request.model != AUTO:
-            # A pure function of the name for the router's lifetime: computed once per configured name (unknown
+            # A pure function of the name for a fleet snapshot: computed once per configured name (unknown
             # names are not kept, so callers cannot grow the table).
+            if fleet is not self._named_for:
+                self._named, self._named_for = {}, fleet
             plan = self._named.get(request.model)
             if plan is None:
-                plan = resolve(request.model, self.catalog, self.escalation)
+                plan = resolve(request.model, fleet.catalog, self.escalation)
                 if plan is not None:
                     self._named[request.model] = plan
             return plan
@@ -161,7 +163,7 @@ class Router:
         monitoring = monitoring and bool(snap.table.sampling) and self.monitors(principal.tenant_id)
         plan = decide(
             RouteRequest(
-                self.catalog, policy, self.escalation, features, domain, snap.table, health, time.monotonic(),
+                fleet.catalog, policy, self.escalation, features, domain, snap.table, health, time.monotonic(),
                 request_id, monitoring, self.monitor_seed,
             )
         )  # fmt: skip

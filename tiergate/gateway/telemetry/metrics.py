@@ -68,7 +68,8 @@ _TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30)
 
 
 class QueueStats(Protocol):
-    """What a bounded background queue shows to the metrics; register one with `Resources.queues.append`.
+    """What a bounded background queue shows to the metrics; the lifespan registers each one
+    (`components.open_gateway`).
 
     `depth` is the number of items waiting now, `dropped` the number refused since start (monotonic).
     Both are read on the event loop and, with `metrics_port` in a single process, from the scrape thread:

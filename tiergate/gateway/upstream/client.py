@@ -5,6 +5,9 @@ load share), up to `1 + max_retries` attempts with jittered backoff on connect e
 5xx. A deployment that fails `cooldown_failures` times in a row rests for `cooldown_s`. When a whole target
 fails and the plan allows it, the next, more capable target answers (an escalation). A 4xx that says the
 request itself is wrong ends the search at once: another deployment would refuse it too.
+
+The client owns the providers: callers say `chat` or `embeddings` and never choose between the byte-level
+fast path and litellm; which deployments exist it reads from the fleet's snapshot in force.
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from tiergate.gateway.config.settings import Deployment, Settings
+from tiergate.gateway.config.settings import Deployment, UpstreamPolicy
 from tiergate.gateway.errors import RateLimited, UpstreamFailed, UpstreamRejected
+from tiergate.gateway.http.bodies import ChatRequest, EmbeddingsRequest
+from tiergate.gateway.upstream.fleet import Fleet
+from tiergate.gateway.upstream.providers import Provider
 from tiergate.gateway.upstream.transport import TransportError, UpstreamResponse
 from tiergate.policies.retry import Health, backoff_s, is_retryable_status, record_failure, record_success
 from tiergate.policies.routing import RoutePlan, Target, prefer_healthy
@@ -59,9 +65,19 @@ def _retry_after(response: UpstreamResponse) -> float | None:
 
 
 class UpstreamClient:
-    def __init__(self, settings: Settings, *, rng: random.Random | None = None) -> None:
-        self._policy = settings.upstream
-        self._deployments = {d.id: d for d in settings.deployments}
+    def __init__(
+        self,
+        policy: UpstreamPolicy,
+        fleet: Fleet,
+        *,
+        fast_path: Provider,
+        translated: Provider,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._policy = policy
+        self._fleet = fleet
+        self._fast_path = fast_path
+        self._translated = translated  # litellm, for deployments that are not OpenAI-compatible
         self.health: dict[str, Health] = {}
         self._rng = rng or random.Random()
         self._rotation = 0
@@ -70,10 +86,56 @@ class UpstreamClient:
         # kind is the HTTP status, "timeout" or "connection".
         self.on_error: Callable[[str, str], None] | None = None
 
-    def add_deployments(self, deployments: Iterable[Deployment]) -> None:
-        """Make deployments registered at run time callable (ids are never removed: calls may be in flight)."""
-        for d in deployments:
-            self._deployments[d.id] = d
+    def provider(self, deployment: Deployment) -> Provider:
+        return self._fast_path if deployment.fast_path else self._translated
+
+    def chat(
+        self,
+        plan: RoutePlan,
+        request: ChatRequest,
+        *,
+        stream: bool,
+        trail: Attempted,
+        may_escalate: Callable[[Target, int], Awaitable[bool]] | None = None,
+        want_usage_chunk: bool = True,
+    ) -> Awaitable[Answer]:
+        """A chat completion along the plan (see `_call`); `want_usage_chunk` asks a stream for its usage.
+
+        Not a coroutine itself: the request path awaits `_call` directly, with no frame in between."""
+        provider = self.provider
+        return self._call(
+            plan,
+            lambda d: provider(d).chat(d, request, want_usage_chunk=want_usage_chunk),
+            stream=stream,
+            trail=trail,
+            may_escalate=may_escalate,
+        )
+
+    def embeddings(
+        self, plan: RoutePlan, request: EmbeddingsRequest, *, trail: Attempted
+    ) -> Awaitable[Answer]:
+        """Embeddings along the plan; a 404 is the caller's (see `EMBEDDINGS_FAULTS`)."""
+        provider = self.provider
+        return self._call(
+            plan,
+            lambda d: provider(d).embeddings(d, request),
+            stream=False,
+            trail=trail,
+            faults=EMBEDDINGS_FAULTS,
+        )
+
+    async def chat_once(self, deployment: Deployment, request: ChatRequest) -> bytes:
+        """One non-streamed chat completion from exactly this deployment: no retry, no fallback, no cooldown
+        (a registered candidate under evaluation). Raises UpstreamFailed on any status but 200."""
+        response = await self.provider(deployment).chat(deployment, request, want_usage_chunk=False)
+        body = await response.read()
+        if response.status != 200:
+            raise UpstreamFailed(f"{deployment.id}: HTTP {response.status}")
+        return body
+
+    async def aclose(self) -> None:
+        await self._fast_path.aclose()
+        await self._translated.aclose()
 
     def _error(self, deployment_id: str, kind: str) -> None:
         if self.on_error is not None:
@@ -95,7 +157,7 @@ class UpstreamClient:
         if state is not None:
             self.health[deployment.id] = record_success(state)
 
-    async def call(
+    async def _call(
         self,
         plan: RoutePlan,
         send: Send,
@@ -113,6 +175,7 @@ class UpstreamClient:
         """
         rotation = self._rotation if self._policy.load_balance == "round_robin" else 0
         self._rotation += 1
+        by_id = self._fleet.snapshot.by_id
         all_timeouts = all_throttled = True
         retry_afters: list[float] = []
         for position, target in enumerate(plan.targets):
@@ -126,7 +189,7 @@ class UpstreamClient:
                 )
             order = prefer_healthy(target.deployments, self.health, time.monotonic(), rotation)
             for deployment_id in order:
-                deployment = self._deployments[deployment_id]
+                deployment = by_id[deployment_id]
                 for attempt in range(self._policy.max_retries + 1):
                     trail.attempts += 1
                     waited = time.perf_counter()
