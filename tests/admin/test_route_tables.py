@@ -179,20 +179,20 @@ async def test_only_the_master_key_may_use_it(database_url: str, tmp_path: Path)
 async def test_a_method_a_path_does_not_take_is_a_405_naming_those_it_does(
     method: str, path: str, allow: str, database_url: str, tmp_path: Path
 ) -> None:
-    async with server(database_url, tmp_path) as (client, res):
+    async with server(database_url, tmp_path) as (client, gw):
         r = await client.request(method, path, json={"routes": {}}, headers=AUTH)
         assert r.status_code == 405 and r.headers["allow"] == allow and r.headers["x-request-id"]
         assert r.json()["error"]["code"] == "method_not_allowed"
-        assert await res.route_tables.latest_version() == 0
+        assert await gw.control.route_tables.latest_version() == 0
 
 
 async def test_head_reads_and_other_paths_under_it_are_the_admin_apis_404(
     database_url: str, tmp_path: Path
 ) -> None:
-    async with server(database_url, tmp_path) as (client, res):
+    async with server(database_url, tmp_path) as (client, gw):
         # HEAD is a GET without a body: it used to fall through to the write and was refused as one.
         head = await client.request("HEAD", "/admin/route-table", content=b'{"routes": {}}', headers=AUTH)
-        assert head.status_code == 200 and await res.route_tables.latest_version() == 0
+        assert head.status_code == 200 and await gw.control.route_tables.latest_version() == 0
         for path in ("/admin/route-table/", "/admin/route-table/nope", "/admin/route-tables"):
             r = await client.get(path, headers=AUTH)
             assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", path
