@@ -38,3 +38,22 @@ def test_every_package_says_what_it_owns() -> None:
         if doc is None or len(doc.split()) < 8:
             silent.append(str(init.relative_to(PACKAGE)))
     assert not silent, f"packages without a docstring saying what they own: {silent}"
+
+
+# Every command module answers the CLI's plugin protocol (`register(subparsers)`, `cmd(args)`): one name
+# on purpose, each reached only through its module.
+COMMAND_PROTOCOL = PACKAGE / "admin" / "commands"
+
+
+def test_no_two_public_classes_or_functions_share_a_name() -> None:
+    where: dict[str, list[str]] = {}
+    for path in _modules():
+        if path.parent == COMMAND_PROTOCOL:
+            continue
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(
+                node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
+            ) and not node.name.startswith("_"):
+                where.setdefault(node.name, []).append(str(path.relative_to(PACKAGE)))
+    shared = {name: paths for name, paths in where.items() if len(paths) > 1}
+    assert not shared, f"one name, several things: {shared}"

@@ -43,7 +43,7 @@ from tiergate.policies.semantic import (
     SemanticPolicy,
     analyse,
     similarity,
-    verify,
+    verify_match,
 )
 from tiergate.policies.semantic_align import Alignment
 from tiergate.policies.semantic_text import fold
@@ -86,7 +86,7 @@ def _persons(a: Analysis) -> frozenset[str]:
 def features(a: EncodedQuery, b: EncodedQuery, xa: Analysis, xb: Analysis) -> np.ndarray:
     """HAND_FEATURES of one pair, from what the verifier already computes plus the token states."""
     cosine = similarity(a, b)
-    verdict = verify(xa, xb, cosine, SemanticPolicy(threshold=FLOOR))
+    verdict = verify_match(xa, xb, cosine, SemanticPolicy(threshold=FLOOR))
     align = Alignment(xa, xb, -1.0)  # every content word's best partner, however far
     cosines = [c for _, c in align.a_to_b.values()] + [c for _, c in align.b_to_a.values()]
     related = [c for c in cosines if c < 1.0]  # partners found by hidden state, not by equal stems

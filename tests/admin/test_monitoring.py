@@ -152,7 +152,7 @@ async def test_a_monitoring_sample_is_served_by_the_incumbent_and_its_verdicts_d
             ("billing", "teacher", "student", "worse")
         }
 
-        outcome = await promote.run(gw.accounting.engine, gw.control.route_tables, settings_)
+        outcome = await promote.run_promote(gw.accounting.engine, gw.control.route_tables, settings_)
         assert [(d.domain, d.action, d.from_tier, d.to_tier, d.samples) for d in outcome.plan.decisions] == [
             ("billing", "demote", "student", "teacher", len(monitored))
         ]

@@ -31,7 +31,7 @@ async def test_promotes_the_domain_where_the_student_agrees_and_keeps_the_other(
     await seed(engine, "billing", requests=100, verdicts={"as_good": 60})
     await seed(engine, "code", requests=100, verdicts={"as_good": 40, "worse": 20})
     store = SqlRouteTableStore(engine)
-    outcome = await promote.run(engine, store, promote_settings(database_url), now_ms=NOW_MS)
+    outcome = await promote.run_promote(engine, store, promote_settings(database_url), now_ms=NOW_MS)
     assert outcome.written is not None and outcome.written.version == 1
     assert outcome.written.author == "promote"
     doc = outcome.written.doc
@@ -73,12 +73,12 @@ async def test_no_promotion_without_the_evidence_and_no_new_version_when_nothing
     await seed(engine, "code", requests=100, verdicts={"as_good": 30, "worse": 30})  # too often worse
     store = SqlRouteTableStore(engine)
     settings = promote_settings(database_url)
-    first = await promote.run(engine, store, settings, now_ms=NOW_MS)
+    first = await promote.run_promote(engine, store, settings, now_ms=NOW_MS)
     assert not first.plan.decisions
     # The domains are new, so the first run records them (every route still on the teacher).
     assert first.written is not None and set(first.written.doc.routes.values()) == {"teacher"}
     assert "no change" in first.note
-    second = await promote.run(engine, store, settings, now_ms=NOW_MS + 60_000)
+    second = await promote.run_promote(engine, store, settings, now_ms=NOW_MS + 60_000)
     assert second.written is None and not second.changed and await store.latest_version() == 1
 
 
@@ -89,11 +89,11 @@ async def test_domain_ids_and_names_survive_a_second_run_on_more_traffic(
     await seed(engine, "code", requests=80)
     store = SqlRouteTableStore(engine)
     settings = promote_settings(database_url)
-    first = (await promote.run(engine, store, settings, now_ms=NOW_MS)).written
+    first = (await promote.run_promote(engine, store, settings, now_ms=NOW_MS)).written
     assert first is not None
     await seed(engine, "billing", requests=60, verdicts={"as_good": 50}, seed=1, ts_ms=NOW_MS - 1000)
     await seed(engine, "code", requests=60, seed=1, ts_ms=NOW_MS - 1000)
-    second = await promote.run(engine, store, settings, now_ms=NOW_MS)
+    second = await promote.run_promote(engine, store, settings, now_ms=NOW_MS)
     assert second.written is not None and not second.built.new_domains and not second.built.retired
     assert second.written.doc.names == first.doc.names
     assert set(second.written.doc.centroids) == set(first.doc.centroids)
@@ -108,13 +108,13 @@ async def test_demotes_when_monitoring_shows_the_budget_broken(
     await seed(engine, "code", requests=100)
     store = SqlRouteTableStore(engine)
     settings = promote_settings(database_url)
-    promoted = (await promote.run(engine, store, settings, now_ms=NOW_MS)).written
+    promoted = (await promote.run_promote(engine, store, settings, now_ms=NOW_MS)).written
     assert promoted is not None
     billing = domain_named(promoted.doc, "invoice")
     assert promoted.doc.routes[billing] == "student"
     # Monitoring: the teacher serves a share of the promoted domain, the student shadowed, and loses.
     await seed(engine, "billing", requests=80, verdicts={"worse": 60}, seed=2, ts_ms=NOW_MS - 1000)
-    outcome = await promote.run(engine, store, settings, now_ms=NOW_MS)
+    outcome = await promote.run_promote(engine, store, settings, now_ms=NOW_MS)
     assert [(d.domain, d.action, d.from_tier, d.to_tier) for d in outcome.plan.decisions] == [
         (billing, "demote", "student", "teacher")
     ]
@@ -129,19 +129,19 @@ async def test_a_new_version_when_only_a_share_changed(engine: AsyncEngine, data
     await seed(engine, "billing", requests=100, verdicts={"as_good": 20})
     await seed(engine, "code", requests=100)
     store = SqlRouteTableStore(engine)
-    first = (await promote.run(engine, store, settings, now_ms=NOW_MS)).written
+    first = (await promote.run_promote(engine, store, settings, now_ms=NOW_MS)).written
     assert first is not None
     billing = domain_named(first.doc, "invoice")
     assert first.doc.sampling[billing] == Sampling(0.3)
     # Billing reaches `enough` verdicts: exploration slows to the monitoring share, routes unchanged.
     await seed(engine, "billing", requests=20, verdicts={"as_good": 20}, seed=5, ts_ms=NOW_MS - 1000)
-    second = await promote.run(engine, store, settings, now_ms=NOW_MS)
+    second = await promote.run_promote(engine, store, settings, now_ms=NOW_MS)
     assert not second.plan.decisions and second.sampling_changed
     assert second.written is not None and second.written.doc.routes == first.doc.routes
     assert second.written.doc.sampling[billing] == Sampling(0.03)
     assert "shadow shares (sampling) updated" in second.written.doc.note
     assert second.as_json()["sampling"][billing] == {"explore": 0.03}
-    third = await promote.run(engine, store, settings, now_ms=NOW_MS)
+    third = await promote.run_promote(engine, store, settings, now_ms=NOW_MS)
     assert third.written is None and not third.changed
 
 
@@ -150,7 +150,9 @@ async def test_hand_written_routes_keep_their_shares(engine: AsyncEngine, databa
     mine = {"vip": Sampling(0.1, "supervisor")}
     await store.append(RouteTableDoc({"vip": "teacher"}, sampling=mine), author="master", base_version=None)
     await seed(engine, "billing", requests=100, verdicts={"as_good": 60})
-    written = (await promote.run(engine, store, promote_settings(database_url), now_ms=NOW_MS)).written
+    written = (
+        await promote.run_promote(engine, store, promote_settings(database_url), now_ms=NOW_MS)
+    ).written
     assert written is not None and written.doc.routes["vip"] == "teacher"
     assert written.doc.sampling["vip"] == mine["vip"]
     assert set(written.doc.sampling) == set(written.doc.routes)  # and a share for every domain it decided
@@ -159,7 +161,9 @@ async def test_hand_written_routes_keep_their_shares(engine: AsyncEngine, databa
 async def test_dry_run_writes_nothing(engine: AsyncEngine, database_url: str) -> None:
     await seed(engine, "billing", requests=100, verdicts={"as_good": 60})
     store = SqlRouteTableStore(engine)
-    outcome = await promote.run(engine, store, promote_settings(database_url), dry_run=True, now_ms=NOW_MS)
+    outcome = await promote.run_promote(
+        engine, store, promote_settings(database_url), dry_run=True, now_ms=NOW_MS
+    )
     assert outcome.plan.decisions and outcome.written is None and await store.latest_version() == 0
     assert outcome.as_json()["dry_run"] and outcome.as_json()["decisions"][0]["action"] == "promote"
 
@@ -171,10 +175,10 @@ async def test_the_budget_comes_from_feedback_on_the_incumbent_when_not_configur
     await seed(engine, "billing", requests=100, verdicts={"as_good": 60})
     store = SqlRouteTableStore(engine)
     # No feedback: the incumbent's quality is unknown, so its lower bound is 0 and no loss fits.
-    unknown = await promote.run(engine, store, settings, dry_run=True, now_ms=NOW_MS)
+    unknown = await promote.run_promote(engine, store, settings, dry_run=True, now_ms=NOW_MS)
     assert unknown.plan.budget == 0 and not unknown.plan.decisions
     await seed(engine, "code", requests=100, feedback_score=1.0, seed=3)
-    known = await promote.run(engine, store, settings, dry_run=True, now_ms=NOW_MS)
+    known = await promote.run_promote(engine, store, settings, dry_run=True, now_ms=NOW_MS)
     assert known.plan.quality.samples == 100 and 0.9 < known.plan.quality.lower < 1
     assert [d.action for d in known.plan.decisions] == ["promote"]
 
@@ -182,7 +186,7 @@ async def test_the_budget_comes_from_feedback_on_the_incumbent_when_not_configur
 async def test_evidence_older_than_the_window_is_not_read(engine: AsyncEngine, database_url: str) -> None:
     old = NOW_MS - 40 * 86_400_000
     await seed(engine, "billing", requests=100, verdicts={"as_good": 60}, ts_ms=old)
-    outcome = await promote.run(
+    outcome = await promote.run_promote(
         engine, SqlRouteTableStore(engine), promote_settings(database_url), now_ms=NOW_MS
     )
     assert outcome.built.counts == {"traces": 0, "embedded": 0, "verdicts": 0, "feedback": 0}
@@ -196,16 +200,16 @@ async def test_rollback_through_the_store_restores_the_earlier_version(
     await seed(engine, "code", requests=100)
     store = SqlRouteTableStore(engine)
     settings = promote_settings(database_url)
-    first = (await promote.run(engine, store, settings, now_ms=NOW_MS)).written
+    first = (await promote.run_promote(engine, store, settings, now_ms=NOW_MS)).written
     await seed(engine, "billing", requests=60, verdicts={"as_good": 50}, seed=4, ts_ms=NOW_MS - 1000)
-    second = (await promote.run(engine, store, settings, now_ms=NOW_MS)).written
+    second = (await promote.run_promote(engine, store, settings, now_ms=NOW_MS)).written
     assert first is not None and second is not None and second.doc.routes != first.doc.routes
     back = await rollback(store, 1, author="master", dimensions=LOCAL_DIMENSIONS)
     assert back.version == 3
     restored = await store.get()
     assert restored is not None and restored.doc == first.doc  # names and centroids too
     # The next run decides from the restored version: the evidence still supports the promotion.
-    again = await promote.run(engine, store, settings, now_ms=NOW_MS)
+    again = await promote.run_promote(engine, store, settings, now_ms=NOW_MS)
     assert again.base_version == 3 and [d.action for d in again.plan.decisions] == ["promote"]
 
 
@@ -229,8 +233,8 @@ async def test_a_concurrent_write_makes_the_job_decide_again_on_top_of_it(
     await seed(engine, "billing", requests=100, verdicts={"as_good": 60})
     settings = promote_settings(database_url)
     with pytest.raises(VersionConflict):  # a writer landing before every attempt wins in the end
-        await promote.run(engine, RacingStore(engine, races=3), settings, now_ms=NOW_MS)
-    outcome = await promote.run(engine, RacingStore(engine, races=1), settings, now_ms=NOW_MS)
+        await promote.run_promote(engine, RacingStore(engine, races=3), settings, now_ms=NOW_MS)
+    outcome = await promote.run_promote(engine, RacingStore(engine, races=1), settings, now_ms=NOW_MS)
     assert outcome.written is not None and outcome.written.version == 5 and outcome.base_version == 4
     assert outcome.written.doc.routes["other"] == "teacher"  # a hand-written route is kept as it was
 

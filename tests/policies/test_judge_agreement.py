@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tiergate.policies.agreement import agreement, final_choice, final_number
-from tiergate.policies.judge import JUDGE_VERSION, combine, judge_messages, parse_winner
+from tiergate.policies.judge import JUDGE_VERSION, combine, pairwise_judge_messages, parse_winner
 
 
 @pytest.mark.parametrize(
@@ -72,7 +72,9 @@ def test_combine_cancels_position_bias(first: str, second: str, verdict: str, sc
 
 
 def test_judge_prompt_is_fixed_and_contains_both_answers() -> None:
-    messages = judge_messages([{"role": "user", "content": [{"type": "text", "text": "2+2?"}]}], "four", "4")
+    messages = pairwise_judge_messages(
+        [{"role": "user", "content": [{"type": "text", "text": "2+2?"}]}], "four", "4"
+    )
     assert messages[0]["role"] == "system" and '"winner"' in messages[0]["content"]
     assert "2+2?" in messages[1]["content"] and "Answer A:\n<<<\nfour" in messages[1]["content"]
     assert JUDGE_VERSION.startswith("tiergate-judge-v")

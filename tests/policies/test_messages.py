@@ -4,9 +4,9 @@ from typing import Any
 
 import pytest
 
-from tiergate.policies.judge import judge_messages as shadow_judge_messages
+from tiergate.policies.judge import pairwise_judge_messages as shadow_judge_messages
 from tiergate.policies.messages import content_text, image_parts, is_text_only, text_parts
-from tiergate.policies.verifiers import judge_messages as cascade_judge_messages
+from tiergate.policies.verifiers import pass_fail_judge_messages as cascade_judge_messages
 
 TEXT = {"type": "text", "text": "hello"}
 IMAGE = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}

@@ -16,7 +16,7 @@ from tiergate.policies.semantic import (
     SemanticPolicy,
     analyse,
     decide_match,
-    verify,
+    verify_match,
 )
 
 PARAPHRASES = Path(__file__).parent / "data" / "paraphrases.json"
@@ -103,7 +103,7 @@ def test_without_the_verifier_the_threshold_alone_decides(encode: Callable[[str]
 def test_verify_on_analysed_queries_matches_decide(encode: Callable[[str], EncodedQuery]) -> None:
     a, b = encode("How do I convert ethane to ethene?"), encode("How do I convert ethene to ethane?")
     by_decide = decide_match(a, b, VERIFIER_ONLY)
-    assert verify(analyse(a), analyse(b), by_decide.similarity, VERIFIER_ONLY) == by_decide
+    assert verify_match(analyse(a), analyse(b), by_decide.similarity, VERIFIER_ONLY) == by_decide
 
 
 def test_header_carries_the_verdict_and_similarity() -> None:

@@ -10,12 +10,12 @@ from tiergate.policies.verifiers import (
     VERIFIERS,
     Expected,
     VerifierConfig,
-    judge_messages,
     judge_sampled,
     judge_verdict,
     mean_logprob,
+    pass_fail_judge_messages,
     strip_logprobs,
-    verify,
+    verify_answer,
 )
 
 ALL = VerifierConfig(enabled=tuple(VERIFIERS), min_mean_logprob=-1.0)
@@ -94,7 +94,7 @@ def with_logprobs(*values: float) -> dict[str, Any]:
     ],
 )
 def test_verify(doc: dict[str, Any], expected: Expected, verifier: str | None, reason: str) -> None:
-    verdict = verify(doc, expected, ALL)
+    verdict = verify_answer(doc, expected, ALL)
     if verifier is None:
         assert verdict.ok, verdict
     else:
@@ -102,9 +102,9 @@ def test_verify(doc: dict[str, Any], expected: Expected, verifier: str | None, r
 
 
 def test_only_enabled_verifiers_run_and_custom_refusals_add_to_the_builtin_ones() -> None:
-    assert verify(answer("", finish="length"), Expected(), VerifierConfig(enabled=("refusal",))).ok
+    assert verify_answer(answer("", finish="length"), Expected(), VerifierConfig(enabled=("refusal",))).ok
     custom = VerifierConfig(enabled=("refusal",), refusals=(r"computer says no",))
-    assert not verify(answer("Computer says no."), Expected(), custom).ok
+    assert not verify_answer(answer("Computer says no."), Expected(), custom).ok
 
 
 def test_every_choice_is_checked() -> None:
@@ -112,7 +112,7 @@ def test_every_choice_is_checked() -> None:
     doc["choices"].append(
         {"index": 1, "message": {"role": "assistant", "content": ""}, "finish_reason": "stop"}
     )
-    assert verify(doc, Expected(), ALL).verifier == "truncated"
+    assert verify_answer(doc, Expected(), ALL).verifier == "truncated"
 
 
 def test_logprobs_mean_and_stripping() -> None:
@@ -139,6 +139,6 @@ def test_judge_verdict(text: str, verdict: bool | None) -> None:
 
 
 def test_judge_messages_show_the_conversation_and_the_candidate() -> None:
-    messages = judge_messages([{"role": "user", "content": "Capital of France?"}], answer("Paris."))
+    messages = pass_fail_judge_messages([{"role": "user", "content": "Capital of France?"}], answer("Paris."))
     assert messages[0]["role"] == "system" and "PASS" in messages[0]["content"]
     assert "Capital of France?" in messages[1]["content"] and "Paris." in messages[1]["content"]

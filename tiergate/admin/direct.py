@@ -25,7 +25,7 @@ def add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def run(args: argparse.Namespace, work: Callable[[Any, Any], Awaitable[T]]) -> T:
+def run_against_database(args: argparse.Namespace, work: Callable[[Any, Any], Awaitable[T]]) -> T:
     """Run `work(settings, engine)` against the configured database, migrated (SQLite) or checked."""
     from tiergate.gateway.config.settings import load_settings
     from tiergate.gateway.db import migrate

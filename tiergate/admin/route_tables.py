@@ -41,7 +41,7 @@ class RouteTableConflict(GatewayError):
     code = "version_conflict"
 
 
-def shown(stored: StoredRouteTable) -> dict[str, Any]:
+def shown_table(stored: StoredRouteTable) -> dict[str, Any]:
     return {
         "version": stored.version,
         "created_ms": stored.created_ms,
@@ -81,7 +81,9 @@ def _master_only(handler: Handler) -> Callable[[HTTPEndpoint, Request], Awaitabl
 async def _current(request: Request, control: ControlPlane) -> Response:
     stored = await control.route_tables.get()
     serving = control.router.snapshot.table
-    current = shown(stored) if stored else {"version": 0, "routes": dict(serving.routes), "centroids": {}}
+    current = (
+        shown_table(stored) if stored else {"version": 0, "routes": dict(serving.routes), "centroids": {}}
+    )
     return _json({**current, "serving_version": serving.version})
 
 
@@ -91,14 +93,14 @@ async def _write(request: Request, control: ControlPlane) -> Response:
         control.route_tables, parse_object(raw), author="master", dimensions=control.router.dimensions
     )
     install(control.router, stored)
-    return _json(shown(stored), status=201)
+    return _json(shown_table(stored), status=201)
 
 
 async def _history(request: Request, control: ControlPlane) -> Response:
     limit = request.query_params.get("limit", "20")
     if not limit.isdigit() or not 1 <= int(limit) <= 1000:
         raise BadRequest("'limit' must be an integer between 1 and 1000", param="limit")
-    return _json({"data": [shown(s) for s in await control.route_tables.history(int(limit))]})
+    return _json({"data": [shown_table(s) for s in await control.route_tables.history(int(limit))]})
 
 
 async def _rollback(request: Request, control: ControlPlane) -> Response:
@@ -108,7 +110,7 @@ async def _rollback(request: Request, control: ControlPlane) -> Response:
         control.route_tables, body.get("to_version"), author="master", dimensions=control.router.dimensions
     )
     install(control.router, stored)
-    return _json(shown(stored), status=201)
+    return _json(shown_table(stored), status=201)
 
 
 # Starlette dispatches on the method (HEAD is served as GET) and answers any other method with a 405 and
@@ -177,7 +179,7 @@ async def _append(
         ) from None
 
 
-def routes() -> list[Route]:
+def route_table_routes() -> list[Route]:
     return [
         Route("/admin/route-table", _RouteTable),
         Route("/admin/route-table/history", _History),

@@ -79,7 +79,7 @@ def control_plane_routes() -> list[BaseRoute]:
     return [
         Route("/v1/usage", usage, methods=["GET"]),
         Route("/usage", usage, methods=["GET"]),
-        *route_tables.routes(),
+        *route_tables.route_table_routes(),
         Mount("/admin", app=LazyAdmin()),
     ]
 
@@ -112,7 +112,7 @@ async def promote_periodically(control: ControlPlane) -> None:
         lease.holder_name(),
     )
     await promote.periodically(
-        lambda: promote.run(engine, control.route_tables, control.settings),
+        lambda: promote.run_promote(engine, control.route_tables, control.settings),
         interval_s,
         # A little under the interval, so that this replica's own next wake-up, a few ms early, still runs.
         claim=lambda: lease.claim(engine, "promote", holder, 0.9 * interval_s),

@@ -176,7 +176,7 @@ async def chat(request: Request) -> Response:
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
-async def embeddings(request: Request) -> Response:
+async def standin_embeddings(request: Request) -> Response:
     body = orjson.loads(await request.body())
     inputs = body.get("input")
     texts = [inputs] if isinstance(inputs, str) else [str(x) for x in inputs or []]
@@ -200,6 +200,6 @@ def create_standin_app() -> Starlette:
     return Starlette(
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
-            Route("/v1/embeddings", embeddings, methods=["POST"]),
+            Route("/v1/embeddings", standin_embeddings, methods=["POST"]),
         ]
     )

@@ -199,7 +199,7 @@ async def models(request: Request) -> Response:
         principal = await gateway.auth.authenticate(request.headers)
     except GatewayError as error:
         return error_response(error, rid)
-    response = endpoints.models(gateway.fleet, gateway.access, principal)
+    response = endpoints.models_response(gateway.fleet, gateway.access, principal)
     response.headers["x-request-id"] = rid
     return response
 
@@ -269,7 +269,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(GatewayError(f"internal error in the gateway (request {rid})"), rid)
 
 
-def routes() -> list[Route]:
+def data_plane_routes() -> list[Route]:
     out = []
     for prefix in ("/v1", ""):
         out += [
@@ -323,7 +323,7 @@ def create_app(
             await gateway.aclose()
 
     return GatewayApp(
-        routes=[*routes(), *extra_routes],
+        routes=[*data_plane_routes(), *extra_routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )

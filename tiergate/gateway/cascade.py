@@ -30,12 +30,12 @@ from tiergate.policies.routing import RoutePlan, Target
 from tiergate.policies.usage import chat_usage
 from tiergate.policies.verifiers import (
     Expected,
-    Verdict,
-    judge_messages,
+    VerifierVerdict,
     judge_sampled,
     judge_verdict,
+    pass_fail_judge_messages,
     strip_logprobs,
-    verify,
+    verify_answer,
 )
 
 log = logging.getLogger("tiergate.cascade")
@@ -88,13 +88,13 @@ class Cascade:
         prompt = self._tokens.messages(request.messages, model, request.body.get("tools"))
         return cost_nano(answer.deployment.price, prompt, self._tokens.text(text, model))
 
-    async def _judge(self, request: ChatRequest, doc: dict[str, Any]) -> tuple[Verdict | None, int]:
+    async def _judge(self, request: ChatRequest, doc: dict[str, Any]) -> tuple[VerifierVerdict | None, int]:
         """The judge tier's verdict on a sampled answer (None: no objection) and what asking it cost."""
         tier = self._settings.judge.tier
         ids = self._fleet.snapshot.catalog.tiers.get(tier or "")
         if tier is None or not ids:
             return None, 0
-        messages = judge_messages(request.messages, doc)
+        messages = pass_fail_judge_messages(request.messages, doc)
         body = {"model": tier, "messages": messages, "temperature": 0, "max_tokens": 5}
         judge = ChatRequest(orjson.dumps(body), body, tier, messages, False, False, 5, 1)
         try:
@@ -108,7 +108,7 @@ class Cascade:
             return None, 0
         spent = await self._cost(judge, answer, reply)
         if judge_verdict(text) is False:
-            return Verdict(False, "judge", f"{tier} judged the answer FAIL"), spent
+            return VerifierVerdict(False, "judge", f"{tier} judged the answer FAIL"), spent
         return None, spent
 
     async def run(
@@ -143,7 +143,7 @@ class Cascade:
             position = next(i for i, t in enumerate(remaining.targets) if t.tier == answer.tier)
             rest = remaining.targets[position + 1 :]
             if rest:
-                verdict = verify(doc, expected, config.verifiers)
+                verdict = verify_answer(doc, expected, config.verifiers)
                 if verdict.ok and judge_sampled(config.judge.seed, record.request_id, config.judge.fraction):
                     objection, judged = await self._judge(request, doc)
                     spent += judged

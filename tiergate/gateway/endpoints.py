@@ -113,7 +113,7 @@ class Embeddings:
         return replace(plan, targets=plan.targets[:1])
 
 
-def models(fleet: Fleet, access: ModelAccess, principal: Principal) -> Response:
+def models_response(fleet: Fleet, access: ModelAccess, principal: Principal) -> Response:
     """`GET /v1/models`: `auto`, the tier aliases and the deployment names this caller may use."""
     names = [
         m

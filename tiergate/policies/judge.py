@@ -31,7 +31,7 @@ _WINNER = re.compile(r'"?winner"?\s*[:=]\s*"?\s*(A|B|tie)\b', re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class PairwiseVerdict:
     verdict: str  # better | as_good | worse (the candidate against the served answer)
     score: float  # 0..1, the candidate's mean result over both orders
     rationale: str
@@ -44,7 +44,9 @@ def _transcript(messages: list[dict[str, Any]]) -> str:
     return "\n\n".join(lines)
 
 
-def judge_messages(conversation: list[dict[str, Any]], answer_a: str, answer_b: str) -> list[dict[str, str]]:
+def pairwise_judge_messages(
+    conversation: list[dict[str, Any]], answer_a: str, answer_b: str
+) -> list[dict[str, str]]:
     user = (
         f"Conversation:\n<<<\n{_transcript(conversation)}\n>>>\n\n"
         f"Answer A:\n<<<\n{answer_a}\n>>>\n\nAnswer B:\n<<<\n{answer_b}\n>>>"
@@ -70,7 +72,7 @@ def parse_winner(reply: str) -> tuple[str, str] | None:
     return None
 
 
-def combine(candidate_first: str, candidate_second: str, rationale: str = "") -> Verdict:
+def combine(candidate_first: str, candidate_second: str, rationale: str = "") -> PairwiseVerdict:
     """Verdict from the two orders: the candidate was answer A in the first call and answer B in the second."""
     first = {"A": 1.0, "tie": 0.5, "B": 0.0}[candidate_first]
     second = {"B": 1.0, "tie": 0.5, "A": 0.0}[candidate_second]
@@ -81,4 +83,4 @@ def combine(candidate_first: str, candidate_second: str, rationale: str = "") ->
         verdict = "worse"
     else:
         verdict = "as_good"
-    return Verdict(verdict, score, rationale)
+    return PairwiseVerdict(verdict, score, rationale)

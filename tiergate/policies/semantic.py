@@ -60,7 +60,7 @@ __all__ = [
     "analyse",
     "decide_match",
     "similarity",
-    "verify",
+    "verify_match",
 ]
 
 
@@ -147,10 +147,10 @@ def decide_match(
         return MatchDecision(False, sim, "below-threshold", f"similarity {sim:.3f} < {policy.threshold:.3f}")
     if not policy.verify:
         return MatchDecision(True, sim, "match")
-    return verify(analyse(stored), analyse(incoming), sim, policy)
+    return verify_match(analyse(stored), analyse(incoming), sim, policy)
 
 
-def verify(a: Analysis, b: Analysis, sim: float, policy: SemanticPolicy) -> MatchDecision:
+def verify_match(a: Analysis, b: Analysis, sim: float, policy: SemanticPolicy) -> MatchDecision:
     """The verifier alone, on analysed queries (the similarity is only reported)."""
     for reason, check in CHECKS:
         detail = check(a.surface, b.surface)

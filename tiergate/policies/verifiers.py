@@ -1,7 +1,7 @@
 """Is an answer good enough to return, or should the cascade escalate it to the next tier?
 
 Each verifier looks at one chat completion (as a dict, the non-streamed shape) and what the request asked
-for, and returns None (no objection) or the reason it objects. `verify` runs the enabled ones in order; the
+for, and returns None (no objection) or the reason it objects. `verify_answer` runs the enabled ones in order; the
 first objection wins. The judge (a call to a higher tier) is I/O and lives in the gateway; what is pure about
 it is here: whether a request is sampled (seeded), the prompt, and reading the verdict.
 """
@@ -77,7 +77,7 @@ class VerifierConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class VerifierVerdict:
     ok: bool
     verifier: str = ""
     reason: str = ""
@@ -208,12 +208,12 @@ VERIFIERS: Mapping[str, Check] = MappingProxyType(
 )
 
 
-def verify(answer: Mapping[str, Any], expected: Expected, config: VerifierConfig) -> Verdict:
+def verify_answer(answer: Mapping[str, Any], expected: Expected, config: VerifierConfig) -> VerifierVerdict:
     for name in config.enabled:
         reason = VERIFIERS[name](answer, expected, config)
         if reason is not None:
-            return Verdict(False, name, reason)
-    return Verdict(True)
+            return VerifierVerdict(False, name, reason)
+    return VerifierVerdict(True)
 
 
 def strip_logprobs(answer: dict[str, Any]) -> dict[str, Any]:
@@ -240,7 +240,9 @@ def judge_sampled(seed: int, request_id: str, fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def judge_messages(messages: Sequence[Mapping[str, Any]], answer: Mapping[str, Any]) -> list[dict[str, Any]]:
+def pass_fail_judge_messages(
+    messages: Sequence[Mapping[str, Any]], answer: Mapping[str, Any]
+) -> list[dict[str, Any]]:
     """The judge's prompt: the conversation and the first choice of the candidate answer, as text."""
     lines = []
     for m in messages:

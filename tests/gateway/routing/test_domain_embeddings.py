@@ -190,7 +190,9 @@ async def test_route_tables_of_another_dimension_are_refused(sqlite_url: str) ->
         with pytest.raises(
             promote.PromoteError, match="route table v2: centroid 'cooking' has 384 dimensions"
         ):
-            await promote.run(s.gateway.accounting.engine, s.gateway.control.route_tables, s.gateway.settings)
+            await promote.run_promote(
+                s.gateway.accounting.engine, s.gateway.control.route_tables, s.gateway.settings
+            )
 
 
 def test_promote_leaves_out_vectors_of_another_embedder() -> None:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tiergate.admin.direct import fail, run
+from tiergate.admin.direct import fail, run_against_database
 
 
 def cmd(args: argparse.Namespace) -> int:
@@ -25,7 +25,7 @@ def cmd(args: argparse.Namespace) -> int:
         rows = await sources(engine, domain=domain, tenant_id=args.tenant, filtered=filtered)
         return rows, await SqlRouteTableStore(engine).latest_version()
 
-    found, route_table_version = run(args, work)
+    found, route_table_version = run_against_database(args, work)
     embedder = Embedder()
     try:
         manifest = write_export(

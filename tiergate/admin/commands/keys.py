@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tiergate.admin.direct import add_config, add_limits, announce, fail, fields, output, run
+from tiergate.admin.direct import add_config, add_limits, announce, fail, fields, output, run_against_database
 
 COLUMNS = [
     "id",
@@ -56,7 +56,7 @@ def cmd(args: argparse.Namespace) -> int:
         return [{**store.key_out(new), "key": secret}, store.key_out(old)]
 
     try:
-        keys = run(args, work)
+        keys = run_against_database(args, work)
     except ValidationError as exc:
         return fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     except GatewayError as exc:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tiergate.admin.direct import add_config, fail, output, run
+from tiergate.admin.direct import add_config, fail, output, run_against_database
 
 COLUMNS = [
     "id",
@@ -45,7 +45,7 @@ def cmd(args: argparse.Namespace) -> int:
         return [models.model_out(await models.remove(engine, args.id))]
 
     try:
-        rows = run(args, work)
+        rows = run_against_database(args, work)
     except GatewayError as exc:
         return fail(exc.message)
     if args.action == "remove":

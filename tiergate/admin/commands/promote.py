@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import Any
 
-from tiergate.admin.direct import fail, run, table
+from tiergate.admin.direct import fail, run_against_database, table
 
 
 def _print(outcome: Any) -> None:
@@ -46,10 +46,10 @@ def cmd(args: argparse.Namespace) -> int:
 
     async def work(settings: Any, engine: Any) -> Any:
         store = promote.open_store(engine)
-        return await promote.run(engine, store, settings, dry_run=args.dry_run)
+        return await promote.run_promote(engine, store, settings, dry_run=args.dry_run)
 
     try:
-        outcome = run(args, work)
+        outcome = run_against_database(args, work)
     except promote.PromoteError as exc:
         return fail(str(exc))
     except VersionConflict as exc:

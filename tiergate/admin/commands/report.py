@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from tiergate.admin.direct import fail, run, table
+from tiergate.admin.direct import fail, run_against_database, table
 from tiergate.admin.reports import COLUMNS
 
 
@@ -22,7 +22,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
         )
 
     try:
-        report = run(args, work)
+        report = run_against_database(args, work)
     except GatewayError as exc:
         return fail(exc.message)
     if args.csv:

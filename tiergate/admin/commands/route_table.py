@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tiergate.admin.direct import add_config, fail, output, run
+from tiergate.admin.direct import add_config, fail, output, run_against_database
 from tiergate.policies.route_table import Sampling
 
 HISTORY_COLUMNS = ["version", "created_at", "author", "domains", "note"]
@@ -75,7 +75,7 @@ def cmd(args: argparse.Namespace) -> int:
         return [await route_tables.rollback(store, args.to, author="cli", dimensions=dimensions)]
 
     try:
-        found = run(args, work)
+        found = run_against_database(args, work)
     except GatewayError as exc:
         return fail(exc.message)
     stored = [s for s in found if s is not None]
@@ -87,7 +87,7 @@ def cmd(args: argparse.Namespace) -> int:
         )
 
     def described(s: StoredRouteTable) -> dict[str, Any]:
-        return {**route_tables.shown(s), "created_at": iso(s.created_ms)}
+        return {**route_tables.shown_table(s), "created_at": iso(s.created_ms)}
 
     if args.action == "history":
         rows = [{**described(s), "domains": len(s.doc.routes)} for s in stored]

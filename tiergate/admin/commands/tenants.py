@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from tiergate.admin.direct import add_config, add_limits, announce, fail, fields, output, run
+from tiergate.admin.direct import add_config, add_limits, announce, fail, fields, output, run_against_database
 
 COLUMNS = ["id", "name", "budget_usd", "budget_period", "rpm", "tpm", "allowed_models", "trace_content"]
 LIMITS = (
@@ -63,7 +63,7 @@ def cmd(args: argparse.Namespace) -> int:
         return []
 
     try:
-        tenants = run(args, work)
+        tenants = run_against_database(args, work)
     except ValidationError as exc:
         return fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     except GatewayError as exc:

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tiergate.admin.direct import fail, run
+from tiergate.admin.direct import fail, run_against_database
 
 
 def _config(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +41,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     async def work(settings: Any, engine: Any) -> int:
         return await trace_search.export(engine, query, args.format, out)
 
-    count = run(args, work)
+    count = run_against_database(args, work)
     print(f"wrote {count} trace(s) to {out}", file=sys.stderr)
     return 0
 
@@ -53,7 +53,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
         days = settings.learning.traces.retention_days
         return await trace_search.purge(engine, days, int(time.time() * 1000), dry_run=args.dry_run), days
 
-    purged, days = run(args, work)
+    purged, days = run_against_database(args, work)
     if args.json:
         print(json.dumps({"dry_run": args.dry_run, "default_retention_days": days, **asdict(purged)}))
         return 0

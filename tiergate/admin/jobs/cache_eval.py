@@ -27,7 +27,7 @@ from tiergate.policies.semantic import (
     SemanticPolicy,
     analyse,
     similarity,
-    verify,
+    verify_match,
 )
 
 SWEEP = (0.80, 0.85, 0.88, 0.90, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98)
@@ -224,7 +224,7 @@ def evaluate(
             for q in (a, b):
                 if q.text not in analyses:
                     analyses[q.text] = analyse(q)
-            verdict = verify(analyses[a.text], analyses[b.text], sim, policy)
+            verdict = verify_match(analyses[a.text], analyses[b.text], sim, policy)
         outcomes.append(PairOutcome(pair, sim, verdict))
     positives = sum(p.label for p in pairs)
     negatives = len(pairs) - positives

@@ -192,7 +192,7 @@ def new_doc(
     )
 
 
-async def run(
+async def run_promote(
     engine: AsyncEngine,
     store: RouteTableStore,
     settings: Settings,

@@ -41,7 +41,7 @@ class ConfigError(ValueError):
         self.where = where
 
 
-def shown(value: Any) -> str:
+def shown_value(value: Any) -> str:
     """A value as YAML or JSON would write it, cut short."""
     text = json.dumps(value, default=str, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -89,7 +89,7 @@ def _problem(error: ErrorDetails, root: dict[str, Any], loc: tuple[int | str, ..
         ]
         node = keys[0] if keys else None
     expected = describe(node, root) if node is not None else error["msg"].lower()
-    return f"{shown(error['input'])} is not {expected}"
+    return f"{shown_value(error['input'])} is not {expected}"
 
 
 def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:

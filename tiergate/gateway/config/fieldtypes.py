@@ -34,7 +34,7 @@ from pydantic import (
 from pydantic import dataclasses as pydantic_dataclasses
 from pydantic_core import PydanticCustomError, core_schema
 
-from tiergate.gateway.config.errors import OWN, ConfigError, from_validation_error, shown
+from tiergate.gateway.config.errors import OWN, ConfigError, from_validation_error, shown_value
 from tiergate.policies.tiers import TIERS
 
 T = TypeVar("T")
@@ -83,7 +83,7 @@ def _compiles(pattern: str) -> str:
         raise PydanticCustomError(
             OWN + "regex",
             "{value} is not a regular expression ({reason})",
-            {"value": shown(pattern), "reason": str(exc)},
+            {"value": shown_value(pattern), "reason": str(exc)},
         ) from None
     return pattern
 

@@ -22,7 +22,7 @@ from pydantic_core import PydanticCustomError
 
 from tiergate.gateway.config.cache import CacheSection, CacheSettings
 from tiergate.gateway.config.deployments import OPENAI_API_BASE, Deployment, DeploymentEntry, LiteLLMEntry
-from tiergate.gateway.config.errors import OWN, ConfigError, shown
+from tiergate.gateway.config.errors import OWN, ConfigError, shown_value
 from tiergate.gateway.config.fieldtypes import (
     EnvStr,
     FileModel,
@@ -221,7 +221,10 @@ class ConfigFile(GatewayOptions):
             raise PydanticCustomError(
                 OWN + "embeddings",
                 "{value} is neither a configured model name nor a configured tier",
-                {"field": "routing.domains.embeddings.deployment", "value": shown(embeddings.deployment)},
+                {
+                    "field": "routing.domains.embeddings.deployment",
+                    "value": shown_value(embeddings.deployment),
+                },
             )
         return self
 

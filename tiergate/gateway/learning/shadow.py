@@ -39,7 +39,7 @@ from tiergate.gateway.routing.router import Router
 from tiergate.gateway.upstream.fleet import Fleet, FleetSnapshot
 from tiergate.gateway.upstream.transport import TransportError
 from tiergate.policies.agreement import agreement
-from tiergate.policies.judge import JUDGE_VERSION, combine, judge_messages, parse_winner
+from tiergate.policies.judge import JUDGE_VERSION, combine, pairwise_judge_messages, parse_winner
 from tiergate.policies.shadow import Candidate, candidates, sampled
 from tiergate.policies.tiers import TIERS, tier_rank
 
@@ -284,8 +284,8 @@ class ShadowEvaluator:
         conversation = record.request_body["messages"]
         # The candidate is answer A in the first call and answer B in the second: position bias cancels.
         orders = (
-            judge_messages(conversation, offered, served),
-            judge_messages(conversation, served, offered),
+            pairwise_judge_messages(conversation, offered, served),
+            pairwise_judge_messages(conversation, served, offered),
         )
         send = self._calls.tier(tier)
         calls = [
