@@ -292,9 +292,8 @@ class ChatPipeline:
         )
         if store is not None:
             store(doc)
-        if (
-            request.stream
-        ):  # a cascade answer, buffered until verified, now sent as the stream it would have been
+        if request.stream:
+            # A cascade answer, buffered until verified, now sent as the stream it would have been.
             replayed = sse_chunks(doc, include_usage=request.include_usage)
             record.ttft_s = time.perf_counter() - record.started_perf
             return Response(
