@@ -11,6 +11,7 @@ migration files, which `tests/admin/test_storage.py` checks against Alembic's ow
 from __future__ import annotations
 
 import ast
+import functools
 import logging
 import tempfile
 from pathlib import Path
@@ -49,6 +50,10 @@ def _literal(tree: ast.Module, name: str) -> Any:
     raise ValueError(f"a migration without `{name}`")
 
 
+# Parsed once per process: the shipped migrations cannot change while it runs, and CPython 3.11's ast.parse
+# shares its recursion counter between threads, so one beside another thread's parse (a background import
+# at an app's start) can fail with "AST constructor recursion depth mismatch".
+@functools.cache
 def head() -> str:
     """The newest revision of the shipped migrations: the one no other revision revises."""
     revisions: set[str] = set()
