@@ -8,7 +8,8 @@ Eight concurrent clients call the app directly, so the figure is the gateway's o
 to the upstream included) without uvicorn's HTTP parsing. `time.process_time` over each round, best of the
 rounds: on a machine shared with other work this moves far less than `run.py`'s req/s, which is what makes
 a before/after comparison of a refactor readable. `--calls` counts Python function calls per request with
-cProfile instead: deterministic, so any extra work on the path shows even under noise.
+cProfile instead: nearly deterministic (only background batch sizes vary), so extra work on the path shows
+under any noise.
 
 Compare two checkouts in one sitting, alternating:  PYTHONPATH=<checkout> python bench/inprocess.py …
 """
