@@ -7,7 +7,9 @@ import pytest
 
 from bench.inprocess import measure
 
-pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="needs nginx (apt-get install -y nginx)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("nginx") is None, reason="needs nginx (apt-get install -y nginx)"
+)
 
 
 def test_the_in_process_benchmark_drives_a_virtual_key_scenario_and_reports_cpu_per_request() -> None:
