@@ -113,6 +113,12 @@ def test_tenants_create_list_show_update_delete(
             ["keys", "create", "--tenant", "TID", "--expires-at", "soon"],
             "expires_at: Value error, must be an ISO",
         ),
+        (
+            ["keys", "create", "--tenant", "TID", "--allowed-models", "student,nosuchmodel"],
+            "'allowed_models': no model named 'nosuchmodel'",
+        ),
+        (["keys", "create", "--tenant", "TID", "--expires-at", "2001-01-01"], "'expires_at': 2001-01-01"),
+        (["tenants", "update", "TID", "--allowed-models", "gpt-typo"], "no model named 'gpt-typo'"),
         (["report", "cost", "--start", "yesterday"], "'start' must be an ISO 8601 date"),
         (["report", "cost", "--start", "2025-02-01", "--end", "2025-01-01"], "'end' must be after 'start'"),
     ],

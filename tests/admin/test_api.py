@@ -97,7 +97,7 @@ BAD_INPUT: list[tuple[str, str, Any, int]] = [
     ("POST", "/admin/keys/{key}/rotate", {"grace_period_s": -1}, 400),
     ("GET", "/admin/reports/cost?group_by=color", None, 400),
     ("GET", "/admin/reports/cost?start=yesterday", None, 400),
-    ("GET", "/admin/reports/cost?start=2025-02-01&end=2025-01-01", None, 400),
+    ("GET", "/admin/reports/cost?start=", None, 400),  # empty is not a date
     ("GET", "/admin/reports/cost?format=xml", None, 400),
     ("PUT", "/admin/tenants", {"name": "a"}, 405),
     ("GET", "/admin/nothing", None, 404),
@@ -151,7 +151,11 @@ async def test_admin_needs_the_master_key(sqlite_url: str) -> None:
         assert (
             await s.client.get("/admin/tenants", headers={"api-key": "sk-admin-master"})
         ).status_code == 200
-        assert (await s.client.get("/admin/openapi.json")).json()["paths"].keys() >= {
+        # The API's document is the admin's too: it names every operation and parameter.
+        assert (await s.client.get("/admin/openapi.json")).status_code == 401
+        tenant_key = {"authorization": f"Bearer {key['key']}"}
+        assert (await s.client.get("/admin/openapi.json", headers=tenant_key)).status_code == 403
+        assert (await s.client.get("/admin/openapi.json", headers=ADMIN)).json()["paths"].keys() >= {
             "/tenants",
             "/keys/{key_id}/rotate",
             "/reports/cost",
@@ -252,3 +256,78 @@ async def test_keys_never_appear_in_plaintext(
         assert secret[len("sk-tg-") :].encode() not in stored
         assert all(secret not in b for b in bodies)
         assert secret not in caplog.text
+
+
+async def test_what_the_body_alone_cannot_show_is_refused_by_name_and_writes_nothing(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    async with serve(config(sqlite_url)) as s:
+        tenant = await s.new_tenant()
+        key = await s.new_key(tenant["id"], allowed_models=["student", "big", "auto"])
+        before = _rows(tmp_path / "tiergate.db", "api_keys")
+        for method, path, body, param in (
+            (
+                "POST",
+                "/admin/keys",
+                {"tenant_id": tenant["id"], "allowed_models": ["nosuchmodel"]},
+                "allowed_models",
+            ),
+            ("PATCH", f"/admin/keys/{key['id']}", {"allowed_models": ["studnet"]}, "allowed_models"),
+            (
+                "POST",
+                "/admin/keys",
+                {"tenant_id": tenant["id"], "expires_at": "2001-01-01T00:00:00Z"},
+                "expires_at",
+            ),
+            ("PATCH", f"/admin/keys/{key['id']}", {"expires_at": "2001-01-01"}, "expires_at"),
+            (
+                "PATCH",
+                f"/admin/tenants/{tenant['id']}",
+                {"allowed_models": ["nosuchmodel"]},
+                "allowed_models",
+            ),
+        ):
+            r = await s.client.request(method, path, json=body, headers=ADMIN)
+            assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+        assert _rows(tmp_path / "tiergate.db", "api_keys") == before
+        assert (await s.client.get(f"/admin/tenants/{tenant['id']}", headers=ADMIN)).json()[
+            "allowed_models"
+        ] is None
+
+
+async def test_json_schema_integers_are_taken_and_a_body_that_is_not_text_is_a_400(sqlite_url: str) -> None:
+    async with serve(config(sqlite_url)) as s:
+        tenant = await s.new_tenant()
+        r = await s.client.patch(f"/admin/tenants/{tenant['id']}", json={"rpm": 2180.0}, headers=ADMIN)
+        assert r.status_code == 200 and r.json()["rpm"] == 2180
+        r = await s.client.patch(f"/admin/tenants/{tenant['id']}", json={"rpm": 2180.5}, headers=ADMIN)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "rpm"
+        r = await s.client.post(
+            "/admin/tenants", content=b"\xff\xfe\x10", headers={**ADMIN, "content-type": "application/json"}
+        )
+        assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", r.text
+
+
+async def test_a_method_the_admin_api_does_not_take_is_a_405_naming_those_it_does(sqlite_url: str) -> None:
+    async with serve(config(sqlite_url)) as s:
+        tenant = await s.new_tenant()
+        for method, path, allow in (
+            ("PUT", "/admin/tenants", "GET, HEAD, POST"),
+            ("TRACE", f"/admin/tenants/{tenant['id']}", "DELETE, GET, HEAD, PATCH"),
+            ("GET", f"/admin/tenants/{tenant['id']}/cache/purge", "POST"),
+        ):
+            r = await s.client.request(method, path, headers=ADMIN)
+            assert r.status_code == 405 and r.headers["allow"] == allow, (method, path, r.headers)
+
+
+async def test_a_deleted_tenants_keys_are_still_listed_as_revoked(sqlite_url: str) -> None:
+    async with serve(config(sqlite_url)) as s:
+        tenant = await s.new_tenant()
+        key = await s.new_key(tenant["id"])
+        assert (await s.client.delete(f"/admin/tenants/{tenant['id']}", headers=ADMIN)).status_code == 200
+        r = await s.client.get("/admin/keys", params={"tenant_id": tenant["id"]}, headers=ADMIN)
+        assert r.status_code == 200 and [(k["id"], k["status"]) for k in r.json()["data"]] == [
+            (key["id"], "revoked")
+        ]
+        r = await s.client.get("/admin/keys", params={"tenant_id": "ten_never"}, headers=ADMIN)
+        assert r.status_code == 404

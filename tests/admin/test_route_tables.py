@@ -142,8 +142,14 @@ async def test_a_domain_far_from_every_centroid_is_general(database_url: str, tm
         ),
         ("PUT", "/admin/route-table", {"routes": {}, "sampling": {"x": {"share": 0.1}}}, 400, "sampling.x"),
         ("PUT", "/admin/route-table", {"routes": {}, "base_version": 7}, 409, "base_version"),
-        ("POST", "/admin/route-table/rollback", {}, 400, "to_version"),  # nothing to roll back to
+        ("POST", "/admin/route-table/rollback", {}, 404, "to_version"),  # nothing to roll back to
         ("POST", "/admin/route-table/rollback", {"to_version": 9}, 404, "to_version"),
+        ("POST", "/admin/route-table/rollback", {"to_version": 2**80}, 404, "to_version"),  # no overflow
+        ("POST", "/admin/route-table/rollback", {"to_version": 1.5}, 400, "to_version"),
+        # An unknown field must not roll back to the default version instead.
+        ("POST", "/admin/route-table/rollback", {"version": 1}, 400, "version"),
+        ("PUT", "/admin/route-table", {"routes": {}, "note": {}}, 400, "note"),
+        ("PUT", "/admin/route-table", {"routes": {}, "centroids": []}, 400, "centroids"),
         ("GET", "/admin/route-table/history?limit=0", None, 400, "limit"),
     ],
 )

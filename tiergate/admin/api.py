@@ -13,24 +13,20 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from tiergate.admin import reports, store, trace_search
+from tiergate.admin.openapi import complete
 from tiergate.admin.schemas import (
     CachePurged,
     Deleted,
-    ErrorBody,
     KeyCreate,
     KeyCreated,
     KeyOut,
     KeyRotate,
     KeyUpdate,
-    RouteTableCurrent,
-    RouteTableHistory,
-    RouteTablePut,
-    RouteTableRollback,
-    RouteTableVersionOut,
     TenantCreate,
     TenantOut,
     TenantUpdate,
@@ -89,7 +85,7 @@ def create_admin_app(control: ControlPlane) -> FastAPI:
         description="Tenants, virtual keys, budgets and cost reports. Authenticate with the master key.",
         docs_url=None,
         redoc_url=None,
-        openapi_url="/openapi.json",
+        openapi_url=None,  # served below, behind the master key like every other admin path
     )
 
     app.state.control = control
@@ -115,11 +111,22 @@ def create_admin_app(control: ControlPlane) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         if exc.status_code == 405:
-            return _error(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"))
-        return _error(NotFound(f"no admin route {request.method} {request.url.path}", code="not_found"))
+            allow = {"allow": ", ".join(_allowed(app, request.scope))}
+            return _error(
+                MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}", headers=allow)
+            )
+        if exc.status_code == 404:
+            return _error(NotFound(f"no admin route {request.method} {request.url.path}", code="not_found"))
+        # FastAPI's own refusals of a body it cannot read (not UTF-8, a broken multipart, ...).
+        return _error(BadRequest(f"the request body cannot be read: {exc.detail}", code="invalid_value"))
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_document(control: Admin) -> Response:
+        return JSONResponse(document())
 
     @app.post("/tenants", response_model=TenantOut, status_code=201)
     async def create_tenant(body: TenantCreate, control: Admin) -> Any:
+        await store.check_limits(control.accounting.engine, control.settings, body)
         return store.tenant_out(
             await store.create_tenant(control.accounting.engine, body, control.settings.cache)
         )
@@ -135,6 +142,7 @@ def create_admin_app(control: ControlPlane) -> FastAPI:
 
     @app.patch("/tenants/{tenant_id}", response_model=TenantOut)
     async def update_tenant(tenant_id: str, body: TenantUpdate, control: Admin) -> Any:
+        await store.check_limits(control.accounting.engine, control.settings, body)
         tenant = await store.update_tenant(control.accounting.engine, tenant_id, body, control.settings.cache)
         await control.accounting.announce(tenant_ids=[tenant_id])
         return store.tenant_out(tenant)
@@ -155,6 +163,7 @@ def create_admin_app(control: ControlPlane) -> FastAPI:
 
     @app.post("/keys", response_model=KeyCreated, status_code=201)
     async def create_key(body: KeyCreate, control: Admin) -> Any:
+        await store.check_limits(control.accounting.engine, control.settings, body)
         key, secret = await store.create_key(control.accounting.engine, body)
         await control.accounting.announce(key_ids=[key.id])
         return {**store.key_out(key), "key": secret}
@@ -170,6 +179,7 @@ def create_admin_app(control: ControlPlane) -> FastAPI:
 
     @app.patch("/keys/{key_id}", response_model=KeyOut)
     async def update_key(key_id: str, body: KeyUpdate, control: Admin) -> Any:
+        await store.check_limits(control.accounting.engine, control.settings, body)
         key = await store.update_key(control.accounting.engine, key_id, body)
         await control.accounting.announce(key_ids=[key_id])
         return store.key_out(key)
@@ -227,101 +237,39 @@ def create_admin_app(control: ControlPlane) -> FastAPI:
 
     def document() -> dict[str, Any]:
         if app.openapi_schema is None:
-            add_route_table_paths(FastAPI.openapi(app))  # builds and caches the generated document
+            complete(FastAPI.openapi(app), control.router.dimensions)  # builds and caches the document
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = document  # type: ignore[method-assign]
     return app
 
 
-_ERRORS = {
-    400: "Invalid request (OpenAI-shaped error)",
-    401: "No or an unknown key",
-    403: "A virtual key: the admin API takes the master key only",
-    404: "No such version",
-    409: "`base_version` is no longer the newest version",
-    413: "The body is too large",
-}
-
-
-def add_route_table_paths(doc: dict[str, Any]) -> None:
-    """Describe the route-table endpoints (served before the /admin mount) in the generated document."""
-    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-    models = (RouteTablePut, RouteTableRollback, RouteTableVersionOut, RouteTableCurrent, RouteTableHistory)
-    for model in (*models, ErrorBody):
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(schema.pop("$defs", {}))
-        schemas[model.__name__] = schema
-
-    def content(model: type[Any]) -> dict[str, Any]:
-        return {
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
-        }
-
-    def operation(
-        op_id: str, summary: str, ok: int, out: type[Any], errors: tuple[int, ...], **extra: Any
-    ) -> dict[str, Any]:
-        responses = {str(ok): {"description": "Successful Response", **content(out)}}
-        for status in (*errors, 401, 403):
-            responses[str(status)] = {"description": _ERRORS[status], **content(ErrorBody)}
-        return {
-            "summary": summary,
-            "operationId": op_id,
-            "tags": ["route table"],
-            "responses": responses,
-            **extra,
-        }
-
-    limit = {
-        "name": "limit", "in": "query", "required": False,
-        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20},
-    }  # fmt: skip
-    doc["paths"].update(
-        {
-            "/route-table": {
-                "get": operation(
-                    "get_route_table", "The newest version, and the version this replica serves",
-                    200, RouteTableCurrent, (),
-                ),
-                "put": operation(
-                    "put_route_table", "Write a new version (conditional on base_version)",
-                    201, RouteTableVersionOut, (400, 409, 413),
-                    requestBody={"required": True, **content(RouteTablePut)},
-                ),
-            },
-            "/route-table/history": {
-                "get": operation(
-                    "route_table_history", "The newest versions first", 200, RouteTableHistory, (400,),
-                    parameters=[limit],
-                ),
-            },
-            "/route-table/rollback": {
-                "post": operation(
-                    "rollback_route_table", "A new version with an earlier version's content",
-                    201, RouteTableVersionOut, (400, 404, 409, 413),
-                    requestBody={"required": False, **content(RouteTableRollback)},
-                ),
-            },
-        }
-    )  # fmt: skip
+def _allowed(app: FastAPI, scope: Any) -> list[str]:
+    """The methods some route takes on this path (FastAPI has a route per method, each 405s the others)."""
+    methods: set[str] = set()
+    path = scope["path"].removeprefix(scope.get("root_path", ""))  # the routes are relative to /admin
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(path):
+            methods |= route.methods or set()
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 def report_query(
     group_by: str | None, start: str | None, end: str | None, **scope: str | None
 ) -> reports.ReportQuery:
     try:
-        start_ms = reports.parse_time(start, "start") if start else None
-        end_ms = reports.parse_time(end, "end") if end else None
+        start_ms = reports.parse_time(start, "start") if start is not None else None
+        end_ms = reports.parse_time(end, "end") if end is not None else None
     except ValueError as exc:
         raise BadRequest(str(exc), param="start" if "'start'" in str(exc) else "end") from None
-    if start_ms is not None and end_ms is not None and end_ms <= start_ms:
-        raise BadRequest("'end' must be after 'start'", param="end")
     return reports.ReportQuery(group_by, start_ms, end_ms, **scope)
 
 
 def _time(value: str | None, name: str) -> int | None:
     try:
-        return reports.parse_time(value, name) if value else None
+        return reports.parse_time(value, name) if value is not None else None
     except ValueError as exc:
         raise BadRequest(str(exc), param=name) from None
 

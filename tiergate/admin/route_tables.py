@@ -106,6 +106,11 @@ async def _history(request: Request, control: ControlPlane) -> Response:
 async def _rollback(request: Request, control: ControlPlane) -> Response:
     raw = await read_body(request, MAX_BODY_BYTES)
     body = parse_object(raw) if raw.strip() else {}
+    unknown = sorted(set(body) - {"to_version"})
+    if unknown:  # `{"version": 1}` must not roll back to the default version
+        raise BadRequest(
+            f"unknown field(s) {', '.join(unknown)}; the one field is 'to_version'", param=unknown[0]
+        )
     stored = await rollback(
         control.route_tables, body.get("to_version"), author="master", dimensions=control.router.dimensions
     )
@@ -141,22 +146,32 @@ async def put(
         raise BadRequest(
             f"{exc} (the dimension of the configured domain embedder)", param=exc.param
         ) from None
-    base = body.get("base_version")
+    base = _whole(body.get("base_version"))
     if base is not None and (isinstance(base, bool) or not isinstance(base, int)):
         raise BadRequest("'base_version' must be an integer", param="base_version")
     return await _append(store, doc, author, base)
 
 
+def _whole(value: Any) -> Any:
+    # As the admin API's other integers: JSON Schema's "integer" includes 3.0.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 async def rollback(store: RouteTableStore, target: Any, *, author: str, dimensions: int) -> StoredRouteTable:
     """Write the content of version `target` (None: the one before the newest) as the next version."""
     latest = await store.latest_version()
+    target = _whole(target)
     if target is None:
         target = latest - 1
     if isinstance(target, bool) or not isinstance(target, int):
         raise BadRequest("'to_version' must be an integer", param="to_version")
-    if target < 1:
-        raise BadRequest("there is no earlier version to roll back to", param="to_version")
-    older = await store.get(target)
+    if target < 1:  # as for a version that does not exist: the API's state, not the request, is why
+        raise NotFound(
+            "there is no earlier version to roll back to", param="to_version", code="version_not_found"
+        )
+    older = (
+        await store.get(target) if target <= latest else None
+    )  # (never a number the database overflows on)
     if older is None:
         raise NotFound(
             f"route table version {target} does not exist", param="to_version", code="version_not_found"

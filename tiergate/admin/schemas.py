@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
+from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 
 Period = Literal["daily", "weekly", "monthly", "total"]
 TraceContent = Literal["full", "redacted", "none"]
@@ -19,60 +20,64 @@ _CACHE_DOC = (
 _CACHE_EXAMPLE = {"exact": {"enabled": False}, "semantic": {"threshold": 0.95, "ttl_s": 600}}
 
 
+def _integral(value: Any) -> Any:
+    # JSON Schema's "integer" includes 2180.0, so the API takes it; 2180.5 stays a float and is refused.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# The bounds come before the validator so that the JSON schema shows them as minimum/maximum.
+Rate = Annotated[int, Field(ge=1, le=_MAX_RATE), BeforeValidator(_integral)]
+RetentionDays = Annotated[int, Field(ge=1, le=36_500), BeforeValidator(_integral)]
+Version = Annotated[int, Field(ge=1), BeforeValidator(_integral)]
+BaseVersion = Annotated[int, Field(ge=0), BeforeValidator(_integral)]
+ModelName = Annotated[str, StringConstraints(pattern=r"\S")]  # not empty, not only spaces
+DateTime = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
+
+
 class _Strict(BaseModel):
     # Strict: "10" is not a number and true is not 1; unknown fields are mistakes, not extensions.
     model_config = ConfigDict(extra="forbid", strict=True)
-
-
-def _models(value: list[str] | None) -> list[str] | None:
-    if value is not None and any(not m.strip() for m in value):
-        raise ValueError("model names must not be empty")
-    return value
 
 
 class TenantCreate(_Strict):
     name: str = Field(min_length=1, max_length=200)
     budget_usd: float | None = Field(default=None, ge=0, le=_MAX_USD)
     budget_period: Period | None = None
-    rpm: int | None = Field(default=None, ge=1, le=_MAX_RATE)
-    tpm: int | None = Field(default=None, ge=1, le=_MAX_RATE)
-    allowed_models: list[str] | None = Field(default=None, max_length=1000)
+    rpm: Rate | None = None
+    tpm: Rate | None = None
+    allowed_models: list[ModelName] | None = Field(default=None, max_length=1000)
     metadata: dict[str, Any] | None = None
     trace_content: TraceContent | None = Field(
         default=None, description="what traces keep: full, redacted or none (null: the config's default)"
     )
-    trace_retention_days: int | None = Field(
-        default=None, ge=1, le=36_500, description="days traces are kept (null: the config's default)"
+    trace_retention_days: RetentionDays | None = Field(
+        default=None, description="days traces are kept (null: the config's default)"
     )
     # Its fields are checked by the config's own parser (`CacheSettings.check_override`), not here.
     cache: dict[str, Any] | None = Field(default=None, description=_CACHE_DOC, examples=[_CACHE_EXAMPLE])
 
-    _check_models = field_validator("allowed_models")(_models)
-
 
 class TenantUpdate(_Strict):
-    """Only the fields present change; null removes a limit."""
+    """Only the fields present change; null removes a limit (a tenant always has a name)."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | SkipJsonSchema[None] = None
     budget_usd: float | None = Field(default=None, ge=0, le=_MAX_USD)
     budget_period: Period | None = None
-    rpm: int | None = Field(default=None, ge=1, le=_MAX_RATE)
-    tpm: int | None = Field(default=None, ge=1, le=_MAX_RATE)
-    allowed_models: list[str] | None = Field(default=None, max_length=1000)
+    rpm: Rate | None = None
+    tpm: Rate | None = None
+    allowed_models: list[ModelName] | None = Field(default=None, max_length=1000)
     metadata: dict[str, Any] | None = None
     trace_content: TraceContent | None = Field(
         default=None, description="what traces keep: full, redacted or none (null: the config's default)"
     )
-    trace_retention_days: int | None = Field(
-        default=None, ge=1, le=36_500, description="days traces are kept (null: the config's default)"
+    trace_retention_days: RetentionDays | None = Field(
+        default=None, description="days traces are kept (null: the config's default)"
     )
     cache: dict[str, Any] | None = Field(
         default=None,
         description=_CACHE_DOC + "; replaces the previous override, null removes it",
         examples=[_CACHE_EXAMPLE],
     )
-
-    _check_models = field_validator("allowed_models")(_models)
 
 
 def _timestamp(value: str | None) -> str | None:
@@ -90,12 +95,11 @@ class KeyCreate(_Strict):
     name: str | None = Field(default=None, max_length=200)
     budget_usd: float | None = Field(default=None, ge=0, le=_MAX_USD)
     budget_period: Period | None = None
-    rpm: int | None = Field(default=None, ge=1, le=_MAX_RATE)
-    tpm: int | None = Field(default=None, ge=1, le=_MAX_RATE)
-    allowed_models: list[str] | None = Field(default=None, max_length=1000)
-    expires_at: str | None = Field(default=None, description="ISO 8601 date-time; naive times are UTC")
+    rpm: Rate | None = None
+    tpm: Rate | None = None
+    allowed_models: list[ModelName] | None = Field(default=None, max_length=1000)
+    expires_at: DateTime | None = Field(default=None, description="ISO 8601 date-time; naive times are UTC")
 
-    _check_models = field_validator("allowed_models")(_models)
     _check_expiry = field_validator("expires_at")(_timestamp)
 
 
@@ -105,12 +109,11 @@ class KeyUpdate(_Strict):
     name: str | None = Field(default=None, max_length=200)
     budget_usd: float | None = Field(default=None, ge=0, le=_MAX_USD)
     budget_period: Period | None = None
-    rpm: int | None = Field(default=None, ge=1, le=_MAX_RATE)
-    tpm: int | None = Field(default=None, ge=1, le=_MAX_RATE)
-    allowed_models: list[str] | None = Field(default=None, max_length=1000)
-    expires_at: str | None = None
+    rpm: Rate | None = None
+    tpm: Rate | None = None
+    allowed_models: list[ModelName] | None = Field(default=None, max_length=1000)
+    expires_at: DateTime | None = Field(default=None, description="ISO 8601 date-time; null: never expires")
 
-    _check_models = field_validator("allowed_models")(_models)
     _check_expiry = field_validator("expires_at")(_timestamp)
 
 
@@ -178,21 +181,36 @@ class CachePurged(BaseModel):
 Tier = Literal["student", "ta", "teacher", "supervisor"]
 
 
+DomainName = Annotated[str, StringConstraints(min_length=1)]
+
+
+class RouteSampling(_Strict):
+    monitor: float = Field(ge=0, le=1, description="share of the domain's traffic shadowed by the incumbent")
+    incumbent: Tier = Field(description="a tier above the domain's route, which the route replaced")
+
+
 class RouteTablePut(_Strict):
-    routes: dict[str, Tier] = Field(description="domain -> the cheapest tier proven good enough for it")
+    routes: dict[DomainName, Tier] = Field(
+        description="domain -> the cheapest tier proven good enough for it", max_length=10_000
+    )
     centroids: dict[str, list[float]] | None = Field(
         default=None, description="domain -> unit vector (384 finite numbers, not all zero) naming it"
     )
-    names: dict[str, str] | None = Field(default=None, description="readable names of domain ids")
+    names: dict[str, Annotated[str, StringConstraints(min_length=1, max_length=200)]] | None = Field(
+        default=None, description="readable names of domain ids", max_length=10_000
+    )
+    sampling: dict[str, RouteSampling] | None = Field(
+        default=None, description="domain (of `routes`) -> how its promotion keeps being monitored"
+    )
     note: str | None = Field(default=None, max_length=20_000)
-    base_version: int | None = Field(
+    base_version: BaseVersion | None = Field(
         default=None, description="write only if this is still the newest version (else 409)"
     )
 
 
 class RouteTableRollback(_Strict):
-    to_version: int | None = Field(
-        default=None, ge=1, description="the version whose content to restore (default: the one before)"
+    to_version: Version | None = Field(
+        default=None, description="the version whose content to restore (default: the one before)"
     )
 
 

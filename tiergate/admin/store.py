@@ -10,23 +10,34 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import col
 
 from tiergate.admin.schemas import KeyCreate, KeyOut, KeyUpdate, TenantCreate, TenantOut, TenantUpdate
 from tiergate.gateway.accounting.keys import hash_key, new_key, now_ms, visible_prefix
-from tiergate.gateway.config.cache import CacheSettings
+from tiergate.gateway.config.cache import CacheSettings, UnopenedCache
 from tiergate.gateway.config.errors import ConfigError
+from tiergate.gateway.config.settings import Settings
 from tiergate.gateway.db.models import ApiKey, Tenant
 from tiergate.gateway.errors import BadRequest, GatewayError
+from tiergate.gateway.learning.registry import load_rows
 from tiergate.policies.pricing import nano, usd
+from tiergate.policies.routing import AUTO
+from tiergate.policies.tiers import TIERS
 
 
 class UnknownId(GatewayError):
     status = 404
     type = "invalid_request_error"
     code = "not_found"
+
+
+class CacheNotOpened(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "cache_not_opened"
 
 
 class KeyRevoked(GatewayError):
@@ -95,8 +106,30 @@ def _check_cache(config: CacheSettings, tenant_id: str | None, override: Any) ->
         return
     try:
         config.check_override(tenant_id, override)
+    except UnopenedCache as exc:
+        raise CacheNotOpened(str(exc), param=exc.where) from None
     except ConfigError as exc:
         raise BadRequest(str(exc), param=exc.where, code="invalid_value") from None
+
+
+async def check_limits(engine: AsyncEngine, settings: Settings, body: BaseModel) -> None:
+    """Refuse what validation of the body alone cannot see: `allowed_models` naming a model this gateway does
+    not know (a typo would lock the key out of everything), and an `expires_at` already past."""
+    written = body.model_dump(exclude_unset=True)
+    models = written.get("allowed_models") or []
+    if models:
+        known = {AUTO, *TIERS, *(d.name for d in settings.deployments)}
+        known |= {row.model for row in await load_rows(engine)}  # registered with `tiergate models register`
+        unknown = [m for m in models if m not in known]
+        if unknown:
+            raise BadRequest(
+                f"'allowed_models': no model named {', '.join(map(repr, unknown[:5]))}; a key may name auto,"
+                f" a tier ({', '.join(TIERS)}) or a deployment: {', '.join(sorted(known - {AUTO, *TIERS})[:20])}",
+                param="allowed_models",
+            )
+    expires = written.get("expires_at")
+    if expires is not None and (_ms(expires) or 0) <= now_ms():
+        raise BadRequest(f"'expires_at': {expires} is in the past", param="expires_at")
 
 
 async def create_tenant(engine: AsyncEngine, body: TenantCreate, cache: CacheSettings) -> Tenant:
@@ -209,10 +242,12 @@ async def get_key(engine: AsyncEngine, key_id: str) -> ApiKey:
 
 async def list_keys(engine: AsyncEngine, tenant_id: str | None = None) -> list[ApiKey]:
     query = select(ApiKey).order_by(col(ApiKey.created_ms))
-    if tenant_id is not None:
-        await get_tenant(engine, tenant_id)
-        query = query.where(col(ApiKey.tenant_id) == tenant_id)
     async with AsyncSession(engine) as session:
+        if tenant_id is not None:
+            # A deleted tenant's keys are still listed (revoked), as `GET /keys/{id}` shows each of them.
+            if await session.get(Tenant, tenant_id) is None:
+                raise UnknownId(f"no tenant with id '{tenant_id}'", param="tenant_id")
+            query = query.where(col(ApiKey.tenant_id) == tenant_id)
         return list((await session.execute(query)).scalars())
 
 

@@ -129,7 +129,8 @@ def parse_route_table(doc: Any, dimensions: int) -> RouteTableDoc:
     for name, tier in routes.items():
         if not name or not isinstance(tier, str) or not is_tier(tier):
             raise RouteTableError(f"routes.{name}: must be one of {', '.join(TIERS)}", f"routes.{name}")
-    centroids_raw = doc.get("centroids") or {}
+    # null is "none"; any other falsy value ([], "", 0) is the wrong type, not an empty table.
+    centroids_raw = {} if doc.get("centroids") is None else doc["centroids"]
     if not isinstance(centroids_raw, dict):
         raise RouteTableError("'centroids' must be an object mapping domain names to vectors", "centroids")
     centroids: dict[str, tuple[float, ...]] = {}
@@ -146,7 +147,7 @@ def parse_route_table(doc: Any, dimensions: int) -> RouteTableDoc:
         if not any(vector):
             raise RouteTableError(f"{where} must not be the zero vector", where)
         centroids[name] = tuple(float(x) for x in vector)
-    names = doc.get("names") or {}
+    names = {} if doc.get("names") is None else doc["names"]
     if not isinstance(names, dict) or len(names) > MAX_DOMAINS:
         raise RouteTableError(f"'names' must be an object of at most {MAX_DOMAINS} domain names", "names")
     for name, readable in names.items():
@@ -154,7 +155,7 @@ def parse_route_table(doc: Any, dimensions: int) -> RouteTableDoc:
             raise RouteTableError(
                 f"names.{name} must be a string of 1 to {MAX_NAME} characters", f"names.{name}"
             )
-    note = doc.get("note") or ""
+    note = "" if doc.get("note") is None else doc["note"]
     if not isinstance(note, str) or len(note) > MAX_NOTE:
         raise RouteTableError(f"'note' must be a string of at most {MAX_NOTE} characters", "note")
     return RouteTableDoc(

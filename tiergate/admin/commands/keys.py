@@ -34,6 +34,7 @@ def cmd(args: argparse.Namespace) -> int:
             body = KeyCreate(
                 tenant_id=args.tenant, name=args.name, expires_at=args.expires_at, **fields(args, LIMITS)
             )
+            await store.check_limits(engine, settings, body)
             key, secret = await store.create_key(engine, body)
             await announce(settings, key_ids=[key.id])
             return [{**store.key_out(key), "key": secret}]
@@ -42,8 +43,9 @@ def cmd(args: argparse.Namespace) -> int:
         if args.action == "show":
             return [store.key_out(await store.get_key(engine, args.id))]
         if args.action == "update":
-            changes = fields(args, (*LIMITS, "name", "expires_at"))
-            key = await store.update_key(engine, args.id, KeyUpdate(**changes))
+            update = KeyUpdate(**fields(args, (*LIMITS, "name", "expires_at")))
+            await store.check_limits(engine, settings, update)
+            key = await store.update_key(engine, args.id, update)
             await announce(settings, key_ids=[args.id])
             return [store.key_out(key)]
         if args.action == "revoke":

@@ -14,12 +14,14 @@ from tiergate.admin.reports import COLUMNS
 def cmd_cost(args: argparse.Namespace) -> int:
     from tiergate.admin import reports
     from tiergate.admin.api import report_query
-    from tiergate.gateway.errors import GatewayError
+    from tiergate.gateway.errors import BadRequest, GatewayError
 
     async def work(settings: Any, engine: Any) -> dict[str, Any]:
-        return await reports.cost_report(
-            engine, settings, report_query(args.group_by, args.start, args.end, tenant_id=args.tenant)
-        )
+        query = report_query(args.group_by, args.start, args.end, tenant_id=args.tenant)
+        # The API answers an empty range with an empty report; on the command line it is a typo.
+        if query.start_ms is not None and query.end_ms is not None and query.end_ms <= query.start_ms:
+            raise BadRequest("'end' must be after 'start'", param="end")
+        return await reports.cost_report(engine, settings, query)
 
     try:
         report = run_against_database(args, work)

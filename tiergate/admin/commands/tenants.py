@@ -43,6 +43,7 @@ def cmd(args: argparse.Namespace) -> int:
     async def work(settings: Any, engine: Any) -> Any:
         if args.action == "create":
             new = TenantCreate(name=args.name, metadata=meta, **fields(args, LIMITS), **cache)
+            await store.check_limits(engine, settings, new)
             return [store.tenant_out(await store.create_tenant(engine, new, settings.cache))]
         if args.action == "list":
             return [store.tenant_out(t) for t in await store.list_tenants(engine)]
@@ -51,6 +52,7 @@ def cmd(args: argparse.Namespace) -> int:
         if args.action == "update":
             changes = fields(args, (*LIMITS, "name"))
             update = TenantUpdate(**changes, **cache)
+            await store.check_limits(engine, settings, update)
             tenant = await store.update_tenant(engine, args.id, update, settings.cache)
             await announce(settings, tenant_ids=[args.id])
             return [store.tenant_out(tenant)]

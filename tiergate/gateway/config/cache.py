@@ -56,9 +56,9 @@ class CacheSettings:
         """
         policy = validate(CacheOverride, override, where="cache").over(self.policy_for(tenant_id))
         if policy.exact and not self.any_exact:
-            raise ConfigError(_UNOPENED.format(kind="exact"), "cache.exact.enabled")
+            raise UnopenedCache(_UNOPENED.format(kind="exact"), "cache.exact.enabled")
         if policy.semantic and not self.any_semantic:
-            raise ConfigError(_UNOPENED.format(kind="semantic"), "cache.semantic.enabled")
+            raise UnopenedCache(_UNOPENED.format(kind="semantic"), "cache.semantic.enabled")
 
     @property
     def any_exact(self) -> bool:
@@ -67,6 +67,10 @@ class CacheSettings:
     @property
     def any_semantic(self) -> bool:
         return self.policy.semantic or any(p.semantic for p in self.tenants.values())
+
+
+class UnopenedCache(ConfigError):
+    """A valid override that asks for a cache the config did not open: the gateway's state, not the input."""
 
 
 _UNOPENED = (
