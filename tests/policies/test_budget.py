@@ -4,7 +4,13 @@ import calendar
 
 import pytest
 
-from tiergate.policies.budget import output_allowance, period_end, period_start, reservation_nano
+from tiergate.policies.budget import (
+    output_allowance,
+    period_end,
+    period_start,
+    prompt_allowance,
+    reservation_nano,
+)
 from tiergate.policies.pricing import Price
 
 
@@ -60,15 +66,31 @@ def test_output_allowance(
 
 
 def test_reservation_takes_the_priciest_deployment_and_rounds_up() -> None:
-    cheap, dear = (Price(0.15, 0.60), 16_384), (Price(2.5, 10.0), 16_384)
-    # 1000 prompt tokens at $2.5/M = 2,500,000 nano; 100 completion at $10/M = 1,000,000 nano.
-    assert reservation_nano((cheap, dear), 1000, 100, 1, 4096) == 3_500_000
-    assert reservation_nano((cheap,), 1000, 100, 1, 4096) == 210_000
-    assert reservation_nano((cheap,), 1000, 100, 2, 4096) == 270_000  # two choices
+    cheap, dear = (Price(0.15, 0.60), 16_384, 0.0), (Price(2.5, 10.0), 16_384, 0.0)
+    # 1000 (+16 framing) prompt tokens at $2.5/M = 2,540,000 nano; 100 completion at $10/M = 1,000,000 nano.
+    assert reservation_nano((cheap, dear), 1000, 100, 1, 4096) == 3_540_000
+    assert reservation_nano((cheap,), 1000, 100, 1, 4096) == 212_400
+    assert reservation_nano((cheap,), 1000, 100, 2, 4096) == 272_400  # two choices
     # No max_tokens: each deployment's own output limit, or the fallback where it has none.
-    assert reservation_nano(((Price(0, 1.0), 10),), 0, None, 1, 4096) == 10_000
-    assert reservation_nano(((Price(0, 1.0), None),), 0, None, 1, 4096) == 4_096_000
+    assert reservation_nano(((Price(0, 1.0), 10, 0.0),), 0, None, 1, 4096) == 10_000
+    assert reservation_nano(((Price(0, 1.0), None, 0.0),), 0, None, 1, 4096) == 4_096_000
     assert (
-        reservation_nano(((Price(0.0000001, 0.0), None),), 1, 5, 1, 4096) == 1
+        reservation_nano(((Price(0.0000001, 0.0), None, 0.0),), 0, 5, 1, 4096) == 1
     )  # a fraction still reserves one
     assert reservation_nano((), 1000, 100, 1, 4096) == 0
+
+
+@pytest.mark.parametrize(
+    ("counted", "margin", "allowance"),
+    [(0, 0.35, 16), (1000, 0.0, 1016), (1000, 0.35, 1366), (1000, 0.05, 1066), (7, 0.35, 26)],
+)
+def test_the_prompt_allowance_covers_a_tokenizer_that_counts_more(
+    counted: int, margin: float, allowance: int
+) -> None:
+    assert prompt_allowance(counted, margin) == allowance
+
+
+def test_a_margin_makes_the_dearer_tokenizer_the_ceiling() -> None:
+    # Same price, one deployment's tokenizer unknown: its 35% margin sets the reservation.
+    known, unknown = (Price(1.0, 1.0), 100, 0.05), (Price(1.0, 1.0), 100, 0.35)
+    assert reservation_nano((known, unknown), 1000, 10, 1, 4096) == (1366 + 10) * 1000

@@ -17,8 +17,8 @@ from tiergate.gateway.accounting.auth import Principal
 from tiergate.gateway.accounting.limits import Limiter, Ticket
 from tiergate.gateway.http.bodies import ChatRequest, EmbeddingsRequest
 from tiergate.gateway.upstream.fleet import Fleet
-from tiergate.gateway.upstream.tokens import TokenCounter
-from tiergate.policies.budget import reservation_nano
+from tiergate.gateway.upstream.tokens import TokenCounter, tokenizer_known
+from tiergate.policies.budget import KNOWN_TOKENIZER_MARGIN, reservation_nano
 from tiergate.policies.routing import RoutePlan, Target
 
 Guard = Callable[[Target, int], Awaitable[bool]]
@@ -29,17 +29,30 @@ class Admission:
     """Counts requests against the limits and reserves their ceiling, over the deployments of the fleet."""
 
     def __init__(
-        self, limiter: Limiter, tokens: TokenCounter, fleet: Fleet, *, default_max_output_tokens: int
+        self,
+        limiter: Limiter,
+        tokens: TokenCounter,
+        fleet: Fleet,
+        *,
+        default_max_output_tokens: int,
+        prompt_token_margin: float,
     ) -> None:
         self._limiter = limiter
         self._tokens = tokens
         self._fleet = fleet
         self._default_max_output_tokens = default_max_output_tokens
+        self._prompt_token_margin = prompt_token_margin
 
     def ceiling_nano(self, target: Target, prompt_tokens: int, max_tokens: int | None, n: int) -> int:
         by_id = self._fleet.snapshot.by_id
-        offers = [(by_id[i].price, by_id[i].max_output_tokens) for i in target.deployments]
+        offers = [
+            (d.price, d.max_output_tokens, self._margin(d.model))
+            for d in (by_id[i] for i in target.deployments)
+        ]
         return reservation_nano(offers, prompt_tokens, max_tokens, n, self._default_max_output_tokens)
+
+    def _margin(self, model: str) -> float:
+        return KNOWN_TOKENIZER_MARGIN if tokenizer_known(model) else self._prompt_token_margin
 
     def _embedding_tokens(self, request: EmbeddingsRequest, model: str) -> int:
         value = request.body["input"]

@@ -201,6 +201,7 @@ async def open_gateway(
         tokens,
         fleet,
         default_max_output_tokens=settings.accounting.default_max_output_tokens,
+        prompt_token_margin=settings.accounting.prompt_token_margin,
     )
     caches = ResponseCaches(settings.cache, exact, semantic)
     return Gateway(

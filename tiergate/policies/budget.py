@@ -4,12 +4,14 @@ A budget is a limit in nano-USD over a period: `daily`, `weekly` (Monday 00:00 U
 00:00 UTC) or `total` (never resets). Before an upstream call the gateway reserves the request's largest
 possible cost; after it, the actual cost is settled and the rest released. So concurrent requests can
 overspend a budget by at most what was already reserved and in flight when it ran out (nothing, as long as
-the upstream honours the output limit the reservation assumed).
+the upstream honours the output limit the reservation assumed, and counts no more prompt tokens than the
+reservation's prompt allowance: see `prompt_allowance`).
 """
 
 from __future__ import annotations
 
 import calendar
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -74,8 +76,22 @@ def output_allowance(max_tokens: int | None, n: int, model_limit: int | None, fa
     return per_choice * max(1, n)
 
 
+# The gateway counts prompt tokens with tiktoken; the upstream bills with its own tokenizer. For OpenAI models
+# the two agree up to the framing of tools and names, which is estimated; other families (Llama, Claude,
+# Mistral, Qwen, ...) are counted with o200k, and for the same text their tokenizers count up to ~30% more.
+KNOWN_TOKENIZER_MARGIN = 0.05
+PROMPT_MARGIN_TOKENS = 16  # on top of the share: short prompts are mostly framing
+
+
+def prompt_allowance(counted: int, margin: float) -> int:
+    """Prompt tokens a reservation holds: the gateway's count plus `margin` of it and PROMPT_MARGIN_TOKENS.
+
+    The reservation then covers an upstream whose tokenizer counts the prompt up to that much higher."""
+    return counted + math.ceil(counted * margin) + PROMPT_MARGIN_TOKENS
+
+
 def reservation_nano(
-    offers: Sequence[tuple[Price, int | None]],
+    offers: Sequence[tuple[Price, int | None, float]],
     prompt_tokens: int,
     max_tokens: int | None,
     n: int,
@@ -83,12 +99,17 @@ def reservation_nano(
 ) -> int:
     """The largest cost the request can reach on any of the deployments that may answer it.
 
-    `offers` holds each such deployment's price and output limit (None: unknown, `fallback` is assumed).
+    `offers` holds each such deployment's price, output limit (None: unknown, `fallback` is assumed) and
+    tokenizer margin (see `prompt_allowance`); `prompt_tokens` is the gateway's own count.
     """
     return max(
         (
-            max_cost_nano(price, prompt_tokens, output_allowance(max_tokens, n, limit, fallback))
-            for price, limit in offers
+            max_cost_nano(
+                price,
+                prompt_allowance(prompt_tokens, margin),
+                output_allowance(max_tokens, n, limit, fallback),
+            )
+            for price, limit, margin in offers
         ),
         default=0,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from tests.support import until
 from tiergate.gateway.accounting.auth import Principal
 from tiergate.gateway.accounting.ledger import LedgerWriter
 from tiergate.gateway.accounting.records import CallRecord
+from tiergate.gateway.upstream.tokens import TokenCounter
 
 pytestmark = pytest.mark.asyncio
 
@@ -108,11 +110,14 @@ async def test_escalation_tops_up_the_reservation_or_does_not_escalate(sqlite_ur
         assert by_key[rich["id"]]["cost_usd"] == pytest.approx((10 * 10 + 5 * 40) * 1000 / 1e9)
 
 
-async def test_revoked_and_expired_keys_are_401(sqlite_url: str) -> None:
+async def test_revoked_and_expired_keys_are_401(sqlite_url: str, tmp_path: Path) -> None:
     async with serve(config(sqlite_url)) as s:
         tenant = await s.new_tenant()
         key = await s.new_key(tenant["id"])
-        expired = await s.new_key(tenant["id"], expires_at="2001-01-01T00:00:00Z")
+        # The API refuses an expiry in the past: the key is made to outlive its expiry in the database.
+        expired = await s.new_key(tenant["id"], expires_at="2100-01-01T00:00:00Z")
+        with sqlite3.connect(tmp_path / "tiergate.db") as conn:
+            conn.execute("UPDATE api_keys SET expires_ms = 978307200000 WHERE id = ?", (expired["id"],))
         assert (await s.chat(key["key"])).status_code == 200
         await s.client.delete(f"/admin/keys/{key['id']}", headers=ADMIN)
         assert (await s.chat(key["key"])).json()["error"]["code"] == "api_key_revoked"
@@ -269,3 +274,32 @@ async def test_a_budget_store_that_fails_counts_nothing_against_the_rate_limits(
     # The failed call was not admitted: the key's one request per minute is still there.
     ticket = await limiter.admit(Limits("k:a", "t:a", key_rpm=1), now_s=1000.5, tokens=0, reserve_nano=0)
     assert ticket.budgets == ()
+
+
+async def test_an_upstream_whose_tokenizer_counts_more_cannot_overspend_the_budget(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    messages = [{"role": "user", "content": "hello there"}]
+    counted = TokenCounter().messages(messages, "small")
+    billed = math.ceil(counted * 1.3)  # another tokenizer: 30% more tokens for the same prompt
+
+    def dearer(request: httpx.Request) -> httpx.Response:
+        body = httpx.Response(200, content=request.content).json()
+        return httpx.Response(200, json={
+            "id": "c1", "object": "chat.completion", "created": 1, "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "length"}],
+            "usage": {"prompt_tokens": billed, "completion_tokens": 5, "total_tokens": billed + 5},
+        })  # fmt: skip
+
+    # Student "small": $1/$2 per Mtok. Each call costs `cost`; reserved at the counted prompt alone, an 11th
+    # call would just fit after ten and end over the budget. The margin's reservation does not fit.
+    cost = billed * 1000 + 5 * 2000
+    budget_nano = 10 * cost + counted * 1000 + 5 * 2000
+    async with serve(config(sqlite_url), dearer) as s:
+        tenant = await s.new_tenant()
+        key = await s.new_key(tenant["id"], budget_usd=budget_nano / 1e9, budget_period="total")
+        statuses = [(await s.chat(key["key"], max_tokens=5)).status_code for _ in range(12)]
+        await s.flushed()
+    assert statuses == [200] * 10 + [429] * 2
+    spent = {scope: spent for scope, spent, _ in _counters(tmp_path / "tiergate.db")}
+    assert spent[f"k:{key['id']}"] == 10 * cost <= budget_nano  # settled at the upstream's count

@@ -109,6 +109,12 @@ class AccountingPolicy:
     default_max_output_tokens: Positive = Field(
         default=4096, description="reserved when neither the request nor the model bounds the output"
     )
+    prompt_token_margin: Annotated[float, Field(ge=0, le=10)] = Field(
+        default=0.35,
+        description="share added to the counted prompt tokens when a budget reservation is made for a model"
+        " whose tokenizer the gateway does not have (not an OpenAI model); OpenAI models get 0.05. Both add"
+        " 16 tokens",
+    )
     ledger_batch_size: Positive = Field(default=500, description="ledger rows per insert")
     ledger_flush_s: PositiveSeconds = Field(
         default=0.05, description="a partial ledger batch waits at most this long"

@@ -24,6 +24,15 @@ _REPLY_PRIMING = 3
 _IMAGE_TOKENS = 765
 
 
+# OpenAI's model families, whose tokenizers tiktoken is; any other model's is only approximated by o200k.
+_OPENAI_FAMILIES = ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding", "davinci", "babbage")
+
+
+def tokenizer_known(model: str) -> bool:
+    """Whether the count is the upstream's own (an OpenAI model), not an approximation of another tokenizer."""
+    return model.rsplit("/", 1)[-1].startswith(_OPENAI_FAMILIES)
+
+
 def _encoding_name(model: str) -> str:
     bare = model.rsplit("/", 1)[-1]
     if bare.startswith(("gpt-3.5", "gpt-4-", "text-embedding")) or bare == "gpt-4":
