@@ -39,8 +39,9 @@ async def test_evaluation_spend_is_reported_apart_and_spares_the_request_budget(
         learning={"shadow": {"fraction": 1.0, "daily_budget_usd": 1.0}},
     )  # fmt: skip
     async with serve(settings, answers) as s:
-        # Each teacher answer costs 300,000 nano-USD: three fit in the budget, a fourth does not.
-        tenant = await s.new_tenant(budget_usd=0.001)
+        # Each teacher answer costs 300,000 nano-USD and reserves ~490,000 (the prompt allowance and 5 output
+        # tokens): three fit in the budget, a fourth does not.
+        tenant = await s.new_tenant(budget_usd=0.0011)
         key = await s.new_key(tenant["id"])
         for _ in range(3):
             r = await s.chat(key["key"], "teacher", max_tokens=5)

@@ -237,7 +237,12 @@ def create_admin_app(control: ControlPlane) -> FastAPI:
 
     def document() -> dict[str, Any]:
         if app.openapi_schema is None:
-            complete(FastAPI.openapi(app), control.router.dimensions)  # builds and caches the document
+            # Builds and caches the document; models registered later are taken but not listed in it.
+            complete(
+                FastAPI.openapi(app),
+                control.router.dimensions,
+                store.configured_model_names(control.settings),
+            )
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = document  # type: ignore[method-assign]

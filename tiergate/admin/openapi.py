@@ -8,6 +8,7 @@ and the CSV report are plain strings to it. `complete` fixes all of that in one 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from tiergate.admin.schemas import (
@@ -51,11 +52,17 @@ def _error(status: int) -> dict[str, Any]:
     return {"description": _ERRORS[status], **_ref(ErrorBody.__name__)}
 
 
-def complete(doc: dict[str, Any], dimensions: int) -> dict[str, Any]:
+def complete(doc: dict[str, Any], dimensions: int, models: Iterable[str]) -> dict[str, Any]:
     """`doc` (FastAPI's) with the route-table paths and every status, format and media type the API uses.
 
-    `dimensions` is the domain embedder's: a route table's centroids must have exactly that many numbers."""
+    `dimensions` is the domain embedder's: a route table's centroids must have exactly that many numbers.
+    `models` are the names `allowed_models` may hold (`store.check_limits` refuses any other)."""
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for body in ("TenantCreate", "TenantUpdate", "KeyCreate", "KeyUpdate"):
+        field = schemas[body]["properties"]["allowed_models"]
+        field["anyOf"][0]["items"] = {"type": "string", "enum": sorted(set(models))}
+    for body in ("KeyCreate", "KeyUpdate"):
+        schemas[body]["properties"]["expires_at"]["description"] += "; in the future"
     for model in (
         RouteTablePut,
         RouteTableRollback,

@@ -112,13 +112,18 @@ def _check_cache(config: CacheSettings, tenant_id: str | None, override: Any) ->
         raise BadRequest(str(exc), param=exc.where, code="invalid_value") from None
 
 
+def configured_model_names(settings: Settings) -> list[str]:
+    """`auto`, every tier and the configured deployments' names: what `allowed_models` may always hold."""
+    return [AUTO, *TIERS, *dict.fromkeys(d.name for d in settings.deployments)]
+
+
 async def check_limits(engine: AsyncEngine, settings: Settings, body: BaseModel) -> None:
     """Refuse what validation of the body alone cannot see: `allowed_models` naming a model this gateway does
     not know (a typo would lock the key out of everything), and an `expires_at` already past."""
     written = body.model_dump(exclude_unset=True)
     models = written.get("allowed_models") or []
     if models:
-        known = {AUTO, *TIERS, *(d.name for d in settings.deployments)}
+        known = set(configured_model_names(settings))
         known |= {row.model for row in await load_rows(engine)}  # registered with `tiergate models register`
         unknown = [m for m in models if m not in known]
         if unknown:
