@@ -8,10 +8,12 @@ import sqlite3
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from tests.admin.conftest import ADMIN, answer, config, serve
 from tests.support import until
+from tiergate.gateway.accounting import ledger
 from tiergate.gateway.accounting.auth import Principal
 from tiergate.gateway.accounting.ledger import LedgerWriter
 from tiergate.gateway.accounting.records import CallRecord
@@ -303,3 +305,28 @@ async def test_an_upstream_whose_tokenizer_counts_more_cannot_overspend_the_budg
     assert statuses == [200] * 10 + [429] * 2
     spent = {scope: spent for scope, spent, _ in _counters(tmp_path / "tiergate.db")}
     assert spent[f"k:{key['id']}"] == 10 * cost <= budget_nano  # settled at the upstream's count
+
+
+async def test_a_row_the_database_refuses_costs_no_other_row(sqlite_url: str, tmp_path: Path) -> None:
+    from tiergate.gateway.db.engine import open_engine
+    from tiergate.gateway.db.migrate import upgrade
+
+    await upgrade(sqlite_url)
+    engine = open_engine(sqlite_url)
+    writer = LedgerWriter(
+        engine, batch_size=10, flush_s=0.01, retries=3, queue_size=100, spill_dir=str(tmp_path / "spill")
+    )
+    task = asyncio.ensure_future(writer.run())
+    bad = _record(2)
+    bad.cost_nano = 2**70  # more than SQLite's 64-bit INTEGER holds: refused, and not because it is away
+    for record in (_record(0), _record(1), bad, _record(3)):
+        writer.sink(record)
+    writer.stop()
+    await task
+    await engine.dispose()
+    assert (writer.stats.written, writer.stats.rejected, writer.stats.spilled) == (3, 1, 0)
+    with sqlite3.connect(tmp_path / "tiergate.db") as conn:
+        assert sorted(r for (r,) in conn.execute("SELECT request_id FROM ledger")) == ["r0", "r1", "r3"]
+    (rejected,) = (tmp_path / "spill").glob("tiergate-ledger-rejected-*.jsonl")
+    assert [orjson.loads(line)["request_id"] for line in rejected.read_bytes().splitlines()] == ["r2"]
+    assert not list((tmp_path / "spill").glob(ledger.SPILL_GLOB))  # never replayed: it would fail again

@@ -5,7 +5,8 @@
 `ledger_retries` attempts (the database is away) is appended to a spill file. Spill files are replayed at
 start and then every `REPLAY_EVERY_S` while any exist (so once the database is back, without a restart) -
 every row carries its own id and inserts ignore rows already there, so a batch written twice is harmless.
-A full queue also spills (counted in `stats`), it never drops. `aclose` drains.
+A full queue also spills (counted in `stats`), it never drops. A row the database refuses on its own is kept
+in a rejected file beside them. `aclose` drains.
 
 Several processes may share the spill directory (`--workers`): a replay first claims a file by renaming it,
 then takes its lock, which a writer holds while appending; a writer that finds its file renamed under it
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import fcntl
 import itertools
+import json
 import logging
 import os
 import time
@@ -30,6 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tiergate.gateway.accounting.records import CallRecord
+from tiergate.gateway.db.engine import database_unreachable
 from tiergate.gateway.db.models import LedgerEntry
 
 log = logging.getLogger("tiergate.ledger")
@@ -91,6 +94,7 @@ class LedgerStats:
     spilled: int = 0  # rows that went to a spill file (database away, or the queue full)
     overflowed: int = 0  # of which because the queue was full
     replayed: int = 0
+    rejected: int = 0  # rows the database refused on their own (kept in the rejected file, not replayed)
 
 
 class LedgerWriter:
@@ -145,13 +149,19 @@ class LedgerWriter:
             await conn.execute(statement, rows)
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
-        """Insert with bounded retries; what still fails goes to the spill file."""
+        """Insert with bounded retries; what still fails goes to the spill file.
+
+        A batch the database refuses for any reason but being away (a value it cannot store) is written row
+        by row, so one bad row never costs the others; a row refused alone goes to the rejected file."""
         for attempt in range(self._retries):
             try:
                 await self._insert(rows)
                 self.stats.written += len(rows)
                 return
             except Exception as exc:  # any database failure: retry, then spill; never lose the rows
+                if not database_unreachable(exc):
+                    await self._write_one_by_one(rows)
+                    return
                 log.warning(
                     "ledger batch of %d failed (attempt %d): %s",
                     len(rows),
@@ -161,6 +171,35 @@ class LedgerWriter:
                 if attempt + 1 < self._retries:
                     await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
         self._spill(rows)
+
+    async def _write_one_by_one(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            try:
+                await self._insert([row])
+                self.stats.written += 1
+            except Exception as exc:
+                if database_unreachable(exc):  # went away meanwhile: the row waits in the spill file
+                    self._spill([row])
+                else:
+                    self._reject(row, exc)
+
+    def _reject(self, row: dict[str, Any], exc: Exception) -> None:
+        # Money is never dropped: kept beside the spill files but not replayed (it would fail again), for a
+        # person to look at; logged by ids only (the row holds no content, but keep the log small).
+        self._spill_dir.mkdir(parents=True, exist_ok=True)
+        with open(self._spill_dir / f"tiergate-ledger-rejected-{os.getpid()}.jsonl", "ab") as out:
+            # The standard json: a refused row may hold what orjson cannot write (an integer over 64 bits).
+            out.write(json.dumps(row, default=str).encode() + b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        self.stats.rejected += 1
+        log.error(
+            "ledger row %s (request %s) refused by the database: %s; kept in %s",
+            row.get("entry_id"),
+            row.get("request_id"),
+            exc.__class__.__name__,
+            self._spill_dir / "tiergate-ledger-rejected-*.jsonl",
+        )
 
     def _spill(self, rows: list[dict[str, Any]]) -> None:
         self._spill_dir.mkdir(parents=True, exist_ok=True)
