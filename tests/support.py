@@ -143,8 +143,8 @@ def fake_upstream() -> Iterator[str]:
 
 
 def service_unavailable(what: str, detail: str) -> None:
-    """Skip (on a laptop without the service) or fail (in CI, where the service must be there)."""
-    message = f"{what} is not reachable ({detail}); tests that need it are skipped"
+    """Skip (on a laptop without the service or tool) or fail (in CI, where it must be there)."""
+    message = f"{what} is not available ({detail}); tests that need it are skipped"
     if REQUIRE_SERVICES:
         pytest.fail(message + " - but TIERGATE_REQUIRE_SERVICES=1 requires it", pytrace=False)
     pytest.skip(message)
