@@ -16,6 +16,8 @@ upstream model with `POST /_script {"model": m, "steps": [step, ...]}`; each req
     logprob                     the log-probability of every token when the request asks for logprobs
                                 (default -0.05)
     fail_first_chunk            stream: break the connection before the first chunk
+    plain_json                  stream: answer with the plain (non-stream) JSON completion instead of events
+    plain_body                  stream: answer with this JSON body, status 200, instead of events
 
 `GET /_requests` lists what was received (path, selected headers, JSON body); `GET /_events` lists stream
 events (`stream_closed_by_client`, `stream_completed`); `POST /_reset` clears everything.
@@ -93,6 +95,8 @@ async def chat(request: Request) -> Response:
         raise BrokenStream("scripted drop")
     if step.get("status", 200) != 200:
         return _error(step)
+    if "plain_body" in step:
+        return _json(step["plain_body"])
     content = step.get("content", "echo: " + _last_user(body.get("messages")))
     finish = step.get("finish_reason", "tool_calls" if step.get("tool_calls") else "stop")
     prompt_tokens = 10 + len(_last_user(body.get("messages")).split())
@@ -104,7 +108,7 @@ async def chat(request: Request) -> Response:
     }
     cid, created = f"chatcmpl-fake-{len(REQUESTS)}", int(time.time())
     n = body.get("n") or 1
-    if not body.get("stream"):
+    if not body.get("stream") or step.get("plain_json"):
         message: dict[str, Any] = {
             "role": "assistant",
             "content": None if step.get("tool_calls") else content,

@@ -183,6 +183,24 @@ def test_a_stream_broken_after_bytes_were_sent_ends_with_an_error_event(gw: Stac
     assert len([r for r in gw.received() if r["body"]["model"] == "student-1"]) == 1
 
 
+def test_an_upstream_answering_a_stream_with_plain_json_is_restreamed_as_chunks(gw: Stack) -> None:
+    gw.script("student-1", {"content": "four, as it happens", "plain_json": True})
+    stream = client(gw).chat.completions.create(  # type: ignore[call-overload]
+        model="auto", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "four, as it happens"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
+
+
+def test_an_upstream_answering_a_stream_with_a_json_error_makes_the_sdk_raise(gw: Stack) -> None:
+    body = {"error": {"message": "the model is overloaded", "type": "server_error", "code": None}}
+    gw.script("student-1", {"plain_body": body})
+    stream = client(gw).chat.completions.create(model="auto", messages=MESSAGES, stream=True)  # type: ignore[call-overload]
+    with stream, pytest.raises(openai.APIError, match="the model is overloaded"):
+        list(stream)
+
+
 def test_a_stream_failing_before_its_first_byte_falls_back(gw: Stack) -> None:
     gw.script("student-1", {"fail_first_chunk": True}, {"fail_first_chunk": True})
     chunks = list(client(gw).chat.completions.create(model="student", messages=MESSAGES, stream=True))  # type: ignore[call-overload]

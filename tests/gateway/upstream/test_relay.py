@@ -62,8 +62,65 @@ def test_crlf_events_comments_and_a_trailing_partial_event() -> None:
     )
     assert out.startswith(b": keep-alive") and out.endswith(b"\r\n\r\n")
     assert acc.text == "x"
-    assert acc.flush() == b'data: {"partial'  # forwarded as-is rather than swallowed
-    assert not acc.done
+    assert acc.flush() == b""  # a cut event would make the client fail before it reads the error event
+    assert acc.truncated and not acc.done
+
+
+def test_a_whole_last_event_without_its_blank_line_is_forwarded_terminated() -> None:
+    acc = SSEAccumulator(strip_usage_chunk=False)
+    assert acc.feed(chunk({"content": "x"}) + b"data: [DONE]") == chunk({"content": "x"})
+    assert acc.flush() == b"data: [DONE]\n\n"
+    assert acc.done and not acc.truncated
+
+
+COMPLETION = {
+    "id": "c9",
+    "object": "chat.completion",
+    "created": 7,
+    "model": "m",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "Hi there"}, "finish_reason": "stop"}
+    ],
+    "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6},
+}
+
+
+def _events(data: bytes) -> list[bytes]:
+    assert data.endswith(b"\n\n")
+    events = data[:-2].split(b"\n\n")
+    assert all(e.startswith(b"data: ") and b"\n" not in e for e in events), events
+    return [e[6:] for e in events]
+
+
+def test_a_json_completion_sent_to_a_stream_request_is_restreamed_as_chunks() -> None:
+    acc = SSEAccumulator(strip_usage_chunk=True)
+    payloads = _events(acc.restream(orjson.dumps(COMPLETION)))
+    assert payloads[-1] == b"[DONE]"
+    chunks = [orjson.loads(p) for p in payloads[:-1]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert all(c["choices"] for c in chunks)  # the usage chunk the client did not ask for is dropped
+    assert acc.usage == COMPLETION["usage"] and acc.done and acc.error is None
+    assert acc.assembled()["choices"][0]["message"]["content"] == "Hi there"
+
+
+def test_a_json_completion_keeps_its_usage_chunk_when_the_client_asked_for_it() -> None:
+    acc = SSEAccumulator(strip_usage_chunk=False)
+    chunks = [orjson.loads(p) for p in _events(acc.restream(orjson.dumps(COMPLETION)))[:-1]]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == COMPLETION["usage"]
+
+
+def test_a_json_error_or_unreadable_body_sent_to_a_stream_request_becomes_one_error_event() -> None:
+    acc = SSEAccumulator(strip_usage_chunk=True)
+    body = orjson.dumps({"error": {"message": "model overloaded", "type": "server_error"}})
+    (payload,) = _events(acc.restream(body))
+    error = orjson.loads(payload)["error"]
+    assert "model overloaded" in error["message"] and error["code"] == "upstream_not_streaming"
+    assert acc.error == {"message": "model overloaded", "type": "server_error"}
+
+    acc = SSEAccumulator(strip_usage_chunk=True)
+    (payload,) = _events(acc.restream(b"{not json"))
+    assert orjson.loads(payload)["error"]["code"] == "upstream_not_streaming"
+    assert acc.error is not None
 
 
 def test_assembles_tool_calls_and_several_choices() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from tiergate.gateway.http.sse import sse_chunks
 from tiergate.gateway.upstream.transport import TransportError
 
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
@@ -44,6 +45,7 @@ class SSEAccumulator:
         self._buffer = b""
         self.usage: dict[str, Any] | None = None
         self.done = False  # saw `data: [DONE]`
+        self.truncated = False  # the stream ended in the middle of an event
         self.error: Any = None  # an error event the upstream sent
         self.events = 0
         self.completion_id: str | None = None
@@ -84,11 +86,48 @@ class SSEAccumulator:
         return b"".join(out)
 
     def flush(self) -> bytes:
-        """Whatever the upstream sent after its last complete event (normally nothing)."""
+        """The upstream's last event if it lacked the blank line that ends an event (normally nothing).
+
+        It is forwarded, terminated, when it is whole (`[DONE]`, a comment, a payload that parses); a cut one
+        is dropped and noted in `truncated`: the client would fail on it before reading the error event
+        that follows, and that event must start on a line of its own.
+        """
         rest, self._buffer = self._buffer, b""
-        if rest.strip() and self._keep(rest):
-            return rest
-        return b""
+        if not rest.strip():
+            return b""
+        payload = b"\n".join(line[5:].strip() for line in rest.splitlines() if line.startswith(b"data:"))
+        if payload and payload != b"[DONE]":
+            try:
+                orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                self.truncated = True
+                return b""
+        event = rest.rstrip(b"\r\n") + b"\n\n"
+        return event if self._keep(event) else b""
+
+    def restream(self, body: bytes) -> bytes:
+        """A whole JSON body sent in answer to a stream request, as the events to forward instead.
+
+        Some upstreams ignore `stream: true`. A chat completion is re-chunked as an OpenAI server would have
+        streamed it (through `feed`, so usage and the answer are kept as for any stream); anything else (an
+        error object, unreadable bytes) becomes one error event, since relaying the JSON would give the
+        client's SDK neither a chunk nor an error.
+        """
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            doc = None
+        if isinstance(doc, dict) and isinstance(doc.get("choices"), list) and "error" not in doc:
+            out = self.feed(sse_chunks(doc, include_usage=True))
+            return out + self.flush()
+        error = doc.get("error") if isinstance(doc, dict) else None
+        detail = error.get("message") if isinstance(error, dict) else None
+        self.error = error if error is not None else "a body that is neither events nor a chat completion"
+        return error_event(
+            "the upstream answered the stream request with a JSON body instead of events"
+            + (f": {detail}" if isinstance(detail, str) else ""),
+            code="upstream_not_streaming",
+        )
 
     def _keep(self, event: bytes) -> bool:
         self.events += 1
@@ -270,6 +309,10 @@ class RelayResponse:
         acc = self.accumulator
         outcome = self.outcome
         await send({"type": "http.response.start", "status": 200, "headers": self._headers})
+        # An event stream starts with a field (`data:`, `event:`, `id:`) or a comment, never with `{`.
+        if self._first.lstrip()[:1] == b"{":
+            await self._restream(send)
+            return
         out = acc.feed(self._first)
         if out:
             await send({"type": "http.response.body", "body": out, "more_body": True})
@@ -286,7 +329,10 @@ class RelayResponse:
                         outcome.ttft_s = time.perf_counter() - self._started
                 waited = time.perf_counter()
             tail = acc.flush()
-            if not acc.done and acc.error is None and outcome.status == "ok":
+            if acc.truncated and outcome.status == "ok":
+                outcome.status, outcome.error = "upstream_broken", "upstream ended the stream inside an event"
+                tail += error_event("the upstream ended the stream in the middle of an event")
+            elif not acc.done and acc.error is None and outcome.status == "ok":
                 outcome.status, outcome.error = "upstream_broken", "upstream ended the stream without [DONE]"
                 tail += error_event("the upstream ended the stream early; the answer is incomplete")
         except TransportError as exc:
@@ -297,6 +343,26 @@ class RelayResponse:
         if acc.error is not None and outcome.status == "ok":
             outcome.status, outcome.error = "upstream_broken", "upstream sent an error event"
         await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    async def _restream(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        acc, outcome = self.accumulator, self.outcome
+        parts = [self._first]
+        try:
+            waited = time.perf_counter()
+            async for chunk in self._chunks:
+                parts.append(chunk)
+            outcome.upstream_wait_s += time.perf_counter() - waited
+        except TransportError as exc:
+            if outcome.status != "ok":
+                return
+            outcome.status, outcome.error = "upstream_broken", str(exc)
+            body = error_event(f"the upstream broke while sending its answer: {exc}")
+        else:
+            body = acc.restream(b"".join(parts))
+            if acc.error is not None and outcome.status == "ok":
+                outcome.status, outcome.error = "upstream_broken", "upstream answered a stream with JSON"
+        outcome.ttft_s = time.perf_counter() - self._started
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _watch(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
         """On a client disconnect, close the upstream: the pump's next read then ends, and so does the relay."""
