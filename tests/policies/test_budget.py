@@ -10,6 +10,7 @@ from tiergate.policies.budget import (
     period_start,
     prompt_allowance,
     reservation_nano,
+    seconds_until_renewal,
 )
 from tiergate.policies.pricing import Price
 
@@ -41,6 +42,21 @@ def test_period_boundaries(period: str, now: int, start: int, end: int | None) -
 
 def test_fractional_seconds_stay_in_their_period() -> None:
     assert period_start("daily", ts(2024, 3, 6) - 0.001) == ts(2024, 3, 5)
+
+
+@pytest.mark.parametrize(
+    ("period", "now", "wait"),
+    [
+        ("daily", 1_765_065_600, 86_400),  # exactly at midnight: a whole day
+        ("daily", 1_765_151_999.5, 1),  # half a second before midnight: rounded up to 1
+        ("daily", 1_765_108_800.25, 43_200),  # noon and a quarter second: up to the whole second
+        ("weekly", 1_765_065_600, 86_400),  # a Sunday: Monday 00:00 is a day away
+        ("monthly", 1_764_547_200, 31 * 86_400),  # 1 December: 1 January
+        ("total", 1_765_108_800, None),  # never renews
+    ],
+)
+def test_seconds_until_renewal(period: str, now: float, wait: int | None) -> None:
+    assert seconds_until_renewal(period_end(period, now), now) == wait
 
 
 def test_unknown_period_is_refused() -> None:

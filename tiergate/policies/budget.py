@@ -51,6 +51,14 @@ def period_end(period: str, now_s: float) -> int | None:
     return calendar.timegm((year + month // 12, month % 12 + 1, 1, 0, 0, 0))
 
 
+def seconds_until_renewal(period_end: int | None, now_s: float) -> int | None:
+    """Whole seconds until a budget whose period ends at `period_end` renews, rounded up and at least 1 (a
+    client told to come back must not come back too early); None for a `total` budget, which never renews."""
+    if period_end is None:
+        return None
+    return max(1, math.ceil(period_end - now_s))
+
+
 def _year_month(epoch_s: int) -> tuple[int, int]:
     t = datetime.fromtimestamp(epoch_s, tz=UTC)
     return t.year, t.month

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import sqlite3
+import time
 from pathlib import Path
 
 import httpx
@@ -88,6 +89,45 @@ async def test_a_budget_refuses_before_the_upstream_and_settles_actual_cost(
             ).fetchone()
         assert ledger == (calls * 20_000, calls)
         assert calls * 20_000 <= 500_000  # never over the budget: one process, reservations exact
+
+
+async def test_a_daily_budget_refusal_says_when_it_renews_with_retry_after(sqlite_url: str) -> None:
+    async with serve(config(sqlite_url)) as s:
+        tenant = await s.new_tenant()
+        key = await s.new_key(tenant["id"], budget_usd=0.0003, budget_period="daily")
+        statuses = [(await s.chat(key["key"], max_tokens=100)).status_code for _ in range(20)]
+        assert statuses[0] == 200 and statuses[-1] == 429
+        before = time.time()
+        refused = await s.chat(key["key"], max_tokens=100)
+        midnight = (int(before) // 86_400 + 1) * 86_400
+        assert refused.status_code == 429
+        assert midnight - time.time() - 1 <= int(refused.headers["retry-after"]) <= midnight - before + 1
+        assert "x-should-retry" not in refused.headers
+        message = refused.json()["error"]["message"]
+        assert "renews at" in message and "next budget period" not in message
+
+
+async def test_a_total_budget_refusal_says_it_never_renews_and_not_to_retry(sqlite_url: str) -> None:
+    async with serve(config(sqlite_url)) as s:
+        tenant = await s.new_tenant()
+        key = await s.new_key(tenant["id"], budget_usd=0.0003, budget_period="total")
+        statuses = [(await s.chat(key["key"], max_tokens=100)).status_code for _ in range(20)]
+        assert statuses[0] == 200 and statuses[-1] == 429
+        refused = await s.chat(key["key"], max_tokens=100)
+        assert refused.headers["x-should-retry"] == "false" and "retry-after" not in refused.headers
+        assert "never renews" in refused.json()["error"]["message"]
+
+
+async def test_a_request_dearer_than_the_whole_budget_is_told_not_to_retry(sqlite_url: str) -> None:
+    async with serve(config(sqlite_url)) as s:
+        tenant = await s.new_tenant()
+        # max_tokens=1000 at $2/Mtok reserves $0.002, more than the $0.001 the key may ever spend a day.
+        key = await s.new_key(tenant["id"], budget_usd=0.001, budget_period="daily")
+        refused = await s.chat(key["key"], max_tokens=1000)
+        assert refused.status_code == 429 and refused.headers["x-should-retry"] == "false"
+        assert "whole budget" in refused.json()["error"]["message"]
+        assert (await s.chat(key["key"], max_tokens=10)).status_code == 200
+        assert len(s.router.calls) == 1
 
 
 async def test_escalation_tops_up_the_reservation_or_does_not_escalate(sqlite_url: str) -> None:

@@ -68,8 +68,9 @@ async def test_budget_reserve_settle_and_expired_reservations(redis: Redis, redi
         int(time.time() // 86400 * 86400 + 3600)
     )  # an hour into today: counters expire by Redis's clock
     first = await limiter.admit(limits, now_s=now, tokens=0, reserve_nano=500)  # 400 (seeded) + 500 fits 1000
-    with pytest.raises(InsufficientQuota):
+    with pytest.raises(InsufficientQuota) as refused:
         await limiter.admit(limits, now_s=now, tokens=0, reserve_nano=200)
+    assert refused.value.headers["retry-after"] == str(23 * 3600)  # the budget renews at midnight
     await limiter.settle(first, tokens=0, cost_nano=100)
     await limiter.settle(first, tokens=0, cost_nano=100)  # settling twice changes nothing
     second = await limiter.admit(limits, now_s=now, tokens=0, reserve_nano=500)  # 500 spent + 500 fits

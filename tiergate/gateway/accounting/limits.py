@@ -14,11 +14,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 from tiergate.gateway.accounting.keys import Limits
 from tiergate.gateway.errors import InsufficientQuota, RateLimited
-from tiergate.policies.budget import Budget, period_end, period_start
+from tiergate.policies.budget import Budget, period_end, period_start, seconds_until_renewal
 from tiergate.policies.ratelimit import bucket_of, check_window, live
 
 
@@ -105,11 +106,34 @@ def rate_refusal(check_: RateCheck, retry_after_s: float) -> RateLimited:
     return RateLimited(message, retry_after_s=retry_after_s)
 
 
-def budget_refusal(check_: BudgetCheck) -> InsufficientQuota:
+def budget_refusal(check_: BudgetCheck, now_s: float, reserve_nano: int) -> InsufficientQuota:
+    """The 429 for a budget that cannot hold the request, saying when (and whether) retrying can help.
+
+    `Retry-After` is the time until the period renews; a total budget never does, nor does any budget help
+    a request whose largest possible cost exceeds the whole limit, so those say `x-should-retry: false`
+    (the OpenAI SDKs then do not retry).
+    """
     who = "this key" if check_.scope.startswith("k:") else "this key's tenant"
+    reserved = "its largest possible cost is reserved before the call"
+    wait_s = seconds_until_renewal(check_.period_end, now_s)
+    if reserve_nano > check_.limit_nano:
+        return InsufficientQuota(
+            f"this request's largest possible cost (${reserve_nano / 1e9:.6f}; {reserved}) is more than "
+            f"{who}'s whole budget (${check_.limit_nano / 1e9:.6f}): lower max_tokens or ask an admin for a "
+            "larger budget",
+            headers={"x-should-retry": "false"},
+        )
+    if wait_s is None:
+        return InsufficientQuota(
+            f"{who} has not enough of its total budget left for this request ({reserved}); a total budget "
+            "never renews: lower max_tokens or ask an admin to raise the budget",
+            headers={"x-should-retry": "false"},
+        )
+    renews = datetime.fromtimestamp(now_s + wait_s, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
     return InsufficientQuota(
-        f"{who} has not enough budget left for this request (its largest possible cost is reserved before the "
-        "call); lower max_tokens, wait for the next budget period or ask for a larger budget"
+        f"{who} has not enough budget left for this request ({reserved}); the budget renews at {renews} "
+        f"(in {wait_s} s): lower max_tokens, retry then, or ask an admin for a larger budget",
+        headers={"retry-after": str(wait_s)},
     )
 
 
@@ -191,7 +215,7 @@ class LocalLimiter:
                 raise
             if refused is not None:
                 _uncount(checks, windows, now_bucket)
-                raise budget_refusal(budgets[refused])
+                raise budget_refusal(budgets[refused], now_s, reserve_nano)
         return ticket
 
     async def top_up(self, ticket: Ticket, amount_nano: int, now_s: float) -> bool:

@@ -204,7 +204,7 @@ class RedisLimiter:
         if result[0] == 0:
             raise rate_refusal(checks[result[1] - 1], result[2] / 1000)
         if result[0] == 2:
-            raise budget_refusal(budgets[result[1] - 1])
+            raise budget_refusal(budgets[result[1] - 1], now_s, reserve_nano)
         return ticket
 
     async def top_up(self, ticket: Ticket, amount_nano: int, now_s: float) -> bool:
