@@ -242,6 +242,14 @@ def test_embeddings_and_models(gw: Stack) -> None:
     } <= set(ids)
 
 
+def test_the_sdk_retrieves_one_model_and_gets_not_found_for_an_unknown_one(gw: Stack) -> None:
+    c = client(gw)
+    assert c.models.retrieve("student").id == "student"
+    assert c.models.retrieve("student-1").object == "model"
+    with pytest.raises(openai.NotFoundError, match="nosuchmodel"):
+        c.models.retrieve("nosuchmodel")
+
+
 def test_oversized_body_is_413_and_never_a_500(gw: Stack) -> None:
     big = {"model": "auto", "messages": [{"role": "user", "content": "x" * (11 * 1024 * 1024)}]}
     r = httpx.post(

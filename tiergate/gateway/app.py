@@ -197,9 +197,11 @@ async def models(request: Request) -> Response:
     rid = request_id(request)
     try:
         principal = await gateway.auth.authenticate(request.headers)
+        response = endpoints.models_response(
+            gateway.fleet, gateway.access, principal, request.path_params.get("model_id")
+        )
     except GatewayError as error:
         return error_response(error, rid)
-    response = endpoints.models_response(gateway.fleet, gateway.access, principal)
     response.headers["x-request-id"] = rid
     return response
 
@@ -276,6 +278,7 @@ def data_plane_routes() -> list[Route]:
             Route(f"{prefix}/chat/completions", chat_completions, methods=["POST"]),
             Route(f"{prefix}/embeddings", embeddings, methods=["POST"]),
             Route(f"{prefix}/models", models, methods=["GET"]),
+            Route(f"{prefix}/models/{{model_id:path}}", models, methods=["GET"]),
             Route(f"{prefix}/feedback", give_feedback, methods=["POST"]),
         ]
     return [

@@ -1,4 +1,4 @@
-"""`POST /v1/embeddings` and `GET /v1/models`: the calls that are not chat completions.
+"""`POST /v1/embeddings` and `GET /v1/models[/{id}]`: the calls that are not chat completions.
 
 An embeddings call goes the same way as a chat completion (`pipeline.py`) without what only chat needs:
 no cache, no cascade, no escalation to a chat tier; it names a deployment.
@@ -16,7 +16,7 @@ from tiergate.gateway.accounting.auth import Authenticator, Principal
 from tiergate.gateway.accounting.books import Accounting
 from tiergate.gateway.accounting.records import CallRecord
 from tiergate.gateway.admission import Admission
-from tiergate.gateway.errors import BadRequest
+from tiergate.gateway.errors import BadRequest, NotFound
 from tiergate.gateway.http.bodies import parse_embeddings
 from tiergate.gateway.pipeline import JSON, ModelAccess, answer_headers, record_answer
 from tiergate.gateway.settlement import Settlement, record_trail
@@ -113,13 +113,30 @@ class Embeddings:
         return replace(plan, targets=plan.targets[:1])
 
 
-def models_response(fleet: Fleet, access: ModelAccess, principal: Principal) -> Response:
-    """`GET /v1/models`: `auto`, the tier aliases and the deployment names this caller may use."""
-    names = [
+def _visible(fleet: Fleet, access: ModelAccess, principal: Principal) -> list[str]:
+    """`auto`, the tier aliases and the deployment names this caller may use."""
+    return [
         m
         for m in visible_models(fleet.snapshot.catalog)
         if (principal.allowed_models is None and principal.tenant_allowed_models is None)
         or access.may_use(principal, m)
     ]
-    data = [{"id": name, "object": "model", "created": 0, "owned_by": "tiergate"} for name in names]
-    return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
+
+
+def _model(name: str) -> dict[str, object]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "tiergate"}
+
+
+def models_response(
+    fleet: Fleet, access: ModelAccess, principal: Principal, model_id: str | None = None
+) -> Response:
+    """`GET /v1/models` (the list), or `GET /v1/models/{model_id}` (one of it; 404 for any other id, so a
+    key cannot learn of models it may not use)."""
+    names = _visible(fleet, access, principal)
+    if model_id is None:
+        return Response(
+            orjson.dumps({"object": "list", "data": [_model(name) for name in names]}), media_type=JSON
+        )
+    if model_id not in names:
+        raise NotFound(f"The model '{model_id}' does not exist or this key may not use it", param="model")
+    return Response(orjson.dumps(_model(model_id)), media_type=JSON)
