@@ -3,8 +3,10 @@ and its memory small: a gateway that is never administered through HTTP never lo
 
 from __future__ import annotations
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tiergate.gateway.app import request_id
 from tiergate.gateway.components import ControlPlane
 from tiergate.gateway.errors import GatewayError, PayloadTooLarge
 
@@ -19,6 +21,7 @@ class LazyAdmin:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        send = _stamped(send, request_id(Request(scope)))
         control: ControlPlane = scope["app"].state.control
         limit = control.settings.accounting.admin_max_body_bytes
         body = b""
@@ -49,6 +52,20 @@ class LazyAdmin:
 
             self._app = create_admin_app(control)
         await self._app(scope, replay, send)
+
+
+def _stamped(send: Send, rid: str) -> Send:
+    """`send` that gives the response the request's id, as the data plane does, unless it has one."""
+
+    async def stamped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            if not any(name.lower() == b"x-request-id" for name, _ in headers):
+                headers.append((b"x-request-id", rid.encode()))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return stamped
 
 
 async def _send_error(send: Send, error: GatewayError) -> None:

@@ -226,20 +226,25 @@ async def metrics(request: Request) -> Response:
     except GatewayError as error:
         return error_response(error, rid)
     body, content_type = gateway.telemetry.metrics.render()
-    return Response(body, headers={"content-type": content_type})
+    return Response(body, headers={"content-type": content_type, "x-request-id": rid})
 
 
 async def healthz(request: Request) -> Response:
-    return Response(b'{"status":"ok"}', media_type="application/json")
+    return Response(
+        b'{"status":"ok"}', media_type="application/json", headers={"x-request-id": request_id(request)}
+    )
 
 
 async def readyz(request: Request) -> Response:
     gateway = _gateway(request)
+    rid = request_id(request)
     problems = [p for check in gateway.readiness if (p := await check()) is not None]
     if problems:
-        return error_response(ServiceUnavailable("not ready: " + "; ".join(problems)), request_id(request))
+        return error_response(ServiceUnavailable("not ready: " + "; ".join(problems)), rid)
     return Response(
-        orjson.dumps({"status": "ready", "config": gateway.settings.source}), media_type="application/json"
+        orjson.dumps({"status": "ready", "config": gateway.settings.source}),
+        media_type="application/json",
+        headers={"x-request-id": rid},
     )
 
 
