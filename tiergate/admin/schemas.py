@@ -8,9 +8,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 
+from tiergate.policies.budget import MAX_BUDGET_NANO
+from tiergate.policies.pricing import usd
+
 Period = Literal["daily", "weekly", "monthly", "total"]
 TraceContent = Literal["full", "redacted", "none"]
-_MAX_USD = 1e9  # a billion dollars: anything above is a typo, and stays exact in nano-USD integers
+_MAX_USD = usd(MAX_BUDGET_NANO)  # anything above is a typo; the budget counters rely on this bound
 _MAX_RATE = 10**12
 _CACHE_DOC = (
     "this tenant's response-cache policy, over the config's (`cache.tenants.<id>`, else global), field by"

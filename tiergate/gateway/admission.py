@@ -15,7 +15,12 @@ from collections.abc import Awaitable, Callable
 
 from tiergate.gateway.accounting.auth import Principal
 from tiergate.gateway.accounting.limits import Limiter, Ticket
-from tiergate.gateway.http.bodies import ChatRequest, EmbeddingsRequest
+from tiergate.gateway.http.bodies import (
+    UNKNOWN_OUTPUT_LIMIT,
+    ChatRequest,
+    EmbeddingsRequest,
+    check_output_limit,
+)
 from tiergate.gateway.upstream.fleet import Fleet
 from tiergate.gateway.upstream.tokens import TokenCounter, tokenizer_known
 from tiergate.policies.budget import KNOWN_TOKENIZER_MARGIN, reservation_nano
@@ -65,10 +70,22 @@ class Admission:
                 total += len(item)
         return total
 
+    def output_limit(self, plan: RoutePlan) -> int:
+        """The most completion tokens any deployment of the plan can produce (the config's or the price map's
+        limit, filled in at start-up; UNKNOWN_OUTPUT_LIMIT where neither says)."""
+        by_id = self._fleet.snapshot.by_id
+        return max(
+            (by_id[i].max_output_tokens or UNKNOWN_OUTPUT_LIMIT for t in plan.targets for i in t.deployments),
+            default=UNKNOWN_OUTPUT_LIMIT,
+        )
+
     async def admit(
         self, principal: Principal, plan: RoutePlan, request: ChatRequest | EmbeddingsRequest
     ) -> Ticket | None:
-        """The ticket settlement will need, or None when nothing limits this caller; raises 429s."""
+        """The ticket settlement will need, or None when nothing limits this caller; raises 429s, and a 400
+        for a `max_tokens` that no deployment the request can reach could produce (whoever the caller)."""
+        if isinstance(request, ChatRequest) and request.max_tokens is not None:
+            check_output_limit(request, self.output_limit(plan), request.model)
         limits = principal.limits
         if limits is None:
             return None

@@ -19,6 +19,10 @@ from datetime import UTC, datetime
 from tiergate.policies.pricing import Price, max_cost_nano
 
 PERIODS: tuple[str, ...] = ("daily", "weekly", "monthly", "total")
+MAX_BUDGET_NANO = 10**18
+"""A billion dollars: the largest budget. A reservation above it fits no budget and is refused before a counter
+sees it, and a cost above it is counted as it, so spent + reserved + amount stays far inside the 64-bit
+integers of SQLite, PostgreSQL and Redis whatever the request or the upstream said."""
 _DAY = 86_400
 
 

@@ -15,7 +15,7 @@ from tiergate.gateway.accounting.books import redis_client
 from tiergate.gateway.accounting.keys import Limits
 from tiergate.gateway.accounting.limits_redis import ADMIT, RedisLimiter
 from tiergate.gateway.errors import InsufficientQuota, RateLimited, ServiceUnavailable
-from tiergate.policies.budget import Budget
+from tiergate.policies.budget import MAX_BUDGET_NANO, Budget
 from tiergate.policies.ratelimit import WindowVerdict, bucket_of
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.services]
@@ -121,3 +121,24 @@ async def test_a_settlement_made_while_redis_is_away_lands_once_it_is_back(
         assert await redis.hget(counter, "spent") == b"100"
         await limiter.aclose()
         await client.aclose()
+
+
+async def test_amounts_near_and_beyond_the_largest_budget_never_break_the_scripts(
+    redis: Redis, redis_prefix: str
+) -> None:
+    async def seed(scope: str, since: int) -> int:
+        return 0
+
+    limiter = RedisLimiter(redis, redis_prefix, seed, reservation_ttl_s=60)
+    limits = Limits("k:d", "t:d", key_budget=Budget(MAX_BUDGET_NANO, "total"))
+    with pytest.raises(InsufficientQuota):  # a reservation beyond every budget: refused, not an error
+        await limiter.admit(limits, now_s=1000.0, tokens=0, reserve_nano=2**70)
+    # Above 1e17 a Lua number reaches HINCRBY in exponent notation: counted exactly, to the nano-dollar.
+    big = 3 * 10**17 + 1
+    ticket = await limiter.admit(limits, now_s=1000.0, tokens=0, reserve_nano=big)
+    assert not await limiter.top_up(ticket, MAX_BUDGET_NANO, 1000.0)
+    counter = f"{redis_prefix}b:k:d:0"
+    assert int(await redis.hget(counter, "reserved")) == big
+    await limiter.settle(ticket, tokens=0, cost_nano=2**70)  # an upstream's absurd usage
+    state = {k.decode(): int(v) for k, v in (await redis.hgetall(counter)).items()}
+    assert state == {"spent": MAX_BUDGET_NANO, "reserved": 0}

@@ -6,7 +6,15 @@ import orjson
 import pytest
 
 from tiergate.gateway.errors import BadRequest
-from tiergate.gateway.http.bodies import parse_chat, parse_embeddings, parse_object, with_fields
+from tiergate.gateway.http.bodies import (
+    MAX_CHOICES,
+    MAX_EMBEDDING_INPUTS,
+    check_output_limit,
+    parse_chat,
+    parse_embeddings,
+    parse_object,
+    with_fields,
+)
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -50,6 +58,11 @@ def test_parse_chat_reads_only_what_the_gateway_needs() -> None:
         (body(max_tokens=0), "max_tokens"),
         (body(max_tokens=1.5), "max_tokens"),
         (body(n=-1), "n"),
+        (body(n=0), "n"),
+        (body(n=129), "n"),
+        (body(n=10**12), "n"),
+        (body(max_completion_tokens=0), "max_completion_tokens"),
+        (body(max_completion_tokens=5, max_tokens=-1), "max_tokens"),
         (body(tools={"a": 1}), "tools"),
         (body(response_format="json"), "response_format"),
         (body(seed="1"), "seed"),
@@ -64,16 +77,41 @@ def test_bad_chat_bodies_are_400s_naming_the_field(raw: bytes, param: str | None
     assert orjson.loads(info.value.body())["error"]["type"] == "invalid_request_error"
 
 
-def test_parse_embeddings() -> None:
-    assert parse_embeddings(b'{"model": "e", "input": ["a", "b"]}').model == "e"
-    for raw in (
-        b'{"model": "e"}',
-        b'{"model": "e", "input": []}',
-        b'{"model": "e", "input": 3}',
-        b'{"input": "x"}',
-    ):
-        with pytest.raises(BadRequest):
-            parse_embeddings(raw)
+def test_n_is_bounded_as_openai_bounds_it_and_the_message_says_the_range() -> None:
+    assert parse_chat(body(n=MAX_CHOICES)).n == 128 and parse_chat(body()).n == 1
+    with pytest.raises(BadRequest) as info:
+        parse_chat(body(n=10**12, max_tokens=5))
+    assert info.value.param == "n" and "from 1 to 128" in info.value.message
+
+
+def test_max_tokens_above_the_output_limit_is_refused_naming_the_field_given() -> None:
+    request = parse_chat(body(max_completion_tokens=4097))
+    check_output_limit(parse_chat(body(max_tokens=4096)), 4096, "student")
+    with pytest.raises(BadRequest) as info:
+        check_output_limit(request, 4096, "student")
+    assert info.value.param == "max_completion_tokens"
+    assert "from 1 to 4096" in info.value.message and "'student'" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "value", ["hello", ["a", "b"], [1, 2, 3], [[1, 2], [3]], ["a", [4]], ["x"] * MAX_EMBEDDING_INPUTS]
+)
+def test_embeddings_inputs_openai_accepts(value: Any) -> None:
+    assert parse_embeddings(orjson.dumps({"model": "e", "input": value})).model == "e"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, 3, "", [], [""], ["a", ""], [[]], ["a", 3], [True], [[1, "2"]], [{"a": 1}], ["x"] * 2049],
+)
+def test_bad_embeddings_inputs_are_400s_naming_input(value: Any) -> None:
+    doc = {"model": "e"} if value is None else {"model": "e", "input": value}
+    with pytest.raises(BadRequest) as info:
+        parse_embeddings(orjson.dumps(doc))
+    assert info.value.param == "input" and "2048" in info.value.message
+    with pytest.raises(BadRequest) as missing_model:
+        parse_embeddings(b'{"input": "x"}')
+    assert missing_model.value.param == "model"
 
 
 def test_with_fields_splices_without_touching_anything_else() -> None:

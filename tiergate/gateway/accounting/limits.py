@@ -19,7 +19,13 @@ from typing import Protocol
 
 from tiergate.gateway.accounting.keys import Limits
 from tiergate.gateway.errors import InsufficientQuota, RateLimited
-from tiergate.policies.budget import Budget, period_end, period_start, seconds_until_renewal
+from tiergate.policies.budget import (
+    MAX_BUDGET_NANO,
+    Budget,
+    period_end,
+    period_start,
+    seconds_until_renewal,
+)
 from tiergate.policies.ratelimit import bucket_of, check_window, live
 
 
@@ -73,7 +79,12 @@ def budget_checks(limits: Limits, now_s: float) -> list[BudgetCheck]:
         (limits.tenant_scope, limits.tenant_budget),
     ]
     return [
-        BudgetCheck(scope, period_start(b.period, now_s), period_end(b.period, now_s), b.limit_nano)
+        BudgetCheck(
+            scope,
+            period_start(b.period, now_s),
+            period_end(b.period, now_s),
+            min(b.limit_nano, MAX_BUDGET_NANO),  # a row written past the admin API's bound
+        )
         for scope, b in pairs
         if b is not None
     ]
@@ -137,6 +148,22 @@ def budget_refusal(check_: BudgetCheck, now_s: float, reserve_nano: int) -> Insu
     )
 
 
+def refuse_unreservable(budgets: list[BudgetCheck], reserve_nano: int, now_s: float) -> None:
+    """A reservation above the largest budget fits none: refused before any counter is asked (or counted)."""
+    if budgets and reserve_nano > MAX_BUDGET_NANO:
+        raise budget_refusal(budgets[0], now_s, reserve_nano)
+
+
+def may_top_up(ticket: Ticket, amount_nano: int) -> bool:
+    """Whether a top-up can fit any budget at all (the reservation it grows included)."""
+    return ticket.reserved_nano + amount_nano <= MAX_BUDGET_NANO
+
+
+def counted_cost(cost_nano: int) -> int:
+    """The cost a budget counter adds: the actual one, bounded like everything a counter adds."""
+    return min(cost_nano, MAX_BUDGET_NANO)
+
+
 SeedSpend = Callable[[str, int], Awaitable[int]]
 """Spend of a scope since a period start, from the ledger: how counters are rebuilt when they are missing."""
 
@@ -193,6 +220,8 @@ class LocalLimiter:
         return window
 
     async def admit(self, limits: Limits, *, now_s: float, tokens: int, reserve_nano: int) -> Ticket:
+        budgets = budget_checks(limits, now_s)
+        refuse_unreservable(budgets, reserve_nano, now_s)
         now_bucket = bucket_of(now_s)
         checks = rate_checks(limits, tokens)
         windows = [self._window(c.scope, c.unit, now_bucket) for c in checks]
@@ -203,7 +232,6 @@ class LocalLimiter:
         # Counted before the budget is asked (which may await), taken back if it refuses.
         for c, window in zip(checks, windows, strict=True):
             window[now_bucket] = window.get(now_bucket, 0) + c.cost
-        budgets = budget_checks(limits, now_s)
         ticket = new_ticket(limits, now_s, tokens, reserve_nano, budgets)
         if budgets:
             try:
@@ -221,6 +249,8 @@ class LocalLimiter:
     async def top_up(self, ticket: Ticket, amount_nano: int, now_s: float) -> bool:
         if not ticket.budgets or amount_nano <= 0:
             return True
+        if not may_top_up(ticket, amount_nano):
+            return False
         if await self._budgets.reserve(ticket.reservation_id, ticket.budgets, amount_nano, now_s) is not None:
             return False
         ticket.reserved_nano += amount_nano
@@ -237,7 +267,9 @@ class LocalLimiter:
                 if window is not None and ticket.bucket in window:
                     window[ticket.bucket] += delta
         if ticket.budgets:
-            await self._budgets.settle(ticket.reservation_id, ticket.budgets, ticket.reserved_nano, cost_nano)
+            await self._budgets.settle(
+                ticket.reservation_id, ticket.budgets, ticket.reserved_nano, counted_cost(cost_nano)
+            )
 
     async def aclose(self) -> None:
         await self._budgets.aclose()

@@ -26,18 +26,33 @@ from tiergate.gateway.accounting.limits import (
     Ticket,
     budget_checks,
     budget_refusal,
+    counted_cost,
+    may_top_up,
     new_ticket,
     rate_checks,
     rate_refusal,
+    refuse_unreservable,
 )
 from tiergate.gateway.errors import ServiceUnavailable
 from tiergate.policies.ratelimit import BUCKET_S, WINDOW_S, bucket_of
 
 log = logging.getLogger("tiergate.limits")
 
+# Amounts of money reach HINCRBY as the decimal strings they came as: Redis formats a Lua number above 1e17
+# in exponent notation, which HINCRBY refuses, and a double is no longer exact above 2**53.
+_NEGATED = """
+local function negated(amount)
+  if amount == '0' then return amount end
+  if string.sub(amount, 1, 1) == '-' then return string.sub(amount, 2) end
+  return '-' .. amount
+end
+"""
+
 # Mirrors policies/ratelimit.check, and budget_sql's rule (spent + reserved + amount <= limit); every check
 # passes before anything is counted.
-ADMIT = """
+ADMIT = (
+    _NEGATED
+    + """
 local now_ms = tonumber(ARGV[1])
 local now_bucket = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
@@ -71,7 +86,8 @@ for i = 1, n_rate do
     return {0, i, window * 1000}
   end
 end
-local res_id, amount, res_expiry, n_budget = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+local res_id, amount_arg, res_expiry, n_budget = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+local amount = tonumber(amount_arg)
 a = a + 4
 for j = 1, n_budget do
   local k = n_rate + (j - 1) * 3
@@ -79,7 +95,7 @@ for j = 1, n_budget do
   if redis.call('EXISTS', counter) == 0 then return {3, j} end
   local expired = redis.call('ZRANGEBYSCORE', zset, '-inf', now_ms)
   for _, id in ipairs(expired) do
-    redis.call('HINCRBY', counter, 'reserved', -tonumber(redis.call('HGET', amounts, id) or '0'))
+    redis.call('HINCRBY', counter, 'reserved', negated(redis.call('HGET', amounts, id) or '0'))
     redis.call('HDEL', amounts, id)
   end
   if #expired > 0 then redis.call('ZREMRANGEBYSCORE', zset, '-inf', now_ms) end
@@ -93,8 +109,8 @@ for i = 1, n_rate do
 end
 for j = 1, n_budget do
   local k = n_rate + (j - 1) * 3
-  redis.call('HINCRBY', KEYS[k + 1], 'reserved', amount)
-  redis.call('HINCRBY', KEYS[k + 3], res_id, amount)
+  redis.call('HINCRBY', KEYS[k + 1], 'reserved', amount_arg)
+  redis.call('HINCRBY', KEYS[k + 3], res_id, amount_arg)
   redis.call('ZADD', KEYS[k + 2], res_expiry, res_id)
   local expire_at = tonumber(ARGV[a + (j - 1) * 2 + 1])
   if expire_at > 0 then
@@ -103,10 +119,13 @@ for j = 1, n_budget do
 end
 return {1}
 """
+)
 
-SETTLE = """
+SETTLE = (
+    _NEGATED
+    + """
 local n_tpm, bucket, delta = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local res_id, cost, n_budget, first = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
+local res_id, cost, n_budget, first = ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7] == '1'
 if not first and n_budget > 0 and redis.call('HEXISTS', KEYS[n_tpm + 3], res_id) == 0 then
   return 0
 end
@@ -119,7 +138,7 @@ for j = 1, n_budget do
   local k = n_tpm + (j - 1) * 3
   local held = redis.call('HGET', KEYS[k + 3], res_id)
   if held then
-    redis.call('HINCRBY', KEYS[k + 1], 'reserved', -tonumber(held))
+    redis.call('HINCRBY', KEYS[k + 1], 'reserved', negated(held))
     redis.call('HDEL', KEYS[k + 3], res_id)
     redis.call('ZREM', KEYS[k + 2], res_id)
   end
@@ -127,6 +146,7 @@ for j = 1, n_budget do
 end
 return 1
 """
+)
 
 SEED = """
 redis.call('HSETNX', KEYS[1], 'spent', ARGV[1])
@@ -189,6 +209,7 @@ class RedisLimiter:
     async def admit(self, limits: Limits, *, now_s: float, tokens: int, reserve_nano: int) -> Ticket:
         checks = rate_checks(limits, tokens)
         budgets = budget_checks(limits, now_s)
+        refuse_unreservable(budgets, reserve_nano, now_s)
         ticket = new_ticket(limits, now_s, tokens, reserve_nano, budgets)
         if not checks and not budgets:  # nothing to count: no round trip, and no dependency on Redis
             return ticket
@@ -210,6 +231,8 @@ class RedisLimiter:
     async def top_up(self, ticket: Ticket, amount_nano: int, now_s: float) -> bool:
         if not ticket.budgets or amount_nano <= 0:
             return True
+        if not may_top_up(ticket, amount_nano):
+            return False
         keys = [k for b in ticket.budgets for k in self._budget_keys(b)]
         args = [
             int(now_s * 1000),
@@ -234,7 +257,7 @@ class RedisLimiter:
             ticket.bucket,
             tokens - ticket.tokens_estimate,
             ticket.reservation_id,
-            cost_nano,
+            counted_cost(cost_nano),
             len(ticket.budgets),
             1,
         ]

@@ -17,8 +17,12 @@ import orjson
 from tiergate.gateway.errors import BadRequest
 
 __all__ = [
+    "MAX_CHOICES",
+    "MAX_EMBEDDING_INPUTS",
+    "UNKNOWN_OUTPUT_LIMIT",
     "ChatRequest",
     "EmbeddingsRequest",
+    "check_output_limit",
     "parse_chat",
     "parse_embeddings",
     "parse_object",
@@ -26,6 +30,13 @@ __all__ = [
 ]
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# OpenAI's own bounds: choices per chat completion, inputs per embeddings call.
+MAX_CHOICES = 128
+MAX_EMBEDDING_INPUTS = 2048
+# The output limit assumed for a deployment whose limit neither the config nor litellm's price map gives:
+# generous (no model produces more today), yet small enough that `n` times it stays far from 64 bits.
+UNKNOWN_OUTPUT_LIMIT = 1_000_000
+_MAX_TOKENS_FIELDS = ("max_completion_tokens", "max_tokens")
 
 
 def parse_object(raw: bytes) -> dict[str, Any]:
@@ -52,10 +63,12 @@ def _expect(doc: Mapping[str, Any], name: str, kinds: tuple[type, ...], what: st
     return value
 
 
-def _positive_int(doc: Mapping[str, Any], name: str) -> int | None:
-    value = _expect(doc, name, (int,), "a positive integer")
-    if value is not None and value < 1:
-        raise BadRequest(f"'{name}' must be a positive integer", param=name)
+def _int_in_range(doc: Mapping[str, Any], name: str, highest: int | str) -> int | None:
+    """The integer field `name`, refused unless from 1 to `highest` (a number, or what bounds it in words)."""
+    what = f"an integer from 1 to {highest}"
+    value = _expect(doc, name, (int,), what)
+    if value is not None and (value < 1 or (isinstance(highest, int) and value > highest)):
+        raise BadRequest(f"'{name}' must be {what}, got {value}", param=name, code="invalid_value")
     return value  # type: ignore[no-any-return]
 
 
@@ -107,9 +120,24 @@ def parse_chat(raw: bytes) -> ChatRequest:
     _expect(body, "user", (str,), "a string")
     _expect(body, "seed", (int,), "an integer")
     _expect(body, "logprobs", (bool,), "a boolean")
-    max_tokens = _positive_int(body, "max_completion_tokens") or _positive_int(body, "max_tokens")
-    n = _positive_int(body, "n") or 1
+    # The upper bound of the two is the model's output limit, known once the request is routed (see
+    # `check_output_limit`).
+    limits = [_int_in_range(body, name, "the model's output limit") for name in _MAX_TOKENS_FIELDS]
+    max_tokens = next((v for v in limits if v is not None), None)
+    n = _int_in_range(body, "n", MAX_CHOICES) or 1
     return ChatRequest(raw, body, model, messages, stream, include_usage, max_tokens, n)
+
+
+def check_output_limit(request: ChatRequest, limit: int, model: str) -> None:
+    """Refuse a `max_tokens` / `max_completion_tokens` above `limit`: the most that `model` can produce."""
+    for name in _MAX_TOKENS_FIELDS:
+        value = request.body.get(name)
+        if isinstance(value, int) and value > limit:
+            raise BadRequest(
+                f"'{name}' must be an integer from 1 to {limit} (the most '{model}' can produce), got {value}",
+                param=name,
+                code="invalid_value",
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,12 +152,30 @@ def parse_embeddings(raw: bytes) -> EmbeddingsRequest:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required and must be a non-empty string", param="model")
-    value = body.get("input")
-    if not isinstance(value, str | list) or (isinstance(value, list) and not value):
-        raise BadRequest(
-            "'input' is required: a string, an array of strings or of token arrays", param="input"
-        )
+    _check_embedding_input(body.get("input"))
     return EmbeddingsRequest(raw, body, model)
+
+
+def _is_tokens(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(type(t) is int for t in value)
+
+
+def _check_embedding_input(value: object) -> None:
+    what = (
+        f"'input' must be a non-empty string, a token array, or an array of 1 to {MAX_EMBEDDING_INPUTS} "
+        "non-empty strings or token arrays"
+    )
+    if isinstance(value, str) and value:
+        return
+    if not isinstance(value, list) or not value:
+        raise BadRequest(what, param="input")
+    if _is_tokens(value):
+        return
+    if len(value) > MAX_EMBEDDING_INPUTS:
+        raise BadRequest(f"{what}; got {len(value)} items", param="input", code="invalid_value")
+    for i, item in enumerate(value):
+        if not ((isinstance(item, str) and item) or _is_tokens(item)):
+            raise BadRequest(f"{what}; 'input[{i}]' is not", param="input")
 
 
 def _key_pattern(key: str) -> re.Pattern[bytes]:
