@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import sys
+from typing import Any
+
+import orjson
 import pytest
 
 from tiergate.policies.redaction import _RULES, redact, redact_text
@@ -57,3 +61,50 @@ def test_the_cheap_pre_checks_never_skip_a_match(text: str) -> None:
     for pattern, replacement, _ in _RULES:
         slow = pattern.sub(replacement, slow)
     assert redact_text(text) == slow
+
+
+def _nested(depth: int, leaf: str, sibling: str) -> bytes:
+    """A JSON body nested `depth` levels, built as text (orjson writes at most 255 levels, reads 1024)."""
+    text = orjson.dumps(leaf)
+    for i in range(depth):
+        text = (
+            b"[" + text + b", " + orjson.dumps(sibling) + b"]"
+            if i % 2
+            else b'{"k": ' + text + b', "n": ' + str(i).encode() + b"}"
+        )
+    return b'{"messages": ' + text + b"}"
+
+
+def _flat(value: Any) -> list[tuple[str, Any]]:
+    """Every container's keys and every scalar, in order, without recursion (== would recurse)."""
+    out: list[tuple[str, Any]] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            out.append(("dict", tuple(item)))
+            stack.extend(reversed(item.values()))
+        elif isinstance(item, list):
+            out.append(("list", len(item)))
+            stack.extend(reversed(item))
+        else:
+            out.append(("scalar", item))
+    return out
+
+
+# 900 levels: two Python calls a level for a recursive walk on 3.11 (a comprehension is a frame); 1020: about
+# the deepest body orjson reads, one call a level where comprehensions are inlined (3.12+). Both are past the
+# default recursion limit of 1000.
+@pytest.mark.parametrize("depth", [900, 1020])
+def test_redacts_a_body_nested_deeper_than_the_recursion_limit_like_before(depth: int) -> None:
+    body = orjson.loads(_nested(depth, "mail a@b.io", "x@y.io"))  # valid JSON: orjson takes it
+    assert sys.getrecursionlimit() <= 1000
+    redacted = _flat(redact(body))
+    assert redacted == _flat(orjson.loads(_nested(depth, "mail [EMAIL]", "[EMAIL]"))) != _flat(body)
+    assert ("scalar", "[EMAIL]") in redacted and ("scalar", "x@y.io") not in redacted
+    shallow = {
+        "a": [1, {"b": "call 555.123.4567 now", "c": [None, True, 2.5]}],
+        "d": "sk-tg-9f8e7d6c5b4a3f2e1d0c",
+    }
+    assert redact(shallow) == {"a": [1, {"b": "call [PHONE] now", "c": [None, True, 2.5]}], "d": "[SECRET]"}
+    assert list(redact(shallow)) == ["a", "d"]  # key order kept

@@ -72,11 +72,28 @@ def redact_text(text: str) -> str:
 
 
 def redact(value: Any) -> Any:
-    """`value` (a message list, an answer, any JSON) with every string redacted; structure is kept."""
+    """`value` (a message list, an answer, any JSON) with every string redacted; structure is kept.
+
+    Walked with an explicit stack, not recursion: a valid request body may nest ~1000 levels (orjson's limit),
+    beyond Python's recursion limit."""
+    stack: list[tuple[Any, Any]] = []
+    root = _copy(value, stack)
+    while stack:
+        source, target = stack.pop()
+        if isinstance(source, list):
+            target.extend(_copy(item, stack) for item in source)
+        else:
+            for key, item in source.items():
+                target[key] = _copy(item, stack)
+    return root
+
+
+def _copy(value: Any, stack: list[tuple[Any, Any]]) -> Any:
+    """`value` redacted if a string; an empty container, queued on `stack` to be filled, if a list or dict."""
     if isinstance(value, str):
         return redact_text(value)
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    if isinstance(value, dict):
-        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, list | dict):
+        target: list[Any] | dict[str, Any] = [] if isinstance(value, list) else {}
+        stack.append((value, target))
+        return target
     return value
