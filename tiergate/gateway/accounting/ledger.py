@@ -32,6 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tiergate.gateway.accounting.records import CallRecord
+from tiergate.gateway.db.batches import log_refused, write_each
 from tiergate.gateway.db.engine import database_unreachable
 from tiergate.gateway.db.models import LedgerEntry
 
@@ -134,6 +135,9 @@ class LedgerWriter:
     def dropped(self) -> int:
         return self.stats.overflowed
 
+    def rejected(self) -> int:
+        return self.stats.rejected
+
     def sink(self, record: CallRecord) -> None:
         entry = entry_from(record)
         try:
@@ -173,19 +177,16 @@ class LedgerWriter:
         self._spill(rows)
 
     async def _write_one_by_one(self, rows: list[dict[str, Any]]) -> None:
-        for row in rows:
-            try:
-                await self._insert([row])
-                self.stats.written += 1
-            except Exception as exc:
-                if database_unreachable(exc):  # went away meanwhile: the row waits in the spill file
-                    self._spill([row])
-                else:
-                    self._reject(row, exc)
+        done = await write_each(rows, self._insert, database_unreachable)
+        self.stats.written += done.written
+        for row, exc in done.refused:
+            self._reject(row, exc)
+        if done.away:  # the database went away meanwhile: those rows wait in the spill file
+            self._spill(done.away)
 
     def _reject(self, row: dict[str, Any], exc: Exception) -> None:
         # Money is never dropped: kept beside the spill files but not replayed (it would fail again), for a
-        # person to look at; logged by ids only (the row holds no content, but keep the log small).
+        # person to look at.
         self._spill_dir.mkdir(parents=True, exist_ok=True)
         with open(self._spill_dir / f"tiergate-ledger-rejected-{os.getpid()}.jsonl", "ab") as out:
             # The standard json: a refused row may hold what orjson cannot write (an integer over 64 bits).
@@ -193,12 +194,12 @@ class LedgerWriter:
             out.flush()
             os.fsync(out.fileno())
         self.stats.rejected += 1
-        log.error(
-            "ledger row %s (request %s) refused by the database: %s; kept in %s",
-            row.get("entry_id"),
-            row.get("request_id"),
-            exc.__class__.__name__,
-            self._spill_dir / "tiergate-ledger-rejected-*.jsonl",
+        log_refused(
+            log,
+            "ledger row",
+            f"{row.get('entry_id')} (request {row.get('request_id')})",
+            exc,
+            f"kept in {self._spill_dir / 'tiergate-ledger-rejected-*.jsonl'}",
         )
 
     def _spill(self, rows: list[dict[str, Any]]) -> None:

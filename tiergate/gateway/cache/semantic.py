@@ -18,8 +18,9 @@ filter, so such a crowd never hides the entry that should be served.
 Chroma calls block, so they run in a thread pool of their own. Writes go on a bounded queue drained by one
 task (overflow is dropped and counted) in batches: one upsert costs Chroma ~8 ms of CPU alone but ~0.6 ms
 per entry in a batch of 32, so a write waits up to `WRITE_LINGER_S` for others to share its call (a
-paraphrase asked within that time is a miss). Expired entries are skipped on read and deleted every
-`prune_s`.
+paraphrase asked within that time is a miss). A batch Chroma refuses for what it holds (not for being away)
+is written entry by entry, so only the entry at fault is lost (counted in `rejected`, logged by its id).
+Expired entries are skipped on read and deleted every `prune_s`.
 A broken Chroma turns into misses (counted), never into failed requests; so does a slow one: a lookup
 gives up after `lookup_timeout_s` (chromadb's HTTP client has no timeout of its own).
 """
@@ -38,10 +39,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
+import httpx
 import numpy as np
 import orjson
 
 from tiergate.gateway.cache.exact import CachedAnswer
+from tiergate.gateway.db.batches import log_refused, write_each
 from tiergate.gateway.routing.query import ChatQuery, Encoder
 from tiergate.policies.cache import fresh
 from tiergate.policies.semantic import EncodedQuery, MatchDecision, SemanticPolicy, decide_match
@@ -101,6 +104,9 @@ class SemanticEntry:
     ttl_s: float
 
 
+_Row = tuple[SemanticEntry, np.ndarray]  # an entry to write, with its vector
+
+
 class SemanticCache:
     def __init__(
         self,
@@ -123,6 +129,7 @@ class SemanticCache:
         self._prune_s = prune_s
         self._lookup_timeout_s = lookup_timeout_s
         self.dropped_writes = 0  # writes refused because the queue was full
+        self.rejected_writes = 0  # entries Chroma refused on their own (the rest of their batch written)
         self.errors = 0  # Chroma or embedding failures (lookups count as misses, writes are lost)
         self.written = 0
         self._tasks = [
@@ -138,6 +145,9 @@ class SemanticCache:
 
     def dropped(self) -> int:
         return self.dropped_writes
+
+    def rejected(self) -> int:
+        return self.rejected_writes
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -246,15 +256,12 @@ class SemanticCache:
             return False
         return True
 
-    def _upsert(self, partition: str, rows: list[tuple[SemanticEntry, np.ndarray]], now: float) -> None:
+    def _upsert(self, partition: str, rows: list[_Row], now: float) -> None:
         collection = self._collection(partition, create=True)
         assert collection is not None
         # One entry per query text and scope: asking again refreshes it instead of adding a twin (and of two
         # in one batch, the newer wins: Chroma refuses a batch with a repeated id).
-        newest = {
-            hashlib.sha256(f"{entry.scope}\0{entry.text}".encode()).hexdigest()[:32]: (entry, vector)
-            for entry, vector in rows
-        }
+        newest = {entry_id(entry): (entry, vector) for entry, vector in rows}
         collection.upsert(
             ids=list(newest),
             embeddings=[vector for _, vector in newest.values()],
@@ -289,7 +296,7 @@ class SemanticCache:
                     self._queue.task_done()
 
     async def _write(self, batch: list[SemanticEntry]) -> None:
-        by_partition: dict[str, list[tuple[SemanticEntry, np.ndarray]]] = {}
+        by_partition: dict[str, list[_Row]] = {}
         for entry in batch:
             try:
                 encoded = await self._encoder.aencode(entry.text)  # the lookup's embedding, from the LRU
@@ -300,13 +307,31 @@ class SemanticCache:
             by_partition.setdefault(entry.partition, []).append((entry, encoded.vector))
         now = self.clock()
         for partition, rows in by_partition.items():
-            try:
-                await self._run(self._upsert, partition, rows, now)
-                self.written += len(rows)
-            except Exception as exc:
+            await self._write_partition(partition, rows, now)
+
+    async def _write_partition(self, partition: str, rows: list[_Row], now: float) -> None:
+        async def upsert(some: list[_Row]) -> None:
+            await self._run(self._upsert, partition, some, now)
+
+        try:
+            await upsert(rows)
+            self.written += len(rows)
+            return
+        except Exception as exc:
+            self._forget(partition)
+            if chroma_unreachable(exc):
                 self.errors += 1
-                self._forget(partition)
                 log.warning("semantic cache write failed: %s", exc.__class__.__name__)
+                return
+        # Chroma refused an entry it cannot take (a vector of another size, ...): the others still go in.
+        done = await write_each(rows, upsert, chroma_unreachable)
+        self.written += done.written
+        for (entry, _), refusal in done.refused:
+            self.rejected_writes += 1
+            log_refused(log, "semantic cache entry", entry_id(entry), refusal, "not cached")
+        if done.away:
+            self.errors += 1
+            log.warning("semantic cache write failed: Chroma went away (%d entries)", len(done.away))
 
     def _prune(self, now: float) -> int:
         removed = 0
@@ -352,6 +377,16 @@ class SemanticCache:
         # A call stuck on an unreachable server must not hold up the shutdown.
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.client.close()  # type: ignore[attr-defined]  # on every client chromadb returns, not in ClientAPI
+
+
+def entry_id(entry: SemanticEntry) -> str:
+    return hashlib.sha256(f"{entry.scope}\0{entry.text}".encode()).hexdigest()[:32]
+
+
+def chroma_unreachable(error: BaseException) -> bool:
+    """Whether a Chroma call failed because the server is away (the embedded store never is), rather than
+    refusing what it was given."""
+    return isinstance(error, httpx.TransportError | ConnectionError | TimeoutError)
 
 
 def _fresh(meta: dict[str, Any], now: float, max_age_s: float | None) -> bool:

@@ -3,8 +3,11 @@
 The request path pays one list append (`sink`, `refusal`): the record is kept as it is and turned into a
 row later, in a worker thread (content policy, redaction, serialisation), then inserted in batches of up to
 `batch_size`, at least every `flush_s`. The queue is bounded by `queue_size` records; a record that finds
-it full is dropped, and so is a batch the database refused three times - both counted in `dropped`,
-exported as `tiergate_queue_dropped_total{queue="traces"}` and logged, never silent.
+it full is dropped, and so is a batch the database refused three times while away - both counted in
+`dropped`, exported as `tiergate_queue_dropped_total{queue="traces"}` and logged, never silent. One record
+never costs another: a record whose row cannot be built, or whose row the database refuses for any reason
+but being away (the batch is then written row by row, `db.batches`), is dropped alone, logged by its request
+id and counted in `tiergate_queue_rejected_total{queue="traces"}`.
 
 Content policy (per tenant, the config's `learning.traces.content` by default):
     full      messages, request parameters and answer as sent; the query embedding when routing made one
@@ -28,6 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tiergate.gateway.accounting.records import CallRecord
 from tiergate.gateway.config.learning import TraceSettings
+from tiergate.gateway.db.batches import log_refused, write_each
+from tiergate.gateway.db.engine import database_unreachable
 from tiergate.gateway.db.learning import Trace
 from tiergate.gateway.errors import GatewayError
 from tiergate.policies.redaction import redact
@@ -112,7 +117,8 @@ def authenticated(record: CallRecord) -> bool:
 class TraceStats:
     written: int = 0
     overflowed: int = 0  # refused by a full queue
-    failed: int = 0  # in batches the database refused `_ATTEMPTS` times
+    failed: int = 0  # in batches the database refused `_ATTEMPTS` times (away)
+    rejected: int = 0  # refused on their own: a row that could not be built, or that the database refused
 
 
 class TraceWriter:
@@ -135,6 +141,9 @@ class TraceWriter:
 
     def dropped(self) -> int:
         return self.stats.overflowed + self.stats.failed
+
+    def rejected(self) -> int:
+        return self.stats.rejected
 
     def sink(self, record: CallRecord) -> None:
         """Every answered call. One append: the row is built later, off the response path."""
@@ -159,17 +168,35 @@ class TraceWriter:
         return False, None
 
     def _rows(self, batch: list[CallRecord]) -> list[dict[str, Any]]:
-        return [trace_row(r, self._settings.content) for r in batch]
+        rows = []
+        for record in batch:
+            try:
+                rows.append(trace_row(record, self._settings.content))
+            except Exception as exc:  # one record's content must not cost the batch its other records
+                self._reject(record.request_id, exc)
+        return rows
+
+    def _reject(self, request_id: str, exc: Exception) -> None:
+        self.stats.rejected += 1
+        log_refused(log, "trace of request", request_id, exc, "dropped")
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(insert(_TABLE), rows)
 
     async def _write(self, batch: list[CallRecord]) -> None:
         rows = await asyncio.to_thread(self._rows, batch)
+        if not rows:
+            return
         for attempt in range(_ATTEMPTS):
             try:
-                async with self._engine.begin() as conn:
-                    await conn.execute(insert(_TABLE), rows)
+                await self._insert(rows)
                 self.stats.written += len(rows)
                 return
-            except Exception as exc:  # the database away: retry, then drop the batch (counted)
+            except Exception as exc:
+                if not database_unreachable(exc):  # a row it cannot store: the others still go in
+                    await self._write_each(rows)
+                    return
                 log.warning(
                     "trace batch of %d failed (attempt %d): %s",
                     len(rows),
@@ -178,8 +205,19 @@ class TraceWriter:
                 )
                 if attempt + 1 < _ATTEMPTS:
                     await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
-        self.stats.failed += len(rows)
-        log.error("%d traces dropped: the database refused them %d times", len(rows), _ATTEMPTS)
+        self._fail(len(rows))
+
+    async def _write_each(self, rows: list[dict[str, Any]]) -> None:
+        done = await write_each(rows, self._insert, database_unreachable)
+        self.stats.written += done.written
+        for row, exc in done.refused:
+            self._reject(row["request_id"], exc)
+        if done.away:
+            self._fail(len(done.away))
+
+    def _fail(self, count: int) -> None:
+        self.stats.failed += count
+        log.error("%d traces dropped: the database is unreachable", count)
 
     async def run(self) -> None:
         """Write batches until `stop`, then what is still queued."""
@@ -194,9 +232,11 @@ class TraceWriter:
             if self._writing:
                 try:
                     await self._write(self._writing)
-                except Exception:  # a row that cannot even be built must not end the writer
+                except (
+                    Exception
+                ):  # a fault of the writer itself (a record's own is handled alone) must not end it
                     self.stats.failed += len(self._writing)
-                    log.exception("%d traces dropped: they could not be prepared", len(self._writing))
+                    log.exception("%d traces dropped", len(self._writing))
             self._writing = []
             self._written.set()
             if self._stopping and not self._pending:

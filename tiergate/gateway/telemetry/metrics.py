@@ -12,6 +12,7 @@
     tiergate_upstream_errors_total{deployment,kind}                     every failed attempt, background calls too
     tiergate_upstream_circuit_open{deployment}                          1 while the deployment rests
     tiergate_queue_depth{queue}, tiergate_queue_dropped_total{queue}    every registered background queue
+    tiergate_queue_rejected_total{queue}                                records a store refused on their own
 
 Cardinality stays bounded by the configuration: `tier`, `model` and `deployment` come from the config (the
 model a client *asks* for is caller-controlled text and never a label), `reason` and `kind` from the code.
@@ -30,7 +31,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -53,6 +54,7 @@ __all__ = [
     "Metrics",
     "MetricsServer",
     "QueueStats",
+    "RefusingQueue",
     "clear_multiprocess_dir",
     "multiprocess_dir",
     "multiprocess_registry",
@@ -82,6 +84,24 @@ class QueueStats(Protocol):
     def depth(self) -> int: ...
 
     def dropped(self) -> int: ...
+
+
+@runtime_checkable
+class RefusingQueue(QueueStats, Protocol):
+    """A queue written in batches to a store that may refuse one record of a batch (`db.batches`): `rejected`
+    is the number of records refused on their own since start (each logged by its ids)."""
+
+    def rejected(self) -> int: ...
+
+
+def _advance(counter: Counter, seen: dict[str, int], queue: str, total: int) -> None:
+    """Bring `counter` up to a queue's monotonic `total`; the series exists (at 0) before the first count."""
+    before = seen.get(queue, 0)
+    if total > before:
+        counter.labels(queue).inc(total - before)
+        seen[queue] = total
+    else:
+        counter.labels(queue)
 
 
 def multiprocess_dir(env: Mapping[str, str] | None = None) -> str | None:
@@ -136,6 +156,7 @@ class Metrics:
         self._health = health
         self._queues = queues  # the live list: queues registered later are seen at the next refresh
         self._dropped_seen: dict[str, int] = {}
+        self._rejected_seen: dict[str, int] = {}
         self._refresh_lock = threading.Lock()
         self._series: dict[tuple[str, ...], _Series] = {}
         self._refused: dict[tuple[str, ...], tuple[Counter, ...]] = {}
@@ -194,6 +215,10 @@ class Metrics:
         self.queue_dropped = Counter(
             "tiergate_queue_dropped", "Items a full background queue refused.", ("queue",), registry=r
         )
+        self.queue_rejected = Counter(
+            "tiergate_queue_rejected", "Items their store refused on their own (the rest of the batch written).",
+            ("queue",), registry=r,
+        )  # fmt: skip
         self.refresh()
 
     def sink(self, record: CallRecord) -> None:
@@ -270,13 +295,9 @@ class Metrics:
                 self.circuit_open.labels(deployment).set(0 if state is None or state.available(now) else 1)
             for queue in list(self._queues):
                 self.queue_depth.labels(queue.name).set(queue.depth())
-                dropped = queue.dropped()
-                seen = self._dropped_seen.get(queue.name, 0)
-                if dropped > seen:
-                    self.queue_dropped.labels(queue.name).inc(dropped - seen)
-                    self._dropped_seen[queue.name] = dropped
-                else:
-                    self.queue_dropped.labels(queue.name)  # the series exists (at 0) before the first drop
+                _advance(self.queue_dropped, self._dropped_seen, queue.name, queue.dropped())
+                if isinstance(queue, RefusingQueue):
+                    _advance(self.queue_rejected, self._rejected_seen, queue.name, queue.rejected())
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type: this process's registry, or all workers' files."""
