@@ -248,3 +248,22 @@ async def test_a_poisoned_record_costs_no_other_tenants_trace(
         metric(parse_metrics(metrics.render()[0].decode()), "tiergate_queue_rejected_total", queue="traces")
         == 2
     )
+
+
+@pytest.mark.parametrize("content", ["redacted", "full"])
+async def test_a_body_nested_900_deep_is_answered_and_traced_with_the_others(content: str) -> None:
+    router = respx.Router()
+    router.post("http://up-a/v1/chat/completions").mock(
+        return_value=Response(200, json=completion("small-a"))
+    )
+    # Valid JSON (orjson reads 1024 levels): a message content nested 900 arrays deep.
+    deep = b'{"model": "student", "messages": [{"role": "user", "content": %s}]}' % (b"[" * 900 + b"]" * 900)
+    async with gateway(router, settings(learning={"traces": {"content": content}})) as (client, _):
+        headers = {**AUTH, "content-type": "application/json"}
+        before = await client.post("/v1/chat/completions", json=chat("student"), headers=headers)
+        nested = await client.post("/v1/chat/completions", content=deep, headers=headers)
+        after = await client.post("/v1/chat/completions", json=chat("student"), headers=headers)
+        gw = gateway_of(client)
+        traces = await traces_of(gw)
+    assert [r.status_code for r in (before, nested, after)] == [200] * 3
+    assert len(traces) == 3 and gw.learning.traces.stats.rejected == 0
