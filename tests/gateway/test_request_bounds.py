@@ -89,3 +89,25 @@ async def test_a_bad_embeddings_input_is_a_400_naming_input_and_reaches_no_upstr
         r = await client.post("/v1/embeddings", json={"model": "embedder", "input": value}, headers=AUTH)
     _refused(r, "input", "2048")
     assert upstream.call_count == 0 and records == []
+
+
+async def test_a_token_array_counts_its_tokens_against_the_budget(sqlite_url: str) -> None:
+    # $1000 per Mtok: $0.001 a token. A budget of $0.05 holds a reservation of 50 tokens (with the
+    # allowance for tokenizer mismatch: counted x 1.35 + 16), not one of 100.
+    pricey = {"model": "embedder", "api_base": "http://up/v1", "input_cost_per_mtok": 1000}
+    async with serve(config(sqlite_url, models=[pricey])) as s:
+        tenant = await s.new_tenant()
+        key = await s.new_key(tenant["id"], budget_usd=0.05, budget_period="total")
+
+        async def embed(value: Any) -> httpx.Response:
+            body = {"model": "embedder", "input": value}
+            return await s.client.post(
+                "/v1/embeddings", json=body, headers={"authorization": f"Bearer {key['key']}"}
+            )
+
+        for hundred_tokens in (list(range(100)), [list(range(100))], ["a", list(range(100))]):
+            refused = await embed(hundred_tokens)
+            assert refused.status_code == 429, refused.text  # counted as no tokens once: admitted
+            assert refused.json()["error"]["code"] == "insufficient_quota"
+        assert (await embed([1, 2, 3])).status_code == 200
+        assert len(s.router.calls) == 1

@@ -20,6 +20,7 @@ from tiergate.gateway.http.bodies import (
     ChatRequest,
     EmbeddingsRequest,
     check_output_limit,
+    embedding_inputs,
 )
 from tiergate.gateway.upstream.fleet import Fleet
 from tiergate.gateway.upstream.tokens import TokenCounter, tokenizer_known
@@ -28,6 +29,14 @@ from tiergate.policies.routing import RoutePlan, Target
 
 Guard = Callable[[Target, int], Awaitable[bool]]
 """`guard(target, spent_nano)`: may the call move on to `target`, having already used `spent_nano`?"""
+
+
+def embedding_tokens(tokens: TokenCounter, request: EmbeddingsRequest, model: str) -> int:
+    """The prompt tokens of an embeddings request: its texts counted, its token arrays as they are."""
+    return sum(
+        len(item) if isinstance(item, list) else tokens.text(item, model)
+        for item in embedding_inputs(request.body["input"])
+    )
 
 
 class Admission:
@@ -58,17 +67,6 @@ class Admission:
 
     def _margin(self, model: str) -> float:
         return KNOWN_TOKENIZER_MARGIN if tokenizer_known(model) else self._prompt_token_margin
-
-    def _embedding_tokens(self, request: EmbeddingsRequest, model: str) -> int:
-        value = request.body["input"]
-        items = [value] if isinstance(value, str) else value
-        total = 0
-        for item in items:
-            if isinstance(item, str):
-                total += self._tokens.text(item, model)
-            elif isinstance(item, list):  # already tokens
-                total += len(item)
-        return total
 
     def output_limit(self, plan: RoutePlan) -> int:
         """The most completion tokens any deployment of the plan can produce (the config's or the price map's
@@ -102,7 +100,7 @@ class Admission:
             # TPM counts what the request may use; the estimate is corrected to the real usage at settlement.
             estimate = prompt + (max_tokens * n if max_tokens is not None else 0)
         else:
-            prompt, max_tokens, n = self._embedding_tokens(request, model), 0, 1
+            prompt, max_tokens, n = embedding_tokens(tokens, request, model), 0, 1
             estimate = prompt
         reserve = self.ceiling_nano(first, prompt, max_tokens, n)
         ticket = await self._limiter.admit(limits, now_s=now, tokens=estimate, reserve_nano=reserve)

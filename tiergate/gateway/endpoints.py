@@ -15,7 +15,7 @@ from starlette.responses import Response
 from tiergate.gateway.accounting.auth import Authenticator, Principal
 from tiergate.gateway.accounting.books import Accounting
 from tiergate.gateway.accounting.records import CallRecord
-from tiergate.gateway.admission import Admission
+from tiergate.gateway.admission import Admission, embedding_tokens
 from tiergate.gateway.errors import BadRequest, NotFound
 from tiergate.gateway.http.bodies import parse_embeddings
 from tiergate.gateway.pipeline import JSON, ModelAccess, answer_headers, record_answer
@@ -76,9 +76,7 @@ class Embeddings:
         tokens = self._tokens
 
         def count() -> tuple[int, int]:
-            value = request.body["input"]
-            texts = [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]
-            return sum(tokens.text(t, answer.deployment.model) for t in texts), 0
+            return embedding_tokens(tokens, request, answer.deployment.model), 0
 
         await self._settlement.settle(
             record, answer.deployment, None if prompt is None else (prompt, 0), count

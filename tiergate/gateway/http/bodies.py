@@ -23,6 +23,7 @@ __all__ = [
     "ChatRequest",
     "EmbeddingsRequest",
     "check_output_limit",
+    "embedding_inputs",
     "parse_chat",
     "parse_embeddings",
     "parse_object",
@@ -154,6 +155,11 @@ def parse_embeddings(raw: bytes) -> EmbeddingsRequest:
         raise BadRequest("'model' is required and must be a non-empty string", param="model")
     _check_embedding_input(body.get("input"))
     return EmbeddingsRequest(raw, body, model)
+
+
+def embedding_inputs(value: str | list[Any]) -> list[str | list[int]]:
+    """The inputs of a valid embeddings `input`: one string, one token array, or a list of either."""
+    return [value] if isinstance(value, str) or _is_tokens(value) else value
 
 
 def _is_tokens(value: object) -> bool:
