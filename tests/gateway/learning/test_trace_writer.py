@@ -204,11 +204,18 @@ def test_the_sink_only_queues_the_record(monkeypatch: pytest.MonkeyPatch) -> Non
     assert entry.request_body is not None and entry.request_body["messages"][0]["content"] == PRIVATE
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
+def traces_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    """Either database, migrated, of the test's own."""
+    url: str = sqlite_url if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    asyncio.run(upgrade(url))
+    return url
+
+
 async def test_a_poisoned_record_costs_no_other_tenants_trace(
-    sqlite_url: str, caplog: pytest.LogCaptureFixture
+    traces_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await upgrade(sqlite_url)
-    engine = open_engine(sqlite_url)
+    engine = open_engine(traces_url)
     writer = TraceWriter(engine, TraceSettings(batch_size=10, flush_s=60))
     metrics = Metrics(queues=[writer])
 
@@ -218,7 +225,7 @@ async def test_a_poisoned_record_costs_no_other_tenants_trace(
         return traced
 
     unstorable = of("ten_a", "req_unstorable")
-    unstorable.cost_nano = 2**70  # more than SQLite's 64-bit INTEGER: the database refuses the batch
+    unstorable.cost_nano = 2**70  # more than a 64-bit integer column holds: the database refuses the batch
     unbuildable = of("ten_b", "req_unbuildable")
     unbuildable.principal = Principal("key", tenant_id="ten_b", key_id="k", trace_content="full")
     unbuildable.query_vector = ["not", "a", "vector"]  # type: ignore[assignment]  # its row cannot be built
