@@ -34,10 +34,20 @@ async def test_a_huge_n_with_a_budgeted_key_on_sqlite_is_a_400_not_a_500(
     async with serve(config(sqlite_url)) as s:
         tenant = await s.new_tenant()
         key = await s.new_key(tenant["id"], budget_usd=1.0)
-        # 10**15 choices x 5 tokens x $2/Mtok is 10**19 nano-USD: once past SQLite's 64-bit INTEGER (a 500).
-        for n in (10**15, 10**12, 129):
-            _refused(await s.chat(key["key"], n=n, max_tokens=5), "n", "from 1 to 128", str(n))
-        assert (await s.chat(key["key"], n=128, max_tokens=5)).status_code == 200
+        # As a server answers: an exception escaping the app is a 500, not raised into the test.
+        served = httpx.ASGITransport(app=s.client._transport.app, raise_app_exceptions=False)  # type: ignore[attr-defined]
+        async with httpx.AsyncClient(transport=served, base_url="http://gw") as client:
+
+            async def ask(**fields: Any) -> httpx.Response:
+                body = chat("student", max_tokens=5, **fields)
+                return await client.post(
+                    "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key['key']}"}
+                )
+
+            # 10**15 choices x 5 tokens x $2/Mtok is 10**19 nano-USD: past SQLite's 64-bit INTEGER (was a 500).
+            for n in (10**15, 10**12, 129):
+                _refused(await ask(n=n), "n", "from 1 to 128", str(n))
+            assert (await ask(n=128)).status_code == 200
         await s.flushed()
         assert len(s.router.calls) == 1  # only the bounded request reached the upstream
     (scope, spent, reserved), *others = _counters(tmp_path / "tiergate.db")
