@@ -45,7 +45,9 @@ class Endpoint:
     )
     timeout_s: PositiveSeconds = Field(default=60.0, description="seconds a call may take")
     max_output_tokens: Positive | None = Field(
-        default=None, description="the model's output limit (default: from litellm's price map)"
+        default=None,
+        description="the model's output limit, the largest max_tokens a request for it may ask (default: from"
+        " litellm's price map, else 1000000)",
     )
     extra_headers: Mapping[str, EnvStr] = Field(
         default_factory=dict,
