@@ -89,7 +89,7 @@ def test_tenants_create_list_show_update_delete(
     assert code == 0 and f"deleted {tid}" in out
     assert as_json(capsys, "tenants", "list", "--config", cfg) == []
     code, _, err = call(capsys, "tenants", "show", tid, "--config", cfg)
-    assert code == 1 and f"no tenant with id '{tid}'" in err
+    assert code == 2 and f"no tenant with id '{tid}'" in err
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def test_bad_input_is_refused_clearly_and_writes_nothing(
     tid = str(tenant(capsys, cfg)["id"])
     before = rows(db, "tenants"), rows(db, "api_keys")
     code, out, err = call(capsys, *[a.replace("TID", tid) for a in argv], "--config", cfg)
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""
     assert err.startswith("tiergate: ") and message in err and "Traceback" not in err
     assert (rows(db, "tenants"), rows(db, "api_keys")) == before
 
@@ -199,9 +199,9 @@ def test_keys_lifecycle_and_the_secret_is_printed_by_create_and_rotate_only(
     revoked = as_json(capsys, "keys", "revoke", kid, "--config", cfg)
     assert isinstance(revoked, dict) and revoked["status"] == "revoked"
     code, _, err = call(capsys, "keys", "update", kid, "--rpm", "1", "--config", cfg)
-    assert code == 1 and "is revoked and cannot be changed" in err
+    assert code == 2 and "is revoked and cannot be changed" in err
     code, _, err = call(capsys, "keys", "rotate", kid, "--config", cfg)
-    assert code == 1 and "is revoked and cannot be rotated" in err
+    assert code == 2 and "is revoked and cannot be rotated" in err
 
     code, out, err = call(capsys, "--log-level", "debug", "keys", "list", "--config", cfg)
     assert code == 0 and len(out.splitlines()) == 4

@@ -80,17 +80,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from tiergate.admin.server import create_server
     from tiergate.gateway.db import migrate
-    from tiergate.gateway.db.engine import is_sqlite
+    from tiergate.gateway.db.engine import check_database_url, is_sqlite
     from tiergate.gateway.telemetry.logs import configure_logging, logging_options
 
     settings = load_settings(args.config)
+    # Here, not in the app's start-up, where uvicorn would print it as a traceback.
+    check_database_url(settings.database_url)
     level, fmt = logging_options(settings, level=args.log_level)
     configure_logging(level, fmt)
     print(_describe(settings), file=sys.stderr)
     kwargs = _uvicorn_kwargs(args.host, args.port, settings)
-    if args.workers < 1:
-        print("tiergate: --workers must be at least 1", file=sys.stderr)
-        return 2
     if args.workers > 1 and not settings.redis_url:
         print(
             "tiergate: --workers > 1 needs redis_url: worker processes must share rate limits and budgets",
@@ -115,6 +114,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "tiergate.admin.server:server_from_environment", factory=True, workers=args.workers, **kwargs
             )
     return 0
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port a server can listen on (uvicorn would take 81535 modulo 65536)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 1 to 65535")
+    return port
+
+
+def worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of worker processes (1 or more)")
+    return count
 
 
 def _free_port() -> int:
@@ -199,11 +219,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", help="YAML config (default: $TIERGATE_CONFIG, else the embedded default)")
     serve.add_argument("--host", default=os.environ.get("TIERGATE_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("TIERGATE_PORT", "4000")))
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("TIERGATE_WORKERS", "1")))
+    # String defaults go through `type` too: a bad $TIERGATE_PORT is a usage error, not a traceback.
+    serve.add_argument("--port", type=port_number, default=os.environ.get("TIERGATE_PORT", "4000"),
+                       help="default: $TIERGATE_PORT, else 4000")  # fmt: skip
+    serve.add_argument("--workers", type=worker_count, default=os.environ.get("TIERGATE_WORKERS", "1"),
+                       help="default: $TIERGATE_WORKERS, else 1")  # fmt: skip
     serve.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser("demo", help="run the gateway with local stand-in models, no account needed")
     demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=4000)
+    demo.add_argument("--port", type=port_number, default=4000)
     demo.set_defaults(func=cmd_demo)

@@ -24,6 +24,7 @@ from tiergate.gateway.config.cache import CacheSection, CacheSettings
 from tiergate.gateway.config.deployments import OPENAI_API_BASE, Deployment, DeploymentEntry, LiteLLMEntry
 from tiergate.gateway.config.errors import OWN, ConfigError, shown_value
 from tiergate.gateway.config.fieldtypes import (
+    DatabaseUrl,
     EnvStr,
     FileModel,
     OneOf,
@@ -145,7 +146,7 @@ class GatewayOptions:
     master_key: EnvStr | None = Field(
         default=None, repr=False, description="the admin key (write `env:NAME`)"
     )
-    database_url: EnvStr = Field(
+    database_url: DatabaseUrl = Field(
         default="sqlite:///./tiergate.db",
         description="tenants, keys, ledger, traces: sqlite:///FILE or postgresql://...",
     )
