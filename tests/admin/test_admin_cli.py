@@ -115,9 +115,17 @@ def test_tenants_create_list_show_update_delete(
         ),
         (
             ["keys", "create", "--tenant", "TID", "--allowed-models", "student,nosuchmodel"],
-            "'allowed_models': no model named 'nosuchmodel'",
+            "'allowed_models': no model named 'nosuchmodel'; a key may name auto, a tier (student, ta, teacher,"
+            " supervisor) or a deployment: big, small",
         ),
-        (["keys", "create", "--tenant", "TID", "--expires-at", "2001-01-01"], "'expires_at': 2001-01-01"),
+        (
+            ["keys", "create", "--tenant", "TID", "--expires-at", "2001-01-01"],
+            "'expires_at': 2001-01-01T00:00:00+00:00 is in the past; a key's expiry must lie in the future",
+        ),
+        (
+            ["keys", "update", "KID", "--expires-at", "2001-01-01T00:00:00Z"],
+            "a key's expiry must lie in the future",
+        ),
         (["tenants", "update", "TID", "--allowed-models", "gpt-typo"], "no model named 'gpt-typo'"),
         (["report", "cost", "--start", "yesterday"], "'start' must be an ISO 8601 date"),
         (["report", "cost", "--start", "2025-02-01", "--end", "2025-01-01"], "'end' must be after 'start'"),
@@ -127,8 +135,11 @@ def test_bad_input_is_refused_clearly_and_writes_nothing(
     cfg: str, db: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
     tid = str(tenant(capsys, cfg)["id"])
+    key = as_json(capsys, "keys", "create", "--tenant", tid, "--config", cfg)
+    assert isinstance(key, dict)
     before = rows(db, "tenants"), rows(db, "api_keys")
-    code, out, err = call(capsys, *[a.replace("TID", tid) for a in argv], "--config", cfg)
+    given = [a.replace("TID", tid).replace("KID", str(key["id"])) for a in argv]
+    code, out, err = call(capsys, *given, "--config", cfg)
     assert code == 2 and out == ""
     assert err.startswith("tiergate: ") and message in err and "Traceback" not in err
     assert (rows(db, "tenants"), rows(db, "api_keys")) == before
