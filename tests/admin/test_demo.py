@@ -7,6 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
+import httpx
 import openai
 
 from tests.support import free_port, running
@@ -21,8 +22,9 @@ def test_demo_answers_an_sdk_call_with_a_labelled_stand_in_and_stops(tmp_path: P
         banner = log.read_text()
         url = f"http://127.0.0.1:{port}/v1"
         assert url in banner
-        found = re.search(r"Bearer (sk-tg-demo-[\w-]+)", banner)
+        found = re.search(r"Bearer (sk-tg-master-[\w-]+)", banner)
         assert found is not None, banner
+        assert f"Master key: {found.group(1)}\n  (created now; kept in ./tiergate-demo.master_key" in banner
         client = openai.OpenAI(base_url=url, api_key=found.group(1), max_retries=0)
         raw = client.chat.completions.with_raw_response.create(
             model="teacher", messages=[{"role": "user", "content": "hi there"}]
@@ -38,3 +40,8 @@ def test_demo_answers_an_sdk_call_with_a_labelled_stand_in_and_stops(tmp_path: P
         assert proc.wait(timeout=20) == 0, log.read_text()
     assert "Traceback" not in log.read_text()
     assert (tmp_path / "tiergate-demo.db").exists()
+    # The next run keeps the master key (scripts and SDK clients made with it go on working) and says so.
+    with running(args, url=f"http://127.0.0.1:{port}/healthz", cwd=tmp_path, output=log) as proc:
+        assert f"Master key: {found.group(1)}\n  (the same as in the last run;" in log.read_text()
+        models = httpx.get(f"{url}/models", headers={"authorization": f"Bearer {found.group(1)}"})
+        assert models.status_code == 200

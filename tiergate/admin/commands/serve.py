@@ -6,17 +6,22 @@ import argparse
 import asyncio
 import contextlib
 import os
-import secrets
 import shutil
 import socket
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+from tiergate.gateway.config.master_key import local_master_key
 from tiergate.gateway.config.settings import Settings, load_settings, parse_settings
 from tiergate.policies.tiers import TIERS
+
+DEMO_DATABASE = "tiergate-demo.db"
+DEMO_MASTER_KEY_FILE = "tiergate-demo.master_key"
 
 
 def _describe(settings: Settings) -> str:
@@ -166,7 +171,7 @@ def demo_settings(standin_port: int, master_key: str) -> Settings:
             "master_key": master_key,
             "tiers": tiers,
             "models": models,
-            "database_url": "sqlite:///./tiergate-demo.db",
+            "database_url": f"sqlite:///./{DEMO_DATABASE}",
         },
         env={},
         source="demo (local stand-in models)",
@@ -180,12 +185,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tiergate.admin.standin import create_standin_app
 
     standin_port = _free_port()
-    master_key = "sk-tg-demo-" + secrets.token_urlsafe(12)
-    settings = demo_settings(standin_port, master_key)
+    # Kept beside the demo's database, so that keys and scripts made in one run work in the next.
+    master_key, created = local_master_key(Path(DEMO_MASTER_KEY_FILE))
+    settings = replace(demo_settings(standin_port, master_key), master_key_source=f"./{DEMO_MASTER_KEY_FILE}")
     url = f"http://{args.host}:{args.port}/v1"
+    kept = "created now" if created else "the same as in the last run"
     print(
         f"""tiergate demo: the gateway on {url}, with a local stand-in model on every tier
 (stand-ins answer "[stand-in <tier> model, not a real LLM] ..."; no account or network needed).
+
+Master key: {master_key}
+  ({kept}; kept in ./{DEMO_MASTER_KEY_FILE}, beside the demo's database ./{DEMO_DATABASE})
 
 Try:
   curl -s {url}/models -H "Authorization: Bearer {master_key}"

@@ -32,6 +32,9 @@ JSON Schema (for editors).
 - A string written `env:NAME` is read from the environment variable `NAME` (where the type says so: keys,
   URLs), so secrets never sit in the file.
 - `<name>` in a path is a key you choose (a tenant id, a domain, a tier); `[]` is any item of a list.
+- The master key: `$TIERGATE_MASTER_KEY`, when set, overrides `master_key` (a deployment's environment wins
+  over the file baked into its image). Start-up logs which source is in force and the key's first few
+  characters, never the key; with neither, it warns that `/admin` answers 401 (virtual keys still work).
 - Per-tenant overrides (`routing.tenants`, `cache.tenants`, `learning.shadow.tenants`) write some of the
   global fields; the others keep the global value.
 """

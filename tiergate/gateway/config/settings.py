@@ -10,7 +10,6 @@ sit in the file. Two shapes of deployment list are accepted: tiergate's own `tie
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import fields, replace
 from pathlib import Path
@@ -35,6 +34,12 @@ from tiergate.gateway.config.fieldtypes import (
     validate,
 )
 from tiergate.gateway.config.learning import LearningSection, LearningSettings
+from tiergate.gateway.config.master_key import (
+    MASTER_KEY_ENV,
+    MASTER_KEY_FILE,
+    local_master_key,
+    master_key_in_force,
+)
 from tiergate.gateway.config.routing import RoutingSection, RoutingSettings
 from tiergate.policies.routing import EscalationPolicy
 
@@ -54,7 +59,6 @@ __all__ = [
     "parse_settings",
 ]
 
-MASTER_KEY_FILE = "tiergate.master_key"
 # What the embedded default puts on each tier when OPENAI_API_KEY is set.
 DEFAULT_OPENAI_TIERS = {
     "student": "gpt-4o-mini",
@@ -144,7 +148,9 @@ class GatewayOptions:
     """The top-level fields the file and `Settings` share."""
 
     master_key: EnvStr | None = Field(
-        default=None, repr=False, description="the admin key (write `env:NAME`)"
+        default=None,
+        repr=False,
+        description="the admin key (write `env:NAME`); $TIERGATE_MASTER_KEY, when set, overrides it",
     )
     database_url: DatabaseUrl = Field(
         default="sqlite:///./tiergate.db",
@@ -258,6 +264,7 @@ class Settings(GatewayOptions):
     cache: CacheSettings = Field(default_factory=lambda: CacheSection().settings())
     learning: LearningSettings = Field(default_factory=lambda: LearningSection().settings())
     source: str = "embedded default"
+    master_key_source: str = ""  # where master_key came from, for the start-up line (empty: no master key)
     # Problems worth telling the operator at startup that do not stop the gateway.
     notices: tuple[str, ...] = ()
 
@@ -271,7 +278,10 @@ class Settings(GatewayOptions):
 def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: str = "<config>") -> Settings:
     """Settings from a parsed YAML document; raises ConfigError naming the first bad field."""
     env = os.environ if env is None else env
-    return validate(ConfigFile, {} if doc is None else doc, env=env).settings(source)
+    settings = validate(ConfigFile, {} if doc is None else doc, env=env).settings(source)
+    spelled = doc.get("master_key") if isinstance(doc, dict) else None
+    key, origin = master_key_in_force(settings.master_key, spelled, source, env)
+    return replace(settings, master_key=key, master_key_source=origin)
 
 
 def load_settings(path: str | os.PathLike[str] | None, *, env: Mapping[str, str] | None = None) -> Settings:
@@ -296,14 +306,15 @@ def load_settings(path: str | os.PathLike[str] | None, *, env: Mapping[str, str]
 def embedded_default(env: Mapping[str, str]) -> Settings:
     """No config file: SQLite in the working directory, OpenAI tiers when OPENAI_API_KEY is set."""
     notices: list[str] = []
-    master_key = env.get("TIERGATE_MASTER_KEY")
-    if not master_key:
-        master_key, created = _local_master_key(Path(MASTER_KEY_FILE))
-        verb = "created" if created else "read"
-        notices.append(
-            f"master key {verb} in ./{MASTER_KEY_FILE} (set TIERGATE_MASTER_KEY to choose your own)"
-        )
-    doc: dict[str, Any] = {"master_key": master_key}
+    doc: dict[str, Any] = {}
+    origin = None
+    if not env.get(MASTER_KEY_ENV):
+        doc["master_key"], created = local_master_key(Path(MASTER_KEY_FILE))
+        origin = f"./{MASTER_KEY_FILE}" + (", created now" if created else "")
+        if created:
+            notices.append(
+                f"created a new master key in ./{MASTER_KEY_FILE} (set {MASTER_KEY_ENV} to choose your own)"
+            )
     if env.get("OPENAI_API_KEY"):
         doc["tiers"] = {
             tier: [
@@ -321,20 +332,8 @@ def embedded_default(env: Mapping[str, str]) -> Settings:
             "or pass --config FILE with your own tiers; `tiergate demo` runs with local stand-in models"
         )
     settings = parse_settings(doc, env=env, source="embedded default")
-    return replace(settings, notices=(*settings.notices, *notices))
-
-
-def _local_master_key(path: Path) -> tuple[str, bool]:
-    """The embedded default's master key: kept in a file only its owner can read, made on first run."""
-    try:
-        return path.read_text(encoding="utf-8").strip(), False
-    except FileNotFoundError:
-        pass
-    key = "sk-tg-master-" + secrets.token_urlsafe(24)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another worker made it first
-        return path.read_text(encoding="utf-8").strip(), False
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(key + "\n")
-    return key, True
+    return replace(
+        settings,
+        master_key_source=origin or settings.master_key_source,
+        notices=(*settings.notices, *notices),
+    )
