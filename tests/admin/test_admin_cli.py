@@ -322,3 +322,19 @@ def test_db_upgrade_on_postgres_hides_the_password(
 
 def test_the_admin_api_and_the_cli_accept_the_same_budget_periods() -> None:
     assert get_args(Period) == PERIODS  # the CLI's --budget-period choices are PERIODS themselves
+
+
+def test_a_command_that_creates_a_database_or_a_master_key_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TIERGATE_CONFIG", raising=False)
+    monkeypatch.delenv("TIERGATE_MASTER_KEY", raising=False)
+    code, _, err = call(capsys, "tenants", "list")
+    assert code == 0 and err.splitlines() == [
+        "tiergate: created a new master key in ./tiergate.master_key (no config file found; set "
+        "TIERGATE_MASTER_KEY to choose your own)",
+        "tiergate: created a new database ./tiergate.db (config: embedded default)",
+    ]
+    code, _, err = call(capsys, "tenants", "list")
+    assert code == 0 and err == ""  # nothing new the second time

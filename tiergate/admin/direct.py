@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -31,8 +32,13 @@ class CommandError(Exception):
         self.status = status
 
 
+CONFIG_HELP = (
+    "YAML config (default: $TIERGATE_CONFIG, else ./tiergate.yaml if there is one, else the embedded default)"
+)
+
+
 def add_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config (default: $TIERGATE_CONFIG, else the embedded default)")
+    parser.add_argument("--config", help=CONFIG_HELP)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -47,16 +53,25 @@ def run_against_database(args: argparse.Namespace, work: Callable[[Any, Any], Aw
         is_sqlite,
         open_engine,
         redact_url,
+        sqlite_path,
     )
     from tiergate.gateway.upstream.prices import with_known_prices
 
     settings = with_known_prices(load_settings(args.config))
+    for made in settings.created:
+        print(f"tiergate: {made}", file=sys.stderr)
     url = settings.database_url
     check_database_url(url)
+    new = is_sqlite(url) and not os.path.exists(sqlite_path(url))
 
     async def main() -> T:
         if is_sqlite(url):
             await migrate.upgrade(url)
+            if new:  # an unexpected new file is how a wrong working directory or config shows
+                print(
+                    f"tiergate: created a new database {sqlite_path(url)} (config: {settings.source})",
+                    file=sys.stderr,
+                )
         else:
             await migrate.require_current(url)
         engine = open_engine(url)

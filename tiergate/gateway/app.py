@@ -306,7 +306,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        for notice in settings.notices:
+        for notice in (*settings.created, *settings.notices):
             log.warning("%s", notice)
         log.log(
             logging.INFO if settings.master_key else logging.WARNING,

@@ -203,3 +203,17 @@ def test_the_start_up_line_shows_at_most_a_short_prefix_of_the_key() -> None:
     assert master_key_line("sk-tg-master-" + "ab" * 16, "x") == "master key from x (sk-tg-master-ab...)"
     assert master_key_line("sk-my-master", "x") == "master key from x (sk-m...)"
     assert master_key_line(None, "").startswith("no master key")
+
+
+def test_a_tiergate_yaml_in_the_working_directory_is_the_default_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiergate.yaml").write_text("master_key: here\n")
+    found = load_settings(None, env={})
+    assert (found.master_key, found.source) == ("here", "tiergate.yaml")
+    other = tmp_path / "other.yaml"
+    other.write_text("master_key: there\n")
+    assert load_settings(None, env={"TIERGATE_CONFIG": str(other)}).master_key == "there"
+    assert load_settings(str(other), env={}).master_key == "there"
+    assert not (tmp_path / MASTER_KEY_FILE).exists()

@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import Any
 
-from tiergate.admin.direct import FAILED, fail, run_against_database, table
+from tiergate.admin.direct import CONFIG_HELP, FAILED, fail, run_against_database, table
 
 
 def _print(outcome: Any) -> None:
@@ -68,6 +68,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="print the decisions and the evidence, write nothing"
     )
-    parser.add_argument("--config", help="YAML config (default: $TIERGATE_CONFIG, else the embedded default)")
+    parser.add_argument("--config", help=CONFIG_HELP)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=cmd)

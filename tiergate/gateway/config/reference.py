@@ -20,9 +20,10 @@ _INTRO = """\
      `tiergate config docs > docs/configuration.md`; tests/gateway/config/test_reference.py fails when this
      file is stale. -->
 
-tiergate reads one YAML file (`tiergate serve --config FILE`, or `$TIERGATE_CONFIG`) once, at start-up;
-without one it runs the embedded default (SQLite in the working directory, OpenAI tiers when
-`OPENAI_API_KEY` is set). `tiergate config check FILE` validates a file, `tiergate config schema` prints its
+tiergate reads one YAML file once, at start-up: `--config FILE`, else `$TIERGATE_CONFIG`, else
+`./tiergate.yaml` when the working directory has one (`tiergate demo` writes its config there, unless the
+file is your own); without one it runs the embedded default (SQLite in the working directory, OpenAI tiers
+when `OPENAI_API_KEY` is set). Every command (`serve`, `tenants`, `keys`, `report`, ...) finds it the same way. `tiergate config check FILE` validates a file, `tiergate config schema` prints its
 JSON Schema (for editors).
 
 - Every field is optional unless marked *required*; a field written `null`, or with nothing after it, takes

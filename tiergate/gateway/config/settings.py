@@ -44,6 +44,7 @@ from tiergate.gateway.config.routing import RoutingSection, RoutingSettings
 from tiergate.policies.routing import EscalationPolicy
 
 __all__ = [
+    "CONFIG_FILE",
     "DEFAULT_OPENAI_TIERS",
     "LOG_FORMATS",
     "LOG_LEVELS",
@@ -69,6 +70,8 @@ DEFAULT_OPENAI_TIERS = {
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
 _ESCALATION = EscalationPolicy()
+# The config a command finds in its working directory when neither --config nor $TIERGATE_CONFIG names one.
+CONFIG_FILE = "tiergate.yaml"
 
 Seconds = Annotated[float, Field(ge=0.0)]
 
@@ -267,6 +270,8 @@ class Settings(GatewayOptions):
     master_key_source: str = ""  # where master_key came from, for the start-up line (empty: no master key)
     # Problems worth telling the operator at startup that do not stop the gateway.
     notices: tuple[str, ...] = ()
+    # Files made while loading (a new master key): every command that loads settings says so.
+    created: tuple[str, ...] = ()
 
     def deployment(self, deployment_id: str) -> Deployment:
         for d in self.deployments:
@@ -285,9 +290,12 @@ def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: st
 
 
 def load_settings(path: str | os.PathLike[str] | None, *, env: Mapping[str, str] | None = None) -> Settings:
-    """Settings from `path`, or from $TIERGATE_CONFIG, or the embedded default when neither is given."""
+    """Settings from `path`, else $TIERGATE_CONFIG, else ./tiergate.yaml when the working directory has one
+    (what `tiergate demo` writes), else the embedded default."""
     env = os.environ if env is None else env
     path = path or env.get("TIERGATE_CONFIG") or None
+    if path is None and Path(CONFIG_FILE).is_file():
+        path = f"./{CONFIG_FILE}"
     if path is None:
         return embedded_default(env)
     file = Path(path)
@@ -306,14 +314,16 @@ def load_settings(path: str | os.PathLike[str] | None, *, env: Mapping[str, str]
 def embedded_default(env: Mapping[str, str]) -> Settings:
     """No config file: SQLite in the working directory, OpenAI tiers when OPENAI_API_KEY is set."""
     notices: list[str] = []
+    made: list[str] = []
     doc: dict[str, Any] = {}
     origin = None
     if not env.get(MASTER_KEY_ENV):
         doc["master_key"], created = local_master_key(Path(MASTER_KEY_FILE))
         origin = f"./{MASTER_KEY_FILE}" + (", created now" if created else "")
         if created:
-            notices.append(
-                f"created a new master key in ./{MASTER_KEY_FILE} (set {MASTER_KEY_ENV} to choose your own)"
+            made.append(
+                f"created a new master key in ./{MASTER_KEY_FILE} (no config file found; set {MASTER_KEY_ENV} "
+                "to choose your own)"
             )
     if env.get("OPENAI_API_KEY"):
         doc["tiers"] = {
@@ -336,4 +346,5 @@ def embedded_default(env: Mapping[str, str]) -> Settings:
         settings,
         master_key_source=origin or settings.master_key_source,
         notices=(*settings.notices, *notices),
+        created=tuple(made),
     )
