@@ -13,6 +13,8 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
+from tiergate.gateway.config.fieldtypes import ENV_PREFIXES
+
 MASTER_KEY_ENV = "TIERGATE_MASTER_KEY"
 MASTER_KEY_FILE = "tiergate.master_key"
 # Virtual keys start with `sk-tg-` and a random part; a master key made by tiergate says what it is.
@@ -20,20 +22,20 @@ MASTER_KEY_PREFIX = "sk-tg-master-"
 
 
 def master_key_in_force(
-    written: str | None, spelled: object, where: str, env: Mapping[str, str]
+    written: str | None, spelled: object, where: str, env: Mapping[str, str], field: str = "master_key"
 ) -> tuple[str | None, str]:
-    """(the master key, where it came from) given the config's `master_key` (`written`, resolved; `spelled`
-    as the file has it) and the environment."""
+    """(the master key, where it came from) given the config's `field` (`written`, resolved; `spelled` as
+    the file has it) and the environment."""
     from_env = env.get(MASTER_KEY_ENV)
     if from_env:
         if written and written != from_env:
-            return from_env, f"${MASTER_KEY_ENV} (it overrides the master_key of {where})"
+            return from_env, f"${MASTER_KEY_ENV} (it overrides the {field} of {where})"
         return from_env, f"${MASTER_KEY_ENV}"
     if not written:
         return None, ""
-    if isinstance(spelled, str) and spelled.startswith("env:"):
-        return written, f"the master_key of {where} ({spelled.strip()})"
-    return written, f"the master_key of {where}"
+    if isinstance(spelled, str) and spelled.startswith(ENV_PREFIXES):
+        return written, f"the {field} of {where} ({spelled.strip()})"
+    return written, f"the {field} of {where}"
 
 
 def local_master_key(path: Path) -> tuple[str, bool]:

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from tiergate.gateway.config import litellm
 from tiergate.gateway.config.cache import CacheSection, CacheSettings
 from tiergate.gateway.config.deployments import OPENAI_API_BASE, Deployment, DeploymentEntry, LiteLLMEntry
 from tiergate.gateway.config.errors import OWN, ConfigError, shown_value
@@ -215,6 +216,21 @@ class ConfigFile(GatewayOptions):
         description="deployments on no tier (embedding models, specialised models): addressed by name only",
     )
     model_list: tuple[LiteLLMEntry, ...] = Field(default=(), description="deployments in LiteLLM's format")
+    # LiteLLM's sections, read by `litellm.translate` before validation; kept here so that they validate.
+    litellm_settings: Mapping[str, Any] = Field(
+        default_factory=dict, description="LiteLLM's: num_retries and request_timeout are read (see above)"
+    )
+    router_settings: Mapping[str, Any] = Field(
+        default_factory=dict,
+        description="LiteLLM's: num_retries, timeout, retry_after, cooldown_time, allowed_fails and "
+        "routing_strategy: simple-shuffle are read (see above)",
+    )
+    general_settings: Mapping[str, Any] = Field(
+        default_factory=dict, description="LiteLLM's: master_key is read (see above)"
+    )
+    environment_variables: Mapping[str, Any] = Field(
+        default_factory=dict, description="LiteLLM's: not read (set the variables in the environment)"
+    )
     escalation: EscalationSection = EscalationSection()
     routing: RoutingSection = RoutingSection()
     cache: CacheSection = CacheSection()
@@ -283,10 +299,21 @@ class Settings(GatewayOptions):
 def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: str = "<config>") -> Settings:
     """Settings from a parsed YAML document; raises ConfigError naming the first bad field."""
     env = os.environ if env is None else env
-    settings = validate(ConfigFile, {} if doc is None else doc, env=env).settings(source)
+    field, ignored = "master_key", list[str]()
+    if litellm.is_litellm(doc):
+        if "master_key" not in doc and "master_key" in (doc.get("general_settings") or {}):
+            field = "general_settings.master_key"
+        doc, ignored = litellm.translate(doc)
+    try:
+        settings = validate(ConfigFile, {} if doc is None else doc, env=env).settings(source)
+    except ConfigError as exc:
+        if exc.where != "master_key" or field == "master_key":
+            raise
+        raise ConfigError(f"{field}{str(exc)[len('master_key') :]}", field) from None
     spelled = doc.get("master_key") if isinstance(doc, dict) else None
-    key, origin = master_key_in_force(settings.master_key, spelled, source, env)
-    return replace(settings, master_key=key, master_key_source=origin)
+    key, origin = master_key_in_force(settings.master_key, spelled, source, env, field)
+    notices = (*settings.notices, *([litellm.ignored_notice(ignored)] if ignored else []))
+    return replace(settings, master_key=key, master_key_source=origin, notices=notices)
 
 
 def load_settings(path: str | os.PathLike[str] | None, *, env: Mapping[str, str] | None = None) -> Settings:
