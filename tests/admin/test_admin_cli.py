@@ -89,7 +89,7 @@ def test_tenants_create_list_show_update_delete(
     assert code == 0 and f"deleted {tid}" in out
     assert as_json(capsys, "tenants", "list", "--config", cfg) == []
     code, _, err = call(capsys, "tenants", "show", tid, "--config", cfg)
-    assert code == 1 and f"no tenant with id '{tid}'" in err
+    assert code == 2 and f"no tenant with id '{tid}'" in err
 
 
 @pytest.mark.parametrize(
@@ -115,9 +115,17 @@ def test_tenants_create_list_show_update_delete(
         ),
         (
             ["keys", "create", "--tenant", "TID", "--allowed-models", "student,nosuchmodel"],
-            "'allowed_models': no model named 'nosuchmodel'",
+            "'allowed_models': no model named 'nosuchmodel'; a key may name auto, a tier (student, ta, teacher,"
+            " supervisor) or a deployment: big, small",
         ),
-        (["keys", "create", "--tenant", "TID", "--expires-at", "2001-01-01"], "'expires_at': 2001-01-01"),
+        (
+            ["keys", "create", "--tenant", "TID", "--expires-at", "2001-01-01"],
+            "'expires_at': 2001-01-01T00:00:00+00:00 is in the past; a key's expiry must lie in the future",
+        ),
+        (
+            ["keys", "update", "KID", "--expires-at", "2001-01-01T00:00:00Z"],
+            "a key's expiry must lie in the future",
+        ),
         (["tenants", "update", "TID", "--allowed-models", "gpt-typo"], "no model named 'gpt-typo'"),
         (["report", "cost", "--start", "yesterday"], "'start' must be an ISO 8601 date"),
         (["report", "cost", "--start", "2025-02-01", "--end", "2025-01-01"], "'end' must be after 'start'"),
@@ -127,9 +135,12 @@ def test_bad_input_is_refused_clearly_and_writes_nothing(
     cfg: str, db: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
     tid = str(tenant(capsys, cfg)["id"])
+    key = as_json(capsys, "keys", "create", "--tenant", tid, "--config", cfg)
+    assert isinstance(key, dict)
     before = rows(db, "tenants"), rows(db, "api_keys")
-    code, out, err = call(capsys, *[a.replace("TID", tid) for a in argv], "--config", cfg)
-    assert code == 1 and out == ""
+    given = [a.replace("TID", tid).replace("KID", str(key["id"])) for a in argv]
+    code, out, err = call(capsys, *given, "--config", cfg)
+    assert code == 2 and out == ""
     assert err.startswith("tiergate: ") and message in err and "Traceback" not in err
     assert (rows(db, "tenants"), rows(db, "api_keys")) == before
 
@@ -199,9 +210,9 @@ def test_keys_lifecycle_and_the_secret_is_printed_by_create_and_rotate_only(
     revoked = as_json(capsys, "keys", "revoke", kid, "--config", cfg)
     assert isinstance(revoked, dict) and revoked["status"] == "revoked"
     code, _, err = call(capsys, "keys", "update", kid, "--rpm", "1", "--config", cfg)
-    assert code == 1 and "is revoked and cannot be changed" in err
+    assert code == 2 and "is revoked and cannot be changed" in err
     code, _, err = call(capsys, "keys", "rotate", kid, "--config", cfg)
-    assert code == 1 and "is revoked and cannot be rotated" in err
+    assert code == 2 and "is revoked and cannot be rotated" in err
 
     code, out, err = call(capsys, "--log-level", "debug", "keys", "list", "--config", cfg)
     assert code == 0 and len(out.splitlines()) == 4
@@ -311,3 +322,19 @@ def test_db_upgrade_on_postgres_hides_the_password(
 
 def test_the_admin_api_and_the_cli_accept_the_same_budget_periods() -> None:
     assert get_args(Period) == PERIODS  # the CLI's --budget-period choices are PERIODS themselves
+
+
+def test_a_command_that_creates_a_database_or_a_master_key_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TIERGATE_CONFIG", raising=False)
+    monkeypatch.delenv("TIERGATE_MASTER_KEY", raising=False)
+    code, _, err = call(capsys, "tenants", "list")
+    assert code == 0 and err.splitlines() == [
+        "tiergate: created a new master key in ./tiergate.master_key (no config file found; set "
+        "TIERGATE_MASTER_KEY to choose your own)",
+        "tiergate: created a new database ./tiergate.db (config: embedded default)",
+    ]
+    code, _, err = call(capsys, "tenants", "list")
+    assert code == 0 and err == ""  # nothing new the second time

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import free_port
 from tiergate.admin.cli import main
 from tiergate.gateway.config.reference import markdown
 
@@ -43,7 +44,7 @@ def test_serve_with_a_bad_config_exits_2_with_one_line_naming_the_field(
 ) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(text)
-    done = _tiergate("serve", "--config", str(bad), "--port", "0", cwd=tmp_path)
+    done = _tiergate("serve", "--config", str(bad), "--port", str(free_port()), cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [f"tiergate: configuration error: {line}"]
     assert done.stdout == ""

@@ -145,6 +145,6 @@ def test_arguments_are_checked(cfg: str, tmp_path: Path, capsys: pytest.CaptureF
     with pytest.raises(SystemExit):
         main(["distill", "--out", str(tmp_path), "--config", cfg])  # neither --domain nor --all
     assert (
-        main(["distill", "--all", "--validation-fraction", "1", "--out", str(tmp_path), "--config", cfg]) == 1
+        main(["distill", "--all", "--validation-fraction", "1", "--out", str(tmp_path), "--config", cfg]) == 2
     )
     assert "--validation-fraction" in capsys.readouterr().err

@@ -39,7 +39,7 @@ def test_register_list_and_remove(cfg: str, capsys: pytest.CaptureFixture[str]) 
     assert "removed" in capsys.readouterr().out
     assert main(["models", "list", "--config", cfg, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
-    assert main(["models", "remove", made["id"], "--config", cfg]) == 1
+    assert main(["models", "remove", made["id"], "--config", cfg]) == 2
     assert f"no registered model with id '{made['id']}'" in capsys.readouterr().err
 
 
@@ -53,7 +53,7 @@ def test_activate_and_deactivate_from_the_cli(cfg: str, capsys: pytest.CaptureFi
     assert [m["status"] for m in json.loads(capsys.readouterr().out)] == ["active"]
     assert main(["models", "deactivate", made["id"], "--config", cfg, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "candidate"
-    assert main(["models", "activate", "mdl_nope", "--config", cfg]) == 1
+    assert main(["models", "activate", "mdl_nope", "--config", cfg]) == 2
     assert "no registered model with id 'mdl_nope'" in capsys.readouterr().err
 
 

@@ -98,5 +98,5 @@ def test_a_configuration_it_cannot_work_with_is_an_error(
     path = tmp_path / "one.yaml"
     path.write_text(yaml.safe_dump({"master_key": "m", "database_url": sqlite_url,
                                     "tiers": {"teacher": [_deployment("big", 10)]}}))  # fmt: skip
-    assert main(["promote", "--config", str(path)]) == 1
+    assert main(["promote", "--config", str(path)]) == 2
     assert "promotion needs at least two configured tiers" in capsys.readouterr().err

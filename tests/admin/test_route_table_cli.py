@@ -115,7 +115,7 @@ def test_a_bad_file_is_refused_clearly_and_writes_nothing(
     path = tmp_path / (name or "missing.json")
     if name is not None:
         path.write_text(content)
-    assert main(["route-table", "put", str(path), "--config", cfg]) == 1
+    assert main(["route-table", "put", str(path), "--config", cfg]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tiergate: ") and message in err
     assert versions(sqlite_url) == [1]
@@ -124,17 +124,17 @@ def test_a_bad_file_is_refused_clearly_and_writes_nothing(
 def test_stale_base_version_missing_versions_and_an_empty_table(
     cfg: str, sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["route-table", "show", "--config", cfg]) == 1
+    assert main(["route-table", "show", "--config", cfg]) == 2
     assert "no versions yet" in capsys.readouterr().err
-    assert main(["route-table", "rollback", "--config", cfg]) == 1
+    assert main(["route-table", "rollback", "--config", cfg]) == 2
     assert "no earlier version to roll back to" in capsys.readouterr().err
     doc = tmp_path / "t.json"
     doc.write_text(json.dumps({"routes": {"billing": "student"}}))
     assert main(["route-table", "put", str(doc), "--config", cfg]) == 0
-    assert main(["route-table", "put", str(doc), "--base-version", "0", "--config", cfg]) == 1
+    assert main(["route-table", "put", str(doc), "--base-version", "0", "--config", cfg]) == 2
     assert "moved on to version 1" in capsys.readouterr().err
-    assert main(["route-table", "show", "--version", "5", "--config", cfg]) == 1
+    assert main(["route-table", "show", "--version", "5", "--config", cfg]) == 2
     assert "version 5 does not exist" in capsys.readouterr().err
-    assert main(["route-table", "rollback", "--to", "5", "--config", cfg]) == 1
+    assert main(["route-table", "rollback", "--to", "5", "--config", cfg]) == 2
     assert "version 5 does not exist" in capsys.readouterr().err
     assert versions(sqlite_url) == [1]

@@ -207,13 +207,13 @@ def test_the_cli_sets_and_removes_the_override(
     code, tenant = _cli(cfg, "create", "acme", "--cache", json.dumps(OVERRIDE), capsys=capsys)
     assert code == 0 and tenant["cache"] == OVERRIDE
     code, err = _cli(cfg, "update", tenant["id"], "--cache", '{"semantic": {"threshold": 2}}', capsys=capsys)
-    assert code == 1 and "cache.semantic.threshold: 2 is not a number from 0.0 to 1.0" in err
+    assert code == 2 and "cache.semantic.threshold: 2 is not a number from 0.0 to 1.0" in err
     code, err = _cli(cfg, "update", tenant["id"], "--cache", "{nope", capsys=capsys)
-    assert code == 1 and "--cache" in err
+    assert code == 2 and "--cache" in err
     assert _cli(cfg, "show", tenant["id"], capsys=capsys)[1]["cache"] == OVERRIDE
     code, tenant = _cli(cfg, "update", tenant["id"], "--cache", "null", capsys=capsys)
     assert code == 0 and tenant["cache"] is None
     code, tenant = _cli(cfg, "purge-cache", tenant["id"], capsys=capsys)
     assert code == 0 and tenant["cache_epoch"] == 1
     code, err = _cli(cfg, "purge-cache", "no-such-tenant", capsys=capsys)
-    assert code == 1 and "no tenant with id 'no-such-tenant'" in err
+    assert code == 2 and "no tenant with id 'no-such-tenant'" in err

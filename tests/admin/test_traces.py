@@ -113,7 +113,7 @@ def test_export_writes_one_tenants_traces_as_jsonl_and_parquet(database_url: str
     table = pq.read_table(parquet)
     assert table.num_rows == 4 and set(table.column("tenant_id").to_pylist()) == {"ten_a"}
     assert json.loads(table.column("answer").to_pylist()[0]) == {"role": "assistant", "content": "4"}
-    assert main(["traces", "export", "--format", "jsonl", "--since", "soon", "--out", str(jsonl), "--config", cfg]) == 1  # fmt: skip
+    assert main(["traces", "export", "--format", "jsonl", "--since", "soon", "--out", str(jsonl), "--config", cfg]) == 2  # fmt: skip
 
 
 async def test_purge_applies_each_tenants_retention_and_strips_old_evidence(database_url: str) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from tiergate._version import __version__
 from tiergate.admin import commands
+from tiergate.admin.direct import USAGE, CommandError
 from tiergate.gateway.config.errors import ConfigError
 from tiergate.gateway.config.settings import LOG_LEVELS
 from tiergate.gateway.telemetry.logs import configure_logging
@@ -47,4 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         # The one line naming the field is the whole answer: no traceback for a mistake in a file.
         print(f"tiergate: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return USAGE
+    except CommandError as exc:
+        print(f"tiergate: {exc}", file=sys.stderr)
+        return exc.status

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -18,10 +19,26 @@ from typing import Any, TypeVar
 from tiergate.policies.budget import PERIODS
 
 T = TypeVar("T")
+# Exit statuses: 2 for a request that cannot be done as asked (the user changes it), 1 for one that could not
+# be done now (the database is away: running it again later may work).
+USAGE, FAILED = 2, 1
+
+
+class CommandError(Exception):
+    """A command cannot go on: `tiergate.admin.cli.main` prints `tiergate: <message>` and exits `status`."""
+
+    def __init__(self, message: str, status: int = USAGE) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+CONFIG_HELP = (
+    "YAML config (default: $TIERGATE_CONFIG, else ./tiergate.yaml if there is one, else the embedded default)"
+)
 
 
 def add_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config (default: $TIERGATE_CONFIG, else the embedded default)")
+    parser.add_argument("--config", help=CONFIG_HELP)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -29,23 +46,49 @@ def run_against_database(args: argparse.Namespace, work: Callable[[Any, Any], Aw
     """Run `work(settings, engine)` against the configured database, migrated (SQLite) or checked."""
     from tiergate.gateway.config.settings import load_settings
     from tiergate.gateway.db import migrate
-    from tiergate.gateway.db.engine import is_sqlite, open_engine
+    from tiergate.gateway.db.engine import (
+        check_database_url,
+        database_error_types,
+        database_unreachable,
+        is_sqlite,
+        open_engine,
+        redact_url,
+        sqlite_path,
+    )
     from tiergate.gateway.upstream.prices import with_known_prices
 
     settings = with_known_prices(load_settings(args.config))
+    for made in settings.created:
+        print(f"tiergate: {made}", file=sys.stderr)
+    url = settings.database_url
+    check_database_url(url)
+    new = is_sqlite(url) and not os.path.exists(sqlite_path(url))
 
     async def main() -> T:
-        if is_sqlite(settings.database_url):
-            await migrate.upgrade(settings.database_url)
+        if is_sqlite(url):
+            await migrate.upgrade(url)
+            if new:  # an unexpected new file is how a wrong working directory or config shows
+                print(
+                    f"tiergate: created a new database {sqlite_path(url)} (config: {settings.source})",
+                    file=sys.stderr,
+                )
         else:
-            await migrate.require_current(settings.database_url)
-        engine = open_engine(settings.database_url)
+            await migrate.require_current(url)
+        engine = open_engine(url)
         try:
             return await work(settings, engine)
         finally:
             await engine.dispose()
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except migrate.SchemaBehind as exc:
+        raise CommandError(str(exc)) from None
+    except database_error_types() as exc:
+        if not database_unreachable(exc):
+            raise
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        raise CommandError(f"cannot reach the database {redact_url(url)} ({reason})", FAILED) from None
 
 
 async def announce(settings: Any, *, key_ids: Iterable[str] = (), tenant_ids: Iterable[str] = ()) -> None:
@@ -84,9 +127,9 @@ def output(args: argparse.Namespace, doc: Any, rows: list[dict[str, Any]], colum
     print(json.dumps(doc, indent=2) if args.json else table(rows, columns))
 
 
-def fail(message: str) -> int:
+def fail(message: str, status: int = USAGE) -> int:
     print(f"tiergate: {message}", file=sys.stderr)
-    return 1
+    return status
 
 
 def fields(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:

@@ -134,7 +134,10 @@ async def check_limits(engine: AsyncEngine, settings: Settings, body: BaseModel)
             )
     expires = written.get("expires_at")
     if expires is not None and (_ms(expires) or 0) <= now_ms():
-        raise BadRequest(f"'expires_at': {expires} is in the past", param="expires_at")
+        raise BadRequest(
+            f"'expires_at': {expires} is in the past; a key's expiry must lie in the future",
+            param="expires_at",
+        )
 
 
 async def create_tenant(engine: AsyncEngine, body: TenantCreate, cache: CacheSettings) -> Tenant:

@@ -25,6 +25,7 @@ from tiergate.gateway import endpoints, feedback
 from tiergate.gateway.accounting.auth import MASTER, require_master
 from tiergate.gateway.accounting.records import CallRecord, Refusal
 from tiergate.gateway.components import ControlPlane, Gateway, open_gateway
+from tiergate.gateway.config.master_key import master_key_line
 from tiergate.gateway.config.settings import Settings
 from tiergate.gateway.db.engine import database_unavailable, database_unreachable
 from tiergate.gateway.errors import (
@@ -313,8 +314,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        for notice in settings.notices:
+        for notice in (*settings.created, *settings.notices):
             log.warning("%s", notice)
+        log.log(
+            logging.INFO if settings.master_key else logging.WARNING,
+            "%s",
+            master_key_line(settings.master_key, settings.master_key_source),
+        )
         gateway = await open_gateway(settings, upstream_transport=upstream_transport, rng=rng)
         app.state.gateway, app.state.control = gateway, gateway.control
         tasks = [asyncio.ensure_future(task(gateway.control)) for task in background]

@@ -180,3 +180,40 @@ def test_observability_settings_and_their_defaults() -> None:
     custom = parse_settings(doc, env={})
     assert (custom.metrics_port, custom.metrics_host, custom.metrics_tenant_label) == (9464, "0.0.0.0", False)
     assert (custom.log_level, custom.log_format, custom.log_prompts) == ("debug", "json", True)
+
+
+def test_the_exported_master_key_overrides_the_file_and_each_source_is_named() -> None:
+    both = parse_settings(
+        {"master_key": "from-file"}, env={"TIERGATE_MASTER_KEY": "from-env"}, source="c.yaml"
+    )
+    assert both.master_key == "from-env"
+    assert both.master_key_source == "$TIERGATE_MASTER_KEY (it overrides the master_key of c.yaml)"
+    only_env = parse_settings({}, env={"TIERGATE_MASTER_KEY": "from-env"}, source="c.yaml")
+    assert (only_env.master_key, only_env.master_key_source) == ("from-env", "$TIERGATE_MASTER_KEY")
+    written = parse_settings({"master_key": "env:ADMIN"}, env={"ADMIN": "a"}, source="c.yaml")
+    assert (written.master_key, written.master_key_source) == ("a", "the master_key of c.yaml (env:ADMIN)")
+    none = parse_settings({}, env={}, source="c.yaml")
+    assert (none.master_key, none.master_key_source) == (None, "")
+
+
+def test_the_start_up_line_shows_at_most_a_short_prefix_of_the_key() -> None:
+    from tiergate.gateway.config.master_key import master_key_line
+
+    # A made key (as long as tiergate makes them): its kind and two characters; a short one: a third.
+    assert master_key_line("sk-tg-master-" + "ab" * 16, "x") == "master key from x (sk-tg-master-ab...)"
+    assert master_key_line("sk-my-master", "x") == "master key from x (sk-m...)"
+    assert master_key_line(None, "").startswith("no master key")
+
+
+def test_a_tiergate_yaml_in_the_working_directory_is_the_default_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiergate.yaml").write_text("master_key: here\n")
+    found = load_settings(None, env={})
+    assert (found.master_key, found.source) == ("here", "tiergate.yaml")
+    other = tmp_path / "other.yaml"
+    other.write_text("master_key: there\n")
+    assert load_settings(None, env={"TIERGATE_CONFIG": str(other)}).master_key == "there"
+    assert load_settings(str(other), env={}).master_key == "there"
+    assert not (tmp_path / MASTER_KEY_FILE).exists()

@@ -10,7 +10,7 @@ import httpx
 import uvicorn
 
 from tests.support import free_port, until
-from tiergate.admin.commands.serve import _uvicorn_kwargs
+from tiergate.admin.commands.serve import uvicorn_kwargs
 from tiergate.gateway.config.settings import parse_settings
 from tiergate.gateway.http.protocol import ARRIVED, ArrivalStampingProtocol
 
@@ -49,4 +49,4 @@ async def test_every_request_on_a_connection_carries_its_own_arrival_before_the_
 
 def test_tiergate_serve_runs_uvicorn_with_the_stamping_protocol() -> None:
     settings = parse_settings({"tiers": {"student": [{"model": "m", "api_base": "http://127.0.0.1:9/v1"}]}})
-    assert _uvicorn_kwargs("127.0.0.1", 4000, settings)["http"] is ArrivalStampingProtocol
+    assert uvicorn_kwargs("127.0.0.1", 4000, settings)["http"] is ArrivalStampingProtocol

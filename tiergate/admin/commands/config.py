@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -18,6 +19,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from tiergate.gateway.config.settings import load_settings
 
     settings = load_settings(args.file)
+    for notice in settings.notices:
+        print(f"tiergate: warning: {notice}", file=sys.stderr)
     print(f"{args.file}: OK ({len(settings.deployments)} deployments)")
     return 0
 

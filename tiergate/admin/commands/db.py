@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from tiergate.admin.direct import CONFIG_HELP
+
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
     from tiergate.gateway.config.settings import load_settings
@@ -34,9 +36,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     db = sub.add_parser("db", help="database schema: upgrade, revision")
     actions = db.add_subparsers(dest="action", required=True, metavar="ACTION")
     upgrade = actions.add_parser("upgrade", help="apply pending migrations to the configured database")
-    upgrade.add_argument(
-        "--config", help="YAML config (default: $TIERGATE_CONFIG, else the embedded default)"
-    )
+    upgrade.add_argument("--config", help=CONFIG_HELP)
     upgrade.set_defaults(func=cmd_upgrade)
     revision = actions.add_parser(
         "revision", help="autogenerate a migration from changed models (developers)"

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tiergate.admin.direct import fail, run_against_database
+from tiergate.admin.direct import CONFIG_HELP, fail, run_against_database
 
 
 def cmd(args: argparse.Namespace) -> int:
@@ -67,6 +67,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--tenant", help="only this tenant's traffic")
     parser.add_argument("--validation-fraction", dest="validation_fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/validation split")
-    parser.add_argument("--config", help="YAML config (default: $TIERGATE_CONFIG, else the embedded default)")
+    parser.add_argument("--config", help=CONFIG_HELP)
     parser.add_argument("--json", action="store_true", help="print the manifest")
     parser.set_defaults(func=cmd)

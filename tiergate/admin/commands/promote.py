@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import Any
 
-from tiergate.admin.direct import fail, run_against_database, table
+from tiergate.admin.direct import CONFIG_HELP, FAILED, fail, run_against_database, table
 
 
 def _print(outcome: Any) -> None:
@@ -53,7 +53,7 @@ def cmd(args: argparse.Namespace) -> int:
     except promote.PromoteError as exc:
         return fail(str(exc))
     except VersionConflict as exc:
-        return fail(f"{exc}: other writers kept changing the route table; run again")
+        return fail(f"{exc}: other writers kept changing the route table; run again", FAILED)
     if args.json:
         print(json.dumps(outcome.as_json(), indent=2))
     else:
@@ -68,6 +68,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="print the decisions and the evidence, write nothing"
     )
-    parser.add_argument("--config", help="YAML config (default: $TIERGATE_CONFIG, else the embedded default)")
+    parser.add_argument("--config", help=CONFIG_HELP)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=cmd)

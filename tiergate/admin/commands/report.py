@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from tiergate.admin.direct import fail, run_against_database, table
+from tiergate.admin.direct import CONFIG_HELP, fail, run_against_database, table
 from tiergate.admin.reports import COLUMNS
 
 
@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cost.add_argument("--start", help="ISO date or date-time, inclusive")
     cost.add_argument("--end", help="ISO date or date-time, exclusive")
     cost.add_argument("--tenant", help="only this tenant's requests")
-    cost.add_argument("--config", help="YAML config (default: $TIERGATE_CONFIG, else the embedded default)")
+    cost.add_argument("--config", help=CONFIG_HELP)
     out = cost.add_mutually_exclusive_group()
     out.add_argument("--csv", action="store_true", help="CSV on standard output")
     out.add_argument("--json", action="store_true")

@@ -1,21 +1,19 @@
-"""`tiergate serve` and `tiergate demo`."""
+"""`tiergate serve`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import secrets
 import shutil
-import socket
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tiergate.gateway.config.settings import Settings, load_settings, parse_settings
+from tiergate.admin.direct import CONFIG_HELP
+from tiergate.gateway.config.settings import Settings, load_settings
 from tiergate.policies.tiers import TIERS
 
 
@@ -28,7 +26,7 @@ def _describe(settings: Settings) -> str:
     return "\n".join(lines)
 
 
-def _uvicorn_kwargs(host: str, port: int, settings: Settings) -> dict[str, Any]:
+def uvicorn_kwargs(host: str, port: int, settings: Settings) -> dict[str, Any]:
     from tiergate.gateway.http.protocol import ArrivalStampingProtocol
 
     return {
@@ -80,17 +78,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from tiergate.admin.server import create_server
     from tiergate.gateway.db import migrate
-    from tiergate.gateway.db.engine import is_sqlite
+    from tiergate.gateway.db.engine import check_database_url, is_sqlite
     from tiergate.gateway.telemetry.logs import configure_logging, logging_options
 
     settings = load_settings(args.config)
+    # Here, not in the app's start-up, where uvicorn would print it as a traceback.
+    check_database_url(settings.database_url)
     level, fmt = logging_options(settings, level=args.log_level)
     configure_logging(level, fmt)
     print(_describe(settings), file=sys.stderr)
-    kwargs = _uvicorn_kwargs(args.host, args.port, settings)
-    if args.workers < 1:
-        print("tiergate: --workers must be at least 1", file=sys.stderr)
-        return 2
+    kwargs = uvicorn_kwargs(args.host, args.port, settings)
     if args.workers > 1 and not settings.redis_url:
         print(
             "tiergate: --workers > 1 needs redis_url: worker processes must share rate limits and budgets",
@@ -117,93 +114,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port a server can listen on (uvicorn would take 81535 modulo 65536)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 1 to 65535")
+    return port
 
 
-def demo_settings(standin_port: int, master_key: str) -> Settings:
-    from tiergate.admin.standin import PREFIX
-
-    base = f"http://127.0.0.1:{standin_port}/v1"
-    # Made-up prices, in the ratio of real model families, so the cost figures mean something.
-    prices = {"student": (0.15, 0.6), "ta": (0.4, 1.6), "teacher": (2.5, 10.0), "supervisor": (15.0, 60.0)}
-    tiers = {
-        tier: [
-            {
-                "model": PREFIX + tier,
-                "api_base": base,
-                "input_cost_per_mtok": p[0],
-                "output_cost_per_mtok": p[1],
-            }
-        ]
-        for tier, p in prices.items()
-    }
-    models = [{"model": PREFIX + "embedding", "api_base": base, "input_cost_per_mtok": 0.02}]
-    return parse_settings(
-        {
-            "master_key": master_key,
-            "tiers": tiers,
-            "models": models,
-            "database_url": "sqlite:///./tiergate-demo.db",
-        },
-        env={},
-        source="demo (local stand-in models)",
-    )
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from tiergate.admin.server import create_server
-    from tiergate.admin.standin import create_standin_app
-
-    standin_port = _free_port()
-    master_key = "sk-tg-demo-" + secrets.token_urlsafe(12)
-    settings = demo_settings(standin_port, master_key)
-    url = f"http://{args.host}:{args.port}/v1"
-    print(
-        f"""tiergate demo: the gateway on {url}, with a local stand-in model on every tier
-(stand-ins answer "[stand-in <tier> model, not a real LLM] ..."; no account or network needed).
-
-Try:
-  curl -s {url}/models -H "Authorization: Bearer {master_key}"
-  curl -s {url}/chat/completions -H "Authorization: Bearer {master_key}" -H "Content-Type: application/json" \\
-       -d '{{"model": "auto", "messages": [{{"role": "user", "content": "Hello!"}}]}}' -D -
-  python -c 'from openai import OpenAI; c = OpenAI(base_url="{url}", api_key="{master_key}"); print(c.chat.completions.create(model="teacher", messages=[{{"role": "user", "content": "hi"}}]).choices[0].message.content)'
-
-Press Ctrl+C to stop.""",
-        flush=True,
-    )
-    standin = uvicorn.Server(
-        uvicorn.Config(
-            create_standin_app(), host="127.0.0.1", port=standin_port, log_level="warning", log_config=None
-        )
-    )
-    gateway = uvicorn.Server(
-        uvicorn.Config(create_server(settings), **_uvicorn_kwargs(args.host, args.port, settings))
-    )
-
-    async def run() -> None:
-        await asyncio.gather(standin.serve(), gateway.serve())
-
-    # Ctrl+C is how the demo stops: both servers have shut down gracefully by the time uvicorn hands the
-    # signal on to asyncio, which turns it into KeyboardInterrupt (a traceback, if not suppressed).
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
-    return 0
+def worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of worker processes (1 or more)")
+    return count
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", help="YAML config (default: $TIERGATE_CONFIG, else the embedded default)")
+    serve.add_argument("--config", help=CONFIG_HELP)
     serve.add_argument("--host", default=os.environ.get("TIERGATE_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("TIERGATE_PORT", "4000")))
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("TIERGATE_WORKERS", "1")))
+    # String defaults go through `type` too: a bad $TIERGATE_PORT is a usage error, not a traceback.
+    serve.add_argument("--port", type=port_number, default=os.environ.get("TIERGATE_PORT", "4000"),
+                       help="default: $TIERGATE_PORT, else 4000")  # fmt: skip
+    serve.add_argument("--workers", type=worker_count, default=os.environ.get("TIERGATE_WORKERS", "1"),
+                       help="default: $TIERGATE_WORKERS, else 1")  # fmt: skip
     serve.set_defaults(func=cmd_serve)
-
-    demo = sub.add_parser("demo", help="run the gateway with local stand-in models, no account needed")
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=4000)
-    demo.set_defaults(func=cmd_demo)

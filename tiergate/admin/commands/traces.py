@@ -10,11 +10,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tiergate.admin.direct import fail, run_against_database
+from tiergate.admin.direct import CONFIG_HELP, fail, run_against_database
 
 
 def _config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config (default: $TIERGATE_CONFIG, else the embedded default)")
+    parser.add_argument("--config", help=CONFIG_HELP)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

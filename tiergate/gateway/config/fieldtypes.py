@@ -66,13 +66,20 @@ class OneOf:
         return core_schema.literal_schema(list(self.options))
 
 
+# `env:NAME` is tiergate's spelling; `os.environ/NAME` is LiteLLM's, so that a LiteLLM config loads as it is.
+ENV_PREFIXES = ("env:", "os.environ/")
+
+
 def _from_environment(value: Any, info: ValidationInfo) -> Any:
     env: Mapping[str, str] | None = (info.context or {}).get("env")
-    if env is None or not isinstance(value, str) or not value.startswith("env:"):
+    if env is None or not isinstance(value, str) or not value.startswith(ENV_PREFIXES):
         return value
-    name = value[4:].strip()
+    prefix = next(p for p in ENV_PREFIXES if value.startswith(p))
+    name = value[len(prefix) :].strip()
     if not env.get(name):
-        raise PydanticCustomError(OWN + "env_unset", "refers to env:{name}, which is not set", {"name": name})
+        raise PydanticCustomError(
+            OWN + "env_unset", "refers to {spelled}, which is not set", {"spelled": prefix + name}
+        )
     return env[name]
 
 
@@ -88,8 +95,34 @@ def _compiles(pattern: str) -> str:
     return pattern
 
 
-# A value written `env:NAME` is read from the environment when the file is loaded: secrets never sit in it.
+# A value written `env:NAME` (or `os.environ/NAME`) is read from the environment when the file is loaded:
+# secrets never sit in it.
 EnvStr = Annotated[str, BeforeValidator(_from_environment)]
+
+# The database URL schemes the gateway has a driver for (`+driver` suffixes are accepted and replaced).
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
+SUPPORTED_DATABASES = "sqlite:///FILE or postgresql://USER@HOST:PORT/DB"
+
+
+def database_url_problem(url: str) -> str | None:
+    """What is wrong with a database URL in itself (None: nothing), said for the user who wrote it."""
+    scheme, _, rest = url.partition("://")
+    if not rest:
+        return f"not a URL: write {SUPPORTED_DATABASES}"
+    if scheme.split("+", 1)[0].lower() not in DATABASE_SCHEMES:
+        return f"the scheme {scheme!r} is not supported: write {SUPPORTED_DATABASES}"
+    return None
+
+
+def _database_url(url: str) -> str:
+    problem = database_url_problem(url)
+    if problem is not None:
+        # The URL itself is not repeated beyond its scheme: it may carry a password.
+        raise PydanticCustomError(OWN + "database_url", "{problem}", {"problem": problem})
+    return url
+
+
+DatabaseUrl = Annotated[EnvStr, AfterValidator(_database_url)]
 Tier = Annotated[str, OneOf(TIERS)]
 Regex = Annotated[str, AfterValidator(_compiles)]
 NonEmpty = Annotated[str, Field(min_length=1)]

@@ -20,18 +20,41 @@ _INTRO = """\
      `tiergate config docs > docs/configuration.md`; tests/gateway/config/test_reference.py fails when this
      file is stale. -->
 
-tiergate reads one YAML file (`tiergate serve --config FILE`, or `$TIERGATE_CONFIG`) once, at start-up;
-without one it runs the embedded default (SQLite in the working directory, OpenAI tiers when
-`OPENAI_API_KEY` is set). `tiergate config check FILE` validates a file, `tiergate config schema` prints its
+tiergate reads one YAML file once, at start-up: `--config FILE`, else `$TIERGATE_CONFIG`, else
+`./tiergate.yaml` when the working directory has one (`tiergate demo` writes its config there, unless the
+file is your own); without one it runs the embedded default (SQLite in the working directory, OpenAI tiers
+when `OPENAI_API_KEY` is set). Every command (`serve`, `tenants`, `keys`, `report`, ...) finds it the same way. `tiergate config check FILE` validates a file, `tiergate config schema` prints its
 JSON Schema (for editors).
 
 - Every field is optional unless marked *required*; a field written `null`, or with nothing after it, takes
   its default.
 - Types are strict: `2.7` is not an integer, `"yes"` is not a boolean, `"9464"` is not a port. An unknown
-  field is an error, never ignored (LiteLLM's own keys inside `model_list` entries excepted).
-- A string written `env:NAME` is read from the environment variable `NAME` (where the type says so: keys,
-  URLs), so secrets never sit in the file.
+  field is an error, never ignored (LiteLLM's own keys inside `model_list` entries and its settings sections
+  excepted, below).
+- A string written `env:NAME` (or LiteLLM's `os.environ/NAME`) is read from the environment variable `NAME`
+  (where the type says so: keys, URLs), so secrets never sit in the file; a variable that is not set is an
+  error naming it.
 - `<name>` in a path is a key you choose (a tenant id, a domain, a tier); `[]` is any item of a list.
+- The master key: `$TIERGATE_MASTER_KEY`, when set, overrides `master_key` (a deployment's environment wins
+  over the file baked into its image). Start-up logs which source is in force and the key's first few
+  characters, never the key; with neither, it warns that `/admin` answers 401 (virtual keys still work).
+- A LiteLLM proxy config starts as it is. `model_list` becomes deployments; of LiteLLM's settings sections
+  tiergate reads what it has an equivalent for, and a value written the tiergate way wins:
+
+  | LiteLLM | tiergate |
+  |---|---|
+  | `router_settings.num_retries` (else `litellm_settings.num_retries`) | `upstream.max_retries` |
+  | `router_settings.timeout` (else `litellm_settings.request_timeout`) | `timeout_s` of each `model_list` entry without its own `timeout` |
+  | `router_settings.retry_after` | `upstream.backoff_base_s` |
+  | `router_settings.cooldown_time` | `upstream.cooldown_s` |
+  | `router_settings.allowed_fails: N` | `upstream.cooldown_failures: N + 1` (LiteLLM counts failures per minute, tiergate in a row) |
+  | `router_settings.routing_strategy: simple-shuffle` | `upstream.load_balance: round_robin` |
+  | `general_settings.master_key` | `master_key` |
+
+  Every other key of `litellm_settings`, `router_settings`, `general_settings` and `environment_variables`
+  is ignored and named, all in one warning at start-up (and by `tiergate config check`): `fallbacks`,
+  `cache`, callbacks, ..., and `general_settings.database_url` (tiergate keeps its own tables: set the
+  top-level `database_url`).
 - Per-tenant overrides (`routing.tenants`, `cache.tenants`, `learning.shadow.tenants`) write some of the
   global fields; the others keep the global value.
 """

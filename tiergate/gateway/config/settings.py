@@ -10,7 +10,6 @@ sit in the file. Two shapes of deployment list are accepted: tiergate's own `tie
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import fields, replace
 from pathlib import Path
@@ -20,10 +19,12 @@ import yaml
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from tiergate.gateway.config import litellm
 from tiergate.gateway.config.cache import CacheSection, CacheSettings
 from tiergate.gateway.config.deployments import OPENAI_API_BASE, Deployment, DeploymentEntry, LiteLLMEntry
 from tiergate.gateway.config.errors import OWN, ConfigError, shown_value
 from tiergate.gateway.config.fieldtypes import (
+    DatabaseUrl,
     EnvStr,
     FileModel,
     OneOf,
@@ -34,10 +35,17 @@ from tiergate.gateway.config.fieldtypes import (
     validate,
 )
 from tiergate.gateway.config.learning import LearningSection, LearningSettings
+from tiergate.gateway.config.master_key import (
+    MASTER_KEY_ENV,
+    MASTER_KEY_FILE,
+    local_master_key,
+    master_key_in_force,
+)
 from tiergate.gateway.config.routing import RoutingSection, RoutingSettings
 from tiergate.policies.routing import EscalationPolicy
 
 __all__ = [
+    "CONFIG_FILE",
     "DEFAULT_OPENAI_TIERS",
     "LOG_FORMATS",
     "LOG_LEVELS",
@@ -53,7 +61,6 @@ __all__ = [
     "parse_settings",
 ]
 
-MASTER_KEY_FILE = "tiergate.master_key"
 # What the embedded default puts on each tier when OPENAI_API_KEY is set.
 DEFAULT_OPENAI_TIERS = {
     "student": "gpt-4o-mini",
@@ -64,6 +71,8 @@ DEFAULT_OPENAI_TIERS = {
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
 _ESCALATION = EscalationPolicy()
+# The config a command finds in its working directory when neither --config nor $TIERGATE_CONFIG names one.
+CONFIG_FILE = "tiergate.yaml"
 
 Seconds = Annotated[float, Field(ge=0.0)]
 
@@ -143,9 +152,11 @@ class GatewayOptions:
     """The top-level fields the file and `Settings` share."""
 
     master_key: EnvStr | None = Field(
-        default=None, repr=False, description="the admin key (write `env:NAME`)"
+        default=None,
+        repr=False,
+        description="the admin key (write `env:NAME`); $TIERGATE_MASTER_KEY, when set, overrides it",
     )
-    database_url: EnvStr = Field(
+    database_url: DatabaseUrl = Field(
         default="sqlite:///./tiergate.db",
         description="tenants, keys, ledger, traces: sqlite:///FILE or postgresql://...",
     )
@@ -205,6 +216,21 @@ class ConfigFile(GatewayOptions):
         description="deployments on no tier (embedding models, specialised models): addressed by name only",
     )
     model_list: tuple[LiteLLMEntry, ...] = Field(default=(), description="deployments in LiteLLM's format")
+    # LiteLLM's sections, read by `litellm.translate` before validation; kept here so that they validate.
+    litellm_settings: Mapping[str, Any] = Field(
+        default_factory=dict, description="LiteLLM's: num_retries and request_timeout are read (see above)"
+    )
+    router_settings: Mapping[str, Any] = Field(
+        default_factory=dict,
+        description="LiteLLM's: num_retries, timeout, retry_after, cooldown_time, allowed_fails and "
+        "routing_strategy: simple-shuffle are read (see above)",
+    )
+    general_settings: Mapping[str, Any] = Field(
+        default_factory=dict, description="LiteLLM's: master_key is read (see above)"
+    )
+    environment_variables: Mapping[str, Any] = Field(
+        default_factory=dict, description="LiteLLM's: not read (set the variables in the environment)"
+    )
     escalation: EscalationSection = EscalationSection()
     routing: RoutingSection = RoutingSection()
     cache: CacheSection = CacheSection()
@@ -257,8 +283,11 @@ class Settings(GatewayOptions):
     cache: CacheSettings = Field(default_factory=lambda: CacheSection().settings())
     learning: LearningSettings = Field(default_factory=lambda: LearningSection().settings())
     source: str = "embedded default"
+    master_key_source: str = ""  # where master_key came from, for the start-up line (empty: no master key)
     # Problems worth telling the operator at startup that do not stop the gateway.
     notices: tuple[str, ...] = ()
+    # Files made while loading (a new master key): every command that loads settings says so.
+    created: tuple[str, ...] = ()
 
     def deployment(self, deployment_id: str) -> Deployment:
         for d in self.deployments:
@@ -270,13 +299,30 @@ class Settings(GatewayOptions):
 def parse_settings(doc: Any, *, env: Mapping[str, str] | None = None, source: str = "<config>") -> Settings:
     """Settings from a parsed YAML document; raises ConfigError naming the first bad field."""
     env = os.environ if env is None else env
-    return validate(ConfigFile, {} if doc is None else doc, env=env).settings(source)
+    field, ignored = "master_key", list[str]()
+    if litellm.is_litellm(doc):
+        if "master_key" not in doc and "master_key" in (doc.get("general_settings") or {}):
+            field = "general_settings.master_key"
+        doc, ignored = litellm.translate(doc)
+    try:
+        settings = validate(ConfigFile, {} if doc is None else doc, env=env).settings(source)
+    except ConfigError as exc:
+        if exc.where != "master_key" or field == "master_key":
+            raise
+        raise ConfigError(f"{field}{str(exc)[len('master_key') :]}", field) from None
+    spelled = doc.get("master_key") if isinstance(doc, dict) else None
+    key, origin = master_key_in_force(settings.master_key, spelled, source, env, field)
+    notices = (*settings.notices, *([litellm.ignored_notice(ignored)] if ignored else []))
+    return replace(settings, master_key=key, master_key_source=origin, notices=notices)
 
 
 def load_settings(path: str | os.PathLike[str] | None, *, env: Mapping[str, str] | None = None) -> Settings:
-    """Settings from `path`, or from $TIERGATE_CONFIG, or the embedded default when neither is given."""
+    """Settings from `path`, else $TIERGATE_CONFIG, else ./tiergate.yaml when the working directory has one
+    (what `tiergate demo` writes), else the embedded default."""
     env = os.environ if env is None else env
     path = path or env.get("TIERGATE_CONFIG") or None
+    if path is None and Path(CONFIG_FILE).is_file():
+        path = f"./{CONFIG_FILE}"
     if path is None:
         return embedded_default(env)
     file = Path(path)
@@ -295,14 +341,17 @@ def load_settings(path: str | os.PathLike[str] | None, *, env: Mapping[str, str]
 def embedded_default(env: Mapping[str, str]) -> Settings:
     """No config file: SQLite in the working directory, OpenAI tiers when OPENAI_API_KEY is set."""
     notices: list[str] = []
-    master_key = env.get("TIERGATE_MASTER_KEY")
-    if not master_key:
-        master_key, created = _local_master_key(Path(MASTER_KEY_FILE))
-        verb = "created" if created else "read"
-        notices.append(
-            f"master key {verb} in ./{MASTER_KEY_FILE} (set TIERGATE_MASTER_KEY to choose your own)"
-        )
-    doc: dict[str, Any] = {"master_key": master_key}
+    made: list[str] = []
+    doc: dict[str, Any] = {}
+    origin = None
+    if not env.get(MASTER_KEY_ENV):
+        doc["master_key"], created = local_master_key(Path(MASTER_KEY_FILE))
+        origin = f"./{MASTER_KEY_FILE}" + (", created now" if created else "")
+        if created:
+            made.append(
+                f"created a new master key in ./{MASTER_KEY_FILE} (no config file found; set {MASTER_KEY_ENV} "
+                "to choose your own)"
+            )
     if env.get("OPENAI_API_KEY"):
         doc["tiers"] = {
             tier: [
@@ -320,20 +369,9 @@ def embedded_default(env: Mapping[str, str]) -> Settings:
             "or pass --config FILE with your own tiers; `tiergate demo` runs with local stand-in models"
         )
     settings = parse_settings(doc, env=env, source="embedded default")
-    return replace(settings, notices=(*settings.notices, *notices))
-
-
-def _local_master_key(path: Path) -> tuple[str, bool]:
-    """The embedded default's master key: kept in a file only its owner can read, made on first run."""
-    try:
-        return path.read_text(encoding="utf-8").strip(), False
-    except FileNotFoundError:
-        pass
-    key = "sk-tg-master-" + secrets.token_urlsafe(24)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another worker made it first
-        return path.read_text(encoding="utf-8").strip(), False
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(key + "\n")
-    return key, True
+    return replace(
+        settings,
+        master_key_source=origin or settings.master_key_source,
+        notices=(*settings.notices, *notices),
+        created=tuple(made),
+    )

@@ -7,6 +7,7 @@ chosen here: aiosqlite for SQLite and asyncpg for PostgreSQL.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -15,6 +16,7 @@ from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tiergate.gateway.config.errors import ConfigError
+from tiergate.gateway.config.fieldtypes import database_url_problem
 from tiergate.gateway.errors import ServiceUnavailable
 
 # aiosqlite logs every statement with its parameters at DEBUG: row values (trace content) must not reach logs.
@@ -34,20 +36,30 @@ _ASYNCPG_UNREACHABLE = ("PostgresConnectionError", "InterfaceError", "CannotConn
 
 def async_url(url: str) -> str:
     """The SQLAlchemy URL with an async driver for a user's database URL."""
+    problem = database_url_problem(url)
+    if problem is not None:
+        raise ConfigError(f"database_url: {problem}", "database_url")
     scheme, _, rest = url.partition("://")
-    if not rest:
-        raise ConfigError(
-            f"database_url {redact_url(url)!r} is not a URL (sqlite:///FILE or postgresql://...)"
-        )
     base = scheme.split("+", 1)[0].lower()
     if base == "sqlite":
         return "sqlite+aiosqlite://" + rest
-    if base in ("postgresql", "postgres"):
-        parts = urlsplit("postgresql+asyncpg://" + rest)
-        # libpq's sslmode is spelled ssl for asyncpg.
-        query = [("ssl" if k == "sslmode" else k, v) for k, v in parse_qsl(parts.query)]
-        return urlunsplit(parts._replace(query=urlencode(query)))
-    raise ConfigError(f"database_url scheme {scheme!r} is not supported: use sqlite:/// or postgresql://")
+    # PostgreSQL: database_url_problem accepts no other scheme.
+    parts = urlsplit("postgresql+asyncpg://" + rest)
+    # libpq's sslmode is spelled ssl for asyncpg.
+    query = [("ssl" if k == "sslmode" else k, v) for k, v in parse_qsl(parts.query)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def check_database_url(url: str) -> None:
+    """Raise ConfigError if `url` cannot work whatever the database's state: a scheme without a driver, an
+    in-memory SQLite database, a SQLite file in a directory that does not exist."""
+    async_url(url)
+    if is_sqlite(url):
+        directory = os.path.dirname(sqlite_path(url)) or "."
+        if not os.path.isdir(directory):
+            raise ConfigError(
+                f"database_url: the directory {directory} of the SQLite file does not exist", "database_url"
+            )
 
 
 def is_sqlite(url: str) -> bool:
@@ -109,8 +121,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def open_engine(url: str) -> AsyncEngine:
     # Parameters are row values (trace content, prompts): never in SQLAlchemy's logs or error messages.
+    check_database_url(url)
     if is_sqlite(url):
-        sqlite_path(url)
         engine = create_async_engine(async_url(url), hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
