@@ -47,7 +47,7 @@ class MemoryBackend:
 
     def __init__(self, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._entries: OrderedDict[bytes, bytes] = OrderedDict()
-        self._max_bytes = max_bytes
+        self.max_bytes = max_bytes
         self._clock = clock
         self._held = 0  # the entries' objects; the table is counted when `size` is read
         self.evictions = 0  # entries removed to make room (not expired ones)
@@ -71,13 +71,13 @@ class MemoryBackend:
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         digest = _digest(key)
         stored = _EXPIRY.pack(self._clock() + ttl_s) + value
-        if _entry_bytes(digest, stored) > self._max_bytes:
+        if _entry_bytes(digest, stored) > self.max_bytes:
             return
         if digest in self._entries:
             self._remove(digest)
         self._entries[digest] = stored
         self._held += _entry_bytes(digest, stored)
-        while self.size > self._max_bytes and self._entries:
+        while self.size > self.max_bytes and self._entries:
             self._remove(next(iter(self._entries)))
             self.evictions += 1
 
