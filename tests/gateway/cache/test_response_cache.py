@@ -274,17 +274,20 @@ async def test_incomplete_answers_are_not_stored() -> None:
 
 async def test_memory_backend_is_an_lru_bounded_in_bytes_with_ttl() -> None:
     now = [0.0]
-    backend = MemoryBackend(max_bytes=100, clock=lambda: now[0])
-    await backend.set("a", b"x" * 40, 10)
-    await backend.set("b", b"y" * 40, 10)
-    assert await backend.get("a") == b"x" * 40  # a is now the most recently used
-    await backend.set("c", b"z" * 40, 10)  # over 100 bytes: the least recently used (b) goes
+    # An entry holds the key's 32-byte digest (65 bytes as an object, 80 allocated) and the value behind its
+    # 8-byte expiry (4041, 4048 allocated); the table adds a few hundred bytes: two entries fit, three do not.
+    one = 80 + 4048
+    backend = MemoryBackend(max_bytes=10_000, clock=lambda: now[0])
+    await backend.set("a", b"x" * 4000, 10)
+    await backend.set("b", b"y" * 4000, 10)
+    assert await backend.get("a") == b"x" * 4000  # a is now the most recently used
+    await backend.set("c", b"z" * 4000, 10)  # over the bound: the least recently used (b) goes
     assert await backend.get("b") is None and await backend.get("a") and await backend.get("c")
-    assert backend.size == 80 and len(backend) == 2
-    await backend.set("huge", b"h" * 101, 10)
-    assert await backend.get("huge") is None
+    assert len(backend) == 2 and backend.evictions == 1 and 2 * one < backend.size <= 10_000
+    await backend.set("huge", b"h" * 10_000, 10)
+    assert await backend.get("huge") is None and len(backend) == 2
     now[0] = 10.0
-    assert await backend.get("a") is None and backend.size == 40
+    assert await backend.get("a") is None and one < backend.size < 2 * one and backend.evictions == 1
 
 
 class SlowBackend(MemoryBackend):

@@ -9,7 +9,10 @@ tenant wall is visible in Redis and a tenant's entries can be purged by pattern.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import struct
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -32,45 +35,78 @@ class CacheBackend(Protocol):
 
 
 class MemoryBackend:
-    """LRU over entries, evicting the least recently used until the values fit in `max_bytes`."""
+    """LRU over entries, evicting the least recently used until the memory they hold fits in `max_bytes`.
+
+    `size` is memory, not payload: counting only `len(value)` let each entry cost ~4x its count for a
+    typical answer (the key string, a tuple and a float per entry, the table), so the bound bounded nothing
+    (issue 13). Each entry is two bytes objects: the key's SHA-256 digest and the expiry packed in front
+    of the value. Both are counted as allocated (`sys.getsizeof` rounded up to the allocator's 16-byte
+    blocks), and the table itself with `sys.getsizeof` of the OrderedDict, which includes its hash table and
+    its linked-list nodes; so `size <= max_bytes` bounds what the cache holds.
+    """
 
     def __init__(self, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
-        self._max_bytes = max_bytes
+        self._entries: OrderedDict[bytes, bytes] = OrderedDict()
+        self.max_bytes = max_bytes
         self._clock = clock
-        self.size = 0
+        self._held = 0  # the entries' objects; the table is counted when `size` is read
+        self.evictions = 0  # entries removed to make room (not expired ones)
+
+    @property
+    def size(self) -> int:
+        """Bytes held: every entry's key and value objects and the table holding them."""
+        return self._held + sys.getsizeof(self._entries)
 
     async def get(self, key: str) -> bytes | None:
-        item = self._entries.get(key)
-        if item is None:
+        digest = _digest(key)
+        stored = self._entries.get(digest)
+        if stored is None:
             return None
-        expires, value = item
-        if self._clock() >= expires:
-            self._remove(key)
+        if self._clock() >= _EXPIRY.unpack_from(stored)[0]:
+            self._remove(digest)
             return None
-        self._entries.move_to_end(key)
-        return value
+        self._entries.move_to_end(digest)
+        return stored[_EXPIRY.size :]
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        if len(value) > self._max_bytes:
+        digest = _digest(key)
+        stored = _EXPIRY.pack(self._clock() + ttl_s) + value
+        if _entry_bytes(digest, stored) > self.max_bytes:
             return
-        if key in self._entries:
-            self._remove(key)
-        self._entries[key] = (self._clock() + ttl_s, value)
-        self.size += len(value)
-        while self.size > self._max_bytes:
+        if digest in self._entries:
+            self._remove(digest)
+        self._entries[digest] = stored
+        self._held += _entry_bytes(digest, stored)
+        while self.size > self.max_bytes and self._entries:
             self._remove(next(iter(self._entries)))
+            self.evictions += 1
 
-    def _remove(self, key: str) -> None:
-        _, value = self._entries.pop(key)
-        self.size -= len(value)
+    def _remove(self, digest: bytes) -> None:
+        self._held -= _entry_bytes(digest, self._entries.pop(digest))
 
     def __len__(self) -> int:
         return len(self._entries)
 
     async def aclose(self) -> None:
         self._entries.clear()
-        self.size = 0
+        self._held = 0
+
+
+_EXPIRY = struct.Struct("<d")  # monotonic seconds, in front of the value: no tuple or float per entry
+
+
+def _digest(key: str) -> bytes:
+    """32 bytes instead of the key string (~130 with its partition prefix); collisions are out of reach."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+def _allocated(obj: bytes) -> int:
+    # pymalloc hands out 16-byte-aligned blocks, so an object occupies its size rounded up to 16.
+    return (sys.getsizeof(obj) + 15) & ~15
+
+
+def _entry_bytes(digest: bytes, stored: bytes) -> int:
+    return _allocated(digest) + _allocated(stored)
 
 
 class RedisBackend:

@@ -137,7 +137,8 @@ class CacheOverride(FileModel):
 
 class ExactSection(ExactFields):
     max_bytes: Annotated[int, Field(ge=1024)] = Field(
-        default=64 * 1024 * 1024, description="the store's size"
+        default=64 * 1024 * 1024,
+        description="memory the in-process store may hold: answers, keys and its table (Redis: unused)",
     )
 
 
