@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -42,13 +43,19 @@ def _print_report(metrics: dict[str, object], events: list[dict[str, object]]) -
     print(f"requests            {m['requests']}")
     print(f"all-teacher cost    ${m['teacher_cost']:.4f}")
     print(f"serving cost        ${m['serving_cost']:.4f}")
-    print(f"evaluation cost     ${m['evaluation_cost']:.4f}")
+    kinds, tiers = m["evaluation_by_kind"], m["evaluation_by_tier"]
+    assert isinstance(kinds, dict) and isinstance(tiers, dict)
+    print(f"evaluation cost     ${m['evaluation_cost']:.4f}", end="")
+    print(f" (shadow ${kinds['shadow']:.4f}, judge ${kinds['judge']:.4f}; ", end="")
+    print(", ".join(f"{t} ${c:.4f}" for t, c in tiers.items()) + ")")
     print(f"total cost          ${m['total_cost']:.4f}  ({m['cost_saved_fraction']:.1%} saved)")
     print(f"quality             {m['quality']:.4f} vs teacher {m['teacher_quality']:.4f}", end="")
     print(f" ({m['quality_ratio']:.1%})")
     print(f"second half         {m['steady_saved_fraction']:.1%} saved", end="")
     print(f" at {m['steady_quality_ratio']:.1%} quality")
     print(f"promotions          {m['promotions']} ({m['false_promotions']} false)")
+    if m["first_promotion"] is not None:
+        print(f"first promotion   after {m['first_promotion']} requests")
     for e in events:
         flag = "  FALSE" if e["false"] else ""
         print(
@@ -74,7 +81,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     cap_ok = args.evaluation_budget is None or args.evaluation_budget >= 0
     if not (
         0 < args.budget < 1
-        and 0 <= args.explore <= 1
+        and (args.explore is None or 0 <= args.explore <= 1)
         and 0 <= args.monitor <= 1
         and args.interval > 0
         and cap_ok
@@ -90,7 +97,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         shuffle=args.shuffle,
         interval=args.interval,
         explore=args.explore,
-        monitor=args.monitor,
+        exploration=dataclasses.replace(DEFAULTS.exploration, monitor=args.monitor),
         clusters=args.clusters,
         evaluation_budget=args.evaluation_budget,
         promotion=PromotionConfig(quality_budget=args.budget),
@@ -130,9 +137,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--shuffle", action="store_true", help="replay in a seeded random order, not the file's")
     p.add_argument("--interval", type=int, default=DEFAULTS.interval, help="requests between promotion runs")
-    p.add_argument("--explore", type=float, default=DEFAULTS.explore, help="shadow share while learning")
     p.add_argument(
-        "--monitor", type=float, default=DEFAULTS.monitor, help="shadow share of settled and promoted traffic"
+        "--explore",
+        type=float,
+        help="a fixed shadow share of unpromoted traffic (default: value of information decides)",
+    )
+    p.add_argument(
+        "--monitor", type=float, default=DEFAULTS.exploration.monitor, help="shadow share of promoted traffic"
     )
     p.add_argument(
         "--budget", type=float, default=0.05, help="allowed quality loss versus the teacher (0.05 = 5%%)"
@@ -140,7 +151,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--evaluation-budget",
         type=float,
-        help="cap shadow and judge spend at this share of the serving spend so far (default: no cap)",
+        default=DEFAULTS.evaluation_budget,
+        help="cap shadow and judge spend at this share of the serving spend so far (default: %(default)s)",
     )
     p.add_argument(
         "--clusters", type=int, help="number of domains to discover (default: grows with the traffic)"

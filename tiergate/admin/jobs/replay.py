@@ -5,9 +5,11 @@ teacher). For each request, in order:
 
 1. its domain is inferred from the prompt's embedding (nearest centroid above the floor, else `general`) or
    taken from the file's `domain` field, and the route table gives its tier;
-2. a shadow evaluation may run: on an unpromoted domain the next cheaper tier is shadowed at the exploration
-   share (`sampling_fraction`); on a promoted domain a monitoring share is served by the tier above and the
-   serving tier is shadowed, so promoted traffic keeps producing fresh verdicts;
+2. a shadow evaluation may run: on an unpromoted domain the next cheaper tier is shadowed at the share the
+   last promotion run computed (`policies.exploration.sampling`, value of information; none before the
+   first run); on a promoted domain a monitoring share is served by the tier above and the serving tier is
+   shadowed, so promoted traffic keeps producing fresh verdicts. An evaluation is made only if its shadow
+   and judge calls fit within `evaluation_budget` (default 5%) of the serving spend so far;
 3. the verdict is derived from the recorded scores (better / as good / worse); equal scores are an agreement
    found by the cheap check and cost nothing more, any other pair costs a judge call at the top tier's
    recorded cost. A small share of agreements is judged anyway (also at the judge's cost) so the incumbent's
@@ -32,6 +34,7 @@ import numpy as np
 from tiergate.admin.jobs.outcomes import Record
 from tiergate.admin.jobs.replay_config import ReplayConfig
 from tiergate.policies import domains as dom
+from tiergate.policies.exploration import Share, sampling
 from tiergate.policies.promotion import (
     DomainEvidence,
     PromotionDecision,
@@ -40,7 +43,6 @@ from tiergate.policies.promotion import (
     estimate_quality,
     fill_costs,
     plan,
-    sampling_fraction,
 )
 
 Progress = Callable[[int, int], None]
@@ -110,11 +112,14 @@ class _Replay:
         )
         self.domain_set = dom.DomainSet((), config.floor)
         self.routes: dict[str, int] = {}
-        self.samples: dict[tuple[str, int], int] = {}
         self.domain_of = (
             np.array([dom.GENERAL] * n, dtype=object) if self.given is None else np.array(self.given)
         )
         self.calibrations = 0
+        self.shares: dict[str, Share] = {}
+        self.evaluation_by_tier: dict[str, float] = {}
+        self.evaluation_by_kind = {"shadow": 0.0, "judge": 0.0}
+        self.judged_baseline = 0.0  # the baseline's cost on the requests the judge was paid for
         self.spent_serving = 0.0
         self.spent_evaluation = 0.0
         self.events: list[PromotionEvent] = []
@@ -127,33 +132,31 @@ class _Replay:
         domain = str(self.domain_of[i])
         tier = self.routes.get(domain, self.start)
         served, shadow = tier, -1
-        # Shadow and judge calls are budgeted: none while evaluation has spent its share of serving so far.
-        affordable = (
-            c.evaluation_budget is None or self.spent_evaluation <= c.evaluation_budget * self.spent_serving
-        )
-        if (
-            affordable
-            and tier < self.start
-            and self.rng.random()
-            < sampling_fraction(0, True, explore=c.explore, monitor=c.monitor, enough=c.enough)
-        ):
-            served, shadow = (
-                tier + 1,
-                tier,
-            )  # monitoring: the incumbent answers, the promoted tier is shadowed
-        elif affordable and tier > 0:
-            n = self.samples.get((domain, tier - 1), 0)
-            if self.rng.random() < sampling_fraction(
-                n, False, explore=c.explore, monitor=c.monitor, enough=c.enough
-            ):
+        share = self.shares.get(domain)
+        if tier < self.start:
+            # Monitoring: the incumbent answers, the promoted tier is shadowed.
+            if self.rng.random() < (share.share if share is not None else c.exploration.monitor):
+                served, shadow = tier + 1, tier
+        elif tier > 0:
+            fraction = c.explore if c.explore is not None else (share.share if share is not None else 0.0)
+            if self.rng.random() < fraction:
                 shadow = tier - 1
+        # The hard cap: an evaluation is made only if it fits, judge included, within the cap's share of the
+        # serving spend so far.
+        if (
+            shadow >= 0
+            and c.evaluation_budget is not None
+            and self.spent_evaluation + self.price[i, shadow] + self.price[i, self.top]
+            > c.evaluation_budget * (self.spent_serving + self.price[i, served])
+        ):
+            served, shadow = tier, -1
         t = self.traces
         t.served[i] = served
         t.cost[served][i] = self.price[i, served]
         evaluation = 0.0
         if shadow >= 0:
             t.cost[shadow][i] = self.price[i, shadow]
-            evaluation += self.price[i, shadow]
+            evaluation += self._book(shadow, "shadow", self.price[i, shadow])
             t.step[i] = shadow
             diff = self.score[i, served] - self.score[i, shadow]
             t.verdict[i] = int(np.sign(diff))
@@ -162,12 +165,19 @@ class _Replay:
                 judge = bool(self.rng.random() < c.calibrate)
                 self.calibrations += judge
             if judge:
-                evaluation += self.price[i, self.top]
+                evaluation += self._book(self.top, "judge", self.price[i, self.top])
+                self.judged_baseline += self.price[i, self.start]
                 if served == self.start:
                     t.calibrated[i] = self.score[i, served]
         self.spent_serving += float(self.price[i, served])
         self.spent_evaluation += evaluation
         return served, float(self.price[i, served]), evaluation
+
+    def _book(self, tier: int, kind: str, cost: float) -> float:
+        by_tier = self.evaluation_by_tier
+        by_tier[self.tiers[tier]] = by_tier.get(self.tiers[tier], 0.0) + float(cost)
+        self.evaluation_by_kind[kind] += float(cost)
+        return float(cost)
 
     # -- learning ------------------------------------------------------------------------------------
     def rediscover(self, seen: int) -> None:
@@ -203,7 +213,6 @@ class _Replay:
                     better=int((v < 0).sum()), same=int((v == 0).sum()), worse=int((v > 0).sum())
                 )
                 verdicts[(self.tiers[k], self.tiers[k + 1])] = counts
-                self.samples[(domain, k)] = counts.n
             out.append(
                 DomainEvidence(
                     domain=domain,
@@ -237,6 +246,22 @@ class _Replay:
         result = plan(evidence, self.ladder, self.quality(seen), self.config.promotion)
         index = {name: k for k, name in enumerate(self.tiers)}
         self.routes = {d: index[tier] for d, tier in result.routes.items()}
+        judged = self.evaluation_by_kind["judge"]
+        self.shares = sampling(
+            evidence,
+            result,
+            self.ladder,
+            self.config.promotion,
+            judge_cost=judged / self.judged_baseline if self.judged_baseline > 0 else 1.0,
+            next_run=self.config.interval / seen,
+            quality_budget=self.config.promotion.quality_budget,
+            unpriced=[
+                self.tiers[k]
+                for k in range(len(self.ladder))
+                if not np.isfinite(self.traces.cost[k][:seen]).any()
+            ],
+            config=self.config.exploration,
+        )
         if result.decisions:
             self.changelogs.append(f"after {seen} requests: " + changelog(result))
         for decision in result.decisions:
@@ -288,9 +313,15 @@ def replay(
     teacher_cost = run.price[:, run.start]
     teacher_quality = run.score[:, run.start]
     return ReplayResult(
-        metrics=_metrics(
-            serving, evaluation, quality, teacher_cost, teacher_quality, run.events, len(run.changelogs)
-        ),
+        metrics={
+            **_metrics(
+                serving, evaluation, quality, teacher_cost, teacher_quality, run.events, len(run.changelogs)
+            ),
+            "evaluation_by_tier": dict(sorted(run.evaluation_by_tier.items())),
+            "evaluation_by_kind": dict(run.evaluation_by_kind),
+            # Requests served before the run that made the first promotion (None: nothing was promoted).
+            "first_promotion": run.events[0].request if run.events else None,
+        },
         cumulative_cost=np.cumsum(serving + evaluation),
         cumulative_teacher_cost=np.cumsum(teacher_cost),
         cumulative_quality=np.cumsum(quality) / np.arange(1, n + 1),

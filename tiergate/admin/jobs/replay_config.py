@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tiergate.policies.promotion import ENOUGH, EXPLORE, MONITOR, PromotionConfig
+from tiergate.policies.exploration import ExplorationConfig
+from tiergate.policies.promotion import PromotionConfig
+
+EVALUATION_SHARE = 0.05  # default cap: evaluation spend at most this share of the serving spend so far
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,12 +15,11 @@ class ReplayConfig:
     seed: int = 0
     shuffle: bool = False  # replay in a seeded random order instead of the file's
     interval: int = 500  # requests between promotion runs
-    explore: float = EXPLORE  # shadow share of an unpromoted domain's requests while its evidence is short
-    monitor: float = MONITOR  # shadow share once it has `enough`, and of promoted traffic
-    enough: int = ENOUGH  # verdicts per (domain, candidate) before exploration slows to the monitoring share
+    explore: float | None = None  # a fixed shadow share of unpromoted traffic instead of value of information
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
     calibrate: float = 0.1  # share of evaluated agreements judged anyway, to estimate the incumbent's quality
     calibration_target: int = 300  # stop calibrating once this many agreements are judged
-    evaluation_budget: float | None = None  # cap: evaluation spend at most this share of serving spend so far
+    evaluation_budget: float | None = EVALUATION_SHARE  # cap on evaluation spend; None: no cap
     clusters: int | None = None  # domains to discover (default: grows with the traces seen)
     floor: float = 0.25  # similarity below which a query is `general`
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
