@@ -267,7 +267,10 @@ def test_the_config_map_is_a_valid_tiergate_config_with_every_env_reference_prov
     docs = request.getfixturevalue(variant)
     deployment = one(docs, "Deployment")
     (container,) = pod_spec(deployment)["containers"]
-    env = {e["name"]: "from-kubernetes" for e in container["env"]}
+    # Values of the kind Kubernetes would supply: the URLs are checked as URLs at load time.
+    urls = {"DATABASE_URL": "postgresql://tiergate@db:5432/tiergate", "REDIS_URL": "redis://redis:6379/0",
+            "CHROMA_URL": "http://chroma:8000"}  # fmt: skip
+    env = {e["name"]: urls.get(e["name"], "from-kubernetes") for e in container["env"]}
     for config_map in of(docs, "ConfigMap"):
         settings = parse_settings(yaml.safe_load(config_map["data"]["tiergate.yaml"]), env=env)
         assert settings.metrics_port == DEFAULTS["metrics"]["port"] and settings.metrics_host == "0.0.0.0"
