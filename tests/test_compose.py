@@ -5,15 +5,13 @@ it embeds, read by tiergate's own loader."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.support import ROOT
+from tests.support import ROOT, check_builtin_schema
 from tiergate import load_settings
 from tiergate.admin.cli import build_parser
 
@@ -24,16 +22,6 @@ HELM_VALUES = ROOT / "helm" / "tiergate" / "values.yaml"
 def _compose() -> dict[str, Any]:
     doc: dict[str, Any] = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
     return doc
-
-
-def _schema_check(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def _interpolate(value: str, env: dict[str, str]) -> str:
@@ -51,7 +39,7 @@ def _interpolate(value: str, env: dict[str, str]) -> str:
 
 
 def test_the_file_matches_the_compose_specification() -> None:
-    proc = _schema_check(COMPOSE)
+    proc = check_builtin_schema("vendor.compose-spec", COMPOSE)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -69,7 +57,7 @@ def test_the_schema_check_refuses_a_broken_copy(tmp_path: Path, old: str, new: s
     assert old in text
     broken = tmp_path / "docker-compose.yml"
     broken.write_text(text.replace(old, new, 1), encoding="utf-8")
-    proc = _schema_check(broken)
+    proc = check_builtin_schema("vendor.compose-spec", broken)
     assert proc.returncode == 1, proc.stdout + proc.stderr
 
 

@@ -4,27 +4,14 @@ and exit status 1."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, free_port
+from tests.support import free_port, run_tiergate
 
 GOOD = "master_key: m\ntiers:\n  student:\n    - model: small\n      api_base: http://up/v1\n"
-
-
-def tiergate(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tiergate", *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-    )
 
 
 def refused(done: subprocess.CompletedProcess[str], status: int = 2) -> str:
@@ -62,7 +49,7 @@ def test_a_config_it_cannot_use_is_one_line_and_exit_2(tmp_path: Path, case: str
     if text is not None:
         path.write_text(text)
     extra = ["--port", str(free_port())] if command == ["serve"] else []
-    line = refused(tiergate(*command, "--config", str(path), *extra, cwd=tmp_path))
+    line = refused(run_tiergate(*command, "--config", str(path), *extra, cwd=tmp_path))
     assert line.startswith("tiergate: configuration error: ") and message.format(dir=tmp_path) in line
     assert "secret" not in line
     assert not (tmp_path / "tiergate.db").exists()
@@ -70,7 +57,7 @@ def test_a_config_it_cannot_use_is_one_line_and_exit_2(tmp_path: Path, case: str
 
 def test_an_unreachable_database_is_one_line_and_exit_1(tmp_path: Path) -> None:
     (tmp_path / "pg.yaml").write_text(f"database_url: postgresql://u:secret@127.0.0.1:{free_port()}/db\n")
-    line = refused(tiergate("tenants", "list", "--config", "pg.yaml", cwd=tmp_path), status=1)
+    line = refused(run_tiergate("tenants", "list", "--config", "pg.yaml", cwd=tmp_path), status=1)
     assert line.startswith("tiergate: cannot reach the database postgresql://u:***@127.0.0.1:")
 
 
@@ -79,7 +66,7 @@ def test_an_unreachable_database_is_one_line_and_exit_1(tmp_path: Path) -> None:
 def test_a_port_outside_1_to_65535_is_a_usage_error(tmp_path: Path, command: str, port: str) -> None:
     (tmp_path / "good.yaml").write_text(GOOD)
     config = ["--config", "good.yaml"] if command == "serve" else []
-    line = refused(tiergate(command, *config, f"--port={port}", cwd=tmp_path))
+    line = refused(run_tiergate(command, *config, f"--port={port}", cwd=tmp_path))
     assert (
         line
         == f"tiergate {command}: error: argument --port: {port!r} is not a port: give a number from 1 to 65535"
@@ -91,8 +78,8 @@ def test_a_bad_serve_default_from_the_environment_is_a_usage_error(
     tmp_path: Path, variable: str, value: str
 ) -> None:
     (tmp_path / "good.yaml").write_text(GOOD)
-    line = refused(tiergate("serve", "--config", "good.yaml", cwd=tmp_path, env={variable: value}))
+    line = refused(run_tiergate("serve", "--config", "good.yaml", cwd=tmp_path, env={variable: value}))
     assert f"{value!r} is not" in line
     # Other commands do not read it and are not disturbed by it.
-    listed = tiergate("tenants", "list", "--config", "good.yaml", cwd=tmp_path, env={variable: value})
+    listed = run_tiergate("tenants", "list", "--config", "good.yaml", cwd=tmp_path, env={variable: value})
     assert listed.returncode == 0, listed.stderr

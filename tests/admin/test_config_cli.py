@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, run_tiergate
 from tiergate.admin.cli import main
 from tiergate.gateway.config.reference import markdown
 
 ROOT = Path(__file__).parents[2]
-
-
-def _tiergate(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tiergate", *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
 
 
 @pytest.mark.parametrize(
@@ -44,7 +30,7 @@ def test_serve_with_a_bad_config_exits_2_with_one_line_naming_the_field(
 ) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(text)
-    done = _tiergate("serve", "--config", str(bad), "--port", str(free_port()), cwd=tmp_path)
+    done = run_tiergate("serve", "--config", str(bad), "--port", str(free_port()), cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [f"tiergate: configuration error: {line}"]
     assert done.stdout == ""
