@@ -28,6 +28,7 @@ from tiergate.gateway.components import ControlPlane, Gateway, open_gateway
 from tiergate.gateway.config.master_key import master_key_line
 from tiergate.gateway.config.settings import Settings
 from tiergate.gateway.db.engine import database_unavailable, database_unreachable
+from tiergate.gateway.doors.completions import CompletionsDoor
 from tiergate.gateway.doors.door import Door, through
 from tiergate.gateway.errors import (
     GatewayError,
@@ -203,6 +204,13 @@ async def chat_completions(request: Request) -> Response | RelayResponse:
     return await _call(request, "chat")
 
 
+_COMPLETIONS = CompletionsDoor()
+
+
+async def completions(request: Request) -> Response | RelayResponse:
+    return await _call(request, "chat", _COMPLETIONS)
+
+
 async def embeddings(request: Request) -> Response | RelayResponse:
     return await _call(request, "embeddings")
 
@@ -296,6 +304,7 @@ def data_plane_routes() -> list[Route]:
     for prefix in ("/v1", ""):
         out += [
             Route(f"{prefix}/chat/completions", chat_completions, methods=["POST"]),
+            Route(f"{prefix}/completions", completions, methods=["POST"]),
             Route(f"{prefix}/embeddings", embeddings, methods=["POST"]),
             Route(f"{prefix}/models", models, methods=["GET"]),
             Route(f"{prefix}/models/{{model_id:path}}", models, methods=["GET"]),
