@@ -54,7 +54,9 @@ def test_what_a_chat_model_cannot_do_is_refused_naming_the_field(fields: dict[st
 
 def test_a_chat_completion_becomes_a_text_completion() -> None:
     chat = completion("small-a", "hello")
-    chat["choices"].append({"index": 1, "message": {"role": "assistant", "content": None}, "finish_reason": "length"})
+    chat["choices"].append(
+        {"index": 1, "message": {"role": "assistant", "content": None}, "finish_reason": "length"}
+    )
     assert text_completion(chat) == {
         "id": "cmpl-1", "object": "text_completion", "created": 1, "model": "small-a",
         "choices": [{"text": "hello", "index": 0, "logprobs": None, "finish_reason": "stop"},
@@ -64,7 +66,14 @@ def test_a_chat_completion_becomes_a_text_completion() -> None:
 
 
 def _chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    return {"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 2, "model": "m", "choices": choices, **extra}
+    return {
+        "id": "chatcmpl-9",
+        "object": "chat.completion.chunk",
+        "created": 2,
+        "model": "m",
+        "choices": choices,
+        **extra,
+    }
 
 
 CHAT_STREAM = sse(
@@ -115,13 +124,22 @@ async def test_the_door_in_process_answers_streams_and_refuses_in_openai_shape()
         ]
     )
     async with gateway(router) as (client, records):
-        plain = await client.post("/v1/completions", json={"model": "student", "prompt": "2+2="}, headers=AUTH)
+        plain = await client.post(
+            "/v1/completions", json={"model": "student", "prompt": "2+2="}, headers=AUTH
+        )
         streamed = await client.post(
             "/completions",
-            json={"model": "student", "prompt": "2+2=", "stream": True, "stream_options": {"include_usage": True}},
+            json={
+                "model": "student",
+                "prompt": "2+2=",
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
             headers=AUTH,
         )
-        bad = await client.post("/v1/completions", json={"model": "student", "prompt": ["a", "b"]}, headers=AUTH)
+        bad = await client.post(
+            "/v1/completions", json={"model": "student", "prompt": ["a", "b"]}, headers=AUTH
+        )
         metrics = await client.get("/metrics", headers=AUTH)
     assert plain.status_code == 200 and plain.json()["object"] == "text_completion"
     assert plain.json()["choices"][0]["text"] == "four" and plain.headers["x-tiergate-tier"] == "student"
@@ -133,6 +151,11 @@ async def test_the_door_in_process_answers_streams_and_refuses_in_openai_shape()
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "prompt"
     assert bad.json()["error"]["type"] == "invalid_request_error"
     assert route.call_count == 2  # the refused request reached no upstream
-    assert [r.endpoint for r in records] == ["completions"] * 2  # answered calls; the refusal has its own hook
+    assert [r.endpoint for r in records] == [
+        "completions"
+    ] * 2  # answered calls; the refusal has its own hook
     assert records[1].stream and records[0].completion_tokens == 50
-    assert 'tiergate_requests_total{endpoint="completions",model="",outcome="refused",status="400"' in metrics.text
+    assert (
+        'tiergate_requests_total{endpoint="completions",model="",outcome="refused",status="400"'
+        in metrics.text
+    )

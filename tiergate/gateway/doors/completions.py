@@ -52,7 +52,9 @@ def chat_request(body: dict[str, Any]) -> dict[str, Any]:
         raise BadRequest("'logprobs' is not supported by this gateway's Completions door", param="logprobs")
     n = body.get("n")
     if body.get("best_of") not in (None, n if n is not None else 1):
-        raise BadRequest("'best_of' other than 'n' is not supported: chat models return every choice", param="best_of")
+        raise BadRequest(
+            "'best_of' other than 'n' is not supported: chat models return every choice", param="best_of"
+        )
     for name in _CHAT_ONLY:
         if name in body:
             raise BadRequest(f"'{name}' belongs to /v1/chat/completions, not /v1/completions", param=name)
