@@ -64,6 +64,7 @@ GATEWAY_PARTS: dict[str, set[str]] = {
     "cache": {"config", "db", "http", "upstream", "accounting", "routing", "errors"},
     "telemetry": {"config", "upstream", "accounting", "errors"},
     "learning": {"config", "db", "http", "upstream", "accounting", "routing", "errors"},
+    "doors": {"config", "db", "http", "upstream", "accounting", "errors"},
 }
 REQUEST_PATH = "request path"
 

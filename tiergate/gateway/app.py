@@ -28,6 +28,8 @@ from tiergate.gateway.components import ControlPlane, Gateway, open_gateway
 from tiergate.gateway.config.master_key import master_key_line
 from tiergate.gateway.config.settings import Settings
 from tiergate.gateway.db.engine import database_unavailable, database_unreachable
+from tiergate.gateway.doors.completions import CompletionsDoor
+from tiergate.gateway.doors.door import Door, through
 from tiergate.gateway.errors import (
     GatewayError,
     MethodNotAllowed,
@@ -64,6 +66,16 @@ def error_response(error: GatewayError, rid: str) -> Response:
     return Response(
         error.body(),
         status_code=error.status,
+        headers={**error.headers, "x-request-id": rid},
+        media_type="application/json",
+    )
+
+
+def door_error_response(door: Door, error: GatewayError, rid: str) -> Response:
+    status, body = door.error(error)
+    return Response(
+        body,
+        status_code=status,
         headers={**error.headers, "x-request-id": rid},
         media_type="application/json",
     )
@@ -146,16 +158,19 @@ def _stamp_overhead(response: Response | RelayResponse, record: CallRecord) -> N
         response.headers["x-tiergate-overhead-ms"] = value
 
 
-async def _call(request: Request, endpoint: str) -> Response | RelayResponse:
+async def _call(request: Request, endpoint: str, door: Door | None = None) -> Response | RelayResponse:
+    """One call of the data plane: chat (through `door` when it came in by another API's shape) or embeddings."""
     gateway = _gateway(request)
     rid = request_id(request)
-    record = _new_record(request, rid, endpoint)
+    record = _new_record(request, rid, door.endpoint if door is not None else endpoint)
     response: Response | RelayResponse
     failure: GatewayError
     try:
         raw = await read_body(request, gateway.settings.max_body_bytes)
         if endpoint == "chat":
-            response = await gateway.chat.chat_completion(request.headers, raw, record)
+            response = await gateway.chat.chat_completion(request.headers, raw, record, door)
+            if door is not None:
+                response = await through(door, response, record)
         else:
             response = await gateway.embeddings.embeddings(request.headers, raw, record)
     except asyncio.CancelledError:
@@ -180,13 +195,20 @@ async def _call(request: Request, endpoint: str) -> Response | RelayResponse:
     # An error after admission releases the reservation (a no-op when the pipeline settled it already).
     await gateway.settlement.failed(record, failure)
     refused(gateway.refusals, record, failure)
-    response = error_response(failure, rid)
+    response = error_response(failure, rid) if door is None else door_error_response(door, failure, rid)
     _stamp_overhead(response, record)
     return response
 
 
 async def chat_completions(request: Request) -> Response | RelayResponse:
     return await _call(request, "chat")
+
+
+_COMPLETIONS = CompletionsDoor()
+
+
+async def completions(request: Request) -> Response | RelayResponse:
+    return await _call(request, "chat", _COMPLETIONS)
 
 
 async def embeddings(request: Request) -> Response | RelayResponse:
@@ -282,6 +304,7 @@ def data_plane_routes() -> list[Route]:
     for prefix in ("/v1", ""):
         out += [
             Route(f"{prefix}/chat/completions", chat_completions, methods=["POST"]),
+            Route(f"{prefix}/completions", completions, methods=["POST"]),
             Route(f"{prefix}/embeddings", embeddings, methods=["POST"]),
             Route(f"{prefix}/models", models, methods=["GET"]),
             Route(f"{prefix}/models/{{model_id:path}}", models, methods=["GET"]),

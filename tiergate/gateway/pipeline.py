@@ -35,6 +35,7 @@ from tiergate.gateway.cache.exact import CachedAnswer
 from tiergate.gateway.cache.use import ResponseCaches
 from tiergate.gateway.cascade import Cascade
 from tiergate.gateway.config.settings import Deployment
+from tiergate.gateway.doors.door import Door
 from tiergate.gateway.errors import BadRequest, NotFound, PermissionDenied, ServiceUnavailable
 from tiergate.gateway.http.bodies import ChatRequest, parse_chat
 from tiergate.gateway.http.sse import sse_chunks
@@ -224,11 +225,14 @@ class ChatPipeline:
         return Response(body, headers=headers)
 
     async def chat_completion(
-        self, headers: Mapping[str, str], raw: bytes, record: CallRecord
+        self, headers: Mapping[str, str], raw: bytes, record: CallRecord, door: Door | None = None
     ) -> Response | RelayResponse:
+        """A chat completion; `door`: the front door whose request `raw` is, translated once the caller is known."""
         with record.phase("auth"):
             principal = await self._auth.authenticate(headers)
         record.principal = principal
+        if door is not None:
+            raw = await door.chat_body(principal, headers, raw)
         request = parse_chat(raw)
         record.requested_model, record.stream = request.model, request.stream
         wants, request = cache_options(headers, request)

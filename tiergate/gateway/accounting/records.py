@@ -42,7 +42,7 @@ class Phase:
 @dataclass
 class CallRecord:
     request_id: str
-    endpoint: str  # "chat" | "embeddings"
+    endpoint: str  # "chat" | "completions" (and the other front doors) | "embeddings"
     principal: Principal
     requested_model: str
     started_at: float  # wall-clock epoch seconds

@@ -24,8 +24,8 @@ from tiergate.gateway.accounting.records import CallRecord, Phase
 from tiergate.gateway.config.settings import Deployment, Settings
 from tiergate.gateway.errors import GatewayError
 
-_ROUTES = {"chat": "/v1/chat/completions", "embeddings": "/v1/embeddings"}
-_OPERATIONS = {"chat": "chat", "embeddings": "embeddings"}
+_ROUTES = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "embeddings": "/v1/embeddings"}
+_OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
 
 
 class Tracing:

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from tiergate.gateway.http.sse import sse_chunks
+from tiergate.gateway.upstream.translation import BodyTranslator, translated
 from tiergate.gateway.upstream.transport import TransportError
 
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
@@ -300,6 +301,11 @@ class RelayResponse:
         self._started = started
         self.outcome = StreamOutcome(upstream_wait_s=upstream_wait_s)
         self._finish = finish
+        self._translator: BodyTranslator | None = None
+
+    def translate_with(self, translator: BodyTranslator) -> None:
+        """Before the response starts: send what the client gets through `translator` (a front door's)."""
+        self._translator = translator
 
     def add_header(self, name: str, value: str) -> None:
         """Before the response starts: one more header (the app adds its own to every response)."""
@@ -376,6 +382,9 @@ class RelayResponse:
     async def __call__(self, scope: Any, receive: Callable[[], Awaitable[dict[str, Any]]], send: Any) -> None:
         # The pump runs in the request's own task; one watcher task is all a stream costs beyond it.
         watcher = asyncio.ensure_future(self._watch(receive))
+        translator = self._translator
+        if translator is not None:
+            send = translated(send, translator)
         try:
             await self._pump(send)
         except OSError:  # the socket went away between two sends
