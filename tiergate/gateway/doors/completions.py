@@ -15,7 +15,7 @@ import orjson
 
 from tiergate.gateway.accounting.auth import Principal
 from tiergate.gateway.accounting.records import CallRecord
-from tiergate.gateway.doors.completions_stream import CompletionsStream, completion_id
+from tiergate.gateway.doors.completions_stream import CompletionsStream, text_completion_object
 from tiergate.gateway.errors import BadRequest, GatewayError
 from tiergate.gateway.http.bodies import parse_object
 
@@ -76,18 +76,7 @@ def text_completion(completion: dict[str, Any]) -> dict[str, Any]:
         }
         for i, choice in enumerate(completion.get("choices") or ())
     ]
-    out: dict[str, Any] = {
-        "id": completion_id(completion.get("id")),
-        "object": "text_completion",
-        "created": completion.get("created"),
-        "model": completion.get("model"),
-        "choices": choices,
-    }
-    if completion.get("system_fingerprint"):
-        out["system_fingerprint"] = completion["system_fingerprint"]
-    if "usage" in completion:
-        out["usage"] = completion["usage"]
-    return out
+    return text_completion_object(completion, choices)
 
 
 class CompletionsDoor:

@@ -13,6 +13,22 @@ def completion_id(chat_id: Any) -> str:
     return "cmpl-" + text.removeprefix("chatcmpl-")
 
 
+def text_completion_object(chat: dict[str, Any], choices: list[dict[str, Any]]) -> dict[str, Any]:
+    """A `text_completion` object (answer or chunk) with `choices`, named after the chat object `chat`."""
+    out: dict[str, Any] = {
+        "id": completion_id(chat.get("id")),
+        "object": "text_completion",
+        "created": chat.get("created"),
+        "model": chat.get("model"),
+        "choices": choices,
+    }
+    if chat.get("system_fingerprint"):
+        out["system_fingerprint"] = chat["system_fingerprint"]
+    if chat.get("usage") is not None:
+        out["usage"] = chat["usage"]
+    return out
+
+
 def _choice(choice: dict[str, Any]) -> dict[str, Any] | None:
     """The Completions choice for one chat chunk choice; None for one that carries nothing (the role)."""
     text = (choice.get("delta") or {}).get("content") or ""
@@ -35,18 +51,7 @@ def _event(data: bytes) -> bytes | None:
     usage = doc.get("usage")
     if not choices and (doc.get("choices") or usage is None):
         return None
-    out: dict[str, Any] = {
-        "id": completion_id(doc.get("id")),
-        "object": "text_completion",
-        "created": doc.get("created"),
-        "model": doc.get("model"),
-        "choices": choices,
-    }
-    if doc.get("system_fingerprint"):
-        out["system_fingerprint"] = doc["system_fingerprint"]
-    if usage is not None:
-        out["usage"] = usage
-    return orjson.dumps(out)
+    return orjson.dumps(text_completion_object(doc, choices))
 
 
 class CompletionsStream:
