@@ -229,10 +229,15 @@ async def anthropic_messages(request: Request) -> Response:
         return _json({"type": "error", "error": {"type": "api_error", "message": "scripted"}}, step["status"])
     text = step.get("content", "echo: " + _last_user(body.get("messages")))
     usage = {"input_tokens": 12, "output_tokens": max(1, len(text.split()))}
+    # `tool_calls` steps are OpenAI-shaped; Anthropic answers them as tool_use blocks after the text.
+    tools = [{"type": "tool_use", "id": c["id"], "name": c["function"]["name"],
+              "input": orjson.loads(c["function"]["arguments"])} for c in step.get("tool_calls", ())]  # fmt: skip
+    stop = "tool_use" if tools else "end_turn"
     if not body.get("stream"):
         return _json({
             "id": "msg_fake", "type": "message", "role": "assistant", "model": body.get("model"),
-            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None, "usage": usage,
+            "content": [{"type": "text", "text": text}, *tools], "stop_reason": stop, "stop_sequence": None,
+            "usage": usage,
         })  # fmt: skip
 
     def event(name: str, data: dict[str, Any]) -> bytes:
@@ -253,11 +258,19 @@ async def anthropic_messages(request: Request) -> Response:
                 {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
             )
         yield event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        for index, tool in enumerate(tools, start=1):
+            start = {"type": "content_block_start", "index": index, "content_block": {**tool, "input": {}}}
+            yield event("content_block_start", start)
+            delta = {"type": "input_json_delta", "partial_json": orjson.dumps(tool["input"]).decode()}
+            yield event(
+                "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+            )
+            yield event("content_block_stop", {"type": "content_block_stop", "index": index})
         yield event(
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "delta": {"stop_reason": stop, "stop_sequence": None},
                 "usage": {"output_tokens": usage["output_tokens"]},
             },
         )

@@ -32,6 +32,9 @@ def vector(topic: str, rng: np.random.Generator) -> bytes:
     return (v / np.linalg.norm(v)).astype(np.float32).tobytes()
 
 
+_DOORS = ("chat", "messages", "completions")
+
+
 async def seed(
     engine: AsyncEngine,
     topic: str,
@@ -56,6 +59,7 @@ async def seed(
                 "ten_a",
                 ts_ms + i,
                 tier=served,
+                endpoint=_DOORS[i % len(_DOORS)],  # evidence comes from every front door's chat calls
                 cost_nano=10_000 if served == "teacher" else 1_000,
                 messages=[{"role": "user", "content": text}],
                 embedding=vector(topic, rng),

@@ -47,10 +47,14 @@ async def seed(url: str) -> None:
         trace(ts_ms=9, request_id="cheap", tier="student", messages=ask("What is 1+1?"), **math),
         trace(ts_ms=10, request_id="tool", messages=ask("Add 2 and 3 with the tool."), params={"tools": TOOLS},
               answer=said(None, tool_calls=CALL), finish_reason="tool_calls", **math),
-        trace(ts_ms=11, request_id="code", tenant_id="ten_a", domain="code", tier="supervisor",
+        # Calls from the Messages and Completions doors teach as chat calls do; embeddings calls never do.
+        trace(ts_ms=11, request_id="code", tenant_id="ten_a", domain="code", tier="supervisor", endpoint="messages",
               messages=ask("Reverse a list in Python."), answer=said("Use `xs[::-1]`.")),
-        trace(ts_ms=12, request_id="nodomain", tenant_id="ten_a", messages=ask("Hello!"), answer=said("Hi!")),
+        trace(ts_ms=12, request_id="nodomain", tenant_id="ten_a", endpoint="completions", messages=ask("Hello!"),
+              answer=said("Hi!")),
         trace(ts_ms=13, request_id="other", tenant_id="ten_b", domain="math", messages=ask("What is 3+3?")),
+        trace(ts_ms=14, request_id="embedded", endpoint="embeddings", messages=ask("Embed me"), answer=said("[]"),
+              **math),
     ]  # fmt: skip
     await write(engine, "traces", rows)
     await write(engine, "evaluations", [

@@ -210,7 +210,7 @@ def create_admin_app(control: ControlPlane) -> FastAPI:
     @app.get("/reports/cost", response_model=None)
     async def cost_report(
         control: Admin,
-        group_by: Literal["key", "tenant", "model", "tier", "day"] | None = None,
+        group_by: Literal["key", "tenant", "model", "tier", "day", "endpoint"] | None = None,
         start: Annotated[str | None, Query(description="ISO date or date-time, inclusive")] = None,
         end: Annotated[str | None, Query(description="ISO date or date-time, exclusive")] = None,
         tenant_id: Annotated[str | None, Query(max_length=40)] = None,

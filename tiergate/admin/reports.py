@@ -26,7 +26,8 @@ from tiergate.gateway.config.settings import Settings
 from tiergate.gateway.db.models import LedgerEntry
 from tiergate.policies.pricing import Price, cost_nano, usd
 
-GROUPS = {"key": "key_id", "tenant": "tenant_id", "model": "model", "tier": "tier", "day": "day"}
+GROUPS = {"key": "key_id", "tenant": "tenant_id", "model": "model", "tier": "tier", "day": "day",
+          "endpoint": "endpoint"}  # fmt: skip
 COLUMNS = (
     "requests",
     "prompt_tokens",

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["create_server", "server_from_environment"]
 
 _USAGE_PARAMS = frozenset({"group_by", "start", "end", "format"})
-_USAGE_GROUPS = ("model", "tier", "day")
+_USAGE_GROUPS = ("model", "tier", "day", "endpoint")
 
 
 async def usage(request: Request) -> Response:

@@ -30,6 +30,7 @@ from tiergate.gateway.config.settings import Settings
 from tiergate.gateway.db.engine import database_unavailable, database_unreachable
 from tiergate.gateway.doors.completions import CompletionsDoor
 from tiergate.gateway.doors.door import Door, through
+from tiergate.gateway.doors.messages import MessagesDoor
 from tiergate.gateway.errors import (
     GatewayError,
     MethodNotAllowed,
@@ -211,6 +212,27 @@ async def completions(request: Request) -> Response | RelayResponse:
     return await _call(request, "chat", _COMPLETIONS)
 
 
+_MESSAGES = MessagesDoor()
+
+
+async def messages(request: Request) -> Response | RelayResponse:
+    return await _call(request, "chat", _MESSAGES)
+
+
+async def count_message_tokens(request: Request) -> Response:
+    """Anthropic's `POST /v1/messages/count_tokens`: the gateway's own count, with the tokenizer it bills by."""
+    gateway = _gateway(request)
+    rid = request_id(request)
+    try:
+        raw = await read_body(request, gateway.settings.max_body_bytes)
+        count = await gateway.chat.prompt_tokens(request.headers, raw, _MESSAGES.count_body)
+    except GatewayError as error:
+        return door_error_response(_MESSAGES, error, rid)
+    return Response(
+        orjson.dumps({"input_tokens": count}), media_type="application/json", headers={"x-request-id": rid}
+    )
+
+
 async def embeddings(request: Request) -> Response | RelayResponse:
     return await _call(request, "embeddings")
 
@@ -305,6 +327,8 @@ def data_plane_routes() -> list[Route]:
         out += [
             Route(f"{prefix}/chat/completions", chat_completions, methods=["POST"]),
             Route(f"{prefix}/completions", completions, methods=["POST"]),
+            Route(f"{prefix}/messages", messages, methods=["POST"]),
+            Route(f"{prefix}/messages/count_tokens", count_message_tokens, methods=["POST"]),
             Route(f"{prefix}/embeddings", embeddings, methods=["POST"]),
             Route(f"{prefix}/models", models, methods=["GET"]),
             Route(f"{prefix}/models/{{model_id:path}}", models, methods=["GET"]),

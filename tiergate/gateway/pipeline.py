@@ -224,6 +224,16 @@ class ChatPipeline:
         await self._settlement.finish(record, 0)
         return Response(body, headers=headers)
 
+    async def prompt_tokens(
+        self, headers: Mapping[str, str], raw: bytes, to_chat: Callable[[bytes], bytes]
+    ) -> int:
+        """The prompt tokens of a request `raw` that `to_chat` turns into a chat body, counted as a call would
+        count them (no upstream call, nothing admitted or booked); the caller is authenticated first."""
+        await self._auth.authenticate(headers)
+        request = parse_chat(to_chat(raw))
+        await self._tokens.ready(request.model)
+        return self._tokens.messages(request.messages, request.model, request.body.get("tools"))
+
     async def chat_completion(
         self, headers: Mapping[str, str], raw: bytes, record: CallRecord, door: Door | None = None
     ) -> Response | RelayResponse:

@@ -240,3 +240,20 @@ async def test_a_candidate_that_reports_no_usage_is_billed_on_counted_tokens() -
     # Counted locally: the prompt's tokens (with OpenAI's framing) and one for "B", at $1 and $2 per Mtok.
     assert booked.prompt_tokens > 10 and booked.completion_tokens == 1
     assert row.candidate_cost_nano == booked.cost_nano == booked.prompt_tokens * 1000 + 2000
+
+
+async def test_a_call_through_the_messages_door_is_shadowed_in_its_chat_form() -> None:
+    router = respx.Router(assert_all_called=False)
+    router.post(TEACHER).mock(
+        return_value=Response(200, json=completion("big", "The answer is (B) Jupiter."))
+    )
+    student = router.post(STUDENT).mock(return_value=Response(200, json=completion("small-a", "B")))
+    async with gateway(router, config()) as (client, records):
+        gw = gateway_of(client)
+        r = await client.post("/v1/messages", json={**ask(), "max_tokens": 50}, headers=AUTH)
+        (row,) = await rows(gw)
+    assert r.status_code == 200 and r.json()["content"][0]["text"] == "The answer is (B) Jupiter."
+    sent = json.loads(student.calls.last.request.content)
+    assert sent["messages"] == ask()["messages"] and sent["max_tokens"] == 50
+    assert (row.served_tier, row.candidate_tier, row.verdict) == ("teacher", "student", "as_good")
+    assert records[0].endpoint == "messages" and row.request_id == records[0].request_id

@@ -56,6 +56,13 @@ def test_full_content_keeps_everything_and_the_query_embedding() -> None:
     assert row["finish_reason"] == "stop"
 
 
+def test_a_front_doors_call_keeps_its_chat_form_messages() -> None:
+    for endpoint in ("completions", "messages"):
+        call = record("full")
+        call.endpoint = endpoint
+        assert trace_row(call, "none")["messages"] == [{"role": "user", "content": PRIVATE}]
+
+
 def test_redacted_content_masks_personal_data_and_drops_the_embedding() -> None:
     row = trace_row(record("redacted"), "full")
     text = str((row["messages"], row["answer"], row["params"]))

@@ -110,7 +110,7 @@ async def sources(
     engine: AsyncEngine, *, domain: str | None, tenant_id: str | None, filtered: Filtered
 ) -> list[Source]:
     """Accepted teacher/supervisor answers (oldest first), counting what was left out and why."""
-    where = [_T.endpoint == "chat", _T.status == "ok", _T.tier.in_(TEACHING_TIERS)]
+    where = [_T.endpoint != "embeddings", _T.status == "ok", _T.tier.in_(TEACHING_TIERS)]
     if tenant_id is not None:
         where.append(_T.tenant_id == tenant_id)
     if domain is not None:

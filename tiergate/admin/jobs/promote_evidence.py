@@ -76,7 +76,7 @@ async def load(engine: AsyncEngine, since_ms: int, max_traces: int) -> Window:
         select(_T.tenant_id, _T.request_id, _T.domain, _T.tier, _T.cost_nano, _T.messages, _T.embedding)
         .where(
             _T.ts_ms >= since_ms,
-            _T.endpoint == "chat",
+            _T.endpoint != "embeddings",  # chat calls from every front door
             _T.status == "ok",
             _T.cache == "miss",
             _T.tier.is_not(None),

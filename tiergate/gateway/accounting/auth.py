@@ -1,4 +1,4 @@
-"""Who is calling: the bearer token (or Azure-style `api-key` header) resolved to a principal."""
+"""Who is calling: the bearer token (or an `api-key` / `x-api-key` header) resolved to a principal."""
 
 from __future__ import annotations
 
@@ -60,14 +60,15 @@ class Authenticator(Protocol):
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The secret the client sent, from `Authorization: Bearer` or `api-key`."""
+    """The secret the client sent, from `Authorization: Bearer`, `api-key` (Azure's SDKs) or `x-api-key`
+    (Anthropic's SDKs and Claude Code)."""
     value = headers.get("authorization")
     if value:
         scheme, _, token = value.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
         return None
-    return headers.get("api-key") or None
+    return headers.get("api-key") or headers.get("x-api-key") or None
 
 
 class MasterKeyAuth:

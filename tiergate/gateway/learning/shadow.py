@@ -116,7 +116,7 @@ class ShadowEvaluator:
     def sink(self, record: CallRecord) -> None:
         """Every answered call: sample it per candidate, queue the samples. A few µs when sampled, less when not."""
         if (
-            record.endpoint != "chat"
+            record.endpoint == "embeddings"  # every other door is a chat call in chat form
             or record.outcome != "ok"
             or record.cache != "miss"
             or record.tier is None

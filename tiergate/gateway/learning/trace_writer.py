@@ -69,7 +69,7 @@ def _ms(seconds: float | None) -> float | None:
 def trace_row(record: CallRecord, default_content: str) -> dict[str, Any]:
     policy = content_policy(record, default_content)
     body = record.request_body or {}
-    messages = body.get("messages") if record.endpoint == "chat" else None
+    messages = body.get("messages")  # every front door's call carries its chat-form request
     params = {k: v for k, v in body.items() if k not in ("messages", "model")} or None
     answer, finish = first_choice(record.answer)
     vector = record.query_vector if policy == "full" else None

@@ -24,8 +24,14 @@ from tiergate.gateway.accounting.records import CallRecord, Phase
 from tiergate.gateway.config.settings import Deployment, Settings
 from tiergate.gateway.errors import GatewayError
 
-_ROUTES = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "embeddings": "/v1/embeddings"}
-_OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
+_ROUTES = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "messages": "/v1/messages",
+           "embeddings": "/v1/embeddings"}  # fmt: skip
+_OPERATIONS = {
+    "chat": "chat",
+    "completions": "text_completion",
+    "messages": "chat",
+    "embeddings": "embeddings",
+}
 
 
 class Tracing:
