@@ -27,6 +27,26 @@ def chat_body(model: str, *, stream: bool) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
+def request_body(api: str, model: str, *, stream: bool) -> bytes:
+    """The standard workload's request in the shape of `api`: the same system prompt, question and limits."""
+    chat = json.loads(chat_body(model, stream=stream))
+    system, question = (m["content"] for m in chat["messages"])
+    if api == "chat":
+        return chat_body(model, stream=stream)
+    doc: dict[str, object]
+    if api == "messages":
+        doc = {"model": model, "system": system, "messages": [{"role": "user", "content": question}],
+               "temperature": 0.2, "max_tokens": 64}  # fmt: skip
+    elif api == "responses":
+        doc = {"model": model, "instructions": system, "input": question, "temperature": 0.2,
+               "max_output_tokens": 64}  # fmt: skip
+    else:
+        raise ValueError(f"unknown api {api!r}")
+    if stream:
+        doc["stream"] = True
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 MARKER = "BENCH_RESULT "
 

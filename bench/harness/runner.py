@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.harness import profile
-from bench.harness.load import chat_body, run_wrk
+from bench.harness.load import request_body, run_wrk
 from bench.harness.procs import Server, cpu_seconds, free_port, rss_bytes, start
 from bench.harness.scenario import Scenario, ScenarioError, Workload, fill
 from bench.harness.ttft import TTFT, measure_ttft
@@ -200,7 +200,7 @@ def run_scenario(
     try:
         for workload in scenario.workloads:
             url = base + workload.path
-            body = chat_body(workload.model, stream=workload.stream)
+            body = request_body(workload.api, workload.model, stream=workload.stream)
             env = {"BENCH_BODY": body.decode(), "BENCH_KEY": key}
             levels = workload.connections if options.sweep else (options.headline_connections,)
             for connections in levels:

@@ -33,6 +33,10 @@ class Workload:
     lua: str
     connections: tuple[int, ...]
     ttft: bool  # also measure time to first token against the upstream (streams only)
+    api: str = "chat"  # the request shape sent: chat | messages (Anthropic) | responses (OpenAI)
+
+
+APIS = ("chat", "messages", "responses")
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,7 @@ def _get(
 def _workload(raw: Any, where: str) -> Workload:
     if not isinstance(raw, dict):
         raise ScenarioError(f"{where} must be a mapping")
-    unknown = set(raw) - {"name", "path", "model", "stream", "lua", "connections", "ttft"}
+    unknown = set(raw) - {"name", "path", "model", "stream", "lua", "connections", "ttft", "api"}
     if unknown:
         raise ScenarioError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     name = _get(raw, "name", str, where)
@@ -107,6 +111,11 @@ def _workload(raw: Any, where: str) -> Workload:
     ttft = _get(raw, "ttft", bool, where, False)
     if ttft and not stream:
         raise ScenarioError(f"{where}: ttft needs stream: true")
+    api = _get(raw, "api", str, where, "chat")
+    if api not in APIS:
+        raise ScenarioError(f"{where}.api must be one of {', '.join(APIS)}")
+    if ttft and api != "chat":
+        raise ScenarioError(f"{where}: ttft is measured on chat streams only")
     return Workload(
         name=name,
         path=_get(raw, "path", str, where, "/v1/chat/completions"),
@@ -115,6 +124,7 @@ def _workload(raw: Any, where: str) -> Workload:
         lua=_get(raw, "lua", str, where, "chat.lua"),
         connections=tuple(connections),
         ttft=ttft,
+        api=api,
     )
 
 

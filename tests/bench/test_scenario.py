@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from bench.harness.load import request_body
 from bench.harness.runner import run_setup
 from bench.harness.scenario import CONFIG_DIR, ScenarioError, fill, load_scenarios, parse_scenario
 from tiergate.gateway.config.settings import parse_settings
+from tiergate.gateway.doors.messages import chat_from_messages
 
 MINIMAL = """
 bench:
@@ -81,6 +84,27 @@ def test_the_gateway_scenario_is_a_valid_tiergate_config() -> None:
     assert settings.master_key == gateway.key
     assert not settings.access_log
     assert {d.tier for d in settings.deployments} >= {w.model for w in gateway.workloads}
+
+
+def test_the_doors_scenario_sends_each_door_the_chat_workloads_question() -> None:
+    doors = next(s for s in load_scenarios(CONFIG_DIR) if s.name == "gateway-doors")
+    by_api = {w.api for w in doors.workloads}
+    assert by_api == {"chat", "messages"} and {w.path for w in doors.workloads if w.api == "messages"} == {
+        "/v1/messages"
+    }
+    chat = json.loads(request_body("chat", "student", stream=True))
+    translated = chat_from_messages(json.loads(request_body("messages", "student", stream=True)))
+    assert translated["messages"] == chat["messages"] and translated["max_tokens"] == chat["max_tokens"]
+    assert translated["temperature"] == chat["temperature"] and translated["stream"] is True
+
+
+def test_an_unknown_api_or_a_ttft_on_another_door_is_refused() -> None:
+    with pytest.raises(ScenarioError, match="api must be one of chat, messages, responses"):
+        parse_scenario("bench:\n  workloads: [{name: x, api: soap}]\n", Path("bad.yaml"))
+    with pytest.raises(ScenarioError, match="ttft is measured on chat streams only"):
+        parse_scenario(
+            "bench:\n  workloads: [{name: x, api: messages, stream: true, ttft: true}]\n", Path("bad.yaml")
+        )
 
 
 def _with_setup(*commands: list[str]) -> str:

@@ -63,6 +63,7 @@ class MessagesStream:
         self._block_kind = ""  # "text" | "tool_use"
         self._tool_calls: dict[int, int] = {}  # chat tool-call index -> content block index
         self._blocks = 0
+        self._text_prefix = b""  # the bytes of a text_delta event of the open text block, up to the text
         self._stop: str | None = None
         self._usage: dict[str, int] = {"output_tokens": 0}
 
@@ -77,7 +78,10 @@ class MessagesStream:
         return out + self._finish()  # a stream cut short still ends as a well-formed message
 
     def _translate(self, event: bytes) -> bytes:
-        data = b"\n".join(line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:"))
+        if event.startswith(b"data: ") and b"\n" not in event:  # the usual one-line event
+            data = event[6:]
+        else:
+            data = b"\n".join(line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:"))
         if not data:  # a comment or keep-alive: kept as it came
             return event + b"\n\n"
         if data == b"[DONE]":
@@ -95,6 +99,18 @@ class MessagesStream:
         return self._chunk(doc)
 
     def _chunk(self, doc: dict[str, Any]) -> bytes:
+        choices = doc.get("choices")
+        if self._block_kind == "text" and choices and len(choices) == 1:
+            # Most of a stream: one more piece of the open text block, written without building its event.
+            choice, delta = choices[0], choices[0].get("delta") or {}
+            if (
+                choice.get("finish_reason") is None
+                and choice.get("index", 0) == 0
+                and not doc.get("usage")
+                and delta.keys() <= {"content"}
+            ):
+                text = delta.get("content")
+                return self._text_prefix + orjson.dumps(text) + b"}}\n\n" if text else b""
         out = b"" if self._started else self._start(doc)
         if doc.get("usage"):
             self._usage = anthropic_usage(doc["usage"])
@@ -104,7 +120,7 @@ class MessagesStream:
             delta = choice.get("delta") or {}
             if delta.get("content"):
                 out += self._open("text", {"type": "text", "text": ""})
-                out += self._delta({"type": "text_delta", "text": delta["content"]})
+                out += self._text_prefix + orjson.dumps(delta["content"]) + b"}}\n\n"
             for call in delta.get("tool_calls") or ():
                 out += self._tool_call(call)
             if choice.get("finish_reason") is not None:
@@ -149,6 +165,11 @@ class MessagesStream:
         out = self._close_block()
         self._block, self._block_kind = self._blocks, kind
         self._blocks += 1
+        if kind == "text":
+            self._text_prefix = (
+                b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,' % (self._block)
+                + b'"delta":{"type":"text_delta","text":'
+            )
         return out + _event("content_block_start", {"index": self._block, "content_block": block})
 
     def _delta(self, delta: dict[str, Any]) -> bytes:
@@ -157,7 +178,7 @@ class MessagesStream:
     def _close_block(self) -> bytes:
         if self._block is None:
             return b""
-        index, self._block = self._block, None
+        index, self._block, self._block_kind = self._block, None, ""
         return _event("content_block_stop", {"index": index})
 
     def _finish(self) -> bytes:
