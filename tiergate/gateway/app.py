@@ -30,6 +30,7 @@ from tiergate.gateway.config.settings import Settings
 from tiergate.gateway.db.engine import database_unavailable, database_unreachable
 from tiergate.gateway.doors.completions import CompletionsDoor
 from tiergate.gateway.doors.door import Door, through
+from tiergate.gateway.doors.responses import ResponsesDoor
 from tiergate.gateway.errors import (
     GatewayError,
     MethodNotAllowed,
@@ -211,6 +212,10 @@ async def completions(request: Request) -> Response | RelayResponse:
     return await _call(request, "chat", _COMPLETIONS)
 
 
+async def responses(request: Request) -> Response | RelayResponse:
+    return await _call(request, "chat", ResponsesDoor())  # a door per request: it echoes the request
+
+
 async def embeddings(request: Request) -> Response | RelayResponse:
     return await _call(request, "embeddings")
 
@@ -305,6 +310,7 @@ def data_plane_routes() -> list[Route]:
         out += [
             Route(f"{prefix}/chat/completions", chat_completions, methods=["POST"]),
             Route(f"{prefix}/completions", completions, methods=["POST"]),
+            Route(f"{prefix}/responses", responses, methods=["POST"]),
             Route(f"{prefix}/embeddings", embeddings, methods=["POST"]),
             Route(f"{prefix}/models", models, methods=["GET"]),
             Route(f"{prefix}/models/{{model_id:path}}", models, methods=["GET"]),
