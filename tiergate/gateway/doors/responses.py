@@ -225,8 +225,8 @@ def chat_request(body: dict[str, Any]) -> dict[str, Any]:
         messages.insert(0, {"role": "system", "content": _text(body["instructions"], "instructions")})
     chat = {name: body[name] for name in _SAME_IN_CHAT if body.get(name) is not None}
     chat["messages"] = messages
-    if body.get("tools"):
-        chat["tools"] = _tools(body["tools"])
+    if body.get("tools") is not None and (tools := _tools(body["tools"])):
+        chat["tools"] = tools  # an empty list is no tools; chat refuses `[]`
         if body.get("parallel_tool_calls") is not None:
             chat["parallel_tool_calls"] = body["parallel_tool_calls"]
     if body.get("tool_choice") is not None:
