@@ -11,7 +11,7 @@ from httpx import Request, Response
 from openai.types.responses import Response as SDKResponse
 
 from tests.gateway.conftest import AUTH, completion, gateway, sse
-from tiergate.gateway.doors.responses import chat_request
+from tiergate.gateway.doors.responses import responses_chat_request
 from tiergate.gateway.doors.responses_output import RequestEcho, response_from_completion
 from tiergate.gateway.doors.responses_stream import ResponsesStream
 from tiergate.gateway.errors import BadRequest
@@ -26,7 +26,7 @@ TOOL = {
 
 
 def test_input_items_become_chat_messages_and_settings_their_chat_fields() -> None:
-    chat = chat_request({
+    chat = responses_chat_request({
         "model": "m", "instructions": "Be brief.", "temperature": 0.2, "top_p": 0.9, "user": "u",
         "max_output_tokens": 50, "metadata": {"k": "v"}, "parallel_tool_calls": False, "store": False,
         "tools": [TOOL], "tool_choice": {"type": "function", "name": "weather"},
@@ -65,13 +65,18 @@ def test_input_items_become_chat_messages_and_settings_their_chat_fields() -> No
 
 
 def test_a_string_input_is_one_user_message_and_a_stream_asks_for_usage() -> None:
-    chat = chat_request({"model": "m", "input": "hi", "stream": True, "text": {"format": {"type": "text"}}})
+    chat = responses_chat_request(
+        {"model": "m", "input": "hi", "stream": True, "text": {"format": {"type": "text"}}}
+    )
     assert chat == {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}],
                     "stream_options": {"include_usage": True}}  # fmt: skip
-    assert chat_request({"model": "m", "input": "x", "text": {"format": {"type": "json_object"}}})[
+    assert responses_chat_request({"model": "m", "input": "x", "text": {"format": {"type": "json_object"}}})[
         "response_format"
     ] == {"type": "json_object"}
-    assert chat_request({"model": "m", "input": "x", "tool_choice": "required"})["tool_choice"] == "required"
+    assert (
+        responses_chat_request({"model": "m", "input": "x", "tool_choice": "required"})["tool_choice"]
+        == "required"
+    )
 
 
 @pytest.mark.parametrize(
@@ -118,10 +123,10 @@ def test_a_string_input_is_one_user_message_and_a_stream_asks_for_usage() -> Non
 )
 def test_what_the_gateway_cannot_do_is_refused_naming_the_field(fields: dict[str, Any], param: str) -> None:
     with pytest.raises(BadRequest) as refused:
-        chat_request({"model": "m", "input": "x", **fields})
+        responses_chat_request({"model": "m", "input": "x", **fields})
     assert refused.value.param == param
     with pytest.raises(BadRequest) as missing:
-        chat_request({"model": "m"})
+        responses_chat_request({"model": "m"})
     assert missing.value.param == "input"
 
 

@@ -210,7 +210,7 @@ def _response_format(text: Any) -> dict[str, Any] | None:
     raise BadRequest("'text.format.type' must be 'text', 'json_object' or 'json_schema'", param="text.format")
 
 
-def chat_request(body: dict[str, Any]) -> dict[str, Any]:
+def responses_chat_request(body: dict[str, Any]) -> dict[str, Any]:
     """The chat-completions body equivalent to the Responses body `body` (BadRequest if there is none)."""
     for name, value in body.items():
         if name in _ONLY_DEFAULT:
@@ -253,7 +253,7 @@ class ResponsesDoor:
 
     async def chat_body(self, principal: Principal, headers: Mapping[str, str], raw: bytes) -> bytes:
         body = parse_object(raw)
-        chat = chat_request(body)
+        chat = responses_chat_request(body)
         self._echo = RequestEcho(body)
         return orjson.dumps(chat)
 

@@ -50,7 +50,7 @@ def item_id(prefix: str, chat_id: Any, index: int) -> str:
     return f"{prefix}_{str(chat_id or '').removeprefix('chatcmpl-')}_{index}"
 
 
-def usage(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
+def response_usage(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
     """Responses usage for chat usage."""
     if not chat_usage:
         return None
@@ -119,7 +119,7 @@ def response_object(
         "incomplete_details": incomplete,
         "model": chat.get("model"),
         "output": output,
-        "usage": usage(chat_usage),
+        "usage": response_usage(chat_usage),
         **echo.fields(),
     }
 
