@@ -117,3 +117,12 @@ def test_a_built_in_tool_is_a_bad_request_that_reaches_no_upstream(gw: Stack) ->
         sdk_client(gw.url).responses.create(model="auto", input="x", tools=[{"type": "web_search"}])
     assert caught.value.body["param"] == "tools[0]" and "built-in" in str(caught.value)  # type: ignore[index]
     assert gw.received() == []
+
+
+def test_a_stream_that_breaks_after_it_began_ends_in_an_error_event_and_response_failed(gw: Stack) -> None:
+    gw.script("student-1", {"content": "one two three four", "chunks": 4, "break_after": 2})
+    events = list(sdk_client(gw.url).responses.create(model="auto", input=QUESTION, stream=True))
+    assert [e.type for e in events][-2:] == ["error", "response.failed"]
+    failed = events[-1].response  # type: ignore[union-attr]
+    assert failed.status == "failed" and failed.error is not None and failed.error.message
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "one two"
