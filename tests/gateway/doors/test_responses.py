@@ -73,10 +73,12 @@ def test_a_string_input_is_one_user_message_and_a_stream_asks_for_usage() -> Non
     assert responses_chat_request({"model": "m", "input": "x", "text": {"format": {"type": "json_object"}}})[
         "response_format"
     ] == {"type": "json_object"}
-    assert (
-        responses_chat_request({"model": "m", "input": "x", "tool_choice": "required"})["tool_choice"]
-        == "required"
+    with_tools = responses_chat_request(
+        {"model": "m", "input": "x", "tools": [TOOL], "tool_choice": "required"}
     )
+    assert with_tools["tool_choice"] == "required"
+    no_tools = responses_chat_request({"model": "m", "input": "x", "tools": [], "tool_choice": "auto"})
+    assert "tools" not in no_tools and "tool_choice" not in no_tools  # chat refuses either without tools
 
 
 @pytest.mark.parametrize(
@@ -214,6 +216,32 @@ def test_the_chat_stream_becomes_the_responses_event_sequence_however_it_is_spli
         split = ResponsesStream(RequestEcho({}))
         pieces = [CHAT_STREAM[i : i + size] for i in range(0, len(CHAT_STREAM), size)]
         assert b"".join(split.feed(p) for p in pieces) + split.close() == expected
+
+
+def test_a_streamed_refusal_is_its_own_content_part() -> None:
+    translator = ResponsesStream(RequestEcho({}))
+    body = (
+        translator.feed(
+            sse(
+                _chunk([{"index": 0, "delta": {"content": "Hm. "}, "finish_reason": None}]),
+                _chunk([{"index": 0, "delta": {"refusal": "I can't"}, "finish_reason": None}]),
+                _chunk([{"index": 0, "delta": {"refusal": " help."}, "finish_reason": None}]),
+                _chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+            )
+        )
+        + translator.close()
+    )
+    events = _events(body)
+    assert [(e["type"], e.get("content_index")) for e in events[2:-1]] == [
+        ("response.output_item.added", None), ("response.content_part.added", 0),
+        ("response.output_text.delta", 0), ("response.output_text.done", 0), ("response.content_part.done", 0),
+        ("response.content_part.added", 1), ("response.refusal.delta", 1), ("response.refusal.delta", 1),
+        ("response.refusal.done", 1), ("response.content_part.done", 1), ("response.output_item.done", None),
+    ]  # fmt: skip
+    assert events[-4]["refusal"] == "I can't help."
+    final = SDKResponse.model_validate(events[-1]["response"])
+    assert [p.type for p in final.output[0].content] == ["output_text", "refusal"]  # type: ignore[union-attr]
+    assert final.output_text == "Hm. "
 
 
 def test_a_cut_stream_ends_incomplete() -> None:

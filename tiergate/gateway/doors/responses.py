@@ -230,7 +230,9 @@ def responses_chat_request(body: dict[str, Any]) -> dict[str, Any]:
         if body.get("parallel_tool_calls") is not None:
             chat["parallel_tool_calls"] = body["parallel_tool_calls"]
     if body.get("tool_choice") is not None:
-        chat["tool_choice"] = _tool_choice(body["tool_choice"])
+        choice = _tool_choice(body["tool_choice"])
+        if "tools" in chat:  # chat refuses a tool choice without tools; with none there is nothing to choose
+            chat["tool_choice"] = choice
     if body.get("text") is not None and (response_format := _response_format(body["text"])) is not None:
         chat["response_format"] = response_format
     if body.get("max_output_tokens") is not None:

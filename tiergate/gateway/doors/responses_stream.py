@@ -33,7 +33,8 @@ class ResponsesStream:
         self._items: list[dict[str, Any]] = []  # output items, the last one possibly still open
         self._open: str | None = None  # "message" | "function_call" while the last item is open
         self._open_call = -1  # the chat tool-call index the open function call item is for
-        self._text = ""  # the open message's text so far
+        self._part: str | None = None  # the open message's open content part: output_text | refusal
+        self._part_text = ""  # that part's text so far
         self._finish: Any = None
         self._usage: dict[str, Any] | None = None
         self._ended = False  # a terminal event was sent; anything after it is dropped
@@ -97,7 +98,9 @@ class ResponsesStream:
         for choice in doc.get("choices") or ():
             delta = choice.get("delta") or {}
             if delta.get("content"):
-                out += self._text_delta(delta["content"])
+                out += self._message_delta("output_text", delta["content"])
+            if delta.get("refusal"):
+                out += self._message_delta("refusal", delta["refusal"])
             for call in delta.get("tool_calls") or ():
                 out += self._call_delta(call)
             if choice.get("finish_reason") is not None:
@@ -106,21 +109,27 @@ class ResponsesStream:
             self._usage = doc["usage"]
         return out
 
-    def _text_delta(self, text: str) -> bytes:
+    def _message_delta(self, kind: str, piece: str) -> bytes:
+        """`piece` of the message's text (`kind` output_text) or refusal (`kind` refusal)."""
         out = b""
         if self._open != "message":
             out += self._close_item()
-            self._open, self._text = "message", ""
+            self._open, self._part = "message", None
             item = message_item(item_id("msg", self._head_id, len(self._items)), "", None, "in_progress")
-            item["content"] = []
+            item["content"] = []  # finished parts; the open one is at index len(content)
             self._items.append(item)
             out += self._emit("response.output_item.added", output_index=self._index, item=item)
+        if self._part != kind:
+            out += self._close_part()
+            self._part, self._part_text = kind, ""
+            part = text_part("") if kind == "output_text" else {"type": "refusal", "refusal": ""}
             out += self._emit(
-                "response.content_part.added", **self._where, content_index=0, part=text_part("")
+                "response.content_part.added", **self._where, content_index=self._content, part=part
             )
-        self._text += text
+        self._part_text += piece
+        extra: dict[str, Any] = {"logprobs": []} if kind == "output_text" else {}
         return out + self._emit(
-            "response.output_text.delta", **self._where, content_index=0, delta=text, logprobs=[]
+            f"response.{kind}.delta", **self._where, content_index=self._content, delta=piece, **extra
         )
 
     def _call_delta(self, call: dict[str, Any]) -> bytes:
@@ -157,21 +166,35 @@ class ResponsesStream:
     def _where(self) -> dict[str, Any]:
         return {"item_id": self._items[-1]["id"], "output_index": self._index}
 
+    @property
+    def _content(self) -> int:
+        return len(self._items[-1]["content"])
+
+    def _close_part(self) -> bytes:
+        if self._part is None:
+            return b""
+        where, index, text = self._where, self._content, self._part_text
+        if self._part == "output_text":
+            part = text_part(text)
+            out = self._emit(
+                "response.output_text.done", **where, content_index=index, text=text, logprobs=[]
+            )
+        else:
+            part = {"type": "refusal", "refusal": text}
+            out = self._emit("response.refusal.done", **where, content_index=index, refusal=text)
+        self._items[-1]["content"].append(part)
+        self._part = None
+        return out + self._emit("response.content_part.done", **where, content_index=index, part=part)
+
     def _close_item(self, status: str = "completed") -> bytes:
         if self._open is None:
             return b""
         item, where = self._items[-1], self._where
-        out = b""
         if self._open == "message":
-            part = text_part(self._text)
-            out += self._emit(
-                "response.output_text.done", **where, content_index=0, text=self._text, logprobs=[]
-            )
-            out += self._emit("response.content_part.done", **where, content_index=0, part=part)
-            item["content"] = [part]
+            out = self._close_part()
             item["status"] = status
         else:
-            out += self._emit("response.function_call_arguments.done", **where, arguments=item["arguments"])
+            out = self._emit("response.function_call_arguments.done", **where, arguments=item["arguments"])
             item["status"] = "completed"
         self._open = None
         return out + self._emit("response.output_item.done", output_index=where["output_index"], item=item)
