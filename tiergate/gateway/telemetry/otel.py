@@ -24,8 +24,14 @@ from tiergate.gateway.accounting.records import CallRecord, Phase
 from tiergate.gateway.config.settings import Deployment, Settings
 from tiergate.gateway.errors import GatewayError
 
-_ROUTES = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "embeddings": "/v1/embeddings"}
-_OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
+_ROUTES = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "responses": "/v1/responses",
+           "embeddings": "/v1/embeddings"}  # fmt: skip
+_OPERATIONS = {
+    "chat": "chat",
+    "completions": "text_completion",
+    "responses": "chat",
+    "embeddings": "embeddings",
+}
 
 
 class Tracing:
