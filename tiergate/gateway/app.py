@@ -31,6 +31,7 @@ from tiergate.gateway.db.engine import database_unavailable, database_unreachabl
 from tiergate.gateway.doors.completions import CompletionsDoor
 from tiergate.gateway.doors.door import Door, through
 from tiergate.gateway.doors.messages import MessagesDoor
+from tiergate.gateway.doors.responses import ResponsesDoor
 from tiergate.gateway.errors import (
     GatewayError,
     MethodNotAllowed,
@@ -233,6 +234,10 @@ async def count_message_tokens(request: Request) -> Response:
     )
 
 
+async def responses(request: Request) -> Response | RelayResponse:
+    return await _call(request, "chat", ResponsesDoor())  # a door per request: it echoes the request
+
+
 async def embeddings(request: Request) -> Response | RelayResponse:
     return await _call(request, "embeddings")
 
@@ -329,6 +334,7 @@ def data_plane_routes() -> list[Route]:
             Route(f"{prefix}/completions", completions, methods=["POST"]),
             Route(f"{prefix}/messages", messages, methods=["POST"]),
             Route(f"{prefix}/messages/count_tokens", count_message_tokens, methods=["POST"]),
+            Route(f"{prefix}/responses", responses, methods=["POST"]),
             Route(f"{prefix}/embeddings", embeddings, methods=["POST"]),
             Route(f"{prefix}/models", models, methods=["GET"]),
             Route(f"{prefix}/models/{{model_id:path}}", models, methods=["GET"]),

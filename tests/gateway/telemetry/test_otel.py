@@ -92,6 +92,19 @@ async def test_a_call_is_a_server_span_with_a_child_per_phase_and_genai_attribut
     assert spans["tiergate.auth"].start_time < spans["tiergate.route"].start_time < upstream.start_time  # type: ignore[operator]
 
 
+async def test_a_front_door_call_is_named_after_its_own_route() -> None:
+    router = respx.Router()
+    router.post("http://up-a/v1/chat/completions").mock(
+        return_value=Response(200, json=completion("small-a"))
+    )
+    async with traced(router) as (client, exporter):
+        r = await client.post("/responses", json={"model": "auto", "input": PROMPT}, headers=AUTH)
+    assert r.status_code == 200
+    spans = _by_name(exporter.get_finished_spans())
+    assert {"POST /v1/responses", "chat small-a"} <= set(spans)
+    assert spans["chat small-a"].attributes["gen_ai.operation.name"] == "chat"  # type: ignore[index]
+
+
 async def test_refusals_and_failures_end_in_error_spans() -> None:
     router = respx.Router(assert_all_called=False)
     router.post("http://up-a/v1/chat/completions").mock(return_value=Response(500))

@@ -25,13 +25,9 @@ from tiergate.gateway.config.settings import Deployment, Settings
 from tiergate.gateway.errors import GatewayError
 
 _ROUTES = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "messages": "/v1/messages",
-           "embeddings": "/v1/embeddings"}  # fmt: skip
-_OPERATIONS = {
-    "chat": "chat",
-    "completions": "text_completion",
-    "messages": "chat",
-    "embeddings": "embeddings",
-}
+           "responses": "/v1/responses", "embeddings": "/v1/embeddings"}  # fmt: skip
+_OPERATIONS = {"chat": "chat", "completions": "text_completion", "messages": "chat", "responses": "chat",
+               "embeddings": "embeddings"}  # fmt: skip
 
 
 class Tracing:

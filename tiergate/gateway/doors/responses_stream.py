@@ -1,0 +1,218 @@
+"""The chat event stream rewritten as the Responses stream: `response.created`, `response.in_progress`, one
+added / delta / done run per output item (a message's text, each function call's arguments), then
+`response.completed` (or `response.incomplete`) with usage. A gateway error event in the chat stream becomes
+an `error` event and `response.failed`. Every event carries the next `sequence_number`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+
+from tiergate.gateway.doors.responses_output import (
+    RequestEcho,
+    function_call_item,
+    item_id,
+    message_item,
+    response_object,
+    status_of,
+    text_part,
+)
+
+
+class ResponsesStream:
+    """A `BodyTranslator` from chat SSE to Responses SSE; events may arrive split anywhere."""
+
+    def __init__(self, echo: RequestEcho) -> None:
+        self._echo = echo
+        self._pending = b""
+        self._sequence = 0
+        self._head: dict[str, Any] | None = None  # id, created, model of the chat stream
+        self._items: list[dict[str, Any]] = []  # output items, the last one possibly still open
+        self._open: str | None = None  # "message" | "function_call" while the last item is open
+        self._open_call = -1  # the chat tool-call index the open function call item is for
+        self._part: str | None = None  # the open message's open content part: output_text | refusal
+        self._part_text = ""  # that part's text so far
+        self._finish: Any = None
+        self._usage: dict[str, Any] | None = None
+        self._ended = False  # a terminal event was sent; anything after it is dropped
+
+    def feed(self, chunk: bytes) -> bytes:
+        self._pending += chunk
+        *events, self._pending = self._pending.split(b"\n\n")
+        return b"".join(self._translate(event) for event in events)
+
+    def close(self) -> bytes:
+        rest, self._pending = self._pending, b""
+        out = self._translate(rest) if rest.strip() else b""
+        if not self._ended and self._head is not None:  # the chat stream stopped without `[DONE]`
+            if self._finish is not None:
+                out += self._complete()
+            else:
+                out += self._fail("the answer ended before it was complete", "upstream_stream_broken")
+        return out
+
+    def _translate(self, event: bytes) -> bytes:
+        lines = event.split(b"\n")
+        data = [line[5:].lstrip() for line in lines if line.startswith(b"data:")]
+        if not data:  # a comment or keep-alive: kept as it came
+            return event + b"\n\n"
+        if self._ended:
+            return b""
+        payload = b"\n".join(data)
+        if payload.strip() == b"[DONE]":
+            return self._complete()
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return self._fail("the upstream sent an unreadable event", "upstream_stream_broken")
+        if not isinstance(doc, dict):
+            return b""
+        if isinstance(doc.get("error"), dict):
+            error = doc["error"]
+            return self._fail(str(error.get("message") or "error"), error.get("code") or "server_error")
+        if doc.get("object") != "chat.completion.chunk":
+            return b""
+        return self._chunk(doc)
+
+    def _emit(self, kind: str, **fields: Any) -> bytes:
+        doc = {"type": kind, "sequence_number": self._sequence, **fields}
+        self._sequence += 1
+        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(doc) + b"\n\n"
+
+    def _response(self, status: str, **extra: Any) -> dict[str, Any]:
+        assert self._head is not None
+        return response_object(self._echo, self._head, status=status, output=list(self._items), **extra)
+
+    def _start(self, doc: dict[str, Any]) -> bytes:
+        self._head = {"id": doc.get("id"), "created": doc.get("created"), "model": doc.get("model")}
+        started = self._response("in_progress")
+        return self._emit("response.created", response=started) + self._emit(
+            "response.in_progress", response=started
+        )
+
+    def _chunk(self, doc: dict[str, Any]) -> bytes:
+        out = self._start(doc) if self._head is None else b""
+        for choice in doc.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                out += self._message_delta("output_text", delta["content"])
+            if delta.get("refusal"):
+                out += self._message_delta("refusal", delta["refusal"])
+            for call in delta.get("tool_calls") or ():
+                out += self._call_delta(call)
+            if choice.get("finish_reason") is not None:
+                self._finish = choice["finish_reason"]
+        if doc.get("usage"):
+            self._usage = doc["usage"]
+        return out
+
+    def _message_delta(self, kind: str, piece: str) -> bytes:
+        """`piece` of the message's text (`kind` output_text) or refusal (`kind` refusal)."""
+        out = b""
+        if self._open != "message":
+            out += self._close_item()
+            self._open, self._part = "message", None
+            item = message_item(item_id("msg", self._head_id, len(self._items)), "", None, "in_progress")
+            item["content"] = []  # finished parts; the open one is at index len(content)
+            self._items.append(item)
+            out += self._emit("response.output_item.added", output_index=self._index, item=item)
+        if self._part != kind:
+            out += self._close_part()
+            self._part, self._part_text = kind, ""
+            part = text_part("") if kind == "output_text" else {"type": "refusal", "refusal": ""}
+            out += self._emit(
+                "response.content_part.added", **self._where, content_index=self._content, part=part
+            )
+        self._part_text += piece
+        extra: dict[str, Any] = {"logprobs": []} if kind == "output_text" else {}
+        return out + self._emit(
+            f"response.{kind}.delta", **self._where, content_index=self._content, delta=piece, **extra
+        )
+
+    def _call_delta(self, call: dict[str, Any]) -> bytes:
+        out = b""
+        function = call.get("function") or {}
+        index = call.get("index", 0)
+        if self._open != "function_call" or self._open_call != index:
+            out += self._close_item()
+            self._open, self._open_call = "function_call", index
+            item = function_call_item(
+                item_id("fc", self._head_id, len(self._items)),
+                call.get("id") or "",
+                function.get("name") or "",
+                "",
+                "in_progress",
+            )
+            self._items.append(item)
+            out += self._emit("response.output_item.added", output_index=self._index, item=item)
+        piece = function.get("arguments") or ""
+        if piece:
+            self._items[-1]["arguments"] += piece
+            out += self._emit("response.function_call_arguments.delta", **self._where, delta=piece)
+        return out
+
+    @property
+    def _head_id(self) -> Any:
+        return (self._head or {}).get("id")
+
+    @property
+    def _index(self) -> int:
+        return len(self._items) - 1
+
+    @property
+    def _where(self) -> dict[str, Any]:
+        return {"item_id": self._items[-1]["id"], "output_index": self._index}
+
+    @property
+    def _content(self) -> int:
+        return len(self._items[-1]["content"])
+
+    def _close_part(self) -> bytes:
+        if self._part is None:
+            return b""
+        where, index, text = self._where, self._content, self._part_text
+        if self._part == "output_text":
+            part = text_part(text)
+            out = self._emit(
+                "response.output_text.done", **where, content_index=index, text=text, logprobs=[]
+            )
+        else:
+            part = {"type": "refusal", "refusal": text}
+            out = self._emit("response.refusal.done", **where, content_index=index, refusal=text)
+        self._items[-1]["content"].append(part)
+        self._part = None
+        return out + self._emit("response.content_part.done", **where, content_index=index, part=part)
+
+    def _close_item(self, status: str = "completed") -> bytes:
+        if self._open is None:
+            return b""
+        item, where = self._items[-1], self._where
+        if self._open == "message":
+            out = self._close_part()
+            item["status"] = status
+        else:
+            out = self._emit("response.function_call_arguments.done", **where, arguments=item["arguments"])
+            item["status"] = "completed"
+        self._open = None
+        return out + self._emit("response.output_item.done", output_index=where["output_index"], item=item)
+
+    def _complete(self) -> bytes:
+        if self._head is None:
+            return b""
+        status, incomplete = status_of(self._finish)
+        out = self._close_item("incomplete" if status == "incomplete" else "completed")
+        self._ended = True
+        final = self._response(status, incomplete=incomplete, chat_usage=self._usage)
+        return out + self._emit(f"response.{status}", response=final)
+
+    def _fail(self, message: str, code: str) -> bytes:
+        out = b""
+        if self._head is None:  # failed before any chunk: the response still needs an id
+            out += self._start({"id": "chatcmpl-" + uuid.uuid4().hex})
+        self._ended = True
+        error = {"code": code, "message": message}
+        out += self._emit("error", code=code, message=message, param=None)
+        return out + self._emit("response.failed", response=self._response("failed", error=error))
