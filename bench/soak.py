@@ -12,7 +12,10 @@ read from /proc/self/status; the cache is full from the first sample at which it
 
 Prints (and writes to `--out`) one JSON object: requests, errors (any status but 200), RSS at the start,
 when the cache first filled and at the end, the growth from the fill to the end and to the highest sample
-after it, in %, the cache's entries, bytes and evictions, and every sample.
+after it, in %, the cache's entries, bytes and evictions, the deepest each background queue (ledger, traces,
+cache writes) was at a sample, and every sample. The queues matter: when their database writers fall behind
+this driver (SQLite, on a busy machine), the records waiting in them raise the RSS up to their bounds
+(`ledger_queue_size` rows, `learning.traces.queue_size` records) without anything leaking.
 """
 
 from __future__ import annotations
@@ -116,7 +119,8 @@ async def soak(requests: int, sample_every: int, max_bytes: int | None = None) -
         backend = exact.backend
         if not isinstance(backend, MemoryBackend):
             raise SystemExit("the soak needs the in-process exact cache (no redis_url)")
-        samples: list[dict[str, int]] = []
+        queues = gateway.state.gateway.queues
+        samples: list[dict[str, Any]] = []
         errors, filled_at = 0, None
         start_rss = rss_bytes()
         for first in range(0, requests, sample_every):
@@ -128,6 +132,7 @@ async def soak(requests: int, sample_every: int, max_bytes: int | None = None) -
                 "cache_entries": len(backend),
                 "cache_bytes": backend.size,
                 "evictions": backend.evictions,
+                "queue_depths": {queue.name: queue.depth() for queue in queues},
             }
             samples.append(sample)
             if filled_at is None and backend.evictions:
@@ -151,6 +156,9 @@ async def soak(requests: int, sample_every: int, max_bytes: int | None = None) -
         "cache_entries": samples[-1]["cache_entries"],
         "cache_bytes": samples[-1]["cache_bytes"],
         "evictions": samples[-1]["evictions"],
+        "max_queue_depths": {
+            name: max(s["queue_depths"][name] for s in samples) for name in samples[-1]["queue_depths"]
+        },
         "samples": samples,
     }
 

@@ -23,3 +23,7 @@ def test_the_soak_fills_the_cache_samples_rss_and_reports_growth_after_the_fill(
     assert result["rss_end_bytes"] == result["samples"][-1]["rss_bytes"]
     assert isinstance(result["growth_after_fill_pct"], float)
     assert result["max_growth_after_fill_pct"] >= result["growth_after_fill_pct"]
+    # Each sample shows how much work waits in the background queues, so a backlog is not read as a leak.
+    depths = [s["queue_depths"] for s in result["samples"]]
+    assert all({"ledger", "traces", "cache_writes"} <= set(d) for d in depths)
+    assert result["max_queue_depths"] == {name: max(d[name] for d in depths) for name in depths[-1]}
