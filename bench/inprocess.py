@@ -34,7 +34,7 @@ from typing import Any
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 import tiergate
-from bench.harness.load import chat_body
+from bench.harness.load import request_body
 from bench.harness.runner import run_setup
 from bench.harness.scenario import CONFIG_DIR, fill, parse_scenario
 from bench.harness.upstream import static_upstream
@@ -163,7 +163,7 @@ async def measure(
         app: ASGIApp = create_app(load_settings(config, env=env))  # type: ignore[assignment]
         state: Message = {}
         running, stop = await lifespan(app, state)
-        body = chat_body(workload.model, stream=workload.stream)
+        body = request_body(workload.api, workload.model, stream=workload.stream)
         await load(app, workload.path, key, body, 400, state)  # warm: connections, caches, first batches
         result: dict[str, Any] = {"scenario": scenario_name, "workload": workload_name, "requests": requests}
         if calls:
