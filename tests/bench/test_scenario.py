@@ -12,6 +12,7 @@ from bench.harness.runner import run_setup
 from bench.harness.scenario import CONFIG_DIR, ScenarioError, fill, load_scenarios, parse_scenario
 from tiergate.gateway.config.settings import parse_settings
 from tiergate.gateway.doors.messages import chat_from_messages
+from tiergate.gateway.doors.responses import responses_chat_request
 
 MINIMAL = """
 bench:
@@ -88,14 +89,16 @@ def test_the_gateway_scenario_is_a_valid_tiergate_config() -> None:
 
 def test_the_doors_scenario_sends_each_door_the_chat_workloads_question() -> None:
     doors = next(s for s in load_scenarios(CONFIG_DIR) if s.name == "gateway-doors")
-    by_api = {w.api for w in doors.workloads}
-    assert by_api == {"chat", "messages"} and {w.path for w in doors.workloads if w.api == "messages"} == {
-        "/v1/messages"
-    }
+    assert {(w.api, w.path) for w in doors.workloads} == {
+        ("chat", "/v1/chat/completions"), ("messages", "/v1/messages"), ("responses", "/v1/responses")
+    }  # fmt: skip
     chat = json.loads(request_body("chat", "student", stream=True))
-    translated = chat_from_messages(json.loads(request_body("messages", "student", stream=True)))
-    assert translated["messages"] == chat["messages"] and translated["max_tokens"] == chat["max_tokens"]
-    assert translated["temperature"] == chat["temperature"] and translated["stream"] is True
+    for translated in (
+        chat_from_messages(json.loads(request_body("messages", "student", stream=True))),
+        responses_chat_request(json.loads(request_body("responses", "student", stream=True))),
+    ):
+        assert translated["messages"] == chat["messages"] and translated["max_tokens"] == chat["max_tokens"]
+        assert translated["temperature"] == chat["temperature"] and translated["stream"] is True
 
 
 def test_an_unknown_api_or_a_ttft_on_another_door_is_refused() -> None:
