@@ -22,6 +22,28 @@ from tiergate.gateway.doors.responses_output import (
 )
 
 
+def _text_piece(data: bytes) -> str | None:
+    """The text a chat chunk `data` adds to choice 0 when that is all it carries ("" for a chunk that carries
+    nothing); None for any other chunk, which the full translation handles."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    choices = doc.get("choices") if isinstance(doc, dict) else None
+    if not choices or len(choices) != 1 or doc.get("usage") or doc.get("object") != "chat.completion.chunk":
+        return None
+    choice = choices[0]
+    delta = choice.get("delta")
+    if (
+        choice.get("finish_reason") is not None
+        or not isinstance(delta, dict)
+        or not delta.keys() <= {"content"}
+    ):
+        return None
+    text = delta.get("content") or ""
+    return text if isinstance(text, str) else None
+
+
 class ResponsesStream:
     """A `BodyTranslator` from chat SSE to Responses SSE; events may arrive split anywhere."""
 
@@ -38,11 +60,34 @@ class ResponsesStream:
         self._finish: Any = None
         self._usage: dict[str, Any] | None = None
         self._ended = False  # a terminal event was sent; anything after it is dropped
+        self._delta_where = b""  # the open part's item_id, output_index and content_index, as event bytes
 
     def feed(self, chunk: bytes) -> bytes:
         self._pending += chunk
         *events, self._pending = self._pending.split(b"\n\n")
-        return b"".join(self._translate(event) for event in events)
+        out = []
+        for event in events:
+            # Most of a stream: a one-line chunk with one more piece of the open text part, written out
+            # without building its event (this loop is the door's whole per-token cost).
+            if self._part == "output_text" and event[:7] == b"data: {" and b"\n" not in event:
+                piece = _text_piece(event[6:])
+                if piece is not None:
+                    if piece:
+                        self._part_text += piece
+                        out.append(self._text_delta_event(piece))
+                    continue
+            out.append(self._translate(event))
+        return b"".join(out)
+
+    def _text_delta_event(self, piece: str) -> bytes:
+        sequence, self._sequence = self._sequence, self._sequence + 1
+        return (
+            b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":'
+            + str(sequence).encode()
+            + self._delta_where
+            + orjson.dumps(piece)
+            + b',"logprobs":[]}\n\n'
+        )
 
     def close(self) -> bytes:
         rest, self._pending = self._pending, b""
@@ -122,14 +167,17 @@ class ResponsesStream:
         if self._part != kind:
             out += self._close_part()
             self._part, self._part_text = kind, ""
+            where = {**self._where, "content_index": self._content}
+            self._delta_where = b"," + orjson.dumps(where)[1:-1] + b',"delta":'
             part = text_part("") if kind == "output_text" else {"type": "refusal", "refusal": ""}
             out += self._emit(
                 "response.content_part.added", **self._where, content_index=self._content, part=part
             )
         self._part_text += piece
-        extra: dict[str, Any] = {"logprobs": []} if kind == "output_text" else {}
+        if kind == "output_text":
+            return out + self._text_delta_event(piece)
         return out + self._emit(
-            f"response.{kind}.delta", **self._where, content_index=self._content, delta=piece, **extra
+            "response.refusal.delta", **self._where, content_index=self._content, delta=piece
         )
 
     def _call_delta(self, call: dict[str, Any]) -> bytes:
