@@ -1,6 +1,7 @@
 """Opening and closing what virtual keys, limits, budgets and the ledger need, as one unit of the lifespan.
 
-    database (SQLite: migrated here; PostgreSQL: checked here) -> Redis (optional) -> key cache -> ledger
+    database (SQLite: migrated here; PostgreSQL: checked here, or once it is back when it is away at
+    startup) -> Redis (optional) -> key cache -> ledger
     (spill files replayed) -> limiter -> background tasks (key refresh, change bus, ledger writer)
 
 Closing drains in the opposite order, and first settles every call that was admitted: calls the server
@@ -33,7 +34,7 @@ from tiergate.gateway.accounting.limits import Limiter, LocalLimiter
 from tiergate.gateway.accounting.records import CallRecord, Sink
 from tiergate.gateway.config.settings import Settings
 from tiergate.gateway.db import migrate
-from tiergate.gateway.db.engine import is_sqlite, open_engine, sqlite_path
+from tiergate.gateway.db.engine import database_unreachable, is_sqlite, open_engine, redact_url, sqlite_path
 from tiergate.gateway.errors import GatewayError
 
 if TYPE_CHECKING:
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("tiergate.accounting")
 # At shutdown, how long cancelled calls get to settle themselves before the rest are settled as failed.
 _UNWIND_S = 5.0
+# PostgreSQL away at startup: the first re-check after this long, then twice as long each time, up to the max.
+_RECHECK_FIRST_S = 0.5
+_RECHECK_MAX_S = 10.0
 
 
 def redis_client(url: str) -> Redis:
@@ -98,6 +102,9 @@ class Accounting:
     # Settlements in flight (limiter round trip, then the ledger row); awaited, never cancelled, at close.
     settling: set[asyncio.Future[None]] = field(default_factory=set)
     _all_settled: asyncio.Event | None = None  # made at close, set when the last open call settles
+    # False while PostgreSQL, unreachable at startup, has not been checked yet (schema, budget counters,
+    # spill files): until then the replica serves what needs no database and is not ready.
+    database_checked: bool = True
 
     def admitted(self, record: CallRecord) -> None:
         self.open_calls[id(record)] = record
@@ -209,6 +216,8 @@ class Accounting:
                 await conn.execute(text("SELECT 1"))
         except Exception as exc:
             return f"database unreachable ({exc.__class__.__name__})"
+        if not self.database_checked:
+            return "the database was unreachable at startup and is not checked yet"
         if self.redis is not None:
             try:
                 await self.redis.ping()
@@ -235,14 +244,52 @@ class Accounting:
         await self.engine.dispose()
 
 
+async def _postgres_reachable(url: str) -> bool:
+    """Whether PostgreSQL answers; raises SchemaBehind when it does with the wrong schema (a deploy error)."""
+    try:
+        await migrate.require_current(url)
+    except Exception as exc:
+        if not database_unreachable(exc):
+            raise
+        return False
+    return True
+
+
+async def _check_database_when_back(accounting: Accounting, budget: PostgresBudget | None) -> None:
+    """PostgreSQL was away at startup: once it answers, do what startup skipped (the schema check, the budget
+    counters' reset, the spill files' replay), then let the replica report ready."""
+    url, wait_s = accounting.settings.database_url, _RECHECK_FIRST_S
+    while True:
+        await asyncio.sleep(wait_s)
+        wait_s = min(wait_s * 2, _RECHECK_MAX_S)
+        try:
+            if not await _postgres_reachable(url):
+                continue
+            if budget is not None:
+                await budget.start()
+            replayed = await accounting.ledger.replay()
+        except migrate.SchemaBehind as behind:
+            log.error("%s", behind)  # stays not ready: serving against the wrong schema would corrupt it
+            continue
+        except Exception as exc:
+            log.warning("the database is back but not usable yet (%s); trying again", exc.__class__.__name__)
+            continue
+        accounting.database_checked = True
+        log.warning("the database is back: schema checked, %d spilled ledger rows replayed", replayed)
+        return
+
+
 async def open_accounting(settings: Settings) -> Accounting:
     url = settings.database_url
+    reachable = True
     if is_sqlite(url):
         before, after = await migrate.upgrade(url)
         if before != after:
             log.warning("database %s migrated from %s to %s", sqlite_path(url), before or "empty", after)
-    else:
-        await migrate.require_current(url)
+    elif not (reachable := await _postgres_reachable(url)):
+        # Start anyway: the master key and cached answers are served, the ledger spills, virtual keys get
+        # 503s, /readyz says not ready; it all recovers when PostgreSQL is back, without a restart.
+        log.warning("the database %s is unreachable at startup; starting without it", redact_url(url))
     engine = open_engine(url)
     policy = settings.accounting
     redis: Redis | None = None
@@ -266,8 +313,10 @@ async def open_accounting(settings: Settings) -> Accounting:
             queue_size=policy.ledger_queue_size,
             spill_dir=policy.spill_dir,
         )
-        await ledger.replay()
+        if reachable:
+            await ledger.replay()
         limiter: Limiter
+        budget: PostgresBudget | None = None
         if redis is not None:
 
             async def seed(scope: str, since_s: int) -> int:
@@ -282,7 +331,8 @@ async def open_accounting(settings: Settings) -> Accounting:
             limiter = LocalLimiter(SqliteBudget(sqlite_path(url)))
         else:
             budget = PostgresBudget(engine)
-            await budget.start()
+            if reachable:
+                await budget.start()
             limiter = LocalLimiter(budget)
     except BaseException:
         if redis is not None:
@@ -292,7 +342,9 @@ async def open_accounting(settings: Settings) -> Accounting:
     keys = KeyCache(
         engine, refresh_s=policy.key_refresh_s, max_age_s=policy.key_cache_ttl_s, cache=settings.cache
     )
-    accounting = Accounting(settings, engine, keys, ledger, limiter, redis)
+    accounting = Accounting(settings, engine, keys, ledger, limiter, redis, database_checked=reachable)
+    if not reachable:
+        accounting.tasks.append(asyncio.ensure_future(_check_database_when_back(accounting, budget)))
     accounting.ledger_task = asyncio.ensure_future(ledger.run())
     accounting.tasks.append(asyncio.ensure_future(keys.run()))
     accounting.tasks.append(asyncio.ensure_future(ledger.replay_periodically()))

@@ -86,7 +86,7 @@ async def open_learning(
     """The learning parts `settings` turn on; the shadow evaluator (if any) tells `router` which tenants take
     monitoring samples. `ledger` books evaluation spend; `metrics` gets the evaluations counter."""
     learning = Learning(ModelRegistry(engine, fleet))
-    await learning.registry.refresh()
+    await learning.registry.refresh_or_keep()
     learning.tasks.append(asyncio.ensure_future(learning.registry.run(settings.models_refresh_s)))
     if settings.traces.enabled:
         traces = learning.traces = TraceWriter(engine, settings.traces)

@@ -98,10 +98,15 @@ class ModelRegistry:
         candidates = len(self._fleet.register(deployments).candidates)
         log.info("registered models: %d candidate(s), %d active", candidates, len(deployments) - candidates)
 
+    async def refresh_or_keep(self) -> None:
+        """`refresh`, but the database being away only logs: the models in force keep working (at startup:
+        the configured ones), the next poll tries again."""
+        try:
+            await self.refresh()
+        except Exception as exc:
+            log.warning("refreshing registered models failed: %s", exc.__class__.__name__)
+
     async def run(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
-            try:
-                await self.refresh()
-            except Exception as exc:  # the models in force keep working; the next poll tries again
-                log.warning("refreshing registered models failed: %s", exc.__class__.__name__)
+            await self.refresh_or_keep()
