@@ -325,7 +325,11 @@ async def open_accounting(settings: Settings) -> Accounting:
             from tiergate.gateway.accounting.limits_redis import RedisLimiter
 
             limiter = RedisLimiter(
-                redis, settings.redis_prefix, seed, reservation_ttl_s=policy.reservation_ttl_s
+                redis,
+                settings.redis_prefix,
+                seed,
+                reservation_ttl_s=policy.reservation_ttl_s,
+                reservation_lease_s=policy.reservation_lease_s,
             )
         elif is_sqlite(url):
             limiter = LocalLimiter(SqliteBudget(sqlite_path(url)))

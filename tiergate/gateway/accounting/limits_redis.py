@@ -7,6 +7,12 @@ Keys (all under `redis_prefix`):
     ba:<scope>:<period start>   hash reservation id -> amount
 A budget counter that Redis does not hold (first use in a period, or Redis lost its data) is rebuilt from
 the ledger before the request is admitted, so losing Redis never means an unlimited key.
+
+A reservation is a lease: it expires `reservation_lease_s` after it was made or last renewed, and the replica
+holding it renews every reservation it holds every third of that (one pipelined round trip, off the request
+path). So the reservations of a replica that died are released within a lease (30 s by default), while a
+long request on a live replica keeps its own - up to `reservation_ttl_s`, after which a reservation whose
+settlement never came is no longer renewed.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -160,12 +167,31 @@ _PERIOD_GRACE_S = 86_400
 _SETTLE_RETRY_MAX_S = 2.0  # while Redis is away, a settlement is retried at least this often
 
 
+@dataclass(slots=True)
+class _Held:
+    """A reservation this replica holds: the sorted sets whose expiry it renews, and when it was made."""
+
+    zsets: list[str]
+    since_s: float
+
+
 class RedisLimiter:
-    def __init__(self, redis: Redis, prefix: str, seed: SeedSpend, *, reservation_ttl_s: float) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        seed: SeedSpend,
+        *,
+        reservation_ttl_s: float,
+        reservation_lease_s: float = 30.0,
+    ) -> None:
         self._redis = redis
         self._prefix = prefix
         self._seed = seed
         self._ttl_ms = int(reservation_ttl_s * 1000)
+        self._lease_ms = int(min(reservation_lease_s, reservation_ttl_s) * 1000)
+        self._held: dict[str, _Held] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
         self._admit = redis.register_script(ADMIT)
         self._settle = redis.register_script(SETTLE)
         self._seed_script = redis.register_script(SEED)
@@ -199,7 +225,7 @@ class RedisLimiter:
         args: list[Any] = [
             ticket.reservation_id,
             amount_nano,
-            int(now_s * 1000) + self._ttl_ms,
+            int(now_s * 1000) + self._lease_ms,
             len(ticket.budgets),
         ]
         for b in ticket.budgets:
@@ -226,7 +252,44 @@ class RedisLimiter:
             raise rate_refusal(checks[result[1] - 1], result[2] / 1000)
         if result[0] == 2:
             raise budget_refusal(budgets[result[1] - 1], now_s, reserve_nano)
+        if budgets:
+            self._hold(ticket, now_s)
         return ticket
+
+    def _hold(self, ticket: Ticket, now_s: float) -> None:
+        self._held[ticket.reservation_id] = _Held([self._budget_keys(b)[1] for b in ticket.budgets], now_s)
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.get_running_loop().create_task(self._renew_periodically())
+
+    async def _renew_periodically(self) -> None:
+        while self._held:
+            await asyncio.sleep(self._lease_ms / 3000)
+            await self.renew(time.time())
+
+    async def renew(self, now_s: float) -> None:
+        """Extend the lease of every reservation this replica holds to `now_s` + the lease.
+
+        Only reservations still in Redis are renewed (ZADD XX): one another replica already expired, or a
+        settlement removed, is not brought back. A reservation held past `reservation_ttl_s` is let go."""
+        expiry = int(now_s * 1000) + self._lease_ms
+        pipe = self._redis.pipeline(transaction=False)
+        for reservation_id, held in list(self._held.items()):
+            if (now_s - held.since_s) * 1000 > self._ttl_ms:
+                del self._held[reservation_id]
+                log.error(
+                    "reservation %s was never settled within accounting.reservation_ttl_s; it is no "
+                    "longer renewed and expires",
+                    reservation_id,
+                )
+                continue
+            for zset in held.zsets:
+                pipe.zadd(zset, {reservation_id: expiry}, xx=True)
+        if not len(pipe):
+            return
+        try:
+            await pipe.execute()
+        except RedisError as exc:  # Redis away: the next beat tries again, within the lease
+            log.warning("renewing %d reservation(s) failed: %s", len(self._held), exc.__class__.__name__)
 
     async def top_up(self, ticket: Ticket, amount_nano: int, now_s: float) -> bool:
         if not ticket.budgets or amount_nano <= 0:
@@ -265,12 +328,14 @@ class RedisLimiter:
             return
         try:
             await self._settle(keys=keys, args=args)
+            self._held.pop(ticket.reservation_id, None)
         except RedisError as exc:
             log.warning(
                 "settling %s failed (%s); retrying in the background",
                 ticket.reservation_id,
                 exc.__class__.__name__,
             )
+            # The reservation stays held (renewed) until the retry lands, so it does not expire meanwhile.
             task = asyncio.get_running_loop().create_task(self._retry(keys, args))
             self._retries.add(task)
             task.add_done_callback(self._retries.discard)
@@ -279,18 +344,29 @@ class RedisLimiter:
         # A retry applies only while its reservation is still held: the first attempt may have run with its
         # reply lost, and applying it twice would count the cost twice. Past the reservation's TTL it would
         # be a no-op, so retrying stops there.
+        reservation_id = str(args[3])
         args = [*args[:-1], 0]
         deadline = time.monotonic() + self._ttl_ms / 1000
         attempt = 0
-        while time.monotonic() < deadline:
-            await asyncio.sleep(min(_SETTLE_RETRY_MAX_S, 0.2 * 2**attempt))
-            attempt += 1
-            try:
-                await self._settle(keys=keys, args=args)
+        try:
+            while time.monotonic() < deadline:
+                await asyncio.sleep(min(_SETTLE_RETRY_MAX_S, 0.2 * 2**attempt))
+                attempt += 1
+                try:
+                    applied = await self._settle(keys=keys, args=args)
+                except RedisError:
+                    continue
+                if not int(applied):
+                    # Redis was away from this replica longer than a lease, and another replica expired it.
+                    log.error(
+                        "settlement %s reached Redis after its reservation had expired; its cost is missing "
+                        "from Redis's budget counters (the ledger has it)",
+                        reservation_id,
+                    )
                 return
-            except RedisError:
-                continue
-        log.error("settlement %s could not be written to Redis; the ledger still has it", args[3])
+            log.error("settlement %s could not be written to Redis; the ledger still has it", reservation_id)
+        finally:
+            self._held.pop(reservation_id, None)
 
     async def aclose(self) -> None:
         if self._retries:
@@ -299,6 +375,7 @@ class RedisLimiter:
                 "reservation TTL and their cost is missing from Redis's budget counters (the ledger has it)",
                 len(self._retries),
             )
-        for task in list(self._retries):
+        tasks = [*self._retries, *([self._heartbeat] if self._heartbeat is not None else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._retries, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -113,7 +113,13 @@ class AccountingPolicy:
         default=60.0, description="a cached key is re-read from the database at least this often"
     )
     reservation_ttl_s: PositiveSeconds = Field(
-        default=900.0, description="a reservation whose settlement never came (crashed replica) expires"
+        default=900.0,
+        description="the longest a request holds a budget reservation: one whose settlement never came expires",
+    )
+    reservation_lease_s: PositiveSeconds = Field(
+        default=30.0,
+        description="with Redis, a replica renews the budget reservations it holds every third of this; a"
+        " replica that died has its reservations released within it",
     )
     default_max_output_tokens: Positive = Field(
         default=4096, description="reserved when neither the request nor the model bounds the output"
