@@ -106,8 +106,10 @@ def response_object(
     incomplete: dict[str, Any] | None = None,
     error: dict[str, Any] | None = None,
     chat_usage: dict[str, Any] | None = None,
+    fields: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A `response` named after the chat completion (or first chunk) `chat`."""
+    """A `response` named after the chat completion (or first chunk) `chat`; `fields` are `echo.fields()`
+    when the caller has them already."""
     created = chat.get("created") or int(time.time())
     return {
         "id": response_id(chat.get("id")),
@@ -120,7 +122,7 @@ def response_object(
         "model": chat.get("model"),
         "output": output,
         "usage": response_usage(chat_usage),
-        **echo.fields(),
+        **(fields if fields is not None else echo.fields()),
     }
 
 

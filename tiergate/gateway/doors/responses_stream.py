@@ -21,27 +21,11 @@ from tiergate.gateway.doors.responses_output import (
     text_part,
 )
 
-
-def _text_piece(data: bytes) -> str | None:
-    """The text a chat chunk `data` adds to choice 0 when that is all it carries ("" for a chunk that carries
-    nothing); None for any other chunk, which the full translation handles."""
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    choices = doc.get("choices") if isinstance(doc, dict) else None
-    if not choices or len(choices) != 1 or doc.get("usage") or doc.get("object") != "chat.completion.chunk":
-        return None
-    choice = choices[0]
-    delta = choice.get("delta")
-    if (
-        choice.get("finish_reason") is not None
-        or not isinstance(delta, dict)
-        or not delta.keys() <= {"content"}
-    ):
-        return None
-    text = delta.get("content") or ""
-    return text if isinstance(text, str) else None
+_TEXT_DELTA = (
+    b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":'
+)
+_DELTA_END = b',"logprobs":[]}\n\n'
+_NOT_TEXT_ONLY = (KeyError, TypeError, ValueError, orjson.JSONDecodeError)
 
 
 class ResponsesStream:
@@ -61,33 +45,48 @@ class ResponsesStream:
         self._usage: dict[str, Any] | None = None
         self._ended = False  # a terminal event was sent; anything after it is dropped
         self._delta_where = b""  # the open part's item_id, output_index and content_index, as event bytes
+        self._echo_fields: dict[str, Any] | None = None
 
     def feed(self, chunk: bytes) -> bytes:
         self._pending += chunk
         *events, self._pending = self._pending.split(b"\n\n")
-        out = []
+        out: list[bytes] = []
         for event in events:
-            # Most of a stream: a one-line chunk with one more piece of the open text part, written out
-            # without building its event (this loop is the door's whole per-token cost).
             if self._part == "output_text" and event[:7] == b"data: {" and b"\n" not in event:
-                piece = _text_piece(event[6:])
-                if piece is not None:
-                    if piece:
-                        self._part_text += piece
-                        out.append(self._text_delta_event(piece))
-                    continue
-            out.append(self._translate(event))
+                # Most of a stream: a chunk whose one choice adds text to the open part and carries nothing
+                # else. Written out without building its event, and with as few calls as can be: this loop
+                # is the door's whole per-token cost. Any other chunk raises here and is translated in full.
+                try:
+                    doc = orjson.loads(event[6:])
+                    (choice,) = doc["choices"]
+                    delta = choice["delta"]
+                    text = delta["content"] if delta else ""
+                    if (
+                        choice["finish_reason"] is None
+                        and len(delta) < 2
+                        and doc["object"] == "chat.completion.chunk"
+                        and ("usage" not in doc or not doc["usage"])
+                        and (text is None or isinstance(text, str))
+                    ):
+                        if text:
+                            self._part_text += text
+                            out += (
+                                _TEXT_DELTA,
+                                b"%d" % self._sequence,
+                                self._delta_where,
+                                orjson.dumps(text),
+                                _DELTA_END,
+                            )
+                            self._sequence += 1
+                        continue
+                except _NOT_TEXT_ONLY:
+                    pass
+            out += (self._translate(event),)
         return b"".join(out)
 
-    def _text_delta_event(self, piece: str) -> bytes:
+    def _emit_text_delta(self, piece: str) -> bytes:
         sequence, self._sequence = self._sequence, self._sequence + 1
-        return (
-            b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":'
-            + str(sequence).encode()
-            + self._delta_where
-            + orjson.dumps(piece)
-            + b',"logprobs":[]}\n\n'
-        )
+        return _TEXT_DELTA + b"%d" % sequence + self._delta_where + orjson.dumps(piece) + _DELTA_END
 
     def close(self) -> bytes:
         rest, self._pending = self._pending, b""
@@ -129,14 +128,23 @@ class ResponsesStream:
 
     def _response(self, status: str, **extra: Any) -> dict[str, Any]:
         assert self._head is not None
-        return response_object(self._echo, self._head, status=status, output=list(self._items), **extra)
+        if self._echo_fields is None:
+            self._echo_fields = self._echo.fields()
+        return response_object(
+            self._echo, self._head, status=status, output=list(self._items), fields=self._echo_fields, **extra
+        )
 
     def _start(self, doc: dict[str, Any]) -> bytes:
         self._head = {"id": doc.get("id"), "created": doc.get("created"), "model": doc.get("model")}
-        started = self._response("in_progress")
-        return self._emit("response.created", response=started) + self._emit(
-            "response.in_progress", response=started
-        )
+        started = orjson.dumps(self._response("in_progress"))  # once, for both events
+        out = []
+        for kind in ("response.created", "response.in_progress"):
+            out.append(
+                b'event: %s\ndata: {"type":"%s","sequence_number":%d,"response":%s}\n\n'
+                % (kind.encode(), kind.encode(), self._sequence, started)
+            )
+            self._sequence += 1
+        return b"".join(out)
 
     def _chunk(self, doc: dict[str, Any]) -> bytes:
         out = self._start(doc) if self._head is None else b""
@@ -175,7 +183,7 @@ class ResponsesStream:
             )
         self._part_text += piece
         if kind == "output_text":
-            return out + self._text_delta_event(piece)
+            return out + self._emit_text_delta(piece)
         return out + self._emit(
             "response.refusal.delta", **self._where, content_index=self._content, delta=piece
         )
