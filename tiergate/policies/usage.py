@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["chat_usage", "embeddings_usage"]
+__all__ = ["chat_usage", "embeddings_usage", "reported_count"]
 
 
 def _count(value: Any) -> int | None:
@@ -38,3 +38,12 @@ def embeddings_usage(doc: Any) -> int | None:
     """The input tokens of an embeddings response (embeddings generate no tokens), or None when unstated."""
     usage = _usage(doc)
     return None if usage is None else _count(usage.get("prompt_tokens"))
+
+
+def reported_count(usage: Any, *path: str) -> int:
+    """The count at `path` in a usage object (`"prompt_tokens_details", "cached_tokens"`), 0 when it is
+    absent or not a count - for translating usage into another API's shape, never for settling spend."""
+    value = usage
+    for name in path:
+        value = value.get(name) if isinstance(value, dict) else None
+    return _count(value) or 0

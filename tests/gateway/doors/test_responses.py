@@ -218,6 +218,31 @@ def test_the_chat_stream_becomes_the_responses_event_sequence_however_it_is_spli
         assert b"".join(split.feed(p) for p in pieces) + split.close() == expected
 
 
+def test_text_chunks_that_carry_more_than_text_are_translated_in_full() -> None:
+    # The per-token path takes only a chunk whose one choice adds text; every other shape must still count.
+    translator = ResponsesStream(RequestEcho({}))
+    stream = sse(
+            _chunk([{"index": 0, "delta": {"content": "a"}, "finish_reason": None}]),
+            _chunk([{"index": 0, "delta": {"content": None}, "finish_reason": None}], usage=None),
+            _chunk([{"index": 0, "delta": {"content": "b"}, "finish_reason": None}],
+                   usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}),
+            _chunk([{"index": 0, "delta": {"content": "c", "role": "assistant"}, "finish_reason": None}]),
+            _chunk([{"index": 0, "delta": {"content": 7}, "finish_reason": None}]),
+            [1, 2],
+            _chunk([{"index": 0, "delta": {"content": "d"}, "finish_reason": None},
+                    {"index": 1, "delta": {"content": "e"}, "finish_reason": None}]),
+            _chunk([{"index": 0, "delta": {"content": "é\n\"f\""}, "finish_reason": "stop"}],
+                   usage={"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9}),
+    )  # fmt: skip
+    events = _events(translator.feed(stream) + translator.close())
+    deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+    assert deltas == ["a", "b", "c", "d", "e", 'é\n"f"']  # a non-text content (7) and a non-object add none
+    final = events[-1]
+    assert final["type"] == "response.completed"
+    assert final["response"]["output"][0]["content"][0]["text"] == 'abcdeé\n"f"'
+    assert final["response"]["usage"]["total_tokens"] == 9  # the last usage, whichever chunk carried it
+
+
 def test_a_streamed_refusal_is_its_own_content_part() -> None:
     translator = ResponsesStream(RequestEcho({}))
     body = (

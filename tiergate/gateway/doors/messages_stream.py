@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from tiergate.policies.usage import reported_count
+
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
                  "function_call": "tool_use", "content_filter": "refusal"}  # fmt: skip
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
@@ -37,12 +39,12 @@ def anthropic_error(status: int, message: str) -> dict[str, Any]:
 
 
 def anthropic_usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
-    """Anthropic's usage for a chat `usage`: input tokens exclude those read from the upstream's cache."""
-    usage = usage or {}
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    """Anthropic's usage for a chat `usage`: input tokens exclude those read from the upstream's cache (a
+    field that is not a count reads as 0)."""
+    cached = reported_count(usage, "prompt_tokens_details", "cached_tokens")
     return {
-        "input_tokens": max(0, (usage.get("prompt_tokens") or 0) - cached),
-        "output_tokens": usage.get("completion_tokens") or 0,
+        "input_tokens": max(0, reported_count(usage, "prompt_tokens") - cached),
+        "output_tokens": reported_count(usage, "completion_tokens"),
         "cache_read_input_tokens": cached,
         "cache_creation_input_tokens": 0,
     }
@@ -80,16 +82,16 @@ class MessagesStream:
                 except orjson.JSONDecodeError:
                     doc = None
                 choices = doc.get("choices") if isinstance(doc, dict) else None
-                if choices and len(choices) == 1 and not doc.get("usage"):
+                if isinstance(choices, list) and len(choices) == 1 and not doc.get("usage"):
                     choice = choices[0]
-                    delta = choice.get("delta")
+                    delta = choice.get("delta") if isinstance(choice, dict) else None
                     if (
-                        choice.get("finish_reason") is None
+                        isinstance(delta, dict)
+                        and choice.get("finish_reason") is None
                         and choice.get("index", 0) == 0
-                        and isinstance(delta, dict)
                         and delta.keys() <= {"content"}
+                        and isinstance(text := delta.get("content") or "", str)
                     ):
-                        text = delta.get("content")
                         if text:
                             out.append(self._text_prefix + orjson.dumps(text) + b"}}\n\n")
                         continue
@@ -123,18 +125,25 @@ class MessagesStream:
         return self._chunk(doc)
 
     def _chunk(self, doc: dict[str, Any]) -> bytes:
+        """A chunk's pieces; a piece of the wrong type (an upstream's mistake) adds nothing, it never breaks
+        the stream."""
         out = b"" if self._started else self._start(doc)
-        if doc.get("usage"):
+        if isinstance(doc.get("usage"), dict) and doc["usage"]:
             self._usage = anthropic_usage(doc["usage"])
-        for choice in doc.get("choices") or ():
-            if choice.get("index", 0) != 0:
+        choices = doc.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue  # Messages has one answer
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
+            delta = choice.get("delta")
+            delta = delta if isinstance(delta, dict) else {}
+            content = delta.get("content")
+            if content and isinstance(content, str):
                 out += self._open("text", {"type": "text", "text": ""})
-                out += self._text_prefix + orjson.dumps(delta["content"]) + b"}}\n\n"
-            for call in delta.get("tool_calls") or ():
-                out += self._tool_call(call)
+                out += self._text_prefix + orjson.dumps(content) + b"}}\n\n"
+            calls = delta.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
+                if isinstance(call, dict):
+                    out += self._tool_call(call)
             if choice.get("finish_reason") is not None:
                 self._stop = stop_reason(choice["finish_reason"])
                 out += self._close_block()
@@ -152,14 +161,16 @@ class MessagesStream:
     def _tool_call(self, call: dict[str, Any]) -> bytes:
         out = b""
         index = call.get("index", 0)
-        function = call.get("function") or {}
+        index = index if isinstance(index, int) else 0
+        function = call.get("function")
+        function = function if isinstance(function, dict) else {}
         if index not in self._tool_calls:
             out += self._close_block()
             self._tool_calls[index] = self._blocks
             block: dict[str, Any] = {
                 "type": "tool_use",
-                "id": call.get("id"),
-                "name": function.get("name"),
+                "id": call.get("id") if isinstance(call.get("id"), str) else None,
+                "name": function.get("name") if isinstance(function.get("name"), str) else None,
                 "input": {},
             }
             out += self._open("tool_use", block)
@@ -167,8 +178,9 @@ class MessagesStream:
             return (
                 out  # a late fragment of a call whose block is closed: Anthropic's blocks do not interleave
             )
-        if function.get("arguments"):
-            out += self._delta({"type": "input_json_delta", "partial_json": function["arguments"]})
+        arguments = function.get("arguments")
+        if arguments and isinstance(arguments, str):
+            out += self._delta({"type": "input_json_delta", "partial_json": arguments})
         return out
 
     def _open(self, kind: str, block: dict[str, Any]) -> bytes:

@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from tiergate.policies.usage import reported_count
+
 # finish_reason -> the reason a response is incomplete
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
@@ -51,19 +53,22 @@ def item_id(prefix: str, chat_id: Any, index: int) -> str:
 
 
 def response_usage(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Responses usage for chat usage."""
-    if not chat_usage:
+    """Responses usage for chat usage (a field that is not a count reads as 0)."""
+    if not isinstance(chat_usage, dict) or not chat_usage:
         return None
-    cached = (chat_usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-    reasoning = (chat_usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
-    input_tokens = chat_usage.get("prompt_tokens") or 0
-    output_tokens = chat_usage.get("completion_tokens") or 0
+    input_tokens = reported_count(chat_usage, "prompt_tokens")
+    output_tokens = reported_count(chat_usage, "completion_tokens")
     return {
         "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
+        "input_tokens_details": {
+            "cached_tokens": reported_count(chat_usage, "prompt_tokens_details", "cached_tokens"),
+            "cache_write_tokens": 0,
+        },
         "output_tokens": output_tokens,
-        "output_tokens_details": {"reasoning_tokens": reasoning},
-        "total_tokens": chat_usage.get("total_tokens") or input_tokens + output_tokens,
+        "output_tokens_details": {
+            "reasoning_tokens": reported_count(chat_usage, "completion_tokens_details", "reasoning_tokens")
+        },
+        "total_tokens": reported_count(chat_usage, "total_tokens") or input_tokens + output_tokens,
     }
 
 

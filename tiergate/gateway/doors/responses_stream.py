@@ -28,6 +28,18 @@ _DELTA_END = b',"logprobs":[]}\n\n'
 _NOT_TEXT_ONLY = (KeyError, TypeError, ValueError, orjson.JSONDecodeError)
 
 
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 class ResponsesStream:
     """A `BodyTranslator` from chat SSE to Responses SSE; events may arrive split anywhere."""
 
@@ -147,18 +159,23 @@ class ResponsesStream:
         return b"".join(out)
 
     def _chunk(self, doc: dict[str, Any]) -> bytes:
+        """A chunk's pieces; a piece of the wrong type (an upstream's mistake) adds nothing, it never breaks
+        the stream."""
         out = self._start(doc) if self._head is None else b""
-        for choice in doc.get("choices") or ():
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
+        for choice in _list(doc.get("choices")):
+            if not isinstance(choice, dict):
+                continue
+            delta = _object(choice.get("delta"))
+            if _text(delta.get("content")):
                 out += self._message_delta("output_text", delta["content"])
-            if delta.get("refusal"):
+            if _text(delta.get("refusal")):
                 out += self._message_delta("refusal", delta["refusal"])
-            for call in delta.get("tool_calls") or ():
-                out += self._call_delta(call)
+            for call in _list(delta.get("tool_calls")):
+                if isinstance(call, dict):
+                    out += self._call_delta(call)
             if choice.get("finish_reason") is not None:
                 self._finish = choice["finish_reason"]
-        if doc.get("usage"):
+        if _object(doc.get("usage")):
             self._usage = doc["usage"]
         return out
 
@@ -190,21 +207,21 @@ class ResponsesStream:
 
     def _call_delta(self, call: dict[str, Any]) -> bytes:
         out = b""
-        function = call.get("function") or {}
+        function = _object(call.get("function"))
         index = call.get("index", 0)
         if self._open != "function_call" or self._open_call != index:
             out += self._close_item()
             self._open, self._open_call = "function_call", index
             item = function_call_item(
                 item_id("fc", self._head_id, len(self._items)),
-                call.get("id") or "",
-                function.get("name") or "",
+                _text(call.get("id")),
+                _text(function.get("name")),
                 "",
                 "in_progress",
             )
             self._items.append(item)
             out += self._emit("response.output_item.added", output_index=self._index, item=item)
-        piece = function.get("arguments") or ""
+        piece = _text(function.get("arguments"))
         if piece:
             self._items[-1]["arguments"] += piece
             out += self._emit("response.function_call_arguments.delta", **self._where, delta=piece)
