@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tiergate.policies.exploration import ExplorationConfig
+from tiergate.policies.exploration import EVALUATION_SHARE, ExplorationConfig
 from tiergate.policies.promotion import PromotionConfig
-
-EVALUATION_SHARE = 0.05  # default cap: evaluation spend at most this share of the serving spend so far
 
 
 @dataclass(frozen=True, slots=True)
