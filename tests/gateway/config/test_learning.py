@@ -67,6 +67,10 @@ def test_promote_defaults_are_the_replays_and_can_be_set() -> None:
     assert not default.enabled and default.promotion == PromotionConfig() == replay.promotion
     # One source of defaults: the live job explores by value of information exactly as replay does.
     assert default.exploration == replay.exploration and default.explore is replay.explore is None
+    # ... and caps evaluation spend at the share of serving spend replay caps it at, on by default.
+    shadow = learning(None).shadow.policy
+    assert shadow.evaluation_share == replay.evaluation_budget == 0.05
+    assert learning({"shadow": {"evaluation_share": 0.2}}).shadow.policy.evaluation_share == 0.2
     assert default.quality is None and default.promotion.quality_budget == 0.05
     given = learning(
         {"promote": {"enabled": True, "interval_s": 600, "quality_budget": 0.02, "alpha": 0.1,

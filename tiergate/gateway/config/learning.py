@@ -68,7 +68,7 @@ class ShadowPolicy:
     registered: bool = True
     judge_tier: str = "supervisor"
     daily_budget_nano: int = nano(1.0)
-    evaluation_share: float | None = EVALUATION_SHARE  # cap as a share of the day's serving spend; None: none
+    evaluation_share: float = EVALUATION_SHARE  # cap as a share of the day's serving spend
     route_table: bool = False  # opt-in: once on, every `tiergate promote` run can start spending
 
     def fraction_for(self, domain: str | None, tier: str, explore: float | None = None) -> float:
@@ -123,7 +123,11 @@ class PromoteSettings:
     enabled: bool = Field(
         default=False, description="every gateway runs the job every interval_s (one write lands per version)"
     )
-    interval_s: Annotated[float, Field(ge=0.01)] = Field(default=3600.0, description="seconds between runs")
+    interval_s: Annotated[float, Field(ge=0.01)] = Field(
+        default=3600.0,
+        description="seconds between runs; exploration plans the verdicts due by the next run over this long "
+        "(set it to a CronJob's schedule too)",
+    )
     window_days: PositiveSeconds = Field(
         default=30.0, description="evidence (verdicts, feedback, traces) of this many days back"
     )
@@ -214,10 +218,10 @@ class ShadowPolicyFields(FileModel):
         default=_SHADOW.daily_budget_nano / 1e9,
         description="per tenant per UTC day, shadow and judge calls together",
     )
-    evaluation_share: Share | None = Field(
+    evaluation_share: Annotated[float, Field(ge=0.0, le=1e6)] = Field(
         default=_SHADOW.evaluation_share,
         description="hard cap beside `daily_budget_usd`: the tenant's shadow and judge calls of a UTC day cost "
-        "at most this share of its serving spend that day (null: no share cap)",
+        "at most this share of its serving spend that day (above 1: more than the serving spend)",
     )
     route_table: bool = Field(
         default=_SHADOW.route_table,
