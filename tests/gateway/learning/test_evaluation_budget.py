@@ -55,7 +55,9 @@ async def test_the_share_cap_holds_calls_in_flight_and_grows_with_serving(engine
     budget.release("acme", 30)
     budget.release("acme", 20)
     assert await budget.spent("acme") == 25
-    assert not await budget.reserve("acme", DOLLAR, 0.05, 26) and await budget.reserve("acme", DOLLAR, 0.05, 25)
+    assert not await budget.reserve("acme", DOLLAR, 0.05, 26) and await budget.reserve(
+        "acme", DOLLAR, 0.05, 25
+    )
     budget.release("acme", 25)
     assert not budget.known_below("acme", DOLLAR, 0.02)  # 25 spent, over a cap of 20
     budget.served("acme", 1000)  # the tenant's traffic grows, and the cap with it (40)
@@ -96,11 +98,12 @@ async def test_the_default_share_stops_shadowing_at_five_percent_of_serving_coun
     # Every request is drawn (fraction 1); a shadow call costs a tenth of the teacher's answer, so at most
     # one in two can be afforded, and the first ones none (nothing served yet to take 5% of).
     assert 0 < student.call_count < 30 and evaluated <= EVALUATION_SHARE * served
-    assert metric(samples, "tiergate_shadow_evaluations_total", outcome="over_budget") == 60 - student.call_count
+    assert (
+        metric(samples, "tiergate_shadow_evaluations_total", outcome="over_budget") == 60 - student.call_count
+    )
 
 
 async def serving_ledger(gw: Any) -> list[Any]:
     table = LedgerEntry.__table__  # type: ignore[attr-defined]
     async with gw.accounting.engine.connect() as conn:
         return list((await conn.execute(select(table).where(table.c.kind == "request"))).all())
-

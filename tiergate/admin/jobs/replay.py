@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from tiergate.admin.jobs.outcomes import Record
-from tiergate.admin.jobs.replay_config import ReplayConfig
+from tiergate.admin.jobs.replay_config import ReplayConfig, shares
 from tiergate.policies import domains as dom
-from tiergate.policies.exploration import evaluation_allowed, judge_cost, sampling
+from tiergate.policies.exploration import evaluation_allowed, judge_cost
 from tiergate.policies.promotion import (
     DomainEvidence,
     PromotionDecision,
@@ -248,20 +248,18 @@ class _Replay:
         index = {name: k for k, name in enumerate(self.tiers)}
         self.routes = {d: index[tier] for d, tier in result.routes.items()}
         judged = self.evaluation_by_kind["judge"]
-        self.shares = sampling(
+        self.shares = shares(
             evidence,
             result,
             self.ladder,
-            self.config.promotion,
+            self.config,
             judge_cost=judge_cost(judged, self.judged_baseline),
             next_run=self.config.interval / seen,
-            quality_budget=self.config.promotion.quality_budget,
             unpriced=[
                 self.tiers[k]
                 for k in range(len(self.ladder))
                 if not np.isfinite(self.traces.cost[k][:seen]).any()
             ],
-            config=self.config.exploration,
         )
         if result.decisions:
             self.changelogs.append(f"after {seen} requests: " + changelog(result))

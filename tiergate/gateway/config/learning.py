@@ -21,8 +21,8 @@ from tiergate.gateway.config.fieldtypes import (
     Tier,
     settings_dataclass,
 )
-from tiergate.policies.pricing import nano
 from tiergate.policies.exploration import EVALUATION_SHARE, ExplorationConfig
+from tiergate.policies.pricing import nano
 from tiergate.policies.promotion import PromotionConfig
 from tiergate.policies.shadow import CANDIDATE_MODES
 from tiergate.policies.tiers import TIERS
