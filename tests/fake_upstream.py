@@ -104,7 +104,9 @@ async def chat(request: Request) -> Response:
     content = step.get("content", "echo: " + _last_user(body.get("messages")))
     if "judge_prefers" in step:
         answer_a = _last_user(body.get("messages")).split("Answer A:\n<<<\n", 1)[-1]
-        content = orjson.dumps({"winner": "A" if answer_a.startswith(step["judge_prefers"]) else "B"}).decode()
+        content = orjson.dumps(
+            {"winner": "A" if answer_a.startswith(step["judge_prefers"]) else "B"}
+        ).decode()
     finish = step.get("finish_reason", "tool_calls" if step.get("tool_calls") else "stop")
     prompt_tokens = 10 + len(_last_user(body.get("messages")).split())
     completion_tokens = max(1, len(content.split()))

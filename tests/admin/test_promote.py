@@ -17,6 +17,7 @@ from tiergate.gateway.db import migrate
 from tiergate.gateway.db.engine import open_engine
 from tiergate.gateway.routing.table_store import SqlRouteTableStore, StoredRouteTable, VersionConflict
 from tiergate.policies.embeddings import LOCAL_DIMENSIONS
+from tiergate.policies.exploration import JUDGE_COST
 from tiergate.policies.route_table import RouteTableDoc, Sampling
 
 
@@ -65,6 +66,21 @@ async def test_promotes_the_domain_where_the_student_agrees_and_keeps_the_other(
         "gap": None, "bound": None,
     }  # fmt: skip
     assert code_row["traffic"] == 100 and code_row["costs_usd"] == {"student": 1e-6, "teacher": 1e-5}
+    # What the shares were priced with: each verdict's judge cost (20 nano-USD) over the teacher's answer
+    # on the same request (10,000), every tier priced, the traffic arrived since the oldest trace.
+    assert outcome.built.judge_cost == pytest.approx(0.002) and outcome.built.unpriced == ()
+    assert outcome.built.first_ms == NOW_MS - 3_600_000
+
+
+async def test_a_tier_never_called_is_unpriced_and_the_judge_at_its_prior(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    await seed(engine, "code", requests=100)  # no shadow call yet: the student's price is unknown
+    store = SqlRouteTableStore(engine)
+    outcome = await promote.run_promote(
+        engine, store, promote_settings(database_url), dry_run=True, now_ms=NOW_MS
+    )
+    assert outcome.built.unpriced == ("student",) and outcome.built.judge_cost == JUDGE_COST
 
 
 async def test_no_promotion_without_the_evidence_and_no_new_version_when_nothing_changed(

@@ -130,6 +130,7 @@ def test_precedence_of_shadow_fractions(
         ({"fraction": 0.1}, False, True),
         ({"route_table": True, "candidate": "none"}, False, False),  # compares nothing: no monitoring samples
         ({"route_table": True, "daily_budget_usd": 0}, False, False),
+        ({"route_table": True, "evaluation_share": 0}, False, False),  # no evaluation may be paid for
     ],
 )
 def test_which_policies_follow_the_route_table(shadow: dict[str, Any], follows: bool, active: bool) -> None:

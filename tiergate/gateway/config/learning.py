@@ -84,7 +84,12 @@ class ShadowPolicy:
     @property
     def follows_table(self) -> bool:
         """Whether the route table's shares (exploring and monitoring) apply to this tenant's traffic."""
-        return self.route_table and self.candidate != "none" and self.daily_budget_nano > 0
+        return (
+            self.route_table
+            and self.candidate != "none"
+            and self.daily_budget_nano > 0
+            and self.evaluation_share > 0
+        )
 
     @property
     def active(self) -> bool:
