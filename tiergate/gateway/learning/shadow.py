@@ -121,17 +121,18 @@ class ShadowEvaluator:
     def sink(self, record: CallRecord) -> None:
         """Every answered call: count its cost (the share cap grows with it), sample it per candidate, queue the
         samples. A few µs when sampled, less when not."""
-        if record.cost_nano:
+        policy = self._settings.policy_for(record.principal.tenant_id)
+        if not policy.active:
+            return
+        if record.cost_nano:  # every call of a tenant that evaluates, whatever its kind
             self.budget.served(record.principal.tenant_id, record.cost_nano)
         if (
             record.endpoint == "embeddings"  # every other door is a chat call in chat form
             or record.outcome != "ok"
             or record.cache != "miss"
             or record.tier is None
+            or not record.request_body
         ):
-            return
-        policy = self._settings.policy_for(record.principal.tenant_id)
-        if not policy.active or not record.request_body:
             return
         if record.monitor is not None:
             # The incumbent served a promoted domain's request: the comparison routing drew it for, and no other
