@@ -160,6 +160,8 @@ def test_a_cheaper_tier_always_wrong_costs_no_more_than_the_cap(live: Live) -> N
     # ... and spent at most the cap, which bound it (without it, the first explorations cost more).
     assert 0 < evaluation <= EVALUATION_SHARE * serving
     assert live.outcomes()["over_budget"] > 0
+    # Some refused at the judge, the candidate's answer paid for: the cap is checked before each call.
+    assert live.rows("SELECT COUNT(*) FROM evaluations WHERE status = 'over_budget'")[0][0] > 0
 
 
 def test_a_cheaper_tier_as_good_gets_its_domain_promoted(live: Live) -> None:
