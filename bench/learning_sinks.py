@@ -31,6 +31,7 @@ from tiergate.gateway.accounting.records import CallRecord, Phase
 from tiergate.gateway.config.learning import ShadowPolicy, ShadowSection, TraceSettings
 from tiergate.gateway.db.engine import open_engine
 from tiergate.gateway.errors import RateLimited
+from tiergate.gateway.learning.evaluation_budget import EvaluationBudget
 from tiergate.gateway.learning.shadow import ShadowEvaluator
 from tiergate.gateway.learning.trace_writer import TraceWriter, trace_row
 
@@ -70,10 +71,11 @@ def _per_call_us(fn: Callable[[], object], number: int, reset: Callable[[], None
 def _shadow(policy: ShadowPolicy, number: int) -> ShadowEvaluator:
     catalog = SimpleNamespace(configured_tiers=("student", "ta", "teacher"))
     fleet: Any = SimpleNamespace(snapshot=SimpleNamespace(catalog=catalog, candidate_tiers={}))
-    calls: Any = SimpleNamespace(budget=None)  # the sink makes no call
+    engine = open_engine("sqlite:///unused.db")
+    calls: Any = SimpleNamespace(budget=EvaluationBudget(engine))  # the sink makes no call, counts spend
     settings = replace(ShadowSection().settings(), policy=policy, queue_size=number + 1)
     return ShadowEvaluator(
-        settings, open_engine("sqlite:///unused.db"), calls,
+        settings, engine, calls,
         fleet=fleet, router=None, embedder=None, default_content="full",  # type: ignore[arg-type]
     )  # fmt: skip
 

@@ -3,7 +3,8 @@
     python tests/fake_upstream.py --port N
 
 By default every chat request is answered "echo: <last user message>" with usage. Tests queue behaviours per
-upstream model with `POST /_script {"model": m, "steps": [step, ...]}`; each request to `m` consumes one step:
+upstream model with `POST /_script {"model": m, "steps": [step, ...]}`; each request to `m` consumes one step,
+and once they are used up it follows `"default": step` when a script set one (for every later request):
 
     status, body, retry_after   an error answer (body: JSON to send; default OpenAI-shaped)
     delay_s                     wait before answering
@@ -18,6 +19,8 @@ upstream model with `POST /_script {"model": m, "steps": [step, ...]}`; each req
     fail_first_chunk            stream: break the connection before the first chunk
     plain_json                  stream: answer with the plain (non-stream) JSON completion instead of events
     plain_body                  stream: answer with this JSON body, status 200, instead of events
+    judge_prefers               answer as a pairwise judge (tiergate's prompt): the answer starting with this
+                                text wins, as JSON {"winner": "A" | "B"}
 
 `GET /_requests` lists what was received (path, selected headers, JSON body); `GET /_events` lists stream
 events (`stream_closed_by_client`, `stream_completed`); `POST /_reset` clears everything.
@@ -40,6 +43,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 SCRIPTS: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
+DEFAULTS: dict[str, dict[str, Any]] = {}
 REQUESTS: list[dict[str, Any]] = []
 EVENTS: list[dict[str, Any]] = []
 
@@ -64,7 +68,7 @@ def _last_user(messages: list[dict[str, Any]]) -> str:
 
 async def _step_for(model: str) -> dict[str, Any]:
     queue = SCRIPTS.get(model)
-    step = queue.popleft() if queue else {}
+    step = queue.popleft() if queue else DEFAULTS.get(model, {})
     if step.get("delay_s"):
         await asyncio.sleep(step["delay_s"])
     return step
@@ -98,6 +102,11 @@ async def chat(request: Request) -> Response:
     if "plain_body" in step:
         return _json(step["plain_body"])
     content = step.get("content", "echo: " + _last_user(body.get("messages")))
+    if "judge_prefers" in step:
+        answer_a = _last_user(body.get("messages")).split("Answer A:\n<<<\n", 1)[-1]
+        content = orjson.dumps(
+            {"winner": "A" if answer_a.startswith(step["judge_prefers"]) else "B"}
+        ).decode()
     finish = step.get("finish_reason", "tool_calls" if step.get("tool_calls") else "stop")
     prompt_tokens = 10 + len(_last_user(body.get("messages")).split())
     completion_tokens = max(1, len(content.split()))
@@ -281,7 +290,9 @@ async def anthropic_messages(request: Request) -> Response:
 
 async def script(request: Request) -> Response:
     doc = orjson.loads(await request.body())
-    SCRIPTS[doc["model"]].extend(doc["steps"])
+    SCRIPTS[doc["model"]].extend(doc.get("steps", []))
+    if "default" in doc:
+        DEFAULTS[doc["model"]] = doc["default"]
     return _json({"queued": len(SCRIPTS[doc["model"]])})
 
 
@@ -295,6 +306,7 @@ async def events_(request: Request) -> Response:
 
 async def reset(request: Request) -> Response:
     SCRIPTS.clear()
+    DEFAULTS.clear()
     REQUESTS.clear()
     EVENTS.clear()
     return _json({"ok": True})

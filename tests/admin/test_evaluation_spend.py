@@ -36,7 +36,7 @@ async def test_evaluation_spend_is_reported_apart_and_spares_the_request_budget(
     settings = config(
         database_url,
         tiers={"student": [dep("small", 1, 2)], "teacher": [dep("big", 10, 40)], "supervisor": [dep("judge", 100, 400)]},
-        learning={"shadow": {"fraction": 1.0, "daily_budget_usd": 1.0}},
+        learning={"shadow": {"fraction": 1.0, "daily_budget_usd": 1.0, "evaluation_share": 1000}},
     )  # fmt: skip
     async with serve(settings, answers) as s:
         # Each teacher answer costs 300,000 nano-USD and reserves ~490,000 (the prompt allowance and 5 output

@@ -28,7 +28,7 @@ from tiergate.gateway.db.learning import Evaluation, Trace
 from tiergate.gateway.routing.table_store import refresh
 from tiergate.policies.route_table import Sampling
 from tiergate.policies.routing import MONITOR_KEY
-from tiergate.policies.shadow import Candidate, drawn, sampled
+from tiergate.policies.shadow import drawn
 
 E0 = [1.0] + [0.0] * 383  # the CountingEncoder embeds every text as e0: every request is billing's
 QUESTION = "Which planet is largest? (A) Mars (B) Jupiter (C) Venus"
@@ -62,7 +62,8 @@ def config(database_url: str, spill_dir: Path, shadow: dict[str, Any] | None = N
         # No static shadow fraction: every comparison below is one the route table asked for.
         learning={
             "traces": {"content": "full"},
-            "shadow": {"route_table": True, **(shadow or {})},
+            # The share cap (far above the spend) has its own tests; here every comparison the table asks for is made.
+            "shadow": {"route_table": True, "evaluation_share": 1000, **(shadow or {})},
             "promote": {"clusters": 1, "quality": 0.9},
         },
     )
@@ -126,7 +127,8 @@ async def test_a_monitoring_sample_is_served_by_the_incumbent_and_its_verdicts_d
     ids = [f"mon-{i}" for i in range(40)]
     monitored = {i for i in ids if drawn(0, i, MONITOR_KEY, 0.5)}
     assert 10 < len(monitored) < 30
-    async with gateway(sqlite_url, tmp_path) as (client, gw, settings_):
+    # A static fraction of 1: where the route table sets a share, the table's wins.
+    async with gateway(sqlite_url, tmp_path, {"fraction": 1.0}) as (client, gw, settings_):
         put = await client.put(
             "/admin/route-table",
             json={
@@ -158,16 +160,15 @@ async def test_a_monitoring_sample_is_served_by_the_incumbent_and_its_verdicts_d
         ]
         written = outcome.written
         assert written is not None and written.doc.routes == {"billing": "teacher"}
-        # Back on the teacher, billing is explored again: too few verdicts for the monitoring share yet.
-        assert written.doc.sampling == {"billing": Sampling(0.3)}
+        # Back on the teacher, billing is not explored: its student lost every comparison, so it cannot fit
+        # the budget (futility), and on 40 requests of traffic a revisit could not repay the verdicts it needs.
+        assert written.doc.sampling == {"billing": Sampling(0.0)}
 
-        # This replica installs the new version; its exploring share now drives the shadow sampler.
+        # This replica installs the new version; its share, not the static fraction, drives the shadow sampler.
         assert await refresh(gw.control.route_tables, gw.router)
-        more = [f"exp-{i}" for i in range(20)]
-        explored = {i for i in more if sampled(0, i, Candidate("student"), 0.3)}
-        assert all([await ask(client, i) == "teacher" for i in more])
+        assert all([await ask(client, f"exp-{i}") == "teacher" for i in range(20)])
         _, evaluations = await settled(gw)
-    assert {e.request_id for e in evaluations} - monitored == explored and explored
+    assert {e.request_id for e in evaluations} == monitored
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from tiergate.gateway.db import migrate
 from tiergate.gateway.db.engine import open_engine
 from tiergate.gateway.routing.table_store import SqlRouteTableStore, StoredRouteTable, VersionConflict
 from tiergate.policies.embeddings import LOCAL_DIMENSIONS
+from tiergate.policies.exploration import JUDGE_COST
 from tiergate.policies.route_table import RouteTableDoc, Sampling
 
 
@@ -38,9 +39,10 @@ async def test_promotes_the_domain_where_the_student_agrees_and_keeps_the_other(
     billing, code = domain_named(doc, "invoice"), domain_named(doc, "function")
     assert doc.routes == {billing: "student", code: "teacher"}
     assert set(doc.centroids) == {billing, code} and len(doc.centroids[billing]) == 384
-    # The shares the gateways follow: billing's monitoring sample served by the teacher; code explored at
-    # the exploring share, having fewer than `enough` verdicts.
-    assert doc.sampling == {billing: Sampling(0.03, "teacher"), code: Sampling(0.3)}
+    # The shares the gateways follow: billing's monitoring sample served by the teacher; code's student is
+    # worse on a third of its verdicts, so it cannot fit the budget: revisited at `revisit`, falling as
+    # 1 / verdicts past `min_samples` (0.01 * 30 / 60).
+    assert doc.sampling == {billing: Sampling(0.03, "teacher"), code: Sampling(0.005)}
     stored = await store.get()
     assert stored is not None and stored.doc == doc  # read back as written, shares included
     ((decision),) = outcome.plan.decisions
@@ -64,6 +66,21 @@ async def test_promotes_the_domain_where_the_student_agrees_and_keeps_the_other(
         "gap": None, "bound": None,
     }  # fmt: skip
     assert code_row["traffic"] == 100 and code_row["costs_usd"] == {"student": 1e-6, "teacher": 1e-5}
+    # What the shares were priced with: each verdict's judge cost (20 nano-USD) over the teacher's answer
+    # on the same request (10,000), every tier priced, the traffic arrived since the oldest trace.
+    assert outcome.built.judge_cost == pytest.approx(0.002) and outcome.built.unpriced == ()
+    assert outcome.built.first_ms == NOW_MS - 3_600_000
+
+
+async def test_a_tier_never_called_is_unpriced_and_the_judge_at_its_prior(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    await seed(engine, "code", requests=100)  # no shadow call yet: the student's price is unknown
+    store = SqlRouteTableStore(engine)
+    outcome = await promote.run_promote(
+        engine, store, promote_settings(database_url), dry_run=True, now_ms=NOW_MS
+    )
+    assert outcome.built.unpriced == ("student",) and outcome.built.judge_cost == JUDGE_COST
 
 
 async def test_no_promotion_without_the_evidence_and_no_new_version_when_nothing_changed(
@@ -124,25 +141,46 @@ async def test_demotes_when_monitoring_shows_the_budget_broken(
     )
 
 
-async def test_a_new_version_when_only_a_share_changed(engine: AsyncEngine, database_url: str) -> None:
-    settings = promote_settings(database_url, enough=30, min_samples=1000)  # nothing can be promoted
+async def test_a_new_version_when_only_a_share_moved(engine: AsyncEngine, database_url: str) -> None:
+    settings = promote_settings(database_url)
     await seed(engine, "billing", requests=100, verdicts={"as_good": 20})
     await seed(engine, "code", requests=100)
     store = SqlRouteTableStore(engine)
     first = (await promote.run_promote(engine, store, settings, now_ms=NOW_MS)).written
     assert first is not None
-    billing = domain_named(first.doc, "invoice")
-    assert first.doc.sampling[billing] == Sampling(0.3)
-    # Billing reaches `enough` verdicts: exploration slows to the monitoring share, routes unchanged.
-    await seed(engine, "billing", requests=20, verdicts={"as_good": 20}, seed=5, ts_ms=NOW_MS - 1000)
+    billing, code = domain_named(first.doc, "invoice"), domain_named(first.doc, "function")
+    # Value of information: each domain asks for the verdicts it still needs by the next run, an hour away
+    # (its 100 requests arrived in the hour before, so 100 more are expected): billing is 10 short of
+    # `min_samples`, code, with none, 30.
+    assert first.doc.sampling == {billing: Sampling(0.1), code: Sampling(0.3)}
+    # A quarter of an hour on, the same traffic is spread over more time: the shares move, but too little to
+    # write a version for.
+    later = await promote.run_promote(engine, store, settings, now_ms=NOW_MS + 900_000)
+    assert later.sampling[billing].share != 0.1 and not later.sampling_changed and later.written is None
+    # Billing's student turns out worse: futile, revisited at a low share; code, through the pooled prior
+    # of the step, too.
+    await seed(engine, "billing", requests=40, verdicts={"worse": 30}, seed=5, ts_ms=NOW_MS - 1000)
     second = await promote.run_promote(engine, store, settings, now_ms=NOW_MS)
     assert not second.plan.decisions and second.sampling_changed
     assert second.written is not None and second.written.doc.routes == first.doc.routes
-    assert second.written.doc.sampling[billing] == Sampling(0.03)
+    assert second.written.doc.sampling == {billing: Sampling(0.006), code: Sampling(0.01)}
     assert "shadow shares (sampling) updated" in second.written.doc.note
-    assert second.as_json()["sampling"][billing] == {"explore": 0.03}
+    assert second.as_json()["sampling"][billing] == {"explore": 0.006}
     third = await promote.run_promote(engine, store, settings, now_ms=NOW_MS)
     assert third.written is None and not third.changed
+
+
+async def test_a_configured_explore_share_replaces_value_of_information(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    await seed(engine, "billing", requests=100, verdicts={"as_good": 60})
+    await seed(engine, "code", requests=100, verdicts={"as_good": 40, "worse": 20})
+    settings = promote_settings(database_url, explore=0.2)
+    written = (await promote.run_promote(engine, SqlRouteTableStore(engine), settings, now_ms=NOW_MS)).written
+    assert written is not None
+    billing, code = domain_named(written.doc, "invoice"), domain_named(written.doc, "function")
+    # The promoted domain keeps its monitoring share; the futile one is explored at the fixed share anyway.
+    assert written.doc.sampling == {billing: Sampling(0.03, "teacher"), code: Sampling(0.2)}
 
 
 async def test_hand_written_routes_keep_their_shares(engine: AsyncEngine, database_url: str) -> None:

@@ -51,7 +51,11 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
             "master_key": MASTER,
             "tiers": {"student": [{"model": "student-1", **dep}], "teacher": [{"model": "teacher-1", **dep}]},
             "upstream": {"max_retries": 0},
-            "learning": {"traces": {"content": "full", "flush_s": 0.05}, "shadow": {"fraction": 1.0}},
+            # Every answer shadowed, the share cap on evaluation spend far above it (tests/e2e/test_live_policy.py).
+            "learning": {
+                "traces": {"content": "full", "flush_s": 0.05},
+                "shadow": {"fraction": 1.0, "evaluation_share": 1000},
+            },
         }
         path = workdir / "tiergate.yaml"
         path.write_text(yaml.safe_dump(config))

@@ -5,12 +5,17 @@ import dataclasses
 import pytest
 
 from tiergate.policies.exploration import (
+    JUDGE_COST,
     ExplorationConfig,
     Outlook,
     allowances,
+    evaluation_allowed,
     exploration_shares,
     explore_share,
+    judge_cost,
+    moved,
 )
+from tiergate.policies.route_table import Sampling
 
 CONFIG = ExplorationConfig()
 PROMISING = Outlook(
@@ -54,3 +59,39 @@ def test_allowances_split_the_budget_by_gap_per_dollar() -> None:
     assert allowed["bad"] == pytest.approx(0.04 / 0.5)
     shares = exploration_shares({"good": good, "bad": bad}, 0.04, min_samples=30, alpha=0.05)
     assert shares["good"] > 0 and shares["bad"] == CONFIG.revisit
+
+
+@pytest.mark.parametrize(
+    ("spent", "upcoming", "serving", "share", "allowed"),
+    [
+        (0.0, 5.0, 100.0, 0.05, True),  # exactly the cap
+        (0.0, 5.1, 100.0, 0.05, False),
+        (4.0, 1.5, 100.0, 0.05, False),  # what was spent counts
+        (0.0, 0.1, 0.0, 0.05, False),  # nothing served yet: nothing to take a share of
+        (1e9, 1.0, 0.0, None, True),  # no cap
+    ],
+)
+def test_the_hard_cap_on_evaluation_spend(
+    spent: float, upcoming: float, serving: float, share: float | None, allowed: bool
+) -> None:
+    assert evaluation_allowed(spent, upcoming, serving, share) is allowed
+
+
+def test_a_judged_verdicts_price_is_measured_once_paid_for() -> None:
+    assert judge_cost(0.0, 0.0) == JUDGE_COST  # nothing judged yet: the prior
+    assert judge_cost(6.0, 2.0) == 3.0  # the judge cost three baseline answers on the requests judged
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "written"),
+    [
+        (None, Sampling(0.1), True),  # a new domain
+        (Sampling(0.1), Sampling(0.11), False),  # drift within the tolerance
+        (Sampling(0.1), Sampling(0.2), True),
+        (Sampling(0.0), Sampling(0.005), True),  # starting to explore, however little
+        (Sampling(0.0), Sampling(0.0), False),
+        (Sampling(0.03), Sampling(0.03, "teacher"), True),  # exploring -> monitoring
+    ],
+)
+def test_a_share_is_rewritten_only_when_it_moved(old: Sampling | None, new: Sampling, written: bool) -> None:
+    assert moved(old, new) is written

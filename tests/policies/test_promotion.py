@@ -10,7 +10,6 @@ from tiergate.policies.promotion import (
     Verdicts,
     changelog,
     plan,
-    sampling_fraction,
 )
 
 TWO = ("student", "teacher")
@@ -196,14 +195,6 @@ def test_bad_input_is_rejected(evidence: list[DomainEvidence], tiers: tuple[str,
 def test_no_quality_evidence_means_no_budget() -> None:
     result = plan([domain("d", *scaled(EQUAL, 400))], TWO, Quality(0.0, 0.0, 0))
     assert result.budget == 0.0 and result.routes == {"d": "teacher"}
-
-
-@pytest.mark.parametrize(
-    ("samples", "promoted", "expected"),
-    [(0, False, 0.3), (99, False, 0.3), (100, False, 0.02), (0, True, 0.02), (500, True, 0.02)],
-)
-def test_sampling_fraction(samples: int, promoted: bool, expected: float) -> None:
-    assert sampling_fraction(samples, promoted, explore=0.3, monitor=0.02, enough=100) == expected
 
 
 def test_budget_is_kept_for_domains_still_gathering_evidence() -> None:

@@ -44,6 +44,7 @@ class VerdictRow:
     agreed: bool  # settled by the cheap agreement check, no judge asked
     ts_ms: int
     candidate_cost_nano: int = 0  # what the candidate's answer cost: the cheaper tier's price on this request
+    judge_cost_nano: int = 0  # what the judge's calls cost (0: settled by the agreement check)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +80,11 @@ async def verdict_rows(
         where.append(_E.registered.is_(False))
     statement = select(
         _E.request_id, _E.tenant_id, _E.domain, _E.served_tier, _E.candidate_tier,
-        _E.candidate_deployment_id, _E.verdict, _E.agreed, _E.ts_ms, _E.candidate_cost_nano,
+        _E.candidate_deployment_id, _E.verdict, _E.agreed, _E.ts_ms, _E.candidate_cost_nano, _E.judge_cost_nano,
     ).where(*where).order_by(_E.ts_ms)  # fmt: skip
     async with engine.connect() as conn:
         rows = (await conn.execute(statement)).all()
-    return [VerdictRow(*r[:7], bool(r[7]), r[8], int(r[9] or 0)) for r in rows]
+    return [VerdictRow(*r[:7], bool(r[7]), r[8], int(r[9] or 0), int(r[10] or 0)) for r in rows]
 
 
 async def feedback_rows(

@@ -21,9 +21,12 @@ domain is explored only while the value of the information still to be bought is
   away: remaining / next_run, between `revisit` and `max_share`. Nothing is explored where nothing is due.
 
 Promoted traffic keeps the `monitor` share (served by the incumbent, the candidate shadowed) so a broken
-budget is seen and demoted. A hard cap on the spend itself lives where money is counted (the gateway's
-evaluation budget, replay's running totals); this policy decides what is worth buying under it.
-Pure: no I/O, no clocks, no randomness.
+budget is seen and demoted. A hard cap on the spend itself (`EVALUATION_SHARE` of the serving spend by
+default, `evaluation_allowed`) is applied where money is counted (the gateway's evaluation budget, replay's
+running totals); this policy decides what is worth buying under it.
+
+The live promote job and `tiergate replay` both call `sampling` with these defaults (`ExplorationConfig`,
+`EVALUATION_SHARE`, `judge_cost`), so the two cannot drift apart. Pure: no I/O, no clocks, no randomness.
 """
 
 from __future__ import annotations
@@ -35,10 +38,14 @@ from statistics import NormalDist
 
 from tiergate.policies.promotion import Plan
 from tiergate.policies.promotion_stats import DomainEvidence, PromotionConfig, gap_estimates, z_value
+from tiergate.policies.route_table import Sampling
 from tiergate.policies.tiers import tier_rank
 
 MONITOR = 0.03  # share of a promoted domain's traffic served by the incumbent, the promoted tier shadowed
 MAX_VERDICTS = 2000  # verdicts a step is ever planned to need; beyond this it is treated as out of reach
+EVALUATION_SHARE = 0.05  # default hard cap: evaluation spend at most this share of the serving spend
+JUDGE_COST = 1.0  # a judged verdict's cost per baseline request before any judge call has been paid for
+SHARE_TOLERANCE = 0.25  # relative move below which a share already in force is left as it is
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +56,26 @@ class ExplorationConfig:
         0.01  # share at which a futile domain is revisited, falling as 1/verdicts past min_samples
     )
     monitor: float = MONITOR
+
+
+def judge_cost(judged_usd: float, baseline_usd: float) -> float:
+    """A judged verdict's cost as a multiple of the baseline tier's cost on the same requests: what was paid
+    for the judge over what the baseline cost where the judge was paid for (`JUDGE_COST` before any)."""
+    return judged_usd / baseline_usd if judged_usd > 0 and baseline_usd > 0 else JUDGE_COST
+
+
+def evaluation_allowed(spent: float, upcoming: float, serving: float, share: float | None) -> bool:
+    """The hard cap: whether evaluation spend `spent`, plus the `upcoming` call's, stays within `share` of the
+    serving spend `serving` (any unit, the same for all three); `share` None: no cap."""
+    return share is None or spent + upcoming <= share * serving
+
+
+def moved(old: Sampling | None, new: Sampling) -> bool:
+    """Whether `new` differs from the share in force enough to be written: the shares move a little with every
+    verdict and every hour of traffic, and a route-table version per run for that would be noise."""
+    if old is None or old.incumbent != new.incumbent or (old.share == 0) != (new.share == 0):
+        return True
+    return abs(new.share - old.share) > SHARE_TOLERANCE * max(old.share, new.share)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,14 +165,6 @@ def exploration_shares(
     }
 
 
-@dataclass(frozen=True, slots=True)
-class Share:
-    """A domain's shadow share: exploring its next cheaper step, or monitoring (`incumbent` serves it)."""
-
-    share: float
-    incumbent: str | None = None
-
-
 def sampling(
     evidence: Sequence[DomainEvidence],
     result: Plan,
@@ -157,8 +176,10 @@ def sampling(
     quality_budget: float,
     unpriced: Collection[str] = (),
     config: ExplorationConfig | None = None,
-) -> dict[str, Share]:
-    """Every domain's shadow share after a `plan` run; the one function the live job and replay both use.
+) -> dict[str, Sampling]:
+    """Every domain's shadow share after a `plan` run (as the route table's `sampling` carries it: exploring
+    its next cheaper step, or monitoring with `incumbent` serving); the one function the live job and replay
+    both use.
 
     `judge_cost` is a judged verdict's cost as a multiple of the baseline tier's cost per request on the
     domain; `next_run` the requests expected before the next decision as a share of the evidence's
@@ -173,13 +194,13 @@ def sampling(
     # The budget `plan` checks (on the quality's lower bound) once it is known; before, the most it could be.
     budget = result.budget if result.quality.lower > 0 else quality_budget
     budget = max(budget - result.loss_estimate, 0.0)
-    out: dict[str, Share] = {}
+    out: dict[str, Sampling] = {}
     steps: dict[tuple[str, str], dict[str, Outlook]] = {}
     for e in evidence:
         tier = result.routes.get(e.domain, e.tier)
         k = ladder.index(tier)
         if k < len(ladder) - 1:
-            out[e.domain] = Share(config.monitor, ladder[k + 1])
+            out[e.domain] = Sampling(config.monitor, ladder[k + 1])
             continue
         if k == 0:
             continue
@@ -208,5 +229,5 @@ def sampling(
         shares = exploration_shares(
             outlooks, budget, min_samples=promotion.min_samples, alpha=promotion.alpha, config=config
         )
-        out |= {d: Share(s) for d, s in shares.items()}
+        out |= {d: Sampling(s) for d, s in shares.items()}
     return out

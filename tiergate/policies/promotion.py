@@ -41,12 +41,12 @@ False-promotion control
       false promotion is one whose true gap exceeds its claim.
     - The route table's total loss exceeds the budget with posterior probability at most alpha at each run.
       Promoted traffic keeps a monitoring sample (served by the incumbent, the candidate shadowed,
-      `sampling_fraction`); when a run finds U > B it demotes, domain by domain, the move that lowers U most
+      `exploration.sampling`); when a run finds U > B it demotes, domain by domain, the move that lowers U most
       per dollar given up, until U <= B. Promoted domains are otherwise kept (no churn on noise).
 
 The live `tiergate promote` job and `tiergate replay` call the same functions: `estimate_quality` for Q,
-`fill_costs` for each domain's cost per tier, `plan` for the decisions, `sampling_fraction` for the shadow
-rate per (domain, candidate), and `changelog` for the human-readable record. Pure: no I/O, no clocks, no randomness.
+`fill_costs` for each domain's cost per tier, `plan` for the decisions, `exploration.sampling` for the
+shadow share per (domain, candidate), and `changelog` for the human-readable record. Pure: no I/O, no clocks, no randomness.
 """
 
 from __future__ import annotations
@@ -77,9 +77,6 @@ from tiergate.policies.promotion_stats import (
 from tiergate.policies.tiers import tier_rank
 
 __all__ = [
-    "ENOUGH",
-    "EXPLORE",
-    "MONITOR",
     "DomainEvidence",
     "FeedbackStats",
     "GapEstimate",
@@ -94,7 +91,6 @@ __all__ = [
     "fill_costs",
     "gap_estimates",
     "plan",
-    "sampling_fraction",
     "wilson_lower",
 ]
 
@@ -341,24 +337,6 @@ def plan(
         loss_bound=table.current(),
         quality=quality,
     )
-
-
-# Defaults of the shadow shares `sampling_fraction` hands out, shared by replay and the live job's settings.
-EXPLORE = 0.3  # share of an unpromoted domain's requests while its evidence is short
-MONITOR = 0.03  # share once it has `ENOUGH` verdicts, and of promoted traffic
-ENOUGH = 200  # verdicts per (domain, candidate) before exploration slows to the monitoring share
-
-
-def sampling_fraction(samples: int, promoted: bool, *, explore: float, monitor: float, enough: int) -> float:
-    """Share of a domain's requests to shadow-evaluate at its next candidate step.
-
-    Unpromoted traffic is explored at `explore` until the step has `enough` verdicts, then at `monitor`;
-    promoted traffic always keeps the `monitor` share (served by the incumbent, the candidate shadowed), so
-    its evidence stays fresh enough to demote.
-    """
-    if promoted:
-        return monitor
-    return explore if samples < enough else monitor
 
 
 def changelog(plan: Plan) -> str:

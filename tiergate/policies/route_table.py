@@ -10,7 +10,7 @@
 `names` is kept by `tiergate promote` for every domain id it has ever issued, retired ones included, so
 that names survive re-clustering and an id is never handed out twice.
 
-`sampling` is what `tiergate promote` computed with `policies.promotion.sampling_fraction`: for a promoted
+`sampling` is what `tiergate promote` computed with `policies.exploration.sampling`: for a promoted
 domain, the share of its requests the incumbent (a tier above its route) serves while the routed tier is
 shadowed against it (`monitor`); for an unpromoted one, the share shadowed at the next cheaper tier
 (`explore`).

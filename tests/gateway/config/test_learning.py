@@ -8,6 +8,7 @@ import pytest
 
 from tiergate.gateway.config.errors import ConfigError
 from tiergate.gateway.config.settings import parse_settings
+from tiergate.policies.exploration import ExplorationConfig
 
 
 def learning(section: Any) -> Any:
@@ -58,11 +59,18 @@ def test_fractions_per_domain_and_candidate_and_tenant_overrides() -> None:
 
 
 def test_promote_defaults_are_the_replays_and_can_be_set() -> None:
-    from tiergate.policies.promotion import ENOUGH, EXPLORE, MONITOR, PromotionConfig
+    from tiergate.admin.jobs.replay_config import ReplayConfig
+    from tiergate.policies.promotion import PromotionConfig
 
     default = learning(None).promote
-    assert not default.enabled and default.promotion == PromotionConfig()
-    assert (default.explore, default.monitor, default.enough) == (EXPLORE, MONITOR, ENOUGH)
+    replay = ReplayConfig()
+    assert not default.enabled and default.promotion == PromotionConfig() == replay.promotion
+    # One source of defaults: the live job explores by value of information exactly as replay does.
+    assert default.exploration == replay.exploration and default.explore is replay.explore is None
+    # ... and caps evaluation spend at the share of serving spend replay caps it at, on by default.
+    shadow = learning(None).shadow.policy
+    assert shadow.evaluation_share == replay.evaluation_budget == 0.05
+    assert learning({"shadow": {"evaluation_share": 0.2}}).shadow.policy.evaluation_share == 0.2
     assert default.quality is None and default.promotion.quality_budget == 0.05
     given = learning(
         {"promote": {"enabled": True, "interval_s": 600, "quality_budget": 0.02, "alpha": 0.1,
@@ -75,6 +83,17 @@ def test_promote_defaults_are_the_replays_and_can_be_set() -> None:
         50,
     )
     assert given.quality == 0.8 and given.clusters == 12
+    tuned = learning(
+        {"promote": {"horizon": 3, "max_share": 0.2, "revisit": 0.02, "monitor": 0.05, "explore": 0.1}}
+    ).promote
+    assert tuned.exploration == ExplorationConfig(horizon=3, max_share=0.2, revisit=0.02, monitor=0.05)
+    assert tuned.explore == 0.1
+
+
+def test_a_file_written_for_the_old_exploration_settings_still_loads() -> None:
+    # `enough` set when exploration slowed after a fixed number of verdicts; it is read and has no effect.
+    old = learning({"promote": {"explore": 0.3, "monitor": 0.03, "enough": 200}}).promote
+    assert old.explore == 0.3 and old.exploration == ExplorationConfig()
 
 
 @pytest.mark.parametrize(
@@ -111,6 +130,7 @@ def test_precedence_of_shadow_fractions(
         ({"fraction": 0.1}, False, True),
         ({"route_table": True, "candidate": "none"}, False, False),  # compares nothing: no monitoring samples
         ({"route_table": True, "daily_budget_usd": 0}, False, False),
+        ({"route_table": True, "evaluation_share": 0}, False, False),  # no evaluation may be paid for
     ],
 )
 def test_which_policies_follow_the_route_table(shadow: dict[str, Any], follows: bool, active: bool) -> None:

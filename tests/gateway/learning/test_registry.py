@@ -45,7 +45,9 @@ async def test_a_candidate_is_shadowed_on_its_tiers_traffic_and_serves_nothing(
     monkeypatch.setenv("TINY_KEY", "sk-tiny-secret")
     router = respx.Router(assert_all_called=False)
     tiny = routes(router)
-    config = settings(learning={"shadow": {"fraction": 1.0}, "models": {"refresh_s": 0.05}})
+    config = settings(
+        learning={"shadow": {"fraction": 1.0, "evaluation_share": 1000}, "models": {"refresh_s": 0.05}}
+    )
     async with gateway(router, config) as (client, _):
         gw = gateway_of(client)
         installed = watch_installs(gw.learning.registry)

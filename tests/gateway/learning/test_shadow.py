@@ -37,7 +37,13 @@ def config(shadow: dict[str, Any] | None = None, **learning: Any) -> Any:
     return settings(
         tiers=tiers,
         upstream={"max_retries": 0, "backoff_base_s": 0.001, "backoff_max_s": 0.002},
-        learning={"shadow": {"fraction": 1.0, **(shadow or {})}, "traces": {"content": "full"}, **learning},
+        # Every request shadowed, the share cap far above the spend (its own tests set it): each test sees
+        # its calls.
+        learning={
+            "shadow": {"fraction": 1.0, "evaluation_share": 1000, **(shadow or {})},
+            "traces": {"content": "full"},
+            **learning,
+        },
         accounting={"ledger_flush_s": 0.01},
     )
 

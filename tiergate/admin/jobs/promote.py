@@ -10,12 +10,13 @@ One run:
 2. re-discovers the domains from the embeddings, keeping the previous ids and names, and gathers each
    domain's traffic, costs, verdicts and feedback (`promote_evidence.build`, in a worker thread);
 3. decides with `tiergate.policies.promotion.plan`, the function `tiergate replay` calls;
-4. computes each domain's shadow share (`sampling_fraction`, as `tiergate replay` does): a promoted
-   domain's monitoring share, served by the tier above it (the incumbent) while the promoted tier is shadowed,
-   and an unpromoted domain's exploring share at the next cheaper tier;
-5. writes a new version when a domain moved, the set of domains changed or a share changed, conditional on
-   the version it read (`base_version`): its routes, the fresh centroids, the names, the shares (`sampling`,
-   which the gateways' routing and shadow sampler follow) and the changelog as its note.
+4. computes each domain's shadow share with `tiergate.policies.exploration.sampling` and its defaults, as
+   `tiergate replay` does: a promoted domain's monitoring share, served by the tier above it (the incumbent)
+   while the promoted tier is shadowed, and an unpromoted domain's exploring share at the next cheaper tier,
+   by value of information with futility (`shadow_sampling`);
+5. writes a new version when a domain moved, the set of domains changed or a share moved (`exploration.moved`),
+   conditional on the version it read (`base_version`): its routes, the fresh centroids, the names, the
+   shares (`sampling`, which the gateways' routing and shadow sampler follow) and the changelog as its note.
    Nothing is written when nothing changed, nor on a dry run.
 
 Several writers (replicas running the periodic task, a CronJob) cannot both land on one version: the write
@@ -46,7 +47,8 @@ from tiergate.gateway.routing.table_store import (
 )
 from tiergate.gateway.upstream.fleet import build_catalog
 from tiergate.policies import domains as dom
-from tiergate.policies.promotion import Plan, changelog, gap_estimates, plan, sampling_fraction
+from tiergate.policies.exploration import moved, sampling
+from tiergate.policies.promotion import Plan, changelog, gap_estimates, plan
 from tiergate.policies.route_table import MAX_NOTE, RouteTableDoc, Sampling
 from tiergate.policies.tiers import above
 
@@ -215,7 +217,7 @@ async def run_promote(
                 check_centroids(base.doc.centroids, settings.routing.domains.dimensions)
             except CentroidMismatch as exc:
                 raise PromoteError(f"route table v{base.version}: {exc}") from None
-        outcome = await asyncio.to_thread(_decide, window, base, ladder, settings, since_ms, dry_run)
+        outcome = await asyncio.to_thread(_decide, window, base, ladder, settings, now_ms, dry_run)
         if dry_run or not outcome.changed:
             return outcome
         doc = new_doc(base.doc if base else None, outcome.plan, outcome.built, outcome.note, outcome.sampling)
@@ -247,10 +249,11 @@ def _decide(
     base: StoredRouteTable | None,
     ladder: Sequence[str],
     settings: Settings,
-    since_ms: int,
+    now_ms: int,
     dry_run: bool,
 ) -> PromoteRun:
     config = settings.learning.promote
+    since_ms = window.since_ms
     built = build(
         window,
         base.doc if base else None,
@@ -262,9 +265,9 @@ def _decide(
         alpha=config.promotion.alpha,
     )
     result = plan(built.evidence, ladder, built.quality, config.promotion)
-    sampling = shadow_sampling(built, result, ladder, settings)
+    sampling = shadow_sampling(built, result, ladder, settings, now_ms)
     previous = base.doc.sampling if base else {}
-    sampling_changed = any(previous.get(d) != s for d, s in sampling.items())
+    sampling_changed = any(moved(previous.get(d), s) for d, s in sampling.items())
     note = _note(result, built, base, since_ms, sampling_changed)
     gaps = gap_estimates(built.evidence, ladder, config.promotion)
     domains = summarize(built, gaps, {d: s.share for d, s in sampling.items()})
@@ -275,23 +278,29 @@ def _decide(
 
 
 def shadow_sampling(
-    built: Built, result: Plan, ladder: Sequence[str], settings: Settings
+    built: Built, result: Plan, ladder: Sequence[str], settings: Settings, now_ms: int
 ) -> dict[str, Sampling]:
-    """Each domain's shadow share at its next step (`sampling_fraction`): monitoring a promoted domain, the
-    tier above it (the incumbent) serving the share, or exploring below an unpromoted one."""
+    """Each domain's shadow share by `policies.exploration.sampling`, the function and defaults `tiergate
+    replay` uses: monitoring a promoted domain (the tier above it, the incumbent, serving the share), or
+    exploring below an unpromoted one by value of information. The next decision is `interval_s` away, so
+    the traffic expected before it is that time's share of the window's, which arrived since its oldest
+    trace. A configured `explore` replaces value of information with a fixed share (as `replay --explore`)."""
     config = settings.learning.promote
-    out = {}
-    for e in built.evidence:
-        tier = result.routes.get(e.domain, e.tier)
-        promoted = tier != ladder[-1]
-        k = ladder.index(tier)
-        step = (tier, ladder[k + 1]) if promoted else (ladder[k - 1], tier)
-        samples = e.verdicts[step].n if step in e.verdicts else 0
-        share = sampling_fraction(
-            samples, promoted, explore=config.explore, monitor=config.monitor, enough=config.enough
-        )
-        out[e.domain] = Sampling(share, step[1] if promoted else None)
-    return out
+    span_ms = now_ms - built.first_ms if built.first_ms is not None else 0
+    shares = sampling(
+        built.evidence,
+        result,
+        ladder,
+        config.promotion,
+        judge_cost=built.judge_cost,
+        next_run=config.interval_s * 1000 / max(span_ms, 1),
+        quality_budget=config.promotion.quality_budget,
+        unpriced=built.unpriced,
+        config=config.exploration,
+    )
+    if config.explore is not None:
+        shares |= {d: Sampling(config.explore) for d, s in shares.items() if s.incumbent is None}
+    return shares
 
 
 async def periodically(

@@ -34,6 +34,7 @@ from tiergate.admin.evidence import (
 from tiergate.gateway.db.learning import Trace
 from tiergate.gateway.routing.query import split_last_user
 from tiergate.policies import domains as dom
+from tiergate.policies.exploration import JUDGE_COST, judge_cost
 from tiergate.policies.pricing import usd
 from tiergate.policies.promotion import (
     DomainEvidence,
@@ -58,6 +59,7 @@ class TraceRow:
     cost_nano: int
     text: str  # the last user message (empty without content)
     vector: np.ndarray | None  # the query embedding (content policy `full` only)
+    ts_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +75,9 @@ class Window:
 async def load(engine: AsyncEngine, since_ms: int, max_traces: int) -> Window:
     """The newest `max_traces` answered chat traces since `since_ms`, and every verdict and feedback since."""
     statement = (
-        select(_T.tenant_id, _T.request_id, _T.domain, _T.tier, _T.cost_nano, _T.messages, _T.embedding)
+        select(
+            _T.tenant_id, _T.request_id, _T.domain, _T.tier, _T.cost_nano, _T.messages, _T.embedding, _T.ts_ms
+        )
         .where(
             _T.ts_ms >= since_ms,
             _T.endpoint != "embeddings",  # chat calls from every front door
@@ -95,8 +99,9 @@ async def load(engine: AsyncEngine, since_ms: int, max_traces: int) -> Window:
             int(cost or 0),
             split_last_user(messages)[0] if isinstance(messages, list) else "",
             np.frombuffer(embedding, dtype=np.float32) if embedding else None,
+            int(ts_ms),
         )
-        for tenant, request_id, domain, tier, cost, messages, embedding in reversed(rows)
+        for tenant, request_id, domain, tier, cost, messages, embedding, ts_ms in reversed(rows)
     ]
     return Window(
         since_ms,
@@ -117,6 +122,9 @@ class Built:
     retired: tuple[str, ...]  # ids of the previous version no cluster kept
     names: dict[str, str] = field(default_factory=dict)  # every id ever issued -> its name
     counts: dict[str, int] = field(default_factory=dict)  # rows read, for the report
+    judge_cost: float = JUDGE_COST  # a judged verdict's cost per baseline request (`exploration.judge_cost`)
+    unpriced: tuple[str, ...] = ()  # tiers of the ladder no call in the window priced
+    first_ms: int | None = None  # the oldest trace's time: the window's traffic arrived since
 
 
 def previous_domains(doc: RouteTableDoc | None, floor: float) -> dom.DomainSet:
@@ -210,6 +218,10 @@ def build(
     overall = {
         tier: mean_usd([c for (_, t), costs in spent.items() if t == tier for c in costs]) for tier in ladder
     }
+    # The judge's price as replay measures it: judge spend over the baseline's cost on the requests judged.
+    served = {(t.tenant_id, t.request_id): t for t in window.traces if t.tier == ladder[-1]}
+    paid = [(v.judge_cost_nano, s.cost_nano) for v in window.verdicts
+            if v.judge_cost_nano > 0 and (s := served.get((v.tenant_id, v.request_id))) is not None]  # fmt: skip
     routes = previous.routes if previous is not None else {}
     evidence = []
     for d in sorted(live | set(requests) | ({dom.GENERAL} & set(routes))):
@@ -240,6 +252,9 @@ def build(
             "verdicts": len(window.verdicts),
             "feedback": len(window.feedback),
         },
+        judge_cost=judge_cost(usd(sum(j for j, _ in paid)), usd(sum(b for _, b in paid))),
+        unpriced=tuple(t for t in ladder if overall[t] is None),
+        first_ms=min((t.ts_ms for t in window.traces), default=None),
     )
 
 

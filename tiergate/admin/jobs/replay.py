@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from tiergate.admin.jobs.outcomes import Record
-from tiergate.admin.jobs.replay_config import ReplayConfig
+from tiergate.admin.jobs.replay_config import ReplayConfig, shares
 from tiergate.policies import domains as dom
-from tiergate.policies.exploration import Share, sampling
+from tiergate.policies.exploration import evaluation_allowed, judge_cost
 from tiergate.policies.promotion import (
     DomainEvidence,
     PromotionDecision,
@@ -44,6 +44,7 @@ from tiergate.policies.promotion import (
     fill_costs,
     plan,
 )
+from tiergate.policies.route_table import Sampling
 
 Progress = Callable[[int, int], None]
 
@@ -116,7 +117,7 @@ class _Replay:
             np.array([dom.GENERAL] * n, dtype=object) if self.given is None else np.array(self.given)
         )
         self.calibrations = 0
-        self.shares: dict[str, Share] = {}
+        self.shares: dict[str, Sampling] = {}
         self.evaluation_by_tier: dict[str, float] = {}
         self.evaluation_by_kind = {"shadow": 0.0, "judge": 0.0}
         self.judged_baseline = 0.0  # the baseline's cost on the requests the judge was paid for
@@ -143,11 +144,11 @@ class _Replay:
                 shadow = tier - 1
         # The hard cap: an evaluation is made only if it fits, judge included, within the cap's share of the
         # serving spend so far.
-        if (
-            shadow >= 0
-            and c.evaluation_budget is not None
-            and self.spent_evaluation + self.price[i, shadow] + self.price[i, self.top]
-            > c.evaluation_budget * (self.spent_serving + self.price[i, served])
+        if shadow >= 0 and not evaluation_allowed(
+            self.spent_evaluation,
+            self.price[i, shadow] + self.price[i, self.top],
+            self.spent_serving + self.price[i, served],
+            c.evaluation_budget,
         ):
             served, shadow = tier, -1
         t = self.traces
@@ -247,20 +248,18 @@ class _Replay:
         index = {name: k for k, name in enumerate(self.tiers)}
         self.routes = {d: index[tier] for d, tier in result.routes.items()}
         judged = self.evaluation_by_kind["judge"]
-        self.shares = sampling(
+        self.shares = shares(
             evidence,
             result,
             self.ladder,
-            self.config.promotion,
-            judge_cost=judged / self.judged_baseline if self.judged_baseline > 0 else 1.0,
+            self.config,
+            judge_cost=judge_cost(judged, self.judged_baseline),
             next_run=self.config.interval / seen,
-            quality_budget=self.config.promotion.quality_budget,
             unpriced=[
                 self.tiers[k]
                 for k in range(len(self.ladder))
                 if not np.isfinite(self.traces.cost[k][:seen]).any()
             ],
-            config=self.config.exploration,
         )
         if result.decisions:
             self.changelogs.append(f"after {seen} requests: " + changelog(result))

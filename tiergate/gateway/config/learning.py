@@ -21,14 +21,16 @@ from tiergate.gateway.config.fieldtypes import (
     Tier,
     settings_dataclass,
 )
+from tiergate.policies.exploration import EVALUATION_SHARE, ExplorationConfig
 from tiergate.policies.pricing import nano
-from tiergate.policies.promotion import ENOUGH, EXPLORE, MONITOR, PromotionConfig
+from tiergate.policies.promotion import PromotionConfig
 from tiergate.policies.shadow import CANDIDATE_MODES
 from tiergate.policies.tiers import TIERS
 
 CONTENT_POLICIES = ("full", "redacted", "none")
 Seed = Annotated[int, Field(ge=0)]
 _PROMOTION = PromotionConfig()
+_EXPLORATION = ExplorationConfig()
 
 # Which share of a domain's requests is shadowed at a candidate tier (`ShadowPolicy.fraction_for`), first
 # that applies:
@@ -66,6 +68,7 @@ class ShadowPolicy:
     registered: bool = True
     judge_tier: str = "supervisor"
     daily_budget_nano: int = nano(1.0)
+    evaluation_share: float = EVALUATION_SHARE  # cap as a share of the day's serving spend
     route_table: bool = False  # opt-in: once on, every `tiergate promote` run can start spending
 
     def fraction_for(self, domain: str | None, tier: str, explore: float | None = None) -> float:
@@ -81,7 +84,12 @@ class ShadowPolicy:
     @property
     def follows_table(self) -> bool:
         """Whether the route table's shares (exploring and monitoring) apply to this tenant's traffic."""
-        return self.route_table and self.candidate != "none" and self.daily_budget_nano > 0
+        return (
+            self.route_table
+            and self.candidate != "none"
+            and self.daily_budget_nano > 0
+            and self.evaluation_share > 0
+        )
 
     @property
     def active(self) -> bool:
@@ -120,7 +128,11 @@ class PromoteSettings:
     enabled: bool = Field(
         default=False, description="every gateway runs the job every interval_s (one write lands per version)"
     )
-    interval_s: Annotated[float, Field(ge=0.01)] = Field(default=3600.0, description="seconds between runs")
+    interval_s: Annotated[float, Field(ge=0.01)] = Field(
+        default=3600.0,
+        description="seconds between runs; exploration plans the verdicts due by the next run over this long "
+        "(set it to a CronJob's schedule too)",
+    )
     window_days: PositiveSeconds = Field(
         default=30.0, description="evidence (verdicts, feedback, traces) of this many days back"
     )
@@ -144,12 +156,25 @@ class PromoteSettings:
     max_traces: Positive = Field(
         default=50_000, description="newest traces with embeddings clustered per run"
     )
-    explore: Share = Field(
-        default=EXPLORE, description="shadow share an unpromoted domain needs while its verdicts are short"
+    explore: Share | None = Field(
+        default=None,
+        description="a fixed shadow share of unpromoted traffic instead of value of information "
+        "(none: `tiergate replay`'s policy)",
     )
-    monitor: Share = Field(default=MONITOR, description="... once it has `enough`, and of promoted traffic")
-    enough: Positive = Field(
-        default=ENOUGH, description="verdicts after which a domain is monitored, not explored"
+    monitor: Share = Field(default=_EXPLORATION.monitor, description="shadow share of promoted traffic")
+    horizon: Annotated[float, Field(gt=0.0)] = Field(
+        default=_EXPLORATION.horizon,
+        description="requests expected to follow, as a multiple of a domain's requests in the window",
+    )
+    max_share: Share = Field(
+        default=_EXPLORATION.max_share, description="the largest share of a domain's traffic explored"
+    )
+    revisit: Share = Field(
+        default=_EXPLORATION.revisit, description="share at which a domain that cannot fit is revisited"
+    )
+    enough: Positive | None = Field(
+        default=None,
+        description="ignored: exploration stops by value of information (accepted so older files load)",
     )
     seed: Seed = Field(default=0, description="seed of the clustering")
 
@@ -157,6 +182,12 @@ class PromoteSettings:
     def promotion(self) -> PromotionConfig:
         return PromotionConfig(
             quality_budget=self.quality_budget, alpha=self.alpha, min_samples=self.min_samples
+        )
+
+    @property
+    def exploration(self) -> ExplorationConfig:
+        return ExplorationConfig(
+            horizon=self.horizon, max_share=self.max_share, revisit=self.revisit, monitor=self.monitor
         )
 
 
@@ -191,6 +222,11 @@ class ShadowPolicyFields(FileModel):
     daily_budget_usd: Annotated[float, Field(ge=0.0, le=1e9)] = Field(
         default=_SHADOW.daily_budget_nano / 1e9,
         description="per tenant per UTC day, shadow and judge calls together",
+    )
+    evaluation_share: Annotated[float, Field(ge=0.0, le=1e6)] = Field(
+        default=_SHADOW.evaluation_share,
+        description="hard cap beside `daily_budget_usd`: the tenant's shadow and judge calls of a UTC day cost "
+        "at most this share of its serving spend that day (above 1: more than the serving spend)",
     )
     route_table: bool = Field(
         default=_SHADOW.route_table,

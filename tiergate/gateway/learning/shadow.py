@@ -3,9 +3,10 @@ background, and the two answers are compared.
 
     sink (request path: a seeded draw per request and candidate, then one put on a bounded queue; a
           monitoring sample, drawn by routing, is queued with its promoted tier as the candidate)
-      -> worker: daily evaluation budget? -> candidate call -> cheap agreement check (normalised final
-         answers; answer embeddings when the embedder is loaded) -> on disagreement, budget permitting,
-         the judge tier pairwise, both orders -> one `evaluations` row; every call booked as evaluation spend
+      -> worker: within the evaluation caps (dollars, share of serving)? -> candidate call -> cheap agreement
+         check (normalised final answers; answer embeddings when the embedder is loaded) -> on disagreement,
+         caps permitting, the judge tier pairwise, both orders -> one `evaluations` row; every call booked as
+         evaluation spend
 
 Nothing here runs before the client has its answer: the sink only queues, and the workers share nothing
 with the response. A full queue drops the sample (counted); a failed candidate or judge call is recorded as
@@ -46,6 +47,7 @@ from tiergate.policies.tiers import TIERS, tier_rank
 log = logging.getLogger("tiergate.shadow")
 _TABLE = Evaluation.__table__  # type: ignore[attr-defined]
 JUDGE_MAX_TOKENS = 300
+JUDGE_ESTIMATE = 4.0  # the judge's two calls over the served answer's cost, before any is seen
 OUTCOMES = ("agreed", "judged", "no_verdict", "candidate_failed", "judge_failed", "no_judge", "over_budget")
 
 
@@ -106,6 +108,9 @@ class ShadowEvaluator:
         self._workers: list[asyncio.Task[None]] = []
         self._cached: dict[tuple[str, str, bool], tuple[Candidate, ...]] = {}
         self._cached_for: FleetSnapshot | None = None
+        # An evaluation call's cost over the served answer's, until calls are seen: a cheaper tier answering
+        # the same request costs less; the judge is two calls, each reading the request and both answers.
+        self._ratios = {"candidate": 1.0, "judge": JUDGE_ESTIMATE}
 
     def depth(self) -> int:
         return self._queue.qsize()
@@ -114,16 +119,20 @@ class ShadowEvaluator:
         return self.stats.overflowed
 
     def sink(self, record: CallRecord) -> None:
-        """Every answered call: sample it per candidate, queue the samples. A few µs when sampled, less when not."""
+        """Every answered call: count its cost (the share cap grows with it), sample it per candidate, queue the
+        samples. A few µs when sampled, less when not."""
+        policy = self._settings.policy_for(record.principal.tenant_id)
+        if not policy.active:
+            return
+        if record.cost_nano:  # every call of a tenant that evaluates, whatever its kind
+            self.budget.served(record.principal.tenant_id, record.cost_nano)
         if (
             record.endpoint == "embeddings"  # every other door is a chat call in chat form
             or record.outcome != "ok"
             or record.cache != "miss"
             or record.tier is None
+            or not record.request_body
         ):
-            return
-        policy = self._settings.policy_for(record.principal.tenant_id)
-        if not policy.active or not record.request_body:
             return
         if record.monitor is not None:
             # The incumbent served a promoted domain's request: the comparison routing drew it for, and no other
@@ -151,7 +160,9 @@ class ShadowEvaluator:
         """Whether routing may draw a monitoring sample for the tenant: it follows the route table and, as far
         as this replica knows without a round trip, has evaluation budget left today (`evaluate` checks again)."""
         policy = self._settings.policy_for(tenant_id)
-        return policy.follows_table and self.budget.known_below(tenant_id, policy.daily_budget_nano)
+        return policy.follows_table and self.budget.known_below(
+            tenant_id, policy.daily_budget_nano, policy.evaluation_share
+        )
 
     def _candidates(self, served: str, policy: ShadowPolicy) -> tuple[Candidate, ...]:
         """`policies.shadow.candidates`, remembered until the fleet (its tiers, its registered models) changes."""
@@ -206,7 +217,8 @@ class ShadowEvaluator:
     async def evaluate(self, job: Job) -> None:
         record, candidate, policy = job.record, job.candidate, job.policy
         tenant = record.principal.tenant_id
-        if not await self.budget.allows(tenant, policy.daily_budget_nano):
+        upcoming = self._estimate(record, "candidate")
+        if not await self.budget.reserve(tenant, policy.daily_budget_nano, policy.evaluation_share, upcoming):
             self._done("over_budget")
             return
         assert record.request_body is not None and record.tier is not None
@@ -214,6 +226,7 @@ class ShadowEvaluator:
         row = self._row(record, candidate)
         try:
             reply = await self._calls.call(record, candidate, request, self._calls.candidate(candidate))
+            self._learn(record, "candidate", reply.cost_nano)
         except (GatewayError, TransportError, orjson.JSONDecodeError) as exc:
             log.info(
                 "shadow candidate %s failed for %s: %s", candidate.key, record.request_id, _describe(exc)
@@ -221,6 +234,8 @@ class ShadowEvaluator:
             self._done("candidate_failed")
             await self._insert({**row, "status": "candidate_failed"})
             return
+        finally:
+            self.budget.release(tenant, upcoming)
         served, _ = first_choice(record.answer)
         offered, _ = first_choice(reply.doc)
         policy_name = row["content"]
@@ -242,11 +257,26 @@ class ShadowEvaluator:
             self._done("no_judge")
             await self._insert({**row, "status": "no_judge"})
             return
-        if not await self.budget.allows(tenant, policy.daily_budget_nano):
+        upcoming = self._estimate(record, "judge")
+        if not await self.budget.reserve(tenant, policy.daily_budget_nano, policy.evaluation_share, upcoming):
             self._done("over_budget")
             await self._insert({**row, "status": "over_budget"})
             return
-        await self._judge(record, judge_tier, served_text, offered_text, row)
+        try:
+            await self._judge(record, judge_tier, served_text, offered_text, row)
+        finally:
+            self.budget.release(tenant, upcoming)
+
+    def _estimate(self, record: CallRecord, kind: str) -> int:
+        """What an evaluation call of `kind` will cost, for the share cap to hold before it is made: the served
+        answer's cost times the largest recent ratio of such a call's cost to it (`_learn`)."""
+        return int(record.cost_nano * self._ratios[kind]) + 1
+
+    def _learn(self, record: CallRecord, kind: str, cost_nano: int) -> None:
+        """Rises at once to a dearer call's ratio, comes down halfway towards a cheaper one's."""
+        if record.cost_nano > 0:
+            seen = cost_nano / record.cost_nano
+            self._ratios[kind] = max(seen, (self._ratios[kind] + seen) / 2)
 
     def _row(self, record: CallRecord, candidate: Candidate) -> dict[str, Any]:
         return {
@@ -299,6 +329,8 @@ class ShadowEvaluator:
             "judge_model": replies[0].deployment.model if replies else None,
             "judge_cost_nano": sum(r.cost_nano for r in replies),
         }
+        if len(replies) == len(calls):
+            self._learn(record, "judge", row["judge_cost_nano"])
         failures = [r for r in results if not isinstance(r, Reply)]
         if failures:
             for failure in failures:
