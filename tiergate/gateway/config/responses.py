@@ -12,7 +12,8 @@ class ResponsesPolicy:
     """Stored responses (`store`, `previous_response_id`, `GET` and `DELETE /v1/responses/{id}`)."""
 
     retention_days: Positive = Field(
-        default=30, description="stored responses older than this are deleted (by every replica, in the background)"
+        default=30,
+        description="stored responses older than this are deleted (by every replica, in the background)",
     )
     prune_interval_s: PositiveSeconds = Field(
         default=3600.0, description="how often each replica deletes the stored responses past their retention"
