@@ -20,5 +20,5 @@ class ResponsesPolicy:
     )
     max_chain: Positive = Field(
         default=100,
-        description="the most stored responses one conversation (a `previous_response_id` chain) may have",
+        description="the most stored responses a `previous_response_id` may bring in (its chain, read at once)",
     )
