@@ -142,7 +142,9 @@ def _texts(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("model", ["auto", "claude"])
 def test_a_stored_response_is_continued_retrieved_listed_and_deleted(gw: Stack, model: str) -> None:
     client = sdk_client(gw.url)
-    first = client.responses.create(model=model, input="My name is Ada.", instructions="Be brief.", store=True)
+    first = client.responses.create(
+        model=model, input="My name is Ada.", instructions="Be brief.", store=True
+    )
     assert first.store is True
     second = client.responses.create(model=model, previous_response_id=first.id, input="What is my name?")
     assert second.previous_response_id == first.id and second.instructions is None
