@@ -11,11 +11,16 @@ from typing import Any
 import httpx
 import orjson
 from sqlalchemy import func, select, update
+from starlette.responses import Response
 
 from tests.admin.conftest import ADMIN, Served, config, serve
 from tests.gateway.doors.test_responses import CHAT_STREAM, _events
+from tiergate.gateway.accounting.auth import MASTER
+from tiergate.gateway.accounting.records import CallRecord
 from tiergate.gateway.db import migrate
 from tiergate.gateway.db.models import StoredResponse
+from tiergate.gateway.doors.door import through
+from tiergate.gateway.doors.responses import ResponsesDoor
 from tiergate.gateway.doors.responses_output import RequestEcho
 from tiergate.gateway.doors.responses_stream import ResponsesStream
 
@@ -221,3 +226,22 @@ async def test_responses_past_their_retention_are_deleted_in_the_background(empt
             assert time.monotonic() < deadline, "the old response was never deleted"
             await asyncio.sleep(0.02)  # poll: the pruning task runs every 50 ms
         assert (await s.client.get(f"/v1/responses/{new}", headers=auth)).status_code == 200
+
+
+async def test_a_replayed_stream_through_the_door_is_stored_before_its_last_event() -> None:
+    saved: list[dict[str, Any]] = []
+
+    class Store:
+        async def save(self, principal: Any, response: dict[str, Any], items: Any, previous: Any) -> bool:
+            saved.append(response)
+            return True
+
+    door = ResponsesDoor(Store())  # type: ignore[arg-type]
+    await door.chat_body(MASTER, {}, orjson.dumps({"model": "m", "input": "hi", "stream": True}))
+    record = CallRecord(
+        request_id="r", endpoint="responses", principal=MASTER, requested_model="m", started_at=0
+    )
+    # A cache hit or a verified cascade answer: the whole chat stream at once, not a relay.
+    replayed = await through(door, Response(CHAT_STREAM, media_type="text/event-stream"), record)
+    final = _events(bytes(replayed.body))[-1]  # type: ignore[union-attr]
+    assert final["type"] == "response.completed" and saved == [final["response"]]
