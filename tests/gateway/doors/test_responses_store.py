@@ -10,18 +10,21 @@ from typing import Any
 
 import httpx
 import orjson
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 from starlette.responses import Response
 
 from tests.admin.conftest import ADMIN, Served, config, serve
 from tests.gateway.doors.test_responses import CHAT_STREAM, _events
-from tiergate.gateway.accounting.auth import MASTER
+from tiergate.gateway.accounting.auth import MASTER, Principal
 from tiergate.gateway.accounting.records import CallRecord
+from tiergate.gateway.config.responses import ResponsesPolicy
 from tiergate.gateway.db import migrate
+from tiergate.gateway.db.engine import open_engine
 from tiergate.gateway.db.models import StoredResponse
 from tiergate.gateway.doors.door import through
 from tiergate.gateway.doors.responses import ResponsesDoor
 from tiergate.gateway.doors.responses_output import RequestEcho
+from tiergate.gateway.doors.responses_store import ResponseStore
 from tiergate.gateway.doors.responses_stream import ResponsesStream
 
 _T = StoredResponse.__table__  # type: ignore[attr-defined]
@@ -245,3 +248,31 @@ async def test_a_replayed_stream_through_the_door_is_stored_before_its_last_even
     replayed = await through(door, Response(CHAT_STREAM, media_type="text/event-stream"), record)
     final = _events(bytes(replayed.body))[-1]  # type: ignore[union-attr]
     assert final["type"] == "response.completed" and saved == [final["response"]]
+
+
+async def test_responses_stored_at_once_are_committed_together(sqlite_url: str) -> None:
+    await migrate.upgrade(sqlite_url)
+    engine = open_engine(sqlite_url)
+    inserts: list[int] = []
+
+    def count(conn: Any, clause: Any, multiparams: Any, params: Any, execution_options: Any) -> None:
+        if str(clause).startswith("INSERT"):
+            inserts.append(len(multiparams) or 1)  # one row comes as `params`
+
+    event.listen(engine.sync_engine, "before_execute", count)
+    store = ResponseStore(engine, ResponsesPolicy())
+    key = Principal("key", tenant_id="t1", key_id="k1")
+    try:
+
+        def save(i: int) -> Any:
+            return store.save(key, {"id": f"resp_{i}", "status": "completed", "output": []}, [], None)
+
+        first = asyncio.ensure_future(save(0))
+        for _ in range(2):  # the first is queued, then the writer takes it and waits for the database
+            await asyncio.sleep(0)
+        saved = [*await asyncio.gather(*(save(i) for i in range(1, 10))), await first]
+        assert saved == [True] * 10
+        assert inserts == [1, 9]  # the first alone; the nine that came while it was written in one
+        assert len(await store.conversation(key, "resp_9")) == 0
+    finally:
+        await engine.dispose()

@@ -50,6 +50,8 @@ class ResponseStore:
     def __init__(self, engine: AsyncEngine, policy: ResponsesPolicy) -> None:
         self._engine = engine
         self.policy = policy
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []  # rows for the next write
+        self._writer: asyncio.Future[None] | None = None  # the task writing them, while there are any
 
     async def conversation(self, principal: Principal, previous_id: str) -> list[dict[str, Any]]:
         """The items of the stored chain ending at `previous_id` (each response's input, then its output),
@@ -104,7 +106,11 @@ class ResponseStore:
         previous_id: str | None,
     ) -> bool:
         """Store `response` (made from `input_items`); False (logged) when the database refused or is away,
-        so that the caller still gets the answer it paid for, marked as not stored."""
+        so that the caller still gets the answer it paid for, marked as not stored.
+
+        Returns once the row is committed. Rows that arrive while a write is under way are committed
+        together in the next one (a group commit): one transaction per wave of requests, not per request.
+        """
         row = {
             "id": response["id"],
             "tenant_id": principal.tenant_id,
@@ -116,13 +122,35 @@ class ResponseStore:
             "input_items": input_items,
             "response": response,
         }
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((row, done))
+        if self._writer is None:
+            self._writer = asyncio.ensure_future(self._write_pending())
+        return await done
+
+    async def _write_pending(self) -> None:
+        batch: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
         try:
-            async with self._engine.begin() as conn:
-                await conn.execute(insert(_T).values(row))
-        except database_error_types() as exc:
-            log.warning("response %s not stored (%s)", response["id"], type(exc).__name__)
-            return False
-        return True
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    async with self._engine.begin() as conn:
+                        await conn.execute(insert(_T), [row for row, _ in batch])
+                    stored = True
+                except database_error_types() as exc:
+                    log.warning("%d response(s) not stored (%s)", len(batch), type(exc).__name__)
+                    stored = False
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(stored)
+        finally:
+            # No await between the loop's last look at `_pending` and here: a row added after it starts a
+            # new writer. Cancelled (shutdown): whoever still waits gets "not stored".
+            self._writer = None
+            left, self._pending = [*batch, *self._pending], []
+            for _, done in left:
+                if not done.done():
+                    done.set_result(False)
 
     async def _row(self, principal: Principal, response_id: str, *columns: Any) -> Any:
         async with self._engine.connect() as conn:
