@@ -113,6 +113,7 @@ class Gateway:
             await self.caches.semantic.aclose()
         if self.embedder is not None:
             self.embedder.close()
+        self.responses.close()
         await self.accounting.aclose()
         await self.upstream.aclose()
         await self.telemetry.aclose()

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import orjson
-from sqlalchemy import event, func, select, update
+from sqlalchemy import func, select, update
 from starlette.responses import Response
 
 from tests.admin.conftest import ADMIN, Served, config, serve
@@ -250,29 +250,35 @@ async def test_a_replayed_stream_through_the_door_is_stored_before_its_last_even
     assert final["type"] == "response.completed" and saved == [final["response"]]
 
 
-async def test_responses_stored_at_once_are_committed_together(sqlite_url: str) -> None:
-    await migrate.upgrade(sqlite_url)
-    engine = open_engine(sqlite_url)
-    inserts: list[int] = []
-
-    def count(conn: Any, clause: Any, multiparams: Any, params: Any, execution_options: Any) -> None:
-        if str(clause).startswith("INSERT"):
-            inserts.append(len(multiparams) or 1)  # one row comes as `params`
-
-    event.listen(engine.sync_engine, "before_execute", count)
+async def test_responses_stored_at_once_are_committed_together_and_a_refused_one_alone(
+    empty_database_url: str,
+) -> None:
+    await migrate.upgrade(empty_database_url)
+    engine = open_engine(empty_database_url)
     store = ResponseStore(engine, ResponsesPolicy())
+    batches: list[int] = []
+    write = store._rows.write
+
+    async def counted(rows: list[dict[str, Any]]) -> None:
+        batches.append(len(rows))
+        await write(rows)
+
+    store._rows.write = counted  # type: ignore[method-assign]
     key = Principal("key", tenant_id="t1", key_id="k1")
+
+    def save(i: int) -> Any:
+        status = None if i == 5 else "completed"  # NOT NULL: the database refuses this one
+        return store.save(key, {"id": f"resp_{i}", "status": status, "output": []}, [], None)
+
     try:
-
-        def save(i: int) -> Any:
-            return store.save(key, {"id": f"resp_{i}", "status": "completed", "output": []}, [], None)
-
         first = asyncio.ensure_future(save(0))
         for _ in range(2):  # the first is queued, then the writer takes it and waits for the database
             await asyncio.sleep(0)
-        saved = [*await asyncio.gather(*(save(i) for i in range(1, 10))), await first]
-        assert saved == [True] * 10
-        assert inserts == [1, 9]  # the first alone; the nine that came while it was written in one
-        assert len(await store.conversation(key, "resp_9")) == 0
+        saved = [await first, *await asyncio.gather(*(save(i) for i in range(1, 10)))]
+        assert saved == [i != 5 for i in range(10)]
+        # The first alone; the nine that came while it was written in one, refused; then each alone.
+        assert batches == [1, 9, *[1] * 9]
+        assert await store.conversation(key, "resp_9") == []
     finally:
+        store.close()
         await engine.dispose()

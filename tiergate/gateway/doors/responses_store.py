@@ -14,13 +14,15 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, literal, select, true
+from sqlalchemy import and_, delete, literal, select, true
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tiergate.gateway.accounting.auth import Principal
 from tiergate.gateway.config.responses import ResponsesPolicy
+from tiergate.gateway.db.batches import log_refused, write_each
 from tiergate.gateway.db.engine import database_error_types
 from tiergate.gateway.db.models import StoredResponse
+from tiergate.gateway.doors.responses_writer import open_writer
 from tiergate.gateway.errors import BadRequest, NotFound
 
 log = logging.getLogger("tiergate.responses")
@@ -49,6 +51,7 @@ class ResponseStore:
 
     def __init__(self, engine: AsyncEngine, policy: ResponsesPolicy) -> None:
         self._engine = engine
+        self._rows = open_writer(engine)
         self.policy = policy
         self._pending: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []  # rows for the next write
         self._writer: asyncio.Future[None] | None = None  # the task writing them, while there are any
@@ -133,14 +136,9 @@ class ResponseStore:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                try:
-                    async with self._engine.begin() as conn:
-                        await conn.execute(insert(_T), [row for row, _ in batch])
-                    stored = True
-                except database_error_types() as exc:
-                    log.warning("%d response(s) not stored (%s)", len(batch), type(exc).__name__)
-                    stored = False
-                for _, done in batch:
+                for (_, done), stored in zip(
+                    batch, await self._write([row for row, _ in batch]), strict=True
+                ):
                     if not done.done():
                         done.set_result(stored)
         finally:
@@ -151,6 +149,26 @@ class ResponseStore:
             for _, done in left:
                 if not done.done():
                     done.set_result(False)
+
+    async def _write(self, rows: list[dict[str, Any]]) -> list[bool]:
+        """Which of `rows` were stored: all, or (the batch refused) each written alone, so that a row the
+        database refuses never costs another its place (`db/batches.py`)."""
+        writer = self._rows
+        try:
+            await writer.write(rows)
+            return [True] * len(rows)
+        except Exception as exc:
+            if len(rows) == 1 or writer.unreachable(exc):
+                log.warning("%d response(s) not stored (%s)", len(rows), type(exc).__name__)
+                return [False] * len(rows)
+        each = await write_each(rows, writer.write, writer.unreachable)
+        for row, error in each.refused:
+            log_refused(log, "response", row["id"], error, "answered as not stored")
+        refused = {id(row) for row, _ in each.refused} | {id(row) for row in each.away}
+        return [id(row) not in refused for row in rows]
+
+    def close(self) -> None:
+        self._rows.close()
 
     async def _row(self, principal: Principal, response_id: str, *columns: Any) -> Any:
         async with self._engine.connect() as conn:
