@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import Stack, sdk_client
+from tests.e2e.conftest import MASTER, Stack, sdk_client
 
 pytestmark = pytest.mark.e2e
 QUESTION = "What is two plus two?"
@@ -126,3 +127,67 @@ def test_a_stream_that_breaks_after_it_began_ends_in_an_error_event_and_response
     failed = events[-1].response  # type: ignore[union-attr]
     assert failed.status == "failed" and failed.error is not None and failed.error.message
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "one two"
+
+
+def _texts(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(role, text) of chat or Anthropic messages, whose content is a string or text blocks."""
+    out = []
+    for m in messages:
+        content = m["content"]
+        text = content if isinstance(content, str) else "".join(b.get("text", "") for b in content)
+        out.append((m["role"], text))
+    return out
+
+
+@pytest.mark.parametrize("model", ["auto", "claude"])
+def test_a_stored_response_is_continued_retrieved_listed_and_deleted(gw: Stack, model: str) -> None:
+    client = sdk_client(gw.url)
+    first = client.responses.create(
+        model=model, input="My name is Ada.", instructions="Be brief.", store=True
+    )
+    assert first.store is True
+    second = client.responses.create(model=model, previous_response_id=first.id, input="What is my name?")
+    assert second.previous_response_id == first.id and second.instructions is None
+    _, sent = (r["body"] for r in gw.received())
+    # The upstream sees the whole conversation; the first request's instructions are not carried over.
+    assert _texts(sent["messages"]) == [
+        ("user", "My name is Ada."),
+        ("assistant", "echo: My name is Ada."),
+        ("user", "What is my name?"),
+    ]
+    assert "system" not in sent and all(m["role"] != "system" for m in sent["messages"])
+    assert client.responses.retrieve(second.id).model_dump() == second.model_dump()
+    (item,) = client.responses.input_items.list(second.id).data
+    assert item.type == "message" and item.id.startswith("msg_")
+    client.responses.delete(second.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(second.id)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.create(model=model, previous_response_id=second.id, input="And now?")
+    assert caught.value.body["param"] == "previous_response_id"  # type: ignore[index]
+    assert len(gw.received()) == 2
+
+
+def test_a_streamed_response_is_continued_and_another_tenant_cannot_see_it(gw: Stack) -> None:
+    client = sdk_client(gw.url)
+    events = list(client.responses.create(model="auto", input="Remember 42.", stream=True))
+    final = events[-1].response  # type: ignore[union-attr]
+    assert final.store is True
+    admin = {"authorization": f"Bearer {MASTER}"}
+    base = gw.url.removesuffix("/v1")
+    tenant = httpx.post(f"{base}/admin/tenants", json={"name": "other"}, headers=admin).json()
+    key = httpx.post(f"{base}/admin/keys", json={"tenant_id": tenant["id"]}, headers=admin).json()["key"]
+    other = sdk_client(gw.url, key)
+    with pytest.raises(openai.NotFoundError):
+        other.responses.retrieve(final.id)
+    with pytest.raises(openai.NotFoundError):
+        other.responses.create(model="auto", previous_response_id=final.id, input="Which number?")
+    with pytest.raises(openai.NotFoundError):
+        other.responses.delete(final.id)
+    answer = client.responses.create(model="auto", previous_response_id=final.id, input="Which number?")
+    assert answer.output_text == "echo: Which number?"
+    assert _texts(gw.received()[-1]["body"]["messages"]) == [
+        ("user", "Remember 42."),
+        ("assistant", "echo: Remember 42."),
+        ("user", "Which number?"),
+    ]

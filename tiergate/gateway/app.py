@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import itertools
 import logging
-import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -32,6 +30,7 @@ from tiergate.gateway.doors.completions import CompletionsDoor
 from tiergate.gateway.doors.door import Door, through
 from tiergate.gateway.doors.messages import MessagesDoor
 from tiergate.gateway.doors.responses import ResponsesDoor
+from tiergate.gateway.doors.responses_routes import stored_response
 from tiergate.gateway.errors import (
     GatewayError,
     MethodNotAllowed,
@@ -39,6 +38,7 @@ from tiergate.gateway.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
 )
+from tiergate.gateway.http.ids import request_id
 from tiergate.gateway.http.protocol import ARRIVED
 from tiergate.gateway.settlement import shutting_down
 from tiergate.gateway.upstream.prices import with_known_prices
@@ -50,18 +50,6 @@ if TYPE_CHECKING:
 __all__ = ["create_app", "error_response", "read_body", "request_id"]
 
 log = logging.getLogger("tiergate")
-# New ids: a random per-process prefix and a counter (unique across replicas without a syscall per request).
-_ID_PREFIX = os.urandom(6).hex()
-_ID_COUNTER = itertools.count(1)
-_SAFE_ID = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
-
-
-def request_id(request: Request) -> str:
-    """The caller's x-request-id when it is a sane token (so their logs line up with ours), else a new one."""
-    given = request.headers.get("x-request-id")
-    if given and len(given) <= 128 and frozenset(given.encode()) <= _SAFE_ID:
-        return given
-    return f"req_{_ID_PREFIX}{next(_ID_COUNTER):012x}"
 
 
 def error_response(error: GatewayError, rid: str) -> Response:
@@ -235,7 +223,21 @@ async def count_message_tokens(request: Request) -> Response:
 
 
 async def responses(request: Request) -> Response | RelayResponse:
-    return await _call(request, "chat", ResponsesDoor())  # a door per request: it echoes the request
+    # A door per request: it echoes (and stores) the request.
+    return await _call(request, "chat", ResponsesDoor(_gateway(request).responses))
+
+
+async def responses_stored(request: Request) -> Response:
+    """`GET` or `DELETE /v1/responses/{id}`, `GET /v1/responses/{id}/input_items`: the caller's own only."""
+    gateway = _gateway(request)
+    rid = request_id(request)
+    try:
+        principal = await gateway.auth.authenticate(request.headers)
+        response = await stored_response(gateway.responses, principal, request)
+    except GatewayError as error:
+        return error_response(error, rid)
+    response.headers["x-request-id"] = rid
+    return response
 
 
 async def embeddings(request: Request) -> Response | RelayResponse:
@@ -335,6 +337,8 @@ def data_plane_routes() -> list[Route]:
             Route(f"{prefix}/messages", messages, methods=["POST"]),
             Route(f"{prefix}/messages/count_tokens", count_message_tokens, methods=["POST"]),
             Route(f"{prefix}/responses", responses, methods=["POST"]),
+            Route(f"{prefix}/responses/{{response_id}}", responses_stored, methods=["GET", "DELETE"]),
+            Route(f"{prefix}/responses/{{response_id}}/input_items", responses_stored, methods=["GET"]),
             Route(f"{prefix}/embeddings", embeddings, methods=["POST"]),
             Route(f"{prefix}/models", models, methods=["GET"]),
             Route(f"{prefix}/models/{{model_id:path}}", models, methods=["GET"]),

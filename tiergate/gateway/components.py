@@ -23,6 +23,7 @@ from tiergate.gateway.cache.semantic import SemanticCache, open_client
 from tiergate.gateway.cache.use import ResponseCaches
 from tiergate.gateway.cascade import Cascade
 from tiergate.gateway.config.settings import Settings
+from tiergate.gateway.doors.responses_store import ResponseStore
 from tiergate.gateway.endpoints import Embeddings
 from tiergate.gateway.feedback import FeedbackIntake
 from tiergate.gateway.learning.loop import Learning, open_learning
@@ -82,6 +83,7 @@ class Gateway:
     chat: ChatPipeline
     embeddings: Embeddings
     feedback: FeedbackIntake
+    responses: ResponseStore  # what the Responses door stores
     settlement: Settlement
     accounting: Accounting
     router: Router
@@ -111,6 +113,7 @@ class Gateway:
             await self.caches.semantic.aclose()
         if self.embedder is not None:
             self.embedder.close()
+        self.responses.close()
         await self.accounting.aclose()
         await self.upstream.aclose()
         await self.telemetry.aclose()
@@ -179,6 +182,8 @@ async def open_gateway(
     await refresh_or_keep(route_tables, router)
     background.append(asyncio.ensure_future(keep_fresh(route_tables, router, settings.routing.refresh_s)))
     queues.append(accounting.ledger)
+    responses = ResponseStore(accounting.engine, settings.responses)
+    background.append(asyncio.ensure_future(responses.keep_pruned()))
     learning = await open_learning(
         settings.learning,
         accounting.engine,
@@ -241,6 +246,7 @@ async def open_gateway(
             other_replica_wait_s=settings.learning.traces.flush_s + settings.accounting.ledger_flush_s,
             default_content=settings.learning.traces.content,
         ),
+        responses=responses,
         settlement=settlement,
         accounting=accounting,
         router=router,

@@ -41,6 +41,7 @@ from tiergate.gateway.config.master_key import (
     local_master_key,
     master_key_in_force,
 )
+from tiergate.gateway.config.responses import ResponsesPolicy
 from tiergate.gateway.config.routing import RoutingSection, RoutingSettings
 from tiergate.policies.routing import EscalationPolicy
 
@@ -178,6 +179,7 @@ class GatewayOptions:
     chroma_path: str = Field(default="./tiergate-chroma", description="the embedded Chroma's directory")
     upstream: UpstreamPolicy = UpstreamPolicy()
     accounting: AccountingPolicy = AccountingPolicy()
+    responses: ResponsesPolicy = ResponsesPolicy()
     max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
         default=10 * 1024 * 1024, description="the largest request body"
     )

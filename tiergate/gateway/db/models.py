@@ -1,4 +1,4 @@
-"""Tenants, virtual keys, budget counters, the cost ledger and the route table's versions."""
+"""Tenants, virtual keys, budget counters, the cost ledger, the route table's versions and stored responses."""
 
 from __future__ import annotations
 
@@ -120,3 +120,21 @@ class RouteTableVersion(SQLModel, table=True):
     doc: dict[str, Any] = Field(sa_type=JSON)  # {"routes", "centroids", "note"}
     created_ms: int = Field(sa_type=BigInteger)
     author: str = Field(max_length=200)
+
+
+class StoredResponse(SQLModel, table=True):
+    """A response the Responses door stored (`store`, OpenAI's default): what `previous_response_id`
+    continues and `GET /v1/responses/{id}` returns. Every read filters by tenant (NULL: the master key's)."""
+
+    __tablename__ = "responses"
+    __table_args__ = (Index("ix_responses_tenant_created", "tenant_id", "created_ms"),)
+
+    id: str = Field(primary_key=True, max_length=64)  # resp_...
+    tenant_id: str | None = Field(default=None, max_length=40)
+    key_id: str | None = Field(default=None, max_length=40)
+    previous_id: str | None = Field(default=None, max_length=64)  # the response this one continues
+    created_ms: int = Field(sa_type=BigInteger, index=True)  # when it was stored; retention counts from it
+    model: str | None = Field(default=None, max_length=200)
+    status: str = Field(max_length=16)  # completed | incomplete
+    input_items: list[Any] = Field(sa_type=JSON)  # the request's own `input`, as items with ids
+    response: dict[str, Any] = Field(sa_type=JSON)  # the `response` object as the door returned it

@@ -12,7 +12,7 @@ from tiergate.gateway.accounting.auth import Principal
 from tiergate.gateway.accounting.records import CallRecord
 from tiergate.gateway.errors import GatewayError
 from tiergate.gateway.upstream.relay import RelayResponse
-from tiergate.gateway.upstream.translation import BodyTranslator
+from tiergate.gateway.upstream.translation import BodyTranslator, held
 
 
 class Door(Protocol):
@@ -47,6 +47,7 @@ async def through(
     if response.headers.get("content-type", "").startswith("text/event-stream"):
         translator = door.stream(record)
         body = translator.feed(bytes(response.body)) + translator.close()
+        body += await held(translator)
     else:
         body = await door.answer(orjson.loads(response.body), record)
     headers = {k: v for k, v in response.headers.items() if k != "content-length"}

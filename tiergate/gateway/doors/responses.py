@@ -4,23 +4,29 @@ Translated: `input` (a string, or message / `function_call` / `function_call_out
 function `tools`, `tool_choice`, `text.format`, `max_output_tokens`, `temperature`, `top_p`, `user`,
 `parallel_tool_calls`, `stream`; `metadata` is echoed in the answer, not sent upstream.
 
+Stored state (`responses_store.py`): `store` (OpenAI's default: true) keeps the response and its input in
+the database; `previous_response_id` makes the stored conversation it ends (each response's input and
+output, oldest first; not its `instructions`) the start of this request's. A stored response gets a fresh
+id (`resp_` + 32 hex); one that is not stored is named after the chat completion.
+
 Refused with a 400 naming the field: built-in tools (web search, file search, code interpreter, computer use,
-...; the gateway cannot run them), stored state (`store: true`, `previous_response_id`, `conversation`:
-this gateway keeps no responses), `background`, `include`, `reasoning` (the routed tier's model may not
-reason, and no reasoning items could be returned), prompt templates, and any field this door does not know,
-rather than dropping what the caller asked for.
+...; the gateway cannot run them), `conversation` (the Conversations API), `background`, `include`,
+`reasoning` (the routed tier's model may not reason, and no reasoning items could be returned), prompt
+templates, and any field this door does not know, rather than dropping what the caller asked for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
-from tiergate.gateway.accounting.auth import Principal
+from tiergate.gateway.accounting.auth import MASTER, Principal
 from tiergate.gateway.accounting.records import CallRecord
 from tiergate.gateway.doors.responses_output import RequestEcho, response_from_completion
+from tiergate.gateway.doors.responses_store import ResponseStore
 from tiergate.gateway.doors.responses_stream import ResponsesStream
 from tiergate.gateway.errors import BadRequest, GatewayError
 from tiergate.gateway.http.bodies import parse_object
@@ -38,10 +44,11 @@ _TRANSLATED = (
     "metadata",
     "parallel_tool_calls",
     "stream_options",
+    "store",
+    "previous_response_id",
 )
 # Fields accepted only with the value that asks for nothing this gateway cannot do.
 _ONLY_DEFAULT: dict[str, tuple[Any, ...]] = {
-    "store": (None, False),
     "background": (None, False),
     "include": (None, []),
     "reasoning": (None, {}),
@@ -49,7 +56,6 @@ _ONLY_DEFAULT: dict[str, tuple[Any, ...]] = {
     "service_tier": (None, "auto", "default"),
 }
 _WHY_NOT: dict[str, str] = {
-    "store": "this gateway does not store responses; send 'store': false and the whole conversation",
     "background": "background responses are not supported; this gateway answers while the request is open",
     "include": "no extra output (reasoning, search results, logprobs) is available through this gateway",
     "reasoning": "reasoning controls are not supported: the routed tier's model may not reason",
@@ -108,14 +114,42 @@ def _tool_output(output: Any, param: str) -> str:
     raise BadRequest(f"'{param}' must be a string or an array of input_text parts", param=param)
 
 
-def _messages(items: Any) -> list[dict[str, Any]]:
-    """Chat messages for the `input` items; consecutive function calls become one assistant message."""
-    if isinstance(items, str):
-        return [{"role": "user", "content": items}]
-    if not isinstance(items, list) or not items:
+def _input_items(value: Any) -> list[Any]:
+    """The `input` as items: a string is one user message."""
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": value}]
+    if not isinstance(value, list) or not value:
         raise BadRequest(
             "'input' is required and must be a string or a non-empty array of items", param="input"
         )
+    return value
+
+
+_ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
+
+
+def stored_items(value: Any, name: str) -> list[dict[str, Any]]:
+    """The (checked) `input` as the items a stored response keeps: each with a type and an id."""
+    items = []
+    for i, item in enumerate(_input_items(value)):
+        kind = item.get("type", "message")
+        items.append({"id": f"{_ITEM_PREFIX.get(kind, 'item')}_{name}_in{i}", **item, "type": kind})
+    return items
+
+
+def conversation_messages(
+    body: dict[str, Any], history: Sequence[dict[str, Any]] = ()
+) -> list[dict[str, Any]]:
+    """The chat messages of `body`: its instructions, then the stored `history` (a previous response's
+    conversation), then its input."""
+    messages = _messages([*history, *_input_items(body["input"])])
+    if body.get("instructions") is not None:
+        messages.insert(0, {"role": "system", "content": _text(body["instructions"], "instructions")})
+    return messages
+
+
+def _messages(items: list[Any]) -> list[dict[str, Any]]:
+    """Chat messages for input items; consecutive function calls become one assistant message."""
     out: list[dict[str, Any]] = []
     for i, item in enumerate(items):
         where = f"input[{i}]"
@@ -220,11 +254,13 @@ def responses_chat_request(body: dict[str, Any]) -> dict[str, Any]:
             raise BadRequest(f"'{name}' is not supported by this gateway's Responses door", param=name)
     if "input" not in body:
         raise BadRequest("'input' is required", param="input")
-    messages = _messages(body["input"])
-    if body.get("instructions") is not None:
-        messages.insert(0, {"role": "system", "content": _text(body["instructions"], "instructions")})
+    if body.get("store") not in (None, True, False):
+        raise BadRequest("'store' must be true or false", param="store")
+    previous = body.get("previous_response_id")
+    if previous is not None and (not isinstance(previous, str) or not previous):
+        raise BadRequest("'previous_response_id' must be a response id", param="previous_response_id")
     chat = {name: body[name] for name in _SAME_IN_CHAT if body.get(name) is not None}
-    chat["messages"] = messages
+    chat["messages"] = conversation_messages(body)
     if body.get("tools") is not None and (tools := _tools(body["tools"])):
         chat["tools"] = tools  # an empty list is no tools; chat refuses `[]`
         if body.get("parallel_tool_calls") is not None:
@@ -246,24 +282,46 @@ def responses_chat_request(body: dict[str, Any]) -> dict[str, Any]:
 
 class ResponsesDoor:
     """`/v1/responses` over the chat pipeline; one door per request, since the answer echoes the request's
-    settings (instructions, tools, text format, ...). Its errors are OpenAI's, as the chat door's are."""
+    settings (instructions, tools, text format, ...) and stores it. Its errors are OpenAI's, as the chat
+    door's are."""
 
     endpoint = "responses"
 
-    def __init__(self) -> None:
+    def __init__(self, store: ResponseStore) -> None:
+        self._store = store
         self._echo = RequestEcho({})
+        self._principal = MASTER
+        self._input: list[dict[str, Any]] = []
 
     async def chat_body(self, principal: Principal, headers: Mapping[str, str], raw: bytes) -> bytes:
         body = parse_object(raw)
-        chat = responses_chat_request(body)
-        self._echo = RequestEcho(body)
+        chat = responses_chat_request(body)  # checked before the database is asked anything
+        previous = body.get("previous_response_id")
+        if previous is not None:
+            chat["messages"] = conversation_messages(
+                body, await self._store.conversation(principal, previous)
+            )
+        name = None
+        if body.get("store") is not False:
+            name = uuid.uuid4().hex
+            self._principal, self._input = principal, stored_items(body["input"], name)
+        self._echo = RequestEcho(body, name)
         return orjson.dumps(chat)
 
+    async def _keep(self, response: dict[str, Any]) -> bool:
+        """Store `response` (the request asked for it); False when it could not be."""
+        previous = self._echo.body.get("previous_response_id")
+        return await self._store.save(self._principal, response, self._input, previous)
+
     async def answer(self, completion: dict[str, Any], record: CallRecord) -> bytes:
-        return orjson.dumps(response_from_completion(completion, self._echo))
+        response = response_from_completion(completion, self._echo)
+        # Written before the answer leaves: its id is usable (previous_response_id, GET) once the client has it.
+        if self._echo.name is not None and not await self._keep(response):
+            response["store"] = False
+        return orjson.dumps(response)
 
     def stream(self, record: CallRecord) -> ResponsesStream:
-        return ResponsesStream(self._echo)
+        return ResponsesStream(self._echo, self._keep if self._echo.name is not None else None)
 
     def error(self, error: GatewayError) -> tuple[int, bytes]:
         return error.status, error.body()

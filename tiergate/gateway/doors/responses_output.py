@@ -14,9 +14,12 @@ _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"
 
 @dataclass(frozen=True)
 class RequestEcho:
-    """The request's own settings, which a `response` repeats back."""
+    """The request's own settings, which a `response` repeats back, and the name the gateway gave it."""
 
     body: dict[str, Any]
+    # What names the response and its items when it is stored (a fresh, unique suffix: `resp_<name>`);
+    # None: the chat completion's id names them.
+    name: str | None = None
 
     def fields(self) -> dict[str, Any]:
         body = self.body
@@ -34,10 +37,10 @@ class RequestEcho:
             "parallel_tool_calls": body.get("parallel_tool_calls", True) is not False,
             "metadata": body.get("metadata") or {},
             "user": body.get("user"),
-            "previous_response_id": None,
+            "previous_response_id": body.get("previous_response_id"),
             "reasoning": None,
             "truncation": "disabled",
-            "store": False,
+            "store": self.name is not None,
             "background": False,
         }
 
@@ -117,7 +120,7 @@ def response_object(
     when the caller has them already."""
     created = chat.get("created") or int(time.time())
     return {
-        "id": response_id(chat.get("id")),
+        "id": response_id(echo.name or chat.get("id")),
         "object": "response",
         "created_at": created,
         "status": status,
@@ -137,7 +140,7 @@ def response_from_completion(completion: dict[str, Any], echo: RequestEcho) -> d
     message = choice.get("message") or {}
     status, incomplete = status_of(choice.get("finish_reason"))
     item_status = "incomplete" if status == "incomplete" else "completed"
-    chat_id = completion.get("id")
+    chat_id = echo.name or completion.get("id")
     output = []
     if message.get("content") or message.get("refusal") or not message.get("tool_calls"):
         output.append(

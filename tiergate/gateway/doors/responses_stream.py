@@ -2,11 +2,15 @@
 added / delta / done run per output item (a message's text, each function call's arguments), then
 `response.completed` (or `response.incomplete`) with usage. A gateway error event in the chat stream becomes
 an `error` event and `response.failed`. Every event carries the next `sequence_number`.
+
+A stream whose response is stored (`keep`) holds its terminal event back until `release` has written the
+response: a client that continues it (`previous_response_id`) the moment the stream ends finds it stored.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -43,8 +47,14 @@ def _list(value: Any) -> list[Any]:
 class ResponsesStream:
     """A `BodyTranslator` from chat SSE to Responses SSE; events may arrive split anywhere."""
 
-    def __init__(self, echo: RequestEcho) -> None:
+    def __init__(
+        self, echo: RequestEcho, keep: Callable[[dict[str, Any]], Awaitable[bool]] | None = None
+    ) -> None:
         self._echo = echo
+        # Stores the final response (False: it could not be); the terminal event waits for it in `_held`.
+        self._keep = keep
+        self.holds = keep is not None
+        self._held: tuple[str, dict[str, Any]] | None = None
         self._pending = b""
         self._sequence = 0
         self._head: dict[str, Any] | None = None  # id, created, model of the chat stream
@@ -229,7 +239,7 @@ class ResponsesStream:
 
     @property
     def _head_id(self) -> Any:
-        return (self._head or {}).get("id")
+        return self._echo.name or (self._head or {}).get("id")
 
     @property
     def _index(self) -> int:
@@ -279,7 +289,19 @@ class ResponsesStream:
         out = self._close_item("incomplete" if status == "incomplete" else "completed")
         self._ended = True
         final = self._response(status, incomplete=incomplete, chat_usage=self._usage)
+        if self._keep is not None:
+            self._held = (f"response.{status}", final)
+            return out
         return out + self._emit(f"response.{status}", response=final)
+
+    async def release(self) -> bytes:
+        """The held terminal event, once its response is stored ("" while there is none)."""
+        if self._held is None or self._keep is None:
+            return b""
+        (kind, final), self._held = self._held, None
+        if not await self._keep(final):
+            final["store"] = False
+        return self._emit(kind, response=final)
 
     def _fail(self, message: str, code: str) -> bytes:
         out = b""

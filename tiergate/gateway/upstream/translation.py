@@ -18,12 +18,22 @@ class BodyTranslator(Protocol):
         ...
 
 
+async def held(translator: BodyTranslator) -> bytes:
+    """What a translator that `holds` (a `holds` attribute that is true) has held back until its async work
+    was done (the Responses door: its stream's terminal event, until the response is stored); else ""."""
+    return await translator.release() if getattr(translator, "holds", False) else b""  # type: ignore[attr-defined]
+
+
 def translated(send: Any, translator: BodyTranslator) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    holds = getattr(translator, "holds", False)
+
     async def send_translated(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.body":
             body = translator.feed(message.get("body", b""))
             if not message.get("more_body", False):
                 body += translator.close()
+            if holds:
+                body += await held(translator)
             message = {**message, "body": body}
         await send(message)
 
