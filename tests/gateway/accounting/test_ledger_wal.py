@@ -10,11 +10,13 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support import ROOT
 from tiergate.gateway.accounting import ledger_wal
@@ -63,20 +65,19 @@ def _record(i: int) -> CallRecord:
     return record
 
 
-def _writer(url: str, spill_dir: Path, **overrides: float) -> LedgerWriter:
-    options = {"batch_size": 10, "flush_s": 0.01, "retries": 1, "queue_size": 100, **overrides}
-    return LedgerWriter(open_engine(url), spill_dir=str(spill_dir), **options)  # type: ignore[arg-type]
+def _writer(
+    engine: AsyncEngine, spill_dir: Path, *, batch_size: int = 10, flush_s: float = 0.01
+) -> LedgerWriter:
+    return LedgerWriter(
+        engine, batch_size=batch_size, flush_s=flush_s, retries=1, queue_size=100, spill_dir=str(spill_dir)
+    )
 
 
-async def _ledger(url: str) -> dict[str, int]:
+async def _ledger(engine: AsyncEngine) -> dict[str, int]:
     """request_id -> its number of ledger rows."""
-    engine = open_engine(url)
-    try:
-        async with engine.connect() as conn:
-            query = text("SELECT request_id, COUNT(*) FROM ledger GROUP BY request_id")
-            return {r: n for r, n in (await conn.execute(query)).all()}
-    finally:
-        await engine.dispose()
+    async with engine.connect() as conn:
+        query = text("SELECT request_id, COUNT(*) FROM ledger GROUP BY request_id")
+        return {r: n for r, n in (await conn.execute(query)).all()}
 
 
 def _segments(directory: Path) -> list[Path]:
@@ -90,62 +91,75 @@ def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
     return url
 
 
+@pytest.fixture
+async def engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
+    """A migrated SQLite database of the test's own."""
+    await upgrade(sqlite_url)
+    engine = open_engine(sqlite_url)
+    yield engine
+    await engine.dispose()
+
+
 async def test_the_rows_of_a_killed_process_are_written_by_the_next_replay_exactly_once(
     database_url: str, tmp_path: Path
 ) -> None:
     spill = tmp_path / "spill"
-    child = subprocess.Popen(
-        [sys.executable, "-c", _SINKER, database_url, str(spill), "7"],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-    )
-    other = _writer(database_url, spill)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _SINKER, database_url, str(spill), "7",
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    engine = open_engine(database_url)
+    other = _writer(engine, spill)
     try:
-        assert child.stdout is not None and child.stdout.readline() == b"sunk\n"
+        assert child.stdout is not None
+        assert await asyncio.wait_for(child.stdout.readline(), 30) == b"sunk\n"
         (theirs,) = [p for p in _segments(spill) if p not in other.wal_segments()]
         assert len(theirs.read_bytes().splitlines()) == 7
         assert await other.replay() == 0  # alive: its segment is locked, so it is not taken
-        assert theirs.exists() and await _ledger(database_url) == {}
+        assert theirs.exists() and await _ledger(engine) == {}
     finally:
         child.send_signal(signal.SIGKILL)
-        child.wait()
-        assert child.stdout is not None
-        child.stdout.close()
+        await child.wait()
     assert await other.replay() == 7  # dead: its lock went with it
     assert await other.replay() == 0
     assert other.stats.recovered == 7
     assert _segments(spill) == other.wal_segments()  # only the replaying process's own segment is left
-    assert await _ledger(database_url) == {f"r{i}": 1 for i in range(7)}
-    await other._engine.dispose()
+    assert await _ledger(engine) == {f"r{i}": 1 for i in range(7)}
+    await engine.dispose()
 
 
-async def test_a_row_both_written_and_in_a_dead_segment_is_written_once(sqlite_url: str, tmp_path: Path) -> None:
-    await upgrade(sqlite_url)
-    row = entry_from(_record(1))
-    writer = _writer(sqlite_url, tmp_path)
-    await writer._insert([row])  # the dead process had written it, then died before its segment went
-    (tmp_path / "tiergate-ledger-wal-1-dead-000001.jsonl").write_bytes(orjson.dumps(row) + b"\n")
+async def test_a_row_both_written_and_in_a_dead_segment_is_written_once(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    writer = _writer(engine, tmp_path / "spill")
+    task = asyncio.ensure_future(writer.run())
+    writer.sink(_record(1))
+    writer.stop()
+    await task
+    async with engine.connect() as conn:
+        (row,) = [dict(r) for r in (await conn.execute(text("SELECT * FROM ledger"))).mappings()]
+    # A process that had written it and died before its segment went.
+    (tmp_path / "spill" / "tiergate-ledger-wal-1-dead-000001.jsonl").write_bytes(orjson.dumps(row) + b"\n")
     assert await writer.replay() == 1
-    assert await _ledger(sqlite_url) == {"r1": 1}
-    await writer._engine.dispose()
+    assert await _ledger(engine) == {"r1": 1}
 
 
 async def test_a_torn_last_line_and_a_garbled_line_are_skipped_with_a_log(
-    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    engine: AsyncEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await upgrade(sqlite_url)
     rows = [orjson.dumps(entry_from(_record(i))) for i in range(4)]
     # A dead process's segment: no lock held on it; killed inside the write of its last row.
     dead = tmp_path / "tiergate-ledger-wal-4242-0badc0de-000003.jsonl"
-    dead.write_bytes(rows[0] + b"\n" + b"\x00\x00garbage\n" + rows[1] + b"\n" + rows[2] + b"\n" + rows[3][:40])
-    writer = _writer(sqlite_url, tmp_path)
+    dead.write_bytes(
+        rows[0] + b"\n" + b"\x00\x00garbage\n" + rows[1] + b"\n" + rows[2] + b"\n" + rows[3][:40]
+    )
+    writer = _writer(engine, tmp_path)
     with caplog.at_level(logging.WARNING, logger="tiergate.ledger"):
         assert await writer.replay() == 3
     assert "skipped a partial last line" in caplog.text and "40 bytes" in caplog.text
     assert "skipped line 2" in caplog.text
     assert not dead.exists() and _segments(tmp_path) == writer.wal_segments()
-    assert await _ledger(sqlite_url) == {"r0": 1, "r1": 1, "r2": 1}
-    await writer._engine.dispose()
+    assert await _ledger(engine) == {"r0": 1, "r1": 1, "r2": 1}
 
 
 async def test_a_segment_is_deleted_only_once_every_row_queued_while_it_was_current_is_done(
@@ -185,11 +199,10 @@ def _claim_all(directory: Path) -> list[ledger_wal.Claimed]:
 
 
 async def test_the_running_writer_rotates_and_removes_what_it_wrote(
-    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ledger_wal, "ROTATE_EVERY_S", 0.0)  # rotate after every batch
-    await upgrade(sqlite_url)
-    writer = _writer(sqlite_url, tmp_path / "spill", batch_size=2)
+    writer = _writer(engine, tmp_path / "spill", batch_size=2)
     first = writer.wal_segments()[0]
     task = asyncio.ensure_future(writer.run())
     for i in range(5):
@@ -200,37 +213,32 @@ async def test_the_running_writer_rotates_and_removes_what_it_wrote(
     assert current != first and current.read_bytes() == b""
     writer.stop()
     await task
-    assert await _ledger(sqlite_url) == {f"r{i}": 1 for i in range(5)}
-    await writer._engine.dispose()
+    assert await _ledger(engine) == {f"r{i}": 1 for i in range(5)}
 
 
 async def test_a_clean_shutdown_leaves_no_segment_and_a_straggler_gets_a_new_one(
-    sqlite_url: str, tmp_path: Path
+    engine: AsyncEngine, tmp_path: Path
 ) -> None:
-    await upgrade(sqlite_url)
-    writer = _writer(sqlite_url, tmp_path, flush_s=60)  # a partial batch would wait a minute: stop drains it
+    writer = _writer(engine, tmp_path, flush_s=60)  # a partial batch would wait a minute: stop drains it
     task = asyncio.ensure_future(writer.run())
     for i in range(3):
         writer.sink(_record(i))
     writer.stop()
     await task
-    assert _segments(tmp_path) == [] and await _ledger(sqlite_url) == {"r0": 1, "r1": 1, "r2": 1}
+    assert _segments(tmp_path) == [] and await _ledger(engine) == {"r0": 1, "r1": 1, "r2": 1}
     writer.sink(_record(9))  # settled after the drain: nothing will write it now, the next start will
     (straggler,) = _segments(tmp_path)
     assert orjson.loads(straggler.read_bytes())["request_id"] == "r9"
-    await writer._engine.dispose()
 
 
-async def test_rows_spilled_at_a_drain_timeout_leave_no_segment(sqlite_url: str, tmp_path: Path) -> None:
-    await upgrade(sqlite_url)
-    writer = _writer(sqlite_url, tmp_path)  # its writer never ran (cancelled at the drain timeout)
+async def test_rows_spilled_at_a_drain_timeout_leave_no_segment(engine: AsyncEngine, tmp_path: Path) -> None:
+    writer = _writer(engine, tmp_path)  # its writer never ran (cancelled at the drain timeout)
     for i in range(3):
         writer.sink(_record(i))
     writer.spill_pending()
     assert _segments(tmp_path) == [] and writer.spilled_files() == 1
     assert await writer.replay() == 3
-    assert await _ledger(sqlite_url) == {"r0": 1, "r1": 1, "r2": 1}
-    await writer._engine.dispose()
+    assert await _ledger(engine) == {"r0": 1, "r1": 1, "r2": 1}
 
 
 async def test_a_group_commit_fsyncs_what_was_written_since_the_last(
@@ -245,7 +253,7 @@ async def test_a_group_commit_fsyncs_what_was_written_since_the_last(
 
     monkeypatch.setattr(os, "fsync", fsync)
     wal = LedgerWal(tmp_path)
-    segment, directory = wal.segments()[0].stat().st_ino, tmp_path.stat().st_ino
+    segment, directory = os.stat(wal.segments()[0]).st_ino, os.stat(tmp_path).st_ino
     await wal.sync()  # a new segment: its directory entry
     assert synced == [directory]
     wal.append(entry_from(_record(0)))
