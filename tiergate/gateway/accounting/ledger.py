@@ -283,6 +283,8 @@ class LedgerWriter:
                 os.close(claimed.fd)
                 raise
             claimed.done()
+            if not claimed.rows:  # a segment that held nothing yet (or its rows were all written)
+                continue
             total += len(claimed.rows)
             self.stats.recovered += len(claimed.rows)
             log.warning(

@@ -43,7 +43,8 @@ WAL_GLOB = "tiergate-ledger-wal-*.jsonl"
 _TMP_GLOB = "tiergate-ledger-wal-*.tmp"
 _STALE_TMP_S = 60.0  # a `.tmp` segment is renamed within microseconds: one this old was left by a crash
 ROTATE_EVERY_S = 1.0  # the writer rotates after a batch once the current segment is this old...
-ROTATE_ROWS = 10_000  # ...or holds this many rows
+ROTATE_BYTES = 8 << 20  # ...or holds this much (~17,000 rows)
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 
 @dataclass
@@ -51,7 +52,7 @@ class _Segment:
     path: Path
     fd: int
     upto: int = 0  # rows queued (the writer's count) when it stopped being current
-    dirty: bool = False  # written since its last fsync
+    synced: int = 0  # its size at its last fsync
 
 
 def _sync(fds: list[int]) -> None:
@@ -83,32 +84,32 @@ class LedgerWal:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.rename(tmp, path)
         self._current = _Segment(path, fd)
-        self._fd, self._rows, self._opened = fd, 0, time.monotonic()
+        self._fd, self._opened = fd, time.monotonic()
         self._dir_dirty = True
 
     def append(self, row: dict[str, Any]) -> None:
+        """One `write`, no bookkeeping (the segment's size says what is in it): ~3 us, orjson and the write."""
         try:
-            data = orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
+            data = orjson.dumps(row, option=_NEWLINE)
         except TypeError:  # what orjson cannot write (an integer over 64 bits; the database refuses it too)
             data = json.dumps(row, default=str).encode() + b"\n"
         try:
             written = os.write(self._fd, data)
-            while written < len(data):  # short writes do not happen on local files, but never tear a line
-                written += os.write(self._fd, data[written:])
+            if written != len(data):  # short writes do not happen on local files, but never tear a line
+                self._write_rest(data, written)
         except OSError as exc:
             self._append_failed(exc, data)
-            return
-        self._rows += 1
-        self._current.dirty = True
+
+    def _write_rest(self, data: bytes, written: int) -> None:
+        while written < len(data):
+            written += os.write(self._fd, data[written:])
 
     def _append_failed(self, exc: OSError, data: bytes) -> None:
         # A row after `close` (a straggler at shutdown): a new segment, replayed at the next start.
         if self._fd < 0:
             with contextlib.suppress(OSError):
                 self._open()
-                os.write(self._fd, data)
-                self._rows += 1
-                self._current.dirty = True
+                self._write_rest(data, 0)
                 return
         self.failed += 1
         if self.failed == 1 or self.failed % 1000 == 0:
@@ -125,9 +126,8 @@ class LedgerWal:
 
     def due(self) -> bool:
         """Whether the current segment should be rotated: it holds rows and is old or large enough."""
-        return self._rows > 0 and (
-            self._rows >= ROTATE_ROWS or time.monotonic() - self._opened >= ROTATE_EVERY_S
-        )
+        size = os.fstat(self._fd).st_size
+        return size > 0 and (size >= ROTATE_BYTES or time.monotonic() - self._opened >= ROTATE_EVERY_S)
 
     def rotate(self, upto: int) -> None:
         """Start a new segment; the current one is done once the first `upto` queued rows are."""
@@ -162,10 +162,12 @@ class LedgerWal:
             await self.sync()
 
     async def sync(self) -> None:
-        pending = [s for s in (*self._rotated, self._current) if s.dirty and self._fd >= 0]
-        for segment in pending:
-            segment.dirty = False
-        fds = [os.dup(s.fd) for s in pending]
+        fds = []
+        for segment in (*self._rotated, self._current) if self._fd >= 0 else self._rotated:
+            size = os.fstat(segment.fd).st_size
+            if size != segment.synced:  # written since its last fsync
+                segment.synced = size
+                fds.append(os.dup(segment.fd))
         if self._dir_dirty:
             self._dir_dirty = False
             fds.append(os.open(self._dir, os.O_RDONLY | os.O_CLOEXEC))
