@@ -5,6 +5,7 @@ skipped; a clean shutdown leaves nothing behind."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -263,3 +264,28 @@ async def test_a_group_commit_fsyncs_what_was_written_since_the_last(
     await wal.sync()  # nothing new
     assert synced == [directory, segment]
     wal.close(0, 0)
+
+
+async def test_a_rotation_that_cannot_open_a_file_keeps_the_current_segment(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wal = LedgerWal(tmp_path)
+    (current,) = wal.segments()
+    wal.append(entry_from(_record(0)))
+    real_open = os.open
+
+    def disk_full(path: str | Path, flags: int, *args: int) -> int:
+        if str(path).endswith(".tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", disk_full)
+    wal.rotate(1)
+    monkeypatch.undo()
+    assert "could not rotate" in caplog.text and wal.segments() == [current]
+    wal.append(entry_from(_record(1)))
+    assert len(current.read_bytes().splitlines()) == 2
+    wal.finished(1)  # nothing was rotated: the segment holds a row not done yet
+    assert current.exists()
+    wal.close(2, 2)
+    assert _segments(tmp_path) == []

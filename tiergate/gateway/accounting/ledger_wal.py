@@ -131,9 +131,14 @@ class LedgerWal:
 
     def rotate(self, upto: int) -> None:
         """Start a new segment; the current one is done once the first `upto` queued rows are."""
-        self._current.upto = upto
-        self._rotated.append(self._current)
-        self._open()
+        current = self._current
+        try:
+            self._open()
+        except OSError as exc:  # no new file (the disk is full): keep appending to this one
+            log.error("the ledger's write-ahead file could not rotate: %s", exc)
+            return
+        current.upto = upto
+        self._rotated.append(current)
 
     def finished(self, done: int) -> None:
         """The first `done` queued rows are written (or spilled): delete the segments holding only those."""
