@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support import ROOT
-from tiergate.gateway.accounting import ledger_wal
+from tests.support import ROOT, until
+from tiergate.gateway.accounting import ledger, ledger_wal
 from tiergate.gateway.accounting.auth import Principal
 from tiergate.gateway.accounting.ledger import LedgerWriter, entry_from
 from tiergate.gateway.accounting.ledger_wal import WAL_GLOB, LedgerWal
@@ -289,3 +289,20 @@ async def test_a_rotation_that_cannot_open_a_file_keeps_the_current_segment(
     assert current.exists()
     wal.close(2, 2)
     assert _segments(tmp_path) == []
+
+
+async def test_a_running_replica_takes_a_dead_neighbours_segment_at_its_periodic_replay(
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger, "REPLAY_EVERY_S", 0.01)
+    writer = _writer(engine, tmp_path)
+    task = asyncio.ensure_future(writer.replay_periodically())
+    try:
+        # A worker sharing the directory died (no spill files anywhere: only its segment is left).
+        dead = tmp_path / "tiergate-ledger-wal-77-0badc0de-000001.jsonl"
+        dead.write_bytes(orjson.dumps(entry_from(_record(5))) + b"\n")
+        await until(lambda: writer.stats.recovered == 1, what="the periodic replay")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert not dead.exists() and await _ledger(engine) == {"r5": 1}
