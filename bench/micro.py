@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import tempfile
 import timeit
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness.load import chat_body
 from bench.harness.scenario import CONFIG_DIR, fill, parse_scenario
 from bench.harness.upstream import chat_completion, sse_stream
-from tiergate.gateway.accounting.auth import MasterKeyAuth
+from tiergate.gateway.accounting.auth import MasterKeyAuth, Principal
+from tiergate.gateway.accounting.ledger import entry_from
+from tiergate.gateway.accounting.ledger_wal import LedgerWal
+from tiergate.gateway.accounting.records import CallRecord
 from tiergate.gateway.config.settings import Settings, parse_settings
 from tiergate.gateway.http.bodies import parse_chat, with_fields
 from tiergate.gateway.upstream.fleet import build_catalog
@@ -52,8 +56,9 @@ def _run(coroutine: Any) -> Any:
     raise RuntimeError("the coroutine suspended")
 
 
-def steps(loop: asyncio.AbstractEventLoop) -> dict[str, Callable[[], object]]:
-    """Each step as a zero-argument callable; `loop` runs the one that needs an event loop."""
+def steps(loop: asyncio.AbstractEventLoop, workdir: Path) -> dict[str, Callable[[], object]]:
+    """Each step as a zero-argument callable; `loop` runs the one that needs an event loop, the ledger's
+    write-ahead file is in `workdir`."""
     settings = gateway_settings()
     catalog = build_catalog(settings.deployments)
     auth = MasterKeyAuth(settings.master_key)
@@ -68,6 +73,16 @@ def steps(loop: asyncio.AbstractEventLoop) -> dict[str, Callable[[], object]]:
     def relay_stream() -> object:
         acc = SSEAccumulator(strip_usage_chunk=True)
         return acc.feed(events), acc.flush(), acc.assembled()
+
+    record = CallRecord(
+        request_id="req-0123456789abcdef",
+        endpoint="chat",
+        principal=Principal("key", "tenant-1", "key-1"),
+        requested_model="student",
+        started_at=0,
+    )
+    record.cost_nano, record.prompt_tokens, record.completion_tokens = 123_456, 42, 17
+    row, wal = entry_from(record), LedgerWal(workdir)
 
     def settle_answer() -> int:
         usage = orjson.loads(answer)["usage"]
@@ -89,6 +104,8 @@ def steps(loop: asyncio.AbstractEventLoop) -> dict[str, Callable[[], object]]:
         "prefer_healthy": lambda: prefer_healthy(plan.targets[0].deployments, {}, 0.0, 1),
         "orjson.loads(answer) + usage + cost": settle_answer,
         "SSE relay: feed + flush + assembled (25 events)": relay_stream,
+        "ledger row (entry_from)": lambda: entry_from(record),
+        "ledger write-ahead append (orjson + one write)": lambda: wal.append(row) or "appended",
         "asyncio: create 2 tasks + wait (RelayResponse shape)": _relay_tasks(loop),
     }
 
@@ -110,12 +127,14 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=20000)
     args = parser.parse_args()
     loop = asyncio.new_event_loop()
+    workdir = tempfile.TemporaryDirectory()
     try:
-        for name, step in steps(loop).items():
+        for name, step in steps(loop, Path(workdir.name)).items():
             best = min(timeit.repeat(step, number=args.iterations, repeat=5)) / args.iterations
             print(f"{best * 1e6:8.2f} µs  {name}")
     finally:
         loop.close()
+        workdir.cleanup()
     return 0
 
 

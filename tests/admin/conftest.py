@@ -24,6 +24,12 @@ MASTER = "sk-admin-master"
 ADMIN = {"authorization": f"Bearer {MASTER}"}
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_dir(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ledger's write-ahead and spill files (`accounting.spill_dir`, ".") land in the test's own directory."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
     """Both databases, migrated (a module may define its own)."""

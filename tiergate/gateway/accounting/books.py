@@ -2,7 +2,7 @@
 
     database (SQLite: migrated here; PostgreSQL: checked here, or once it is back when it is away at
     startup) -> Redis (optional) -> key cache -> ledger
-    (spill files replayed) -> limiter -> background tasks (key refresh, change bus, ledger writer)
+    (spill files and dead processes' write-ahead segments replayed) -> limiter -> background tasks (key refresh, change bus, ledger writer)
 
 Closing drains in the opposite order, and first settles every call that was admitted: calls the server
 cancelled (its drain timeout expired) settle themselves as they unwind - a cut stream bills what it relayed -
@@ -312,6 +312,7 @@ async def open_accounting(settings: Settings) -> Accounting:
             retries=policy.ledger_retries,
             queue_size=policy.ledger_queue_size,
             spill_dir=policy.spill_dir,
+            fsync_s=policy.ledger_fsync_s,
         )
         if reachable:
             await ledger.replay()
@@ -352,6 +353,7 @@ async def open_accounting(settings: Settings) -> Accounting:
     accounting.ledger_task = asyncio.ensure_future(ledger.run())
     accounting.tasks.append(asyncio.ensure_future(keys.run()))
     accounting.tasks.append(asyncio.ensure_future(ledger.replay_periodically()))
+    accounting.tasks.append(asyncio.ensure_future(ledger.sync_periodically()))
     if redis is not None:
         accounting.tasks.append(asyncio.ensure_future(accounting._listen()))
     return accounting

@@ -1,6 +1,8 @@
 """The cost ledger: one row per settled request, written in batches off the response path.
 
-`sink` (a records.Sink) turns a finished call into a row and queues it; `run` writes batches of up to
+`sink` (a records.Sink) turns a finished call into a row, appends it to this process's write-ahead file
+(`ledger_wal`: on local disk before the response completes, so a killed process loses no row) and queues
+it; `run` writes batches of up to
 `ledger_batch_size` rows, at least every `ledger_flush_s`. A batch that cannot be written after
 `ledger_retries` attempts (the database is away) is appended to a spill file. Spill files are replayed at
 start and then every `REPLAY_EVERY_S` while any exist (so once the database is back, without a restart) -
@@ -10,7 +12,8 @@ in a rejected file beside them. `aclose` drains.
 
 Several processes may share the spill directory (`--workers`): a replay first claims a file by renaming it,
 then takes its lock, which a writer holds while appending; a writer that finds its file renamed under it
-starts a new one. So no row is appended to a file after it was read.
+starts a new one. So no row is appended to a file after it was read. Write-ahead segments left by a process
+that died are claimed and written by the same replays (see `ledger_wal`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import orjson
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tiergate.gateway.accounting.ledger_wal import LedgerWal, claim_orphans, orphans_possible
 from tiergate.gateway.accounting.records import CallRecord
 from tiergate.gateway.db.batches import log_refused, write_each
 from tiergate.gateway.db.engine import database_unreachable
@@ -95,6 +99,7 @@ class LedgerStats:
     spilled: int = 0  # rows that went to a spill file (database away, or the queue full)
     overflowed: int = 0  # of which because the queue was full
     replayed: int = 0
+    recovered: int = 0  # rows written from the write-ahead segments of processes that died
     rejected: int = 0  # rows the database refused on their own (kept in the rejected file, not replayed)
 
 
@@ -108,6 +113,7 @@ class LedgerWriter:
         retries: int,
         queue_size: int,
         spill_dir: str,
+        fsync_s: float = 0.05,
     ) -> None:
         self._engine = engine
         self._dialect = sqlite if engine.dialect.name == "sqlite" else postgresql
@@ -121,6 +127,11 @@ class LedgerWriter:
             self._spill_dir / f"tiergate-ledger-spill-{os.getpid()}-{os.urandom(4).hex()}.jsonl"
         )
         self._writing: list[dict[str, Any]] = []
+        # The write-ahead file, and the rows queued / written-or-spilled so far (in queue order): a segment is
+        # deleted once the rows queued while it was current are done.
+        self._wal = LedgerWal(self._spill_dir)
+        self._fsync_s = fsync_s
+        self._queued = self._done = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self.stats = LedgerStats()
@@ -140,8 +151,10 @@ class LedgerWriter:
 
     def sink(self, record: CallRecord) -> None:
         entry = entry_from(record)
+        self._wal.append(entry)
         try:
             self._queue.put_nowait(entry)
+            self._queued += 1
             self._idle.clear()
         except asyncio.QueueFull:
             self.stats.overflowed += 1
@@ -254,16 +267,48 @@ class LedgerWriter:
             self.stats.replayed += len(rows)
         if total:
             log.warning("replayed %d spilled ledger rows", total)
+        return total + await self._recover()
+
+    async def _recover(self) -> int:
+        """Write the rows of write-ahead segments whose process died (unlocked), then remove the segments.
+
+        As batches are: a row the database refuses goes to the rejected file, rows it cannot take now (it is
+        away) to a spill file; either way the segment is done."""
+        total = 0
+        for claimed in claim_orphans(self._spill_dir):
+            try:
+                for i in range(0, len(claimed.rows), self._batch_size):
+                    await self._write(claimed.rows[i : i + self._batch_size])
+            except BaseException:  # not even spilled (the disk failed): the segment stays for the next replay
+                os.close(claimed.fd)
+                raise
+            claimed.done()
+            if not claimed.rows:  # a segment that held nothing yet (or its rows were all written)
+                continue
+            total += len(claimed.rows)
+            self.stats.recovered += len(claimed.rows)
+            log.warning(
+                "recovered %d ledger rows from %s (its process died)", len(claimed.rows), claimed.path
+            )
         return total
+
+    def wal_segments(self) -> list[Path]:
+        """This process's write-ahead segments on disk."""
+        return self._wal.segments()
+
+    async def sync_periodically(self) -> None:
+        """Fsync the write-ahead file every `fsync_s` (what a machine crash may lose)."""
+        await self._wal.sync_periodically(self._fsync_s)
 
     def spilled_files(self) -> int:
         return sum(1 for _ in self._spill_dir.glob(SPILL_GLOB)) if self._spill_dir.is_dir() else 0
 
     async def replay_periodically(self) -> None:
-        """While spill files exist, try to write them every `REPLAY_EVERY_S` (until the database is back)."""
+        """While spill files or others' write-ahead segments exist, try to write them every `REPLAY_EVERY_S`
+        (until the database is back; a segment is taken only once its process died)."""
         while True:
             await asyncio.sleep(REPLAY_EVERY_S)
-            if not self.spilled_files():
+            if not self.spilled_files() and not orphans_possible(self._spill_dir, self._wal.segments()):
                 continue
             try:
                 await self.replay()
@@ -297,10 +342,15 @@ class LedgerWriter:
             rows = self._writing = await self._next_batch()
             if rows:
                 await self._write(rows)
+                self._done += len(rows)
+                if self._wal.due():
+                    self._wal.rotate(self._queued)
+                self._wal.finished(self._done)
             self._writing = []
             if self._queue.empty():
                 self._idle.set()
                 if self._stopping:
+                    self._wal.close(self._done, self._queued)
                     return
 
     def stop(self) -> None:
@@ -327,4 +377,6 @@ class LedgerWriter:
                 rows.append(row)
         if rows:
             self._spill(rows)
+        self._done = self._queued
+        self._wal.close(self._done, self._queued)
         self._idle.set()

@@ -135,12 +135,19 @@ class AccountingPolicy:
     ledger_flush_s: PositiveSeconds = Field(
         default=0.05, description="a partial ledger batch waits at most this long"
     )
+    ledger_fsync_s: PositiveSeconds = Field(
+        default=0.05,
+        description="how often the ledger's write-ahead file (in spill_dir) is fsync'd: a killed process loses no"
+        " answered request's row, a machine crash at most those of this last interval",
+    )
     ledger_retries: Positive = Field(
         default=3, description="attempts per batch before it goes to the spill file"
     )
     ledger_queue_size: Positive = Field(default=100_000, description="ledger rows waiting to be written")
     spill_dir: str = Field(
-        default=".", description="where ledger batches that could not be written wait for the next start"
+        default=".",
+        description="where the ledger's write-ahead file lives and batches that could not be written wait for"
+        " the next start (give it a persistent volume; worker processes may share it)",
     )
     admin_max_body_bytes: Positive = Field(
         default=64 * 1024, description="the largest admin API request body"
