@@ -163,7 +163,7 @@ async def measure(
         app: ASGIApp = create_app(load_settings(config, env=env))  # type: ignore[assignment]
         state: Message = {}
         running, stop = await lifespan(app, state)
-        body = request_body(workload.api, workload.model, stream=workload.stream)
+        body = request_body(workload.api, workload.model, stream=workload.stream, fields=workload.fields)
         await load(app, workload.path, key, body, 400, state)  # warm: connections, caches, first batches
         result: dict[str, Any] = {"scenario": scenario_name, "workload": workload_name, "requests": requests}
         if calls:

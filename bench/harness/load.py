@@ -6,9 +6,10 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def chat_body(model: str, *, stream: bool) -> bytes:
@@ -27,12 +28,18 @@ def chat_body(model: str, *, stream: bool) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def request_body(api: str, model: str, *, stream: bool) -> bytes:
-    """The standard workload's request in the shape of `api`: the same system prompt, question and limits."""
+def request_body(api: str, model: str, *, stream: bool, fields: Iterable[tuple[str, Any]] = ()) -> bytes:
+    """The standard workload's request in the shape of `api`: the same system prompt, question and limits,
+    with a workload's `fields` set on top."""
     chat = json.loads(chat_body(model, stream=stream))
     system, question = (m["content"] for m in chat["messages"])
+    extra = dict(fields)
     if api == "chat":
-        return chat_body(model, stream=stream)
+        return (
+            json.dumps({**chat, **extra}, separators=(",", ":")).encode()
+            if extra
+            else chat_body(model, stream=stream)
+        )
     doc: dict[str, object]
     if api == "messages":
         doc = {"model": model, "system": system, "messages": [{"role": "user", "content": question}],
@@ -44,7 +51,7 @@ def request_body(api: str, model: str, *, stream: bool) -> bytes:
         raise ValueError(f"unknown api {api!r}")
     if stream:
         doc["stream"] = True
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return json.dumps({**doc, **extra}, separators=(",", ":")).encode()
 
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"

@@ -200,7 +200,7 @@ def run_scenario(
     try:
         for workload in scenario.workloads:
             url = base + workload.path
-            body = request_body(workload.api, workload.model, stream=workload.stream)
+            body = request_body(workload.api, workload.model, stream=workload.stream, fields=workload.fields)
             env = {"BENCH_BODY": body.decode(), "BENCH_KEY": key}
             levels = workload.connections if options.sweep else (options.headline_connections,)
             for connections in levels:

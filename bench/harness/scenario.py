@@ -34,6 +34,7 @@ class Workload:
     connections: tuple[int, ...]
     ttft: bool  # also measure time to first token against the upstream (streams only)
     api: str = "chat"  # the request shape sent: chat | messages (Anthropic) | responses (OpenAI)
+    fields: tuple[tuple[str, Any], ...] = ()  # top-level request fields set on the standard body (`store`)
 
 
 APIS = ("chat", "messages", "responses")
@@ -96,7 +97,7 @@ def _get(
 def _workload(raw: Any, where: str) -> Workload:
     if not isinstance(raw, dict):
         raise ScenarioError(f"{where} must be a mapping")
-    unknown = set(raw) - {"name", "path", "model", "stream", "lua", "connections", "ttft", "api"}
+    unknown = set(raw) - {"name", "path", "model", "stream", "lua", "connections", "ttft", "api", "fields"}
     if unknown:
         raise ScenarioError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     name = _get(raw, "name", str, where)
@@ -116,6 +117,9 @@ def _workload(raw: Any, where: str) -> Workload:
         raise ScenarioError(f"{where}.api must be one of {', '.join(APIS)}")
     if ttft and api != "chat":
         raise ScenarioError(f"{where}: ttft is measured on chat streams only")
+    fields = _get(raw, "fields", dict, where, {})
+    if not all(isinstance(k, str) for k in fields):
+        raise ScenarioError(f"{where}.fields must map field names to values")
     return Workload(
         name=name,
         path=_get(raw, "path", str, where, "/v1/chat/completions"),
@@ -125,6 +129,7 @@ def _workload(raw: Any, where: str) -> Workload:
         connections=tuple(connections),
         ttft=ttft,
         api=api,
+        fields=tuple(fields.items()),
     )
 
 

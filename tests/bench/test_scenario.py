@@ -101,6 +101,19 @@ def test_the_doors_scenario_sends_each_door_the_chat_workloads_question() -> Non
         assert translated["temperature"] == chat["temperature"] and translated["stream"] is True
 
 
+def test_a_workloads_fields_are_set_on_its_body() -> None:
+    doors = next(s for s in load_scenarios(CONFIG_DIR) if s.name == "gateway-doors")
+    unstored = [w for w in doors.workloads if dict(w.fields).get("store") is False]
+    assert {w.stream for w in unstored} == {False, True}  # the Responses door measured with store off too
+    for w in unstored:
+        body = json.loads(request_body(w.api, w.model, stream=w.stream, fields=w.fields))
+        assert body["store"] is False and body["input"]
+    chat = json.loads(request_body("chat", "student", stream=False, fields=[("user", "u1")]))
+    assert chat["user"] == "u1" and chat["messages"]
+    with pytest.raises(ScenarioError, match=r"fields has the wrong type \(list\)"):
+        parse_scenario("bench:\n  workloads: [{name: x, fields: [1]}]\n", Path("bad.yaml"))
+
+
 def test_an_unknown_api_or_a_ttft_on_another_door_is_refused() -> None:
     with pytest.raises(ScenarioError, match="api must be one of chat, messages, responses"):
         parse_scenario("bench:\n  workloads: [{name: x, api: soap}]\n", Path("bad.yaml"))

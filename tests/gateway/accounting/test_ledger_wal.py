@@ -306,3 +306,43 @@ async def test_a_running_replica_takes_a_dead_neighbours_segment_at_its_periodic
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert not dead.exists() and await _ledger(engine) == {"r5": 1}
+
+
+async def test_rows_that_find_the_queue_full_are_held_on_disk_not_in_memory_and_written_once(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    spill = tmp_path / "spill"
+    writer = LedgerWriter(engine, batch_size=10, flush_s=0.01, retries=1, queue_size=3, spill_dir=str(spill))
+    for i in range(8):
+        writer.sink(_record(i))
+    assert writer.depth() == 3 and writer.stats.overflowed == 5  # the queue holds no more than its bound
+    assert writer.stats.spilled == 0 and not list(spill.glob(ledger.SPILL_GLOB))  # no fsync'd spill per row
+    overflow = [p for p in _segments(spill) if p not in writer.wal_segments()]
+    assert len(overflow) == 1 and len(overflow[0].read_bytes().splitlines()) == 5
+    other = _writer(engine, spill)
+    assert await other.replay() == 0  # held by a live writer: no one else takes it yet
+    task = asyncio.ensure_future(writer.run())
+    await writer.flush()
+    assert await _ledger(engine) == {f"r{i}": 1 for i in range(3)}  # the queue's rows
+    writer.stop()
+    await task  # a clean shutdown hands the overflow over and writes it
+    assert await _ledger(engine) == {f"r{i}": 1 for i in range(8)}
+    assert _segments(spill) == other.wal_segments()  # only the other writer's own (empty) segment
+
+
+async def test_a_running_writer_hands_its_overflow_to_the_replays(
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_wal, "ROTATE_EVERY_S", 0.0)  # every batch rotates and hands over
+    spill = tmp_path / "spill"
+    writer = LedgerWriter(engine, batch_size=2, flush_s=0.01, retries=1, queue_size=2, spill_dir=str(spill))
+    for i in range(6):
+        writer.sink(_record(i))
+    task = asyncio.ensure_future(writer.run())
+    await writer.flush()
+    # The overflow's segment is unlocked after the batch: any replay (here another writer's) writes it.
+    assert await _writer(engine, spill).replay() == 4
+    assert await _ledger(engine) == {f"r{i}": 1 for i in range(6)}
+    writer.stop()
+    await task
+    assert await _ledger(engine) == {f"r{i}": 1 for i in range(6)}  # nothing written twice

@@ -24,8 +24,8 @@ def test_a_record_holds_its_fields_in_slots_not_in_a_per_instance_dict() -> None
 
 
 def test_ten_thousand_queued_records_cost_under_half_a_kilobyte_each_besides_their_content() -> None:
-    # The trace queue holds up to `learning.traces.queue_size` (10,000) records while its writer is behind
-    # (bench/soak.py); each record's own fields, without the request and answer it points to, cost ~1.7 KB
+    # The trace queue holds up to `learning.traces.queue_size` (2,000 by default) records while its writer is
+    # behind (bench/soak.py); each record's own fields, without the request and answer it points to, cost ~1.7 KB
     # before slots (the instance dict) and ~0.4 KB with them.
     tracemalloc.start()
     try:

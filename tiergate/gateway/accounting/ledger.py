@@ -2,13 +2,13 @@
 
 `sink` (a records.Sink) turns a finished call into a row, appends it to this process's write-ahead file
 (`ledger_wal`: on local disk before the response completes, so a killed process loses no row) and queues
-it; `run` writes batches of up to
-`ledger_batch_size` rows, at least every `ledger_flush_s`. A batch that cannot be written after
-`ledger_retries` attempts (the database is away) is appended to a spill file. Spill files are replayed at
-start and then every `REPLAY_EVERY_S` while any exist (so once the database is back, without a restart) -
-every row carries its own id and inserts ignore rows already there, so a batch written twice is harmless.
-A full queue also spills (counted in `stats`), it never drops. A row the database refuses on its own is kept
-in a rejected file beside them. `aclose` drains.
+it; `run` writes batches of up to `ledger_batch_size` rows, at least every `ledger_flush_s`. A batch that
+cannot be written after `ledger_retries` attempts (the database is away) is appended to a spill file. Spill
+files are replayed at start and then every `REPLAY_EVERY_S` while any exist (so once the database is back,
+without a restart) - every row carries its own id and inserts ignore rows already there, so a batch written
+twice is harmless. A row that finds the queue full (the writer is behind) is never dropped and never held
+in memory: it goes to a second write-ahead file, handed to the replays. A row the database refuses on its
+own is kept in a rejected file beside them. `aclose` drains.
 
 Several processes may share the spill directory (`--workers`): a replay first claims a file by renaming it,
 then takes its lock, which a writer holds while appending; a writer that finds its file renamed under it
@@ -96,8 +96,8 @@ def entry_from(record: CallRecord, ts_s: float | None = None) -> dict[str, Any]:
 @dataclass
 class LedgerStats:
     written: int = 0
-    spilled: int = 0  # rows that went to a spill file (database away, or the queue full)
-    overflowed: int = 0  # of which because the queue was full
+    spilled: int = 0  # rows that went to a spill file (the database away)
+    overflowed: int = 0  # rows that found the queue full (written from the overflow file by a replay)
     replayed: int = 0
     recovered: int = 0  # rows written from the write-ahead segments of processes that died
     rejected: int = 0  # rows the database refused on their own (kept in the rejected file, not replayed)
@@ -132,6 +132,7 @@ class LedgerWriter:
         self._wal = LedgerWal(self._spill_dir)
         self._fsync_s = fsync_s
         self._queued = self._done = 0
+        self._overflow: LedgerWal | None = None  # rows that found the queue full
         self._idle = asyncio.Event()
         self._idle.set()
         self.stats = LedgerStats()
@@ -157,8 +158,11 @@ class LedgerWriter:
             self._queued += 1
             self._idle.clear()
         except asyncio.QueueFull:
+            # The writer is behind: memory stays bounded; no fsync per row on the event loop either.
             self.stats.overflowed += 1
-            self._spill([entry])
+            if self._overflow is None:
+                self._overflow = LedgerWal(self._spill_dir)
+            self._overflow.append(entry)
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
         statement = self._dialect.insert(_TABLE).on_conflict_do_nothing(index_elements=["entry_id"])
@@ -166,10 +170,9 @@ class LedgerWriter:
             await conn.execute(statement, rows)
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
-        """Insert with bounded retries; what still fails goes to the spill file.
-
-        A batch the database refuses for any reason but being away (a value it cannot store) is written row
-        by row, so one bad row never costs the others; a row refused alone goes to the rejected file."""
+        """Insert with bounded retries; what still fails goes to the spill file. A batch the database refuses
+        for any reason but being away (a value it cannot store) is written row by row, so one bad row never
+        costs the others; a row refused alone goes to the rejected file."""
         for attempt in range(self._retries):
             try:
                 await self._insert(rows)
@@ -250,10 +253,8 @@ class LedgerWriter:
         return claimed, [orjson.loads(line) for line in data.splitlines() if line.strip()]
 
     async def replay(self) -> int:
-        """Write the rows of this directory's spill files (this process's own included) and remove them.
-
-        Raises when the database is still away; a file whose rows were not all written stays for the next try.
-        """
+        """Write the rows of this directory's spill files (this process's own included) and remove them;
+        raises when the database is still away (a file whose rows were not all written stays for the next)."""
         total = 0
         for path in sorted(self._spill_dir.glob(SPILL_GLOB)):
             taken = self._claim(path)
@@ -287,9 +288,7 @@ class LedgerWriter:
                 continue
             total += len(claimed.rows)
             self.stats.recovered += len(claimed.rows)
-            log.warning(
-                "recovered %d ledger rows from %s (its process died)", len(claimed.rows), claimed.path
-            )
+            log.warning("recovered %d ledger rows from %s", len(claimed.rows), claimed.path)
         return total
 
     def wal_segments(self) -> list[Path]:
@@ -297,8 +296,12 @@ class LedgerWriter:
         return self._wal.segments()
 
     async def sync_periodically(self) -> None:
-        """Fsync the write-ahead file every `fsync_s` (what a machine crash may lose)."""
-        await self._wal.sync_periodically(self._fsync_s)
+        """Fsync the write-ahead files every `fsync_s` (what a machine crash may lose)."""
+        while True:
+            await asyncio.sleep(self._fsync_s)
+            for wal in (self._wal, self._overflow):
+                if wal is not None:
+                    await wal.sync()
 
     def spilled_files(self) -> int:
         return sum(1 for _ in self._spill_dir.glob(SPILL_GLOB)) if self._spill_dir.is_dir() else 0
@@ -346,12 +349,25 @@ class LedgerWriter:
                 if self._wal.due():
                     self._wal.rotate(self._queued)
                 self._wal.finished(self._done)
+                if self._overflow is not None and self._overflow.due():
+                    self._overflow.hand_over()
             self._writing = []
             if self._queue.empty():
                 self._idle.set()
                 if self._stopping:
                     self._wal.close(self._done, self._queued)
+                    await self._write_overflow()
                     return
+
+    async def _write_overflow(self) -> None:
+        """At shutdown: the overflow's rows into the database now (else at the next start or replay)."""
+        if self._overflow is None:
+            return
+        self._overflow.hand_over(final=True)
+        try:
+            await self._recover()
+        except Exception as exc:  # the database is away: the segment waits for the next replay
+            log.warning("writing the ledger's overflow at shutdown failed: %s", exc.__class__.__name__)
 
     def stop(self) -> None:
         self._stopping = True
@@ -379,4 +395,6 @@ class LedgerWriter:
             self._spill(rows)
         self._done = self._queued
         self._wal.close(self._done, self._queued)
+        if self._overflow is not None:
+            self._overflow.hand_over(final=True)
         self._idle.set()

@@ -2,7 +2,7 @@
 
 `append` writes one orjson line to this process's current segment with a single `os.write` on an O_APPEND
 descriptor: once it returns, the row is in the kernel's page cache, so it survives a kill of the process
-(SIGKILL, OOM). `sync_periodically` fsyncs the segments written since the last pass every
+(SIGKILL, OOM). `sync` fsyncs the segments written since the last pass, called every
 `accounting.ledger_fsync_s` (a group commit, off the event loop), so a crash of the *machine* loses at most
 the rows of that last interval (plus the time the fsync takes).
 
@@ -120,6 +120,27 @@ class LedgerWal:
                 self.failed,
             )
 
+    def hand_over(self, *, final: bool = False) -> None:
+        """Unlock the current segment without deleting it (and, unless `final`, start a new one): to every
+        replay, this process's own included, it is then a dead process's segment, whose rows it writes.
+
+        For rows that are in no queue (the ledger's overflow), so nothing but a replay will write them."""
+        if self._fd < 0 or os.fstat(self._fd).st_size == 0:
+            return
+        current = self._current
+        if final:
+            self._fd = -1
+        else:
+            try:
+                self._open()
+            except OSError as exc:  # no new file (the disk is full): keep appending to this one
+                log.error("the ledger's overflow file could not rotate: %s", exc)
+                return
+        try:  # rare (one rotation a second at most): fsync'd here rather than by the group commit
+            os.fsync(current.fd)
+        finally:
+            os.close(current.fd)
+
     def segments(self) -> list[Path]:
         """This process's segments still on disk, oldest first."""
         return [s.path for s in self._rotated] + ([self._current.path] if self._fd >= 0 else [])
@@ -160,13 +181,9 @@ class LedgerWal:
             os.close(segment.fd)
         self._rotated.clear()
 
-    async def sync_periodically(self, interval_s: float) -> None:
-        """Group commit: every `interval_s`, fsync the segments (and the directory) written since last time."""
-        while True:
-            await asyncio.sleep(interval_s)
-            await self.sync()
-
     async def sync(self) -> None:
+        """Group commit (the ledger calls it every `ledger_fsync_s`): fsync the segments (and the directory)
+        written since last time."""
         fds = []
         for segment in (*self._rotated, self._current) if self._fd >= 0 else self._rotated:
             size = os.fstat(segment.fd).st_size

@@ -54,7 +54,8 @@ class TraceSettings:
     batch_size: Positive = Field(default=500, description="rows per insert")
     flush_s: PositiveSeconds = Field(default=0.2, description="a partial batch waits at most this long")
     queue_size: Positive = Field(
-        default=10_000, description="traces waiting to be written; more are dropped (and counted)"
+        default=2_000,
+        description="traces waiting to be written (~4 KB each in memory); more are dropped (and counted)",
     )
 
 

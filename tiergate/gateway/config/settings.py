@@ -143,7 +143,10 @@ class AccountingPolicy:
     ledger_retries: Positive = Field(
         default=3, description="attempts per batch before it goes to the spill file"
     )
-    ledger_queue_size: Positive = Field(default=100_000, description="ledger rows waiting to be written")
+    ledger_queue_size: Positive = Field(
+        default=10_000,
+        description="ledger rows waiting in memory (~0.6 KB each); more wait in a write-ahead file on disk",
+    )
     spill_dir: str = Field(
         default=".",
         description="where the ledger's write-ahead file lives and batches that could not be written wait for"
