@@ -137,7 +137,7 @@ def markdown(all_results: dict[str, list[ReplayResult]], refs: dict[str, dict[st
             lines.append(_row(str(seed), m, f"{m['promotions']} ({m['false_promotions']})"))
         promotions = sum(r.metrics["promotions"] for r in results)
         false = sum(r.metrics["false_promotions"] for r in results)
-        mean = {k: statistics.fmean(float(r.metrics[k]) for r in results) for k in results[0].metrics}
+        mean = {k: _mean(results, k) for k in (*KEYS, "teacher_cost")}
         lines.append(_row("**mean**", mean, f"{promotions} ({false}, {false / max(promotions, 1):.1%})"))
         ref = ", ".join(f"{k.replace('_', ' ')} {v:.1%}" for k, v in refs[name].items())
         lines += ["", f"Reference points (same budget, no evaluation cost, true gaps known): {ref}.", ""]
