@@ -161,7 +161,7 @@ class LedgerWriter:
             # The writer is behind: memory stays bounded; no fsync per row on the event loop either.
             self.stats.overflowed += 1
             if self._overflow is None:
-                self._overflow = LedgerWal(self._spill_dir)
+                self._overflow = LedgerWal(self._spill_dir, overflow=True)
             self._overflow.append(entry)
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
@@ -288,7 +288,8 @@ class LedgerWriter:
                 continue
             total += len(claimed.rows)
             self.stats.recovered += len(claimed.rows)
-            log.warning("recovered %d ledger rows from %s", len(claimed.rows), claimed.path)
+            level = logging.DEBUG if claimed.overflow else logging.WARNING  # overflow: routine under load
+            log.log(level, "recovered %d ledger rows from %s", len(claimed.rows), claimed.path)
         return total
 
     def wal_segments(self) -> list[Path]:
@@ -361,9 +362,8 @@ class LedgerWriter:
 
     async def _write_overflow(self) -> None:
         """At shutdown: the overflow's rows into the database now (else at the next start or replay)."""
-        if self._overflow is None:
-            return
-        self._overflow.hand_over(final=True)
+        if self._overflow is not None:
+            self._overflow.hand_over(final=True)
         try:
             await self._recover()
         except Exception as exc:  # the database is away: the segment waits for the next replay

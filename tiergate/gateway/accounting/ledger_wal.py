@@ -40,6 +40,7 @@ import orjson
 
 log = logging.getLogger("tiergate.ledger")
 WAL_GLOB = "tiergate-ledger-wal-*.jsonl"
+OVERFLOW = "overflow-"
 _TMP_GLOB = "tiergate-ledger-wal-*.tmp"
 _STALE_TMP_S = 60.0  # a `.tmp` segment is renamed within microseconds: one this old was left by a crash
 ROTATE_EVERY_S = 1.0  # the writer rotates after a batch once the current segment is this old...
@@ -67,9 +68,10 @@ def _sync(fds: list[int]) -> None:
 
 
 class LedgerWal:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, overflow: bool = False) -> None:
         self._dir = directory
-        self._token = f"{os.getpid()}-{os.urandom(4).hex()}"
+        # An overflow file's rows are in no queue: its segments are named so, for the replays' logs.
+        self._token = f"{OVERFLOW if overflow else ''}{os.getpid()}-{os.urandom(4).hex()}"
         self._numbers = itertools.count(1)
         self._rotated: list[_Segment] = []  # oldest first, waiting for their rows to be done
         self._dir_dirty = False
@@ -202,6 +204,7 @@ class Claimed:
     path: Path
     fd: int
     rows: list[dict[str, Any]]
+    overflow: bool  # an overflow segment (handed over by a live process), not a dead process's
 
     def done(self) -> None:
         """Every row is in the database: remove the segment (then unlock it)."""
@@ -244,7 +247,8 @@ def _take(path: Path) -> Claimed | None:
             raise FileNotFoundError(path)
         claimed = path.with_name(f"tiergate-ledger-wal-replaying-{os.urandom(6).hex()}.jsonl")
         os.rename(path, claimed)
-        return Claimed(claimed, fd, _read(claimed, fd))
+        overflow = path.name.startswith(f"tiergate-ledger-wal-{OVERFLOW}")
+        return Claimed(claimed, fd, _read(claimed, fd), overflow)
     except FileNotFoundError:  # finished (deleted) or claimed by another process since we listed it
         os.close(fd)
         return None
