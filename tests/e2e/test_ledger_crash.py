@@ -18,8 +18,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.services]
 N = 25
 
 
-def _chat(url: str, key: str, rid: str) -> httpx.Response:
-    body = {"model": "student", "messages": [{"role": "user", "content": rid}], "max_tokens": 10}
+def _chat(url: str, key: str, rid: str, stream: bool) -> httpx.Response:
+    body = {
+        "model": "student",
+        "messages": [{"role": "user", "content": rid}],
+        "max_tokens": 10,
+        "stream": stream,
+    }
     return httpx.post(
         url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}", "x-request-id": rid},
         timeout=30,
@@ -52,7 +57,10 @@ def test_a_killed_gateway_loses_no_answered_request_from_the_ledger(
             ).json()
             key = httpx.post(gw + "/admin/keys", json={"tenant_id": tenant["id"]}, headers=ADMIN, timeout=10)
             rids = [f"crash-{i:03d}" for i in range(N)]
-            assert [_chat(gw, key.json()["key"], rid).status_code for rid in rids] == [200] * N
+            # Streamed and not: a stream's row is written ahead before its last bytes leave, as an answer's is.
+            answered = [_chat(gw, key.json()["key"], rid, i % 2 == 1) for i, rid in enumerate(rids)]
+            assert [r.status_code for r in answered] == [200] * N
+            assert all(b"data: [DONE]" in r.content for r in answered[1::2])
             proc.kill()  # SIGKILL: no drain, no shutdown hook
             proc.wait()
         assert check.sql("SELECT request_id FROM ledger") == []  # they were all still queued

@@ -149,3 +149,38 @@ def test_upstream_error_events_are_kept_and_noted() -> None:
     out = acc.feed(error_event("boom"))
     assert orjson.loads(out[6:])["error"]["message"] == "boom"
     assert acc.error["code"] == "upstream_stream_broken"
+
+
+async def test_a_streams_last_bytes_leave_only_once_the_call_is_settled() -> None:
+    # Settling writes the ledger row ahead: a replica killed after the client has the whole answer has it.
+    import asyncio
+
+    from tiergate.gateway.upstream.relay import RelayResponse, StreamOutcome
+
+    events: list[str] = []
+
+    async def chunks() -> Any:
+        for piece in STREAM[1:]:
+            yield piece
+
+    async def finish(outcome: StreamOutcome) -> None:
+        events.append(f"settled:{outcome.status}")
+
+    async def closed() -> None:
+        events.append("upstream closed")
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # the client stays
+        return {}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            events.append("last bytes" if not message.get("more_body") else "bytes")
+
+    relay = RelayResponse(
+        headers=[], first_chunk=STREAM[0], chunks=chunks(), close_upstream=closed,
+        accumulator=SSEAccumulator(strip_usage_chunk=False), started=0.0, upstream_wait_s=0.0, finish=finish,
+    )  # fmt: skip
+    await relay({}, receive, send)
+    assert events.index("settled:ok") < events.index("last bytes")
+    assert events.count("settled:ok") == 1  # once, not again when the relay ends

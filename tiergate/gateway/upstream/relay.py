@@ -34,12 +34,10 @@ class _Choice:
 
 
 class SSEAccumulator:
-    """Splits, forwards and remembers a stream; parses only what it must while the stream runs.
-
-    During the stream only events that may carry usage or an error are parsed (the usage chunk may have to be
-    dropped, an error noted); the others are kept as bytes and parsed once, on demand, when the answer is
-    assembled (for the cache, a trace, or counting tokens) - which most streams never need.
-    """
+    """Splits, forwards and remembers a stream; parses only what it must while the stream runs: events that
+    may carry usage or an error (the usage chunk may have to be dropped, an error noted). The others are kept
+    as bytes and parsed once, on demand, when the answer is assembled (for the cache, a trace, or counting
+    tokens) - which most streams never need."""
 
     def __init__(self, *, strip_usage_chunk: bool) -> None:
         self._strip_usage = strip_usage_chunk
@@ -88,11 +86,9 @@ class SSEAccumulator:
 
     def flush(self) -> bytes:
         """The upstream's last event if it lacked the blank line that ends an event (normally nothing).
-
         It is forwarded, terminated, when it is whole (`[DONE]`, a comment, a payload that parses); a cut one
         is dropped and noted in `truncated`: the client would fail on it before reading the error event
-        that follows, and that event must start on a line of its own.
-        """
+        that follows, and that event must start on a line of its own."""
         rest, self._buffer = self._buffer, b""
         if not rest.strip():
             return b""
@@ -107,20 +103,17 @@ class SSEAccumulator:
         return event if self._keep(event) else b""
 
     def restream(self, body: bytes) -> bytes:
-        """A whole JSON body sent in answer to a stream request, as the events to forward instead.
-
-        Some upstreams ignore `stream: true`. A chat completion is re-chunked as an OpenAI server would have
+        """A whole JSON body sent in answer to a stream request, as the events to forward instead. Some
+        upstreams ignore `stream: true`. A chat completion is re-chunked as an OpenAI server would have
         streamed it (through `feed`, so usage and the answer are kept as for any stream); anything else (an
         error object, unreadable bytes) becomes one error event, since relaying the JSON would give the
-        client's SDK neither a chunk nor an error.
-        """
+        client's SDK neither a chunk nor an error."""
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             doc = None
         if isinstance(doc, dict) and isinstance(doc.get("choices"), list) and "error" not in doc:
-            out = self.feed(sse_chunks(doc, include_usage=True))
-            return out + self.flush()
+            return self.feed(sse_chunks(doc, include_usage=True)) + self.flush()
         error = doc.get("error") if isinstance(doc, dict) else None
         detail = error.get("message") if isinstance(error, dict) else None
         self.error = error if error is not None else "a body that is neither events nor a chat completion"
@@ -382,17 +375,26 @@ class RelayResponse:
     async def __call__(self, scope: Any, receive: Callable[[], Awaitable[dict[str, Any]]], send: Any) -> None:
         # The pump runs in the request's own task; one watcher task is all a stream costs beyond it.
         watcher = asyncio.ensure_future(self._watch(receive))
-        translator = self._translator
-        if translator is not None:
-            send = translated(send, translator)
+        if self._translator is not None:
+            send = translated(send, self._translator)
+        finished = False
+
+        async def send_settled(message: dict[str, Any]) -> None:
+            # The last bytes leave once the call is settled and its ledger row written ahead (kill-safe).
+            nonlocal finished
+            if not finished and message["type"] == "http.response.body" and not message.get("more_body"):
+                finished = True
+                await self._finish(self.outcome)
+            await send(message)
+
         try:
-            await self._pump(send)
-        except OSError:  # the socket went away between two sends
+            await self._pump(send_settled)
+        except (OSError, asyncio.CancelledError) as exc:  # the socket went away; the server is stopping
             self.outcome.status = "client_disconnected"
-        except asyncio.CancelledError:  # the server is stopping
-            self.outcome.status = "client_disconnected"
-            raise
+            if isinstance(exc, asyncio.CancelledError):
+                raise
         finally:
             watcher.cancel()
             await self._close_upstream()
-            await self._finish(self.outcome)
+            if not finished:
+                await self._finish(self.outcome)
