@@ -19,12 +19,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.gateway.accounting.conftest import call_record
 from tests.support import ROOT, until
 from tiergate.gateway.accounting import ledger, ledger_wal
-from tiergate.gateway.accounting.auth import Principal
 from tiergate.gateway.accounting.ledger import LedgerWriter, entry_from
 from tiergate.gateway.accounting.ledger_wal import WAL_GLOB, LedgerWal
-from tiergate.gateway.accounting.records import CallRecord
 from tiergate.gateway.db.engine import open_engine
 from tiergate.gateway.db.migrate import upgrade
 
@@ -52,18 +51,6 @@ async def main(url, spill_dir, n):
 
 asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 """
-
-
-def _record(i: int) -> CallRecord:
-    record = CallRecord(
-        request_id=f"r{i}",
-        endpoint="chat",
-        principal=Principal("key", "t1", "k1"),
-        requested_model="student",
-        started_at=0,
-    )
-    record.cost_nano = 1000 + i
-    return record
 
 
 def _writer(
@@ -134,7 +121,7 @@ async def test_a_row_both_written_and_in_a_dead_segment_is_written_once(
 ) -> None:
     writer = _writer(engine, tmp_path / "spill")
     task = asyncio.ensure_future(writer.run())
-    writer.sink(_record(1))
+    writer.sink(call_record(1))
     writer.stop()
     await task
     async with engine.connect() as conn:
@@ -148,7 +135,7 @@ async def test_a_row_both_written_and_in_a_dead_segment_is_written_once(
 async def test_a_torn_last_line_and_a_garbled_line_are_skipped_with_a_log(
     engine: AsyncEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rows = [orjson.dumps(entry_from(_record(i))) for i in range(4)]
+    rows = [orjson.dumps(entry_from(call_record(i))) for i in range(4)]
     # A dead process's segment: no lock held on it; killed inside the write of its last row.
     dead = tmp_path / "tiergate-ledger-wal-4242-0badc0de-000003.jsonl"
     dead.write_bytes(
@@ -169,13 +156,13 @@ async def test_a_segment_is_deleted_only_once_every_row_queued_while_it_was_curr
     wal = LedgerWal(tmp_path)
     first = wal.segments()[0]
     for i in range(2):
-        wal.append(entry_from(_record(i)))
+        wal.append(entry_from(call_record(i)))
     wal.rotate(2)  # rows 1-2 are in the first segment
     second = wal.segments()[1]
-    wal.append(entry_from(_record(2)))
+    wal.append(entry_from(call_record(2)))
     wal.rotate(3)
     current = wal.segments()[2]
-    wal.append(entry_from(_record(3)))
+    wal.append(entry_from(call_record(3)))
     assert _segments(tmp_path) == sorted([first, second, current])
     wal.finished(1)  # row 2 is not done yet
     assert first.exists() and second.exists()
@@ -207,7 +194,7 @@ async def test_the_running_writer_rotates_and_removes_what_it_wrote(
     first = writer.wal_segments()[0]
     task = asyncio.ensure_future(writer.run())
     for i in range(5):
-        writer.sink(_record(i))
+        writer.sink(call_record(i))
     await writer.flush()
     # Every batch written: the segments holding them are gone; the current one holds nothing yet.
     (current,) = _segments(tmp_path / "spill")
@@ -223,11 +210,11 @@ async def test_a_clean_shutdown_leaves_no_segment_and_a_straggler_gets_a_new_one
     writer = _writer(engine, tmp_path, flush_s=60)  # a partial batch would wait a minute: stop drains it
     task = asyncio.ensure_future(writer.run())
     for i in range(3):
-        writer.sink(_record(i))
+        writer.sink(call_record(i))
     writer.stop()
     await task
     assert _segments(tmp_path) == [] and await _ledger(engine) == {"r0": 1, "r1": 1, "r2": 1}
-    writer.sink(_record(9))  # settled after the drain: nothing will write it now, the next start will
+    writer.sink(call_record(9))  # settled after the drain: nothing will write it now, the next start will
     (straggler,) = _segments(tmp_path)
     assert orjson.loads(straggler.read_bytes())["request_id"] == "r9"
 
@@ -235,7 +222,7 @@ async def test_a_clean_shutdown_leaves_no_segment_and_a_straggler_gets_a_new_one
 async def test_rows_spilled_at_a_drain_timeout_leave_no_segment(engine: AsyncEngine, tmp_path: Path) -> None:
     writer = _writer(engine, tmp_path)  # its writer never ran (cancelled at the drain timeout)
     for i in range(3):
-        writer.sink(_record(i))
+        writer.sink(call_record(i))
     writer.spill_pending()
     assert _segments(tmp_path) == [] and writer.spilled_files() == 1
     assert await writer.replay() == 3
@@ -257,8 +244,8 @@ async def test_a_group_commit_fsyncs_what_was_written_since_the_last(
     segment, directory = os.stat(wal.segments()[0]).st_ino, os.stat(tmp_path).st_ino
     await wal.sync()  # a new segment: its directory entry
     assert synced == [directory]
-    wal.append(entry_from(_record(0)))
-    wal.append(entry_from(_record(1)))
+    wal.append(entry_from(call_record(0)))
+    wal.append(entry_from(call_record(1)))
     await wal.sync()  # two rows, one fsync
     assert synced == [directory, segment]
     await wal.sync()  # nothing new
@@ -271,7 +258,7 @@ async def test_a_rotation_that_cannot_open_a_file_keeps_the_current_segment(
 ) -> None:
     wal = LedgerWal(tmp_path)
     (current,) = wal.segments()
-    wal.append(entry_from(_record(0)))
+    wal.append(entry_from(call_record(0)))
     real_open = os.open
 
     def disk_full(path: str | Path, flags: int, *args: int) -> int:
@@ -283,7 +270,7 @@ async def test_a_rotation_that_cannot_open_a_file_keeps_the_current_segment(
     wal.rotate(1)
     monkeypatch.undo()
     assert "could not rotate" in caplog.text and wal.segments() == [current]
-    wal.append(entry_from(_record(1)))
+    wal.append(entry_from(call_record(1)))
     assert len(current.read_bytes().splitlines()) == 2
     wal.finished(1)  # nothing was rotated: the segment holds a row not done yet
     assert current.exists()
@@ -300,7 +287,7 @@ async def test_a_running_replica_takes_a_dead_neighbours_segment_at_its_periodic
     try:
         # A worker sharing the directory died (no spill files anywhere: only its segment is left).
         dead = tmp_path / "tiergate-ledger-wal-77-0badc0de-000001.jsonl"
-        dead.write_bytes(orjson.dumps(entry_from(_record(5))) + b"\n")
+        dead.write_bytes(orjson.dumps(entry_from(call_record(5))) + b"\n")
         await until(lambda: writer.stats.recovered == 1, what="the periodic replay")
     finally:
         task.cancel()
@@ -314,7 +301,7 @@ async def test_rows_that_find_the_queue_full_are_held_on_disk_not_in_memory_and_
     spill = tmp_path / "spill"
     writer = LedgerWriter(engine, batch_size=10, flush_s=0.01, retries=1, queue_size=3, spill_dir=str(spill))
     for i in range(8):
-        writer.sink(_record(i))
+        writer.sink(call_record(i))
     assert writer.depth() == 3 and writer.stats.overflowed == 5  # the queue holds no more than its bound
     assert writer.stats.spilled == 0 and not list(spill.glob(ledger.SPILL_GLOB))  # no fsync'd spill per row
     overflow = [p for p in _segments(spill) if p not in writer.wal_segments()]
@@ -337,7 +324,7 @@ async def test_a_running_writer_hands_its_overflow_to_the_replays(
     spill = tmp_path / "spill"
     writer = LedgerWriter(engine, batch_size=2, flush_s=0.01, retries=1, queue_size=2, spill_dir=str(spill))
     for i in range(6):
-        writer.sink(_record(i))
+        writer.sink(call_record(i))
     task = asyncio.ensure_future(writer.run())
     await writer.flush()
     # The overflow's segment is unlocked after the batch: any replay (here another writer's) writes it.

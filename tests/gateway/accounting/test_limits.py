@@ -13,11 +13,10 @@ import orjson
 import pytest
 
 from tests.admin.conftest import ADMIN, answer, config, serve
+from tests.gateway.accounting.conftest import call_record
 from tests.support import until
 from tiergate.gateway.accounting import ledger
-from tiergate.gateway.accounting.auth import Principal
 from tiergate.gateway.accounting.ledger import LedgerWriter
-from tiergate.gateway.accounting.records import CallRecord
 from tiergate.gateway.upstream.tokens import TokenCounter
 
 pytestmark = pytest.mark.asyncio
@@ -167,18 +166,6 @@ async def test_revoked_and_expired_keys_are_401(sqlite_url: str, tmp_path: Path)
         assert (await s.chat("sk-tg-unknown")).status_code == 401
 
 
-def _record(i: int) -> CallRecord:
-    record = CallRecord(
-        request_id=f"r{i}",
-        endpoint="chat",
-        principal=Principal("key", "t1", "k1"),
-        requested_model="student",
-        started_at=0,
-    )
-    record.cost_nano, record.prompt_tokens = 1000 + i, 10
-    return record
-
-
 async def test_ledger_spills_when_the_database_is_away_and_replays_at_start(
     sqlite_url: str, tmp_path: Path
 ) -> None:
@@ -193,7 +180,7 @@ async def test_ledger_spills_when_the_database_is_away_and_replays_at_start(
     )
     task = asyncio.ensure_future(writer.run())
     for i in range(15):
-        writer.sink(_record(i))
+        writer.sink(call_record(i))
     writer.stop()
     await task
     assert writer.stats.spilled == 15 and writer.stats.written == 0
@@ -225,7 +212,7 @@ async def test_a_full_queue_drops_nothing(sqlite_url: str, tmp_path: Path) -> No
         engine, batch_size=10, flush_s=0.01, retries=1, queue_size=3, spill_dir=str(tmp_path)
     )
     for i in range(5):
-        writer.sink(_record(i))
+        writer.sink(call_record(i))
     assert writer.stats.overflowed == 2
     task = asyncio.ensure_future(writer.run())
     writer.stop()
@@ -251,11 +238,11 @@ async def test_spilled_rows_are_replayed_while_running_once_the_database_is_back
     )
     tasks = [asyncio.ensure_future(writer.run()), asyncio.ensure_future(writer.replay_periodically())]
     for i in range(3):  # no schema yet: every insert fails, the rows are spilled
-        writer.sink(_record(i))
+        writer.sink(call_record(i))
     await writer.flush()
     assert writer.stats.spilled == 3 and writer.spilled_files() == 1
     await upgrade(sqlite_url)  # the database is back
-    writer.sink(_record(3))
+    writer.sink(call_record(3))
     await until(lambda: writer.stats.replayed == 3 and writer.spilled_files() == 0, what="the replay")
     await writer.flush()
     writer.stop()
@@ -280,11 +267,11 @@ async def test_a_spill_file_claimed_for_replay_gets_no_more_rows(sqlite_url: str
         for e in (away, engine)
     )
     task = asyncio.ensure_future(spilling.run())
-    spilling.sink(_record(0))
+    spilling.sink(call_record(0))
     await spilling.flush()
     assert spilling.stats.spilled == 1
     assert await replaying.replay() == 1  # claims the other's file, writes it, removes it
-    spilling.sink(_record(1))
+    spilling.sink(call_record(1))
     await spilling.flush()  # a new file, not the claimed one
     assert await replaying.replay() == 1
     assert spilling.spilled_files() == 0
@@ -363,9 +350,9 @@ async def test_a_row_the_database_refuses_costs_no_other_row(sqlite_url: str, tm
         engine, batch_size=10, flush_s=0.01, retries=3, queue_size=100, spill_dir=str(tmp_path / "spill")
     )
     task = asyncio.ensure_future(writer.run())
-    bad = _record(2)
+    bad = call_record(2)
     bad.cost_nano = 2**70  # more than SQLite's 64-bit INTEGER holds: refused, and not because it is away
-    for record in (_record(0), _record(1), bad, _record(3)):
+    for record in (call_record(0), call_record(1), bad, call_record(3)):
         writer.sink(record)
     writer.stop()
     await task

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -19,16 +18,6 @@ from tiergate.policies.budget import MAX_BUDGET_NANO, Budget
 from tiergate.policies.ratelimit import WindowVerdict, bucket_of
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.services]
-
-
-@pytest.fixture
-async def redis(redis_server_url: str, redis_prefix: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_server_url)
-    yield client
-    keys = [k async for k in client.scan_iter(match=redis_prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 @pytest.mark.parametrize(("buckets", "now", "cost", "limit", "expected"), CASES)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -21,16 +20,6 @@ LIMITS = Limits("k:lease", "t:lease", key_budget=Budget(1000, "total"), tenant_b
 
 async def _no_spend(scope: str, since: int) -> int:
     return 0
-
-
-@pytest.fixture
-async def redis(redis_server_url: str, redis_prefix: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_server_url)
-    yield client
-    keys = [k async for k in client.scan_iter(match=redis_prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 def _replica(redis: Redis, prefix: str, *, lease_s: float = 10.0, ttl_s: float = 900.0) -> RedisLimiter:
