@@ -361,7 +361,7 @@ class LedgerWriter:
                     return
 
     async def _write_overflow(self) -> None:
-        """At shutdown: the overflow's rows into the database now (else at the next start or replay)."""
+        """At shutdown: the overflow's rows (and any dead process's segments) into the database now."""
         if self._overflow is not None:
             self._overflow.hand_over(final=True)
         try:
